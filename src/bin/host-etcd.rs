@@ -1,0 +1,3 @@
+//! The `host-etcd` CNI IPAM plugin binary (thin: see `host_etcd::cni`).
+
+fn main() {}

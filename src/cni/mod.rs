@@ -1,0 +1,1 @@
+//! The CNI protocol layer (issue 4).

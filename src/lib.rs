@@ -1,0 +1,29 @@
+//! # host-etcd
+//!
+//! A CNI IPAM plugin and allocator library that hands out container IPv4/IPv6
+//! addresses for large clusters. Allocation state lives in a [`store::Store`]
+//! (etcd in production, an embedded database on a single host, memory in
+//! tests) as compressed bitmap *chunks* updated with compare-and-swap, so
+//! allocating inside a huge range costs O(chunk), never O(range) and never
+//! O(allocations).
+//!
+//! ## Layout (data flows top to bottom, one way)
+//!
+//! | layer | module | I/O? |
+//! |---|---|---|
+//! | CNI protocol: commands, config, args, results, error codes | [`cni`] | env/stdin only |
+//! | Allocation protocol over a store: read, pick, CAS, retry | [`allocator`] | through [`store::Store`] |
+//! | Range math (subnet / rangeStart / rangeEnd / gateway) | [`range`] | none |
+//! | One chunk of 2^k addresses as bits | [`bitmap`] | none |
+//! | Chunk bytes <-> chunk (versioned, checksummed) | [`codec`] | none |
+//! | Persistence: the `Store` trait and its backends | [`store`] | yes |
+//!
+//! The binaries in `src/bin/` are thin: they parse their inputs and call into
+//! this library.
+
+pub mod allocator;
+pub mod bitmap;
+pub mod cni;
+pub mod codec;
+pub mod range;
+pub mod store;

@@ -1,0 +1,1 @@
+//! The etcd backend of the [`Store`](super::Store) contract (issue 3).

@@ -1,0 +1,254 @@
+//! Persistence: the [`Store`] trait, its contract, and its backends.
+//!
+//! A store is a versioned key-value map with etcd's semantics, reduced to the
+//! two calls the allocator needs:
+//!
+//! * [`Store::read`] — several point gets and bounded range reads, answered
+//!   from **one consistent snapshot** in **one round trip**;
+//! * [`Store::txn`] — one multi-key compare-and-swap transaction: *if* every
+//!   [`Compare`] holds, apply every [`Op`] atomically; *else* return the
+//!   current values of the keys named in [`Txn::read_on_conflict`] from the
+//!   same snapshot the compares failed against. A conflict is a value
+//!   ([`TxnOutcome::Conflict`]), not an error.
+//!
+//! ## The contract every backend must keep
+//!
+//! 1. **Revisions.** The store has one global revision, a positive `i64` that
+//!    grows by at least one with every committed transaction that changes
+//!    something. Each stored key carries `create_revision` (the revision of
+//!    the transaction that created it since it was last absent) and
+//!    `mod_revision` (the revision of its last change). Both are `> 0` for a
+//!    present key. Deleting a key and creating it again gives it a new
+//!    `create_revision`.
+//! 2. **Compares.** [`Expect::Absent`] holds iff the key does not exist;
+//!    [`Expect::ModRevision`]`(r)` holds iff the key exists and its
+//!    `mod_revision == r`. All compares of one transaction are evaluated
+//!    against the same snapshot, and the ops are applied atomically on that
+//!    snapshot: no other writer can interleave.
+//! 3. **Ops.** Applied in order; a later op on the same key wins. Deleting an
+//!    absent key is a no-op. A transaction with no ops still evaluates its
+//!    compares (and can serve as a consistent read).
+//! 4. **Reads.** Every [`Read`] in one [`Store::read`] call sees the same
+//!    snapshot. [`Read::Range`] returns the present keys `k` with
+//!    `start <= k < end` in ascending byte order, at most `limit` of them
+//!    (`limit == 0` means no limit), and whether more keys in the interval
+//!    exist beyond the ones returned.
+//! 5. **Keys** are non-empty UTF-8 strings; byte order is the order. Values are
+//!    arbitrary bytes. A backend never interprets either.
+//! 6. **Errors** are [`StoreError`]s; etcd, redb or other backend types never
+//!    cross this seam. A call that fails with [`StoreError::Unavailable`] may
+//!    or may not have been applied (e.g. the connection dropped after the
+//!    commit); callers re-read and use compares to converge, never blind
+//!    writes.
+//! 7. **Deadlines.** Backends that do I/O bound every call by a deadline and
+//!    report [`StoreError::Unavailable`] when it passes.
+//!
+//! [`memory::MemoryStore`] is the reference implementation; the contract test
+//! suite in `tests/store_contract.rs` runs the same checks against every
+//! backend.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+pub mod counting;
+pub mod etcd;
+pub mod local;
+pub mod memory;
+
+/// A store key: a non-empty UTF-8 string, ordered by bytes.
+pub type Key = String;
+
+/// A stored value with its revisions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    /// The stored bytes.
+    pub value: Vec<u8>,
+    /// Revision of the last change to this key (`> 0`).
+    pub mod_revision: i64,
+    /// Revision at which this key was created (`> 0`).
+    pub create_revision: i64,
+}
+
+/// One read inside a [`Store::read`] call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// The value of one key, or `None` if absent.
+    Get(Key),
+    /// Present keys in `[start, end)`, ascending, at most `limit` (`0` = all).
+    Range {
+        /// Inclusive lower bound.
+        start: Key,
+        /// Exclusive upper bound.
+        end: Key,
+        /// Maximum number of keys to return; `0` means no limit.
+        limit: usize,
+    },
+}
+
+/// The answer to one [`Read`], in the same position as the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadResult {
+    /// Answer to [`Read::Get`].
+    Get(Option<Versioned>),
+    /// Answer to [`Read::Range`].
+    Range {
+        /// The keys found, ascending.
+        kvs: Vec<(Key, Versioned)>,
+        /// `true` if keys beyond the returned ones exist in the interval.
+        more: bool,
+    },
+}
+
+/// What a [`Compare`] expects of its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The key does not exist (etcd: `create_revision == 0`).
+    Absent,
+    /// The key exists and its `mod_revision` equals this value.
+    ModRevision(i64),
+}
+
+/// One condition of a [`Txn`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compare {
+    /// The key compared.
+    pub key: Key,
+    /// The expected state.
+    pub expect: Expect,
+}
+
+/// One write of a [`Txn`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Create or overwrite a key.
+    Put(Key, Vec<u8>),
+    /// Delete a key (no-op when absent).
+    Delete(Key),
+}
+
+/// A compare-and-swap transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Txn {
+    /// All must hold for `ops` to be applied.
+    pub compares: Vec<Compare>,
+    /// Applied atomically, in order, when every compare holds.
+    pub ops: Vec<Op>,
+    /// When a compare fails: the keys whose current values are returned.
+    pub read_on_conflict: Vec<Key>,
+}
+
+/// The result of a [`Txn`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// Every compare held; the ops were applied at this revision.
+    Committed {
+        /// The store revision after the commit.
+        revision: i64,
+    },
+    /// A compare failed; nothing was written.
+    Conflict {
+        /// The current value (or absence) of each key in
+        /// [`Txn::read_on_conflict`], in the same order.
+        current: Vec<(Key, Option<Versioned>)>,
+    },
+}
+
+/// Errors of the persistence layer. Backend-specific errors are mapped into
+/// these at the backend's edge.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store cannot be reached or did not answer in time (etcd down, no
+    /// quorum, deadline passed, file lock wait exceeded). Transient: the
+    /// caller may try again later. The operation may or may not have been
+    /// applied.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A local file or directory operation failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A database file exists but is not a usable host-etcd store (corrupt,
+    /// foreign, or of an unknown version). Never silently reset.
+    #[error("store at {} is corrupt or not a host-etcd database: {detail}", path.display())]
+    CorruptDatabase {
+        /// The database path.
+        path: PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The store configuration is unusable (bad endpoint, unreadable TLS
+    /// file, invalid certificate).
+    #[error("store configuration invalid: {0}")]
+    Config(String),
+    /// The store refused the request (authentication failed, permission
+    /// denied, request too large).
+    #[error("store refused the request: {0}")]
+    Refused(String),
+}
+
+/// A versioned key-value store with one-round-trip reads and multi-key
+/// compare-and-swap transactions. See the [module docs](self) for the
+/// contract every implementation keeps.
+pub trait Store: Send + Sync {
+    /// Answers every read from one consistent snapshot, in one round trip.
+    /// The result has one entry per request, in order.
+    fn read(
+        &self,
+        reads: &[Read],
+    ) -> impl Future<Output = Result<Vec<ReadResult>, StoreError>> + Send;
+
+    /// Runs one compare-and-swap transaction in one round trip.
+    fn txn(&self, txn: Txn) -> impl Future<Output = Result<TxnOutcome, StoreError>> + Send;
+}
+
+impl<S: Store + ?Sized> Store for &S {
+    fn read(
+        &self,
+        reads: &[Read],
+    ) -> impl Future<Output = Result<Vec<ReadResult>, StoreError>> + Send {
+        (**self).read(reads)
+    }
+
+    fn txn(&self, txn: Txn) -> impl Future<Output = Result<TxnOutcome, StoreError>> + Send {
+        (**self).txn(txn)
+    }
+}
+
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn read(
+        &self,
+        reads: &[Read],
+    ) -> impl Future<Output = Result<Vec<ReadResult>, StoreError>> + Send {
+        (**self).read(reads)
+    }
+
+    fn txn(&self, txn: Txn) -> impl Future<Output = Result<TxnOutcome, StoreError>> + Send {
+        (**self).txn(txn)
+    }
+}
+
+/// The smallest key strictly greater than every key starting with `prefix`
+/// (etcd's "range end for a prefix"). Used to turn a prefix into a
+/// [`Read::Range`].
+///
+/// ```
+/// assert_eq!(host_etcd::store::prefix_end("/a/"), "/a0");
+/// ```
+pub fn prefix_end(prefix: &str) -> Key {
+    let mut bytes = prefix.as_bytes().to_vec();
+    while let Some(last) = bytes.pop() {
+        if last < 0x7f {
+            bytes.push(last + 1);
+            // Keys are ASCII in this crate, so this stays valid UTF-8.
+            return String::from_utf8_lossy(&bytes).into_owned();
+        }
+    }
+    // Only 0x7f bytes (or empty): everything sorts below "\u{7f}\u{7f}...".
+    "\u{7f}".repeat(prefix.len() + 1)
+}
