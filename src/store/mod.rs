@@ -50,6 +50,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 
+pub mod any;
 pub mod counting;
 pub mod etcd;
 pub mod local;
