@@ -9,12 +9,32 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::CodecError;
-use crate::range::{RangeError, RangeSet};
-use crate::store::{Store, StoreError};
+use crate::range::RangeSet;
+use crate::store::Store;
+
+mod check;
+mod engine;
+pub mod error;
+pub mod fullset;
+pub mod geometry;
+pub mod keys;
+pub mod meta;
+pub mod plan;
+pub mod state;
+
+pub use check::{CheckReport, Problem, RangeUsage};
+pub use error::AllocError;
+pub use keys::Keyspace;
 
 /// Default chunk size exponent: a chunk covers 2^k addresses.
 pub const DEFAULT_CHUNK_BITS: u8 = 10;
+
+/// Supported chunk size exponents.
+pub const CHUNK_BITS_RANGE: std::ops::RangeInclusive<u8> = 6..=20;
+
+/// Requests committed per transaction by [`Allocator::allocate_batch`]
+/// (etcd refuses transactions with more than 128 operations by default).
+pub const MAX_BATCH: usize = 50;
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "/host-etcd";
@@ -113,6 +133,15 @@ pub struct Options {
     pub budget: Duration,
     /// Stable per-node value spreading nodes over chunks (hostname hash).
     pub node_seed: u64,
+    /// Present chunks fetched per range read while searching.
+    pub read_limit: usize,
+}
+
+/// This host's name (Linux), or an empty string.
+pub fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 impl Default for Options {
@@ -120,50 +149,34 @@ impl Default for Options {
         Options {
             max_attempts: 64,
             budget: Duration::from_secs(10),
-            node_seed: 0,
+            node_seed: geometry::node_seed_from(&local_hostname()),
+            read_limit: 8,
         }
     }
 }
 
-/// Errors of the allocation protocol.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AllocError {
-    /// The network's ranges are invalid.
-    #[error(transparent)]
-    Range(#[from] RangeError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A chunk could not be decoded.
-    #[error("stored chunk {key} is corrupt: {source}")]
-    CorruptChunk {
-        /// The key.
-        key: String,
-        /// Why.
-        #[source]
-        source: CodecError,
-    },
-    /// Placeholder until the allocator is implemented.
-    #[error("{0}")]
-    Other(String),
-}
-
-/// The allocation protocol bound to a store and a network.
+/// The allocation protocol bound to a store and a network. Methods are in
+/// `engine` (allocation, release, GC) and `check` (consistency, usage).
 pub struct Allocator<S> {
     store: S,
     network: Network,
+    keyspace: Keyspace,
     options: Options,
 }
 
 impl<S: Store> Allocator<S> {
-    /// Binds a store and a network.
-    pub fn new(store: S, network: Network, options: Options) -> Self {
-        Allocator {
+    /// Binds a store and a network; checks the network name and chunk size.
+    pub fn new(store: S, network: Network, options: Options) -> Result<Self, AllocError> {
+        if !CHUNK_BITS_RANGE.contains(&network.chunk_bits) {
+            return Err(AllocError::BadChunkBits(network.chunk_bits));
+        }
+        let keyspace = Keyspace::new(&network.prefix, &network.name)?;
+        Ok(Allocator {
             store,
             network,
+            keyspace,
             options,
-        }
+        })
     }
 
     /// The network.
@@ -176,42 +189,16 @@ impl<S: Store> Allocator<S> {
         &self.store
     }
 
+    /// The keyspace.
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.keyspace
+    }
+
     /// The options.
     pub fn options(&self) -> &Options {
         &self.options
     }
-
-    /// Hands out one address per range set to `req.owner` (idempotent).
-    pub async fn allocate(&self, req: &AllocRequest) -> Result<Allocation, AllocError> {
-        let _ = req;
-        todo!("allocator::allocate")
-    }
-
-    /// Releases everything `owner` holds; `None` if it held nothing.
-    pub async fn release(&self, owner: &OwnerId) -> Result<Option<OwnerRecord>, AllocError> {
-        let _ = owner;
-        todo!("allocator::release")
-    }
-
-    /// The owner record of `owner`, if any.
-    pub async fn owner(&self, owner: &OwnerId) -> Result<Option<OwnerRecord>, AllocError> {
-        let _ = owner;
-        todo!("allocator::owner")
-    }
-
-    /// Every owner record of the network.
-    pub async fn owners(&self) -> Result<Vec<OwnerRecord>, AllocError> {
-        todo!("allocator::owners")
-    }
-
-    /// Releases every owner not in `valid`; returns what was released.
-    pub async fn gc(&self, valid: &[OwnerId]) -> Result<Vec<OwnerRecord>, AllocError> {
-        let _ = valid;
-        todo!("allocator::gc")
-    }
-
-    /// One cheap read, to tell whether the store answers (CNI STATUS).
-    pub async fn ping(&self) -> Result<(), AllocError> {
-        todo!("allocator::ping")
-    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,325 @@
+//! The driver: runs the pure planner against a [`Store`], feeding it reads
+//! and conflict answers, inside the one bounded retry loop of the crate.
+//!
+//! Uncontended ADD: one read (owner, meta, full-set, starting chunks), one
+//! transaction. A conflict answer carries the current values, so each retry
+//! is one more round trip. Transient store errors restart the operation from
+//! a fresh read (the lost transaction may have committed; compares and the
+//! owner record make the retry converge). Everything is bounded by
+//! [`Options::max_attempts`] and [`Options::budget`].
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::plan::{self, Ctx, Outcome, Plan, Stop};
+use super::state::{Known, Pending};
+use super::{AllocError, AllocRequest, Allocation, Allocator, OwnerId, OwnerRecord, MAX_BATCH};
+use crate::store::{prefix_end, Key, Read, ReadResult, Store, StoreError, TxnOutcome, Versioned};
+
+/// Upper bound on reads within one operation (a safety net: planning needs
+/// O(chunks scanned / read_limit) reads at most).
+const MAX_READS: u32 = 100_000;
+
+impl<S: Store> Allocator<S> {
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            net: &self.network,
+            ks: &self.keyspace,
+            seed: self.options.node_seed,
+            read_limit: self.options.read_limit.max(1),
+            now: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+
+    /// Awaits a store call within the operation's deadline.
+    pub(crate) async fn call<T>(
+        &self,
+        fut: impl Future<Output = Result<T, StoreError>>,
+        deadline: Instant,
+        last: &str,
+    ) -> Result<T, AllocError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, fut).await {
+            Ok(r) => r.map_err(AllocError::from),
+            Err(_) => Err(self.budget_exceeded(last)),
+        }
+    }
+
+    fn budget_exceeded(&self, last: &str) -> AllocError {
+        AllocError::BudgetExceeded {
+            budget: self.options.budget,
+            last: last.to_string(),
+        }
+    }
+
+    /// Sleeps a random, growing, capped time before retry `attempt`.
+    async fn backoff(&self, attempt: u32, deadline: Instant) {
+        if attempt <= 1 {
+            return;
+        }
+        let cap_ms = 1u64 << attempt.min(6);
+        let wait = Duration::from_micros(fastrand::u64(0..cap_ms * 1000));
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(wait.min(remaining)).await;
+    }
+
+    /// The retry loop shared by every write operation.
+    async fn run<T>(
+        &self,
+        initial: Vec<Pending>,
+        planner: impl Fn(&Ctx<'_>, &Known) -> Result<Plan<T>, Stop>,
+    ) -> Result<T, AllocError> {
+        let deadline = Instant::now() + self.options.budget;
+        let ctx = self.ctx();
+        let fresh = || Known::new(self.keyspace.clone(), self.network.chunk_bits);
+        let mut known = fresh();
+        let mut pending = initial.clone();
+        let mut attempts = 0u32;
+        let mut transient = 0u32;
+        let mut reads = 0u32;
+        let mut last = String::from("none");
+        loop {
+            if Instant::now() >= deadline {
+                return Err(self.budget_exceeded(&last));
+            }
+            if !pending.is_empty() {
+                reads += 1;
+                if reads > MAX_READS {
+                    return Err(AllocError::Contention { attempts });
+                }
+                let store_reads = known.to_reads(&pending);
+                match self.call(self.store.read(&store_reads), deadline, &last).await {
+                    Ok(results) => known.absorb(&pending, results),
+                    Err(e) if e.is_transient() => {
+                        last = e.to_string();
+                        transient += 1;
+                        self.backoff(transient + 1, deadline).await;
+                        known = fresh();
+                        pending = initial.clone();
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                pending.clear();
+            }
+            let plan = match planner(&ctx, &known) {
+                Ok(plan) => plan,
+                Err(Stop::Need(p)) => {
+                    pending = p;
+                    continue;
+                }
+                Err(Stop::Fail(e)) => return Err(e),
+            };
+            if plan.txn.ops.is_empty() {
+                return Ok(plan.result);
+            }
+            attempts += 1;
+            match self.call(self.store.txn(plan.txn), deadline, &last).await {
+                Ok(TxnOutcome::Committed { .. }) => return Ok(plan.result),
+                Ok(TxnOutcome::Conflict { current }) => {
+                    for (key, value) in current {
+                        known.absorb_key(&key, value);
+                    }
+                    last = "compare-and-swap conflict".into();
+                }
+                Err(e) if e.is_transient() => {
+                    // The transaction may or may not have been applied:
+                    // start over from a fresh read.
+                    last = e.to_string();
+                    known = fresh();
+                    pending = initial.clone();
+                }
+                Err(e) => return Err(e),
+            }
+            if attempts >= self.options.max_attempts {
+                return Err(AllocError::Contention { attempts });
+            }
+            self.backoff(attempts, deadline).await;
+        }
+    }
+
+    /// Hands out one address per range set to `req.owner`. Idempotent: an
+    /// owner that already holds addresses gets them back (`existing`).
+    pub async fn allocate(&self, req: &AllocRequest) -> Result<Allocation, AllocError> {
+        let mut out = self.allocate_batch(std::slice::from_ref(req)).await?;
+        out.pop().ok_or(AllocError::Contention { attempts: 0 })
+    }
+
+    /// Allocates for many owners, committing up to [`MAX_BATCH`] of them per
+    /// transaction. Results are in request order. On error, the batches
+    /// before the failing one stay committed.
+    pub async fn allocate_batch(
+        &self,
+        reqs: &[AllocRequest],
+    ) -> Result<Vec<Allocation>, AllocError> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for batch in reqs.chunks(MAX_BATCH) {
+            let initial = plan::initial_reads(&self.ctx(), batch);
+            let outcomes = self
+                .run(initial, |ctx, known| plan::plan_add(ctx, known, batch))
+                .await?;
+            out.extend(outcomes.into_iter().map(|o| match o {
+                Outcome::Existing(_, assigned) => Allocation {
+                    assigned,
+                    existing: true,
+                },
+                Outcome::New(_, assigned) => Allocation {
+                    assigned,
+                    existing: false,
+                },
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Releases everything `owner` holds; `None` if it held nothing
+    /// (releasing an unknown owner succeeds).
+    pub async fn release(&self, owner: &OwnerId) -> Result<Option<OwnerRecord>, AllocError> {
+        let key = self.keyspace.owner(&owner.container_id, &owner.ifname)?;
+        self.run(vec![Pending::Get(key.clone())], |ctx, known| {
+            plan::plan_release(ctx, known, &key)
+        })
+        .await
+    }
+
+    /// Releases whoever holds `ip`; `None` if nobody does.
+    pub async fn release_ip(&self, ip: IpAddr) -> Result<Option<OwnerRecord>, AllocError> {
+        match self.holder_of(ip).await? {
+            Some(rec) => {
+                self.release(&OwnerId {
+                    container_id: rec.container_id,
+                    ifname: rec.ifname,
+                })
+                .await
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The owner record holding `ip`, if any (scans the owner records).
+    pub async fn holder_of(&self, ip: IpAddr) -> Result<Option<OwnerRecord>, AllocError> {
+        Ok(self
+            .owners()
+            .await?
+            .into_iter()
+            .find(|r| r.ips.contains(&ip)))
+    }
+
+    /// The owner record of `owner`, if any.
+    pub async fn owner(&self, owner: &OwnerId) -> Result<Option<OwnerRecord>, AllocError> {
+        let key = self.keyspace.owner(&owner.container_id, &owner.ifname)?;
+        let deadline = Instant::now() + self.options.budget;
+        let res = self
+            .call(self.store.read(&[Read::Get(key.clone())]), deadline, "none")
+            .await?;
+        match res.into_iter().next() {
+            Some(ReadResult::Get(Some(v))) => decode_owner(&key, &v).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every stored key and value under `prefix`, in pages of `page`.
+    pub(crate) async fn scan(
+        &self,
+        prefix: &str,
+        page: usize,
+    ) -> Result<Vec<(Key, Versioned)>, AllocError> {
+        let deadline = Instant::now() + self.options.budget;
+        let end = prefix_end(prefix);
+        let mut start = prefix.to_string();
+        let mut out = Vec::new();
+        loop {
+            let res = self
+                .call(
+                    self.store.read(&[Read::Range {
+                        start: start.clone(),
+                        end: end.clone(),
+                        limit: page,
+                    }]),
+                    deadline,
+                    "none",
+                )
+                .await?;
+            let Some(ReadResult::Range { kvs, more }) = res.into_iter().next() else {
+                return Ok(out);
+            };
+            if let Some((last, _)) = kvs.last() {
+                start = format!("{last}\0");
+            }
+            let empty = kvs.is_empty();
+            out.extend(kvs);
+            if !more || empty {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Every owner record of the network; a record that does not decode is
+    /// an error naming its key.
+    pub async fn owners(&self) -> Result<Vec<OwnerRecord>, AllocError> {
+        self.scan(&self.keyspace.owners_prefix(), 1000)
+            .await?
+            .iter()
+            .map(|(k, v)| decode_owner(k, v))
+            .collect()
+    }
+
+    /// Releases every owner not in `valid` (CNI GC). Owners are released one
+    /// by one; every owner is tried, and the first failure is returned after
+    /// the others were released.
+    pub async fn gc(&self, valid: &[OwnerId]) -> Result<Vec<OwnerRecord>, AllocError> {
+        let valid: std::collections::HashSet<&OwnerId> = valid.iter().collect();
+        let mut released = Vec::new();
+        let mut first_err = None;
+        for (key, v) in self.scan(&self.keyspace.owners_prefix(), 1000).await? {
+            let rec = match decode_owner(&key, &v) {
+                Ok(r) => r,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    continue;
+                }
+            };
+            let id = OwnerId {
+                container_id: rec.container_id.clone(),
+                ifname: rec.ifname.clone(),
+            };
+            if valid.contains(&id) {
+                continue;
+            }
+            match self.release(&id).await {
+                Ok(Some(r)) => released.push(r),
+                Ok(None) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(released),
+        }
+    }
+
+    /// One cheap read, to tell whether the store answers (CNI STATUS).
+    pub async fn ping(&self) -> Result<(), AllocError> {
+        let deadline = Instant::now() + self.options.budget;
+        self.call(
+            self.store.read(&[Read::Get(self.keyspace.meta())]),
+            deadline,
+            "none",
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Decodes an owner record, naming the key when it is corrupt.
+pub(crate) fn decode_owner(key: &str, v: &Versioned) -> Result<OwnerRecord, AllocError> {
+    serde_json::from_slice(&v.value).map_err(|e| AllocError::CorruptOwner {
+        key: key.to_string(),
+        detail: e.to_string(),
+    })
+}

@@ -1,0 +1,133 @@
+//! Errors of the allocation protocol. The CNI layer maps each variant to a
+//! CNI error code in one place (`cni::error`).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::keys::BadKeyPart;
+use crate::codec::CodecError;
+use crate::range::RangeError;
+use crate::store::StoreError;
+
+/// Errors of the allocation protocol.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AllocError {
+    /// The network's ranges are invalid.
+    #[error(transparent)]
+    Range(#[from] RangeError),
+    /// A name cannot be used in a key (network name, container ID, ifname).
+    #[error(transparent)]
+    BadName(#[from] BadKeyPart),
+    /// The chunk size is outside the supported range.
+    #[error("chunkBits {0} is not supported (use 6..=20)")]
+    BadChunkBits(u8),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored chunk size disagrees with the configured one.
+    #[error("network state at {key} was written with chunkBits {stored}, but the config says {configured}; set \"chunkBits\": {stored} (existing state is never reinterpreted)")]
+    MetaMismatch {
+        /// The meta key.
+        key: String,
+        /// k in the store.
+        stored: u8,
+        /// k in the config.
+        configured: u8,
+    },
+    /// The meta record could not be read.
+    #[error("stored meta record {key} is corrupt: {detail}")]
+    CorruptMeta {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A chunk could not be decoded.
+    #[error("stored chunk {key} is corrupt: {source}")]
+    CorruptChunk {
+        /// The key.
+        key: String,
+        /// Why.
+        #[source]
+        source: CodecError,
+    },
+    /// A full-set could not be decoded.
+    #[error("stored full-set {key} is corrupt: {detail}")]
+    CorruptFullSet {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// An owner record could not be decoded.
+    #[error("stored owner record {key} is corrupt: {detail}")]
+    CorruptOwner {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// An owner record does not fit the current config (e.g. its addresses
+    /// are outside every range, or it has another number of addresses).
+    #[error("owner record {key} does not match the current ranges: {detail}")]
+    StaleOwner {
+        /// The key.
+        key: String,
+        /// What does not match.
+        detail: String,
+    },
+    /// No free address is left in a range set.
+    #[error("no free address left in range set {set} ({ranges})")]
+    Exhausted {
+        /// Index of the range set.
+        set: usize,
+        /// The set's ranges, for the message.
+        ranges: String,
+    },
+    /// Every address reserved for a deploy stage is taken.
+    #[error("every address reserved for stage {stage:?} in range set {set} is taken")]
+    StageExhausted {
+        /// The stage.
+        stage: String,
+        /// Index of the range set.
+        set: usize,
+    },
+    /// A requested (static) address cannot be given.
+    #[error("requested address {ip} cannot be allocated: {reason}")]
+    RequestedUnavailable {
+        /// The address.
+        ip: IpAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The same owner appears twice in one batch.
+    #[error("owner {0} appears twice in one batch")]
+    DuplicateOwner(String),
+    /// Compare-and-swap retries ran out (heavy contention).
+    #[error("gave up after {attempts} conflicting attempts; try again later")]
+    Contention {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The operation's time budget ran out.
+    #[error("operation did not finish within its budget of {budget:?}; try again later (last error: {last})")]
+    BudgetExceeded {
+        /// The budget.
+        budget: Duration,
+        /// The last transient error seen, or "none".
+        last: String,
+    },
+}
+
+impl AllocError {
+    /// Whether trying again later may succeed (CNI code 11).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            AllocError::Store(StoreError::Unavailable(_))
+                | AllocError::Contention { .. }
+                | AllocError::BudgetExceeded { .. }
+        )
+    }
+}

@@ -1,0 +1,190 @@
+//! Which chunks a range set covers, in which order allocation visits them,
+//! and which addresses of a chunk a request may take (the *allowed mask*).
+//!
+//! Pure: everything is computed from the validated ranges and k. A set's
+//! chunks are kept as merged intervals of chunk indices (`address >> k`), so
+//! an IPv6 /64 costs two integers, not 2^54 entries.
+
+use std::net::IpAddr;
+
+use crate::bitmap::Bitmap;
+use crate::range::{to_u128, Family, Range, RangeSet};
+
+/// The chunks a request may allocate from, in visiting order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Candidates {
+    /// Sorted, disjoint, non-adjacent inclusive intervals of chunk indices.
+    Intervals(Vec<(u128, u128)>),
+    /// Sorted distinct chunk indices (staged requests: the chunks holding
+    /// the stage's reserved addresses).
+    List(Vec<u128>),
+}
+
+impl Candidates {
+    /// Number of chunks.
+    pub fn count(&self) -> u128 {
+        match self {
+            Candidates::Intervals(iv) => iv.iter().map(|(lo, hi)| hi - lo + 1).sum(),
+            Candidates::List(l) => l.len() as u128,
+        }
+    }
+
+    /// The chunk index at ordinal `ord` (`ord < count()`).
+    pub fn nth(&self, mut ord: u128) -> Option<u128> {
+        match self {
+            Candidates::Intervals(iv) => {
+                for (lo, hi) in iv {
+                    let n = hi - lo + 1;
+                    if ord < n {
+                        return Some(lo + ord);
+                    }
+                    ord -= n;
+                }
+                None
+            }
+            Candidates::List(l) => usize::try_from(ord).ok().and_then(|i| l.get(i).copied()),
+        }
+    }
+
+    /// The last chunk index of the run that holds `index` (for a bounded
+    /// range read that stays inside the set's chunks).
+    pub fn run_end(&self, index: u128) -> u128 {
+        match self {
+            Candidates::Intervals(iv) => iv
+                .iter()
+                .find(|(lo, hi)| *lo <= index && index <= *hi)
+                .map_or(index, |(_, hi)| *hi),
+            Candidates::List(_) => index,
+        }
+    }
+}
+
+/// Chunk index of an address.
+pub fn chunk_of(ip: IpAddr, k: u8) -> u128 {
+    to_u128(ip) >> k
+}
+
+/// Bit of an address inside its chunk.
+pub fn bit_of(ip: IpAddr, k: u8) -> usize {
+    (to_u128(ip) & ((1u128 << k) - 1)) as usize
+}
+
+/// Chunks of a set for ordinary (unstaged) requests.
+pub fn normal_candidates(set: &RangeSet, k: u8) -> Candidates {
+    let mut iv: Vec<(u128, u128)> = set
+        .ranges()
+        .iter()
+        .map(|r| (r.first() >> k, r.last() >> k))
+        .collect();
+    iv.sort_unstable();
+    let mut merged: Vec<(u128, u128)> = Vec::with_capacity(iv.len());
+    for (lo, hi) in iv {
+        match merged.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    Candidates::Intervals(merged)
+}
+
+/// Chunks holding the reserved addresses of `stage` in a set.
+pub fn staged_candidates(set: &RangeSet, stage: &str, k: u8) -> Candidates {
+    let mut l: Vec<u128> = set
+        .ranges()
+        .iter()
+        .filter_map(|r| r.stages.get(stage))
+        .flatten()
+        .map(|ip| chunk_of(*ip, k))
+        .collect();
+    l.sort_unstable();
+    l.dedup();
+    Candidates::List(l)
+}
+
+/// The addresses of chunk `index` that `r` excludes in every mode: its
+/// gateway, its subnet's network address, and the IPv4 broadcast address.
+fn fixed_exclusions(r: &Range) -> [Option<IpAddr>; 3] {
+    let broadcast = match r.family() {
+        Family::V4 => Some(r.subnet.broadcast()),
+        Family::V6 => None,
+    };
+    [Some(r.gateway), Some(r.subnet.network()), broadcast]
+}
+
+fn in_chunk(ip: IpAddr, index: u128, k: u8) -> Option<usize> {
+    (chunk_of(ip, k) == index).then(|| bit_of(ip, k))
+}
+
+/// Allowed mask of chunk `index` for ordinary requests on `set`: every
+/// address inside some range's `start..=end`, minus gateways, network and
+/// broadcast addresses, minus every stage-reserved address of the set.
+pub fn normal_mask(set: &RangeSet, k: u8, index: u128) -> Bitmap {
+    let size = 1usize << k;
+    let base = index << k;
+    let top = base + (size as u128 - 1);
+    let mut mask = Bitmap::new(size);
+    for r in set.ranges() {
+        let lo = r.first().max(base);
+        let hi = r.last().min(top);
+        if lo <= hi {
+            mask.set_range((lo - base) as usize, (hi - base) as usize);
+        }
+    }
+    for r in set.ranges() {
+        for ip in fixed_exclusions(r).into_iter().flatten() {
+            if let Some(b) = in_chunk(ip, index, k) {
+                mask.clear(b);
+            }
+        }
+        for ips in r.stages.values() {
+            for ip in ips {
+                if let Some(b) = in_chunk(*ip, index, k) {
+                    mask.clear(b);
+                }
+            }
+        }
+    }
+    mask
+}
+
+/// Allowed mask of chunk `index` for a request of `stage` on `set`: only
+/// that stage's reserved addresses.
+pub fn staged_mask(set: &RangeSet, stage: &str, k: u8, index: u128) -> Bitmap {
+    let mut mask = Bitmap::new(1usize << k);
+    for r in set.ranges() {
+        for ip in r.stages.get(stage).into_iter().flatten() {
+            if let Some(b) = in_chunk(*ip, index, k) {
+                if r.is_allocatable(*ip) {
+                    mask.set(b);
+                }
+            }
+        }
+    }
+    mask
+}
+
+/// A stable starting ordinal in `0..count` for a node and a set, so nodes
+/// start in different chunks and rarely collide.
+pub fn spread(seed: u64, set_index: usize, count: u128) -> u128 {
+    if count <= 1 {
+        return 0;
+    }
+    let hi = mix(seed ^ (set_index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let lo = mix(hi ^ 0xd1b5_4a32_d192_ed03);
+    ((u128::from(hi) << 64) | u128::from(lo)) % count
+}
+
+/// splitmix64's finalizer: a cheap, well-distributed 64-bit mix.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A stable per-node seed: a hash of the host name (FNV-1a), or 0.
+pub fn node_seed_from(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}

@@ -1,0 +1,156 @@
+//! The keyspace of one network (`{p}` = prefix, `{net}` = network name):
+//!
+//! | key | value |
+//! |---|---|
+//! | `{p}/{net}/meta` | JSON [`Meta`](super::meta::Meta): format version and chunk size k |
+//! | `{p}/{net}/chunks/{4\|6}/{base}` | an encoded chunk ([`crate::codec`]) |
+//! | `{p}/{net}/full/{4\|6}/{region}` | roaring treemap of full chunk indices |
+//! | `{p}/{net}/owners/{containerID}/{ifname}` | JSON [`OwnerRecord`](super::OwnerRecord) |
+//!
+//! `{base}` is the chunk's first address as fixed-width lower-case hex (8
+//! digits for IPv4, 32 for IPv6), so byte order of keys is address order and
+//! a range read walks chunks in address order. A chunk index is
+//! `address >> k`; a full-set *region* holds the indices that share their
+//! bits above the low 64 (`{region}` is `index >> 64` in hex: always `0` for
+//! IPv4 and for any IPv6 range longer than /54 at k = 10).
+
+use crate::range::Family;
+
+/// Characters allowed in a network name, container ID or ifname used in a key.
+fn key_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'\\')
+}
+
+/// Key builder for one network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keyspace {
+    root: String,
+}
+
+/// Why a key could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {value:?} cannot be used in a store key: it must be non-empty printable ASCII without '/' or '\\'")]
+pub struct BadKeyPart {
+    /// What the value is (network name, container ID, ifname).
+    pub what: &'static str,
+    /// The value.
+    pub value: String,
+}
+
+impl Keyspace {
+    /// Keys of network `name` under `prefix` (a trailing `/` is ignored).
+    pub fn new(prefix: &str, name: &str) -> Result<Self, BadKeyPart> {
+        if !key_safe(name) {
+            return Err(BadKeyPart {
+                what: "network name",
+                value: name.into(),
+            });
+        }
+        let prefix = prefix.trim_end_matches('/');
+        Ok(Keyspace {
+            root: format!("{prefix}/{name}"),
+        })
+    }
+
+    /// `{p}/{net}` — every key of the network starts with this plus `/`.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// The meta key.
+    pub fn meta(&self) -> String {
+        format!("{}/meta", self.root)
+    }
+
+    /// Prefix of every chunk of `family`.
+    pub fn chunks_prefix(&self, family: Family) -> String {
+        format!("{}/chunks/{}/", self.root, family.as_str())
+    }
+
+    /// The key of chunk `index` (= base address >> k).
+    pub fn chunk(&self, family: Family, chunk_bits: u8, index: u128) -> String {
+        let base = index << chunk_bits;
+        match family {
+            Family::V4 => format!("{}{:08x}", self.chunks_prefix(family), base),
+            Family::V6 => format!("{}{:032x}", self.chunks_prefix(family), base),
+        }
+    }
+
+    /// Parses a chunk key back into its index; `None` if it is not one.
+    pub fn parse_chunk(&self, family: Family, chunk_bits: u8, key: &str) -> Option<u128> {
+        let hex = key.strip_prefix(&self.chunks_prefix(family))?;
+        let width = match family {
+            Family::V4 => 8,
+            Family::V6 => 32,
+        };
+        if hex.len() != width || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let base = u128::from_str_radix(hex, 16).ok()?;
+        if base & ((1u128 << chunk_bits) - 1) != 0 {
+            return None;
+        }
+        Some(base >> chunk_bits)
+    }
+
+    /// The full-set key of the region holding chunk `index`.
+    pub fn full(&self, family: Family, index: u128) -> String {
+        format!("{}/full/{}/{:x}", self.root, family.as_str(), index >> 64)
+    }
+
+    /// Prefix of every owner record.
+    pub fn owners_prefix(&self) -> String {
+        format!("{}/owners/", self.root)
+    }
+
+    /// The owner key of a container interface.
+    pub fn owner(&self, container_id: &str, ifname: &str) -> Result<String, BadKeyPart> {
+        if !key_safe(container_id) {
+            return Err(BadKeyPart {
+                what: "container ID",
+                value: container_id.into(),
+            });
+        }
+        if !key_safe(ifname) {
+            return Err(BadKeyPart {
+                what: "interface name",
+                value: ifname.into(),
+            });
+        }
+        Ok(format!("{}{container_id}/{ifname}", self.owners_prefix()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_keys_sort_in_address_order_and_round_trip() {
+        let ks = Keyspace::new("/host-etcd/", "net1").unwrap();
+        let a = ks.chunk(Family::V4, 10, 5);
+        let b = ks.chunk(Family::V4, 10, 40);
+        assert!(a < b);
+        assert_eq!(a, "/host-etcd/net1/chunks/4/00001400");
+        assert_eq!(ks.parse_chunk(Family::V4, 10, &a), Some(5));
+        let top = (1u128 << 118) - 1;
+        let k6 = ks.chunk(Family::V6, 10, top);
+        assert_eq!(ks.parse_chunk(Family::V6, 10, &k6), Some(top));
+        assert_eq!(ks.parse_chunk(Family::V6, 10, "/host-etcd/net1/chunks/6/zz"), None);
+        assert_eq!(ks.full(Family::V6, top), "/host-etcd/net1/full/6/3fffff");
+    }
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        assert!(Keyspace::new("/p", "a/b").is_err());
+        assert!(Keyspace::new("/p", "").is_err());
+        let ks = Keyspace::new("/p", "n").unwrap();
+        assert!(ks.owner("..", "eth0").is_err());
+        assert!(ks.owner("abc", "et h0").is_err());
+        assert_eq!(ks.owner("abc", "eth0").unwrap(), "/p/n/owners/abc/eth0");
+    }
+}

@@ -1,0 +1,636 @@
+//! The pure planner: from what is [`Known`], decide which addresses to hand
+//! out or free and build the one compare-and-swap [`Txn`] that commits it —
+//! or say which reads are missing first ([`Stop::Need`]).
+//!
+//! Planning never mutates [`Known`]; it works on a [`Draft`] overlay that is
+//! thrown away when a read is missing or the transaction conflicts, and the
+//! driver simply plans again with what it learned. That keeps the retry loop
+//! in one place (`engine`) and this module free of I/O.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+
+use roaring::RoaringTreemap;
+
+use super::error::AllocError;
+use super::geometry::{self, Candidates};
+use super::keys::Keyspace;
+use super::meta::Meta;
+use super::state::{Known, Lookup, Pending};
+use super::{fullset, AllocRequest, Assigned, Network, OwnerRecord};
+use crate::bitmap::Bitmap;
+use crate::codec::{self, Chunk};
+use crate::range::{from_u128, Family, RangeSet};
+use crate::store::{Compare, Expect, Key, Op, Txn};
+
+/// Why planning stopped without a plan.
+#[derive(Debug)]
+pub enum Stop {
+    /// These reads are needed first; plan again after them.
+    Need(Vec<Pending>),
+    /// A definite error.
+    Fail(AllocError),
+}
+
+impl From<AllocError> for Stop {
+    fn from(e: AllocError) -> Self {
+        Stop::Fail(e)
+    }
+}
+
+/// Inputs of planning that do not change during an operation.
+pub struct Ctx<'a> {
+    /// The network.
+    pub net: &'a Network,
+    /// Its keys.
+    pub ks: &'a Keyspace,
+    /// Per-node spreading seed.
+    pub seed: u64,
+    /// Present chunks per range read.
+    pub read_limit: usize,
+    /// Seconds since the epoch, for new owner records.
+    pub now: u64,
+}
+
+impl Ctx<'_> {
+    fn k(&self) -> u8 {
+        self.net.chunk_bits
+    }
+}
+
+/// What happened to one request of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The owner already held addresses (idempotent ADD).
+    Existing(OwnerRecord, Vec<Assigned>),
+    /// New addresses, committed by the plan's transaction.
+    New(OwnerRecord, Vec<Assigned>),
+}
+
+/// A finished plan.
+#[derive(Debug)]
+pub struct Plan<T> {
+    /// Per-request (or per-operation) result, valid once `txn` commits.
+    pub result: T,
+    /// The transaction; no ops means nothing to write.
+    pub txn: Txn,
+}
+
+struct DraftChunk {
+    orig: Option<i64>,
+    chunk: Chunk,
+}
+
+struct DraftFull {
+    orig: Option<i64>,
+    set: RoaringTreemap,
+    dirty: bool,
+}
+
+/// Modified copies of chunks and full-sets on top of [`Known`].
+struct Draft<'a> {
+    known: &'a Known,
+    k: u8,
+    chunks: BTreeMap<(Family, u128), DraftChunk>,
+    full: BTreeMap<Key, DraftFull>,
+}
+
+impl<'a> Draft<'a> {
+    fn new(known: &'a Known, k: u8) -> Self {
+        Draft {
+            known,
+            k,
+            chunks: BTreeMap::new(),
+            full: BTreeMap::new(),
+        }
+    }
+
+    fn view(&self, family: Family, idx: u128) -> Lookup<'_> {
+        match self.chunks.get(&(family, idx)) {
+            Some(d) => Lookup::Present(d.orig.unwrap_or(0), &d.chunk),
+            None => self.known.chunk(family, idx),
+        }
+    }
+
+    fn chunk_mut(&mut self, family: Family, idx: u128) -> Result<&mut Chunk, Stop> {
+        if !self.chunks.contains_key(&(family, idx)) {
+            let d = match self.known.chunk(family, idx) {
+                Lookup::Unknown => {
+                    let ks = self.known.keyspace();
+                    return Err(Stop::Need(vec![
+                        Pending::Get(ks.chunk(family, self.k, idx)),
+                        Pending::Get(ks.full(family, idx)),
+                    ]));
+                }
+                Lookup::Absent => DraftChunk {
+                    orig: None,
+                    chunk: Chunk {
+                        bits: Bitmap::new(1usize << self.k),
+                        cursor: 0,
+                    },
+                },
+                Lookup::Present(rev, c) => DraftChunk {
+                    orig: Some(rev),
+                    chunk: c.clone(),
+                },
+                Lookup::Corrupt(e) => {
+                    return Err(Stop::Fail(AllocError::CorruptChunk {
+                        key: self.known.keyspace().chunk(family, self.k, idx),
+                        source: e.clone(),
+                    }))
+                }
+            };
+            self.chunks.insert((family, idx), d);
+        }
+        match self.chunks.get_mut(&(family, idx)) {
+            Some(d) => Ok(&mut d.chunk),
+            None => Err(Stop::Fail(AllocError::Exhausted {
+                set: 0,
+                ranges: "internal: draft chunk vanished".into(),
+            })),
+        }
+    }
+
+    fn full_mut(&mut self, key: &Key) -> Result<&mut DraftFull, Stop> {
+        if !self.full.contains_key(key) {
+            let d = match self.known.full.get(key) {
+                None => return Err(Stop::Need(vec![Pending::Get(key.clone())])),
+                Some(None) => DraftFull {
+                    orig: None,
+                    set: RoaringTreemap::new(),
+                    dirty: false,
+                },
+                Some(Some((rev, Ok(set)))) => DraftFull {
+                    orig: Some(*rev),
+                    set: set.clone(),
+                    dirty: false,
+                },
+                Some(Some((_, Err(detail)))) => {
+                    return Err(Stop::Fail(AllocError::CorruptFullSet {
+                        key: key.clone(),
+                        detail: detail.clone(),
+                    }))
+                }
+            };
+            self.full.insert(key.clone(), d);
+        }
+        match self.full.get_mut(key) {
+            Some(d) => Ok(d),
+            None => Err(Stop::Need(vec![Pending::Get(key.clone())])),
+        }
+    }
+
+    /// Whether the full-set hint lists chunk `idx`.
+    fn hinted_full(&mut self, ks: &Keyspace, family: Family, idx: u128) -> Result<bool, Stop> {
+        let key = ks.full(family, idx);
+        let d = self.full_mut(&key)?;
+        Ok(d.set.contains(idx as u64))
+    }
+
+    /// Adds compares, puts and conflict reads for every modified chunk and
+    /// the full-set changes they imply.
+    fn finish(mut self, ctx: &Ctx<'_>, txn: &mut Txn) -> Result<(), Stop> {
+        let k = ctx.k();
+        // First make sure every full-set these chunks belong to is known, in
+        // one batch of reads.
+        let missing: Vec<Pending> = self
+            .chunks
+            .keys()
+            .map(|(f, idx)| ctx.ks.full(*f, *idx))
+            .filter(|key| !self.full.contains_key(key) && !self.known.full.contains_key(key))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(Pending::Get)
+            .collect();
+        if !missing.is_empty() {
+            return Err(Stop::Need(missing));
+        }
+        let chunks = std::mem::take(&mut self.chunks);
+        for ((family, idx), d) in &chunks {
+            let key = ctx.ks.chunk(*family, k, *idx);
+            txn.compares.push(Compare {
+                key: key.clone(),
+                expect: d.orig.map_or(Expect::Absent, Expect::ModRevision),
+            });
+            txn.ops.push(Op::Put(key.clone(), codec::encode(&d.chunk)));
+            txn.read_on_conflict.push(key);
+            let full_now = is_full(ctx.net, *family, k, *idx, &d.chunk);
+            let fkey = ctx.ks.full(*family, *idx);
+            let f = self.full_mut(&fkey)?;
+            let listed = f.set.contains(*idx as u64);
+            if full_now && !listed {
+                f.set.insert(*idx as u64);
+                f.dirty = true;
+            } else if !full_now && listed {
+                f.set.remove(*idx as u64);
+                f.dirty = true;
+            }
+        }
+        for (key, f) in &self.full {
+            if !f.dirty {
+                continue;
+            }
+            txn.compares.push(Compare {
+                key: key.clone(),
+                expect: f.orig.map_or(Expect::Absent, Expect::ModRevision),
+            });
+            if f.set.is_empty() {
+                txn.ops.push(Op::Delete(key.clone()));
+            } else {
+                txn.ops.push(Op::Put(key.clone(), fullset::encode(&f.set)));
+            }
+            txn.read_on_conflict.push(key.clone());
+        }
+        Ok(())
+    }
+}
+
+/// A chunk is full when no set of its family has a free ordinary address in it.
+fn is_full(net: &Network, family: Family, k: u8, idx: u128, chunk: &Chunk) -> bool {
+    net.sets
+        .iter()
+        .filter(|s| s.family() == family)
+        .all(|s| chunk.bits.count_free(&geometry::normal_mask(s, k, idx)) == 0)
+}
+
+/// Checks the meta record and, when absent, adds its creation to `txn`.
+fn meta_step(ctx: &Ctx<'_>, known: &Known, txn: &mut Txn) -> Result<(), Stop> {
+    let key = ctx.ks.meta();
+    match &known.meta {
+        None => Err(Stop::Need(vec![Pending::Get(key)])),
+        Some(None) => {
+            txn.compares.push(Compare {
+                key: key.clone(),
+                expect: Expect::Absent,
+            });
+            txn.ops
+                .push(Op::Put(key.clone(), Meta::new(ctx.k()).encode()));
+            txn.read_on_conflict.push(key);
+            Ok(())
+        }
+        Some(Some((_, Ok(m)))) if m.chunk_bits == ctx.k() => Ok(()),
+        Some(Some((_, Ok(m)))) => Err(Stop::Fail(AllocError::MetaMismatch {
+            key,
+            stored: m.chunk_bits,
+            configured: ctx.k(),
+        })),
+        Some(Some((_, Err(detail)))) => Err(Stop::Fail(AllocError::CorruptMeta {
+            key,
+            detail: detail.clone(),
+        })),
+    }
+}
+
+/// Maps a stored record's addresses back to sets and ranges of the config.
+pub fn assigned_of(net: &Network, key: &str, rec: &OwnerRecord) -> Result<Vec<Assigned>, AllocError> {
+    if rec.ips.len() != net.sets.len() {
+        return Err(AllocError::StaleOwner {
+            key: key.into(),
+            detail: format!(
+                "it holds {} address(es) but the config has {} range set(s)",
+                rec.ips.len(),
+                net.sets.len()
+            ),
+        });
+    }
+    rec.ips
+        .iter()
+        .zip(&net.sets)
+        .enumerate()
+        .map(|(set, (ip, s))| match s.find(*ip) {
+            Some((range, _)) => Ok(Assigned { set, range, ip: *ip }),
+            None => Err(AllocError::StaleOwner {
+                key: key.into(),
+                detail: format!("{ip} is outside every range of range set {set}"),
+            }),
+        })
+        .collect()
+}
+
+fn describe(set: &RangeSet) -> String {
+    set.ranges()
+        .iter()
+        .map(|r| format!("{}-{}", r.start, r.end))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The reads that let an uncontended ADD plan without any further read:
+/// owners, meta, and per dynamic set the full-set and a bounded range read
+/// from its starting chunk; per static address its chunk and full-set.
+pub fn initial_reads(ctx: &Ctx<'_>, reqs: &[AllocRequest]) -> Vec<Pending> {
+    let k = ctx.k();
+    let mut out: Vec<Pending> = vec![Pending::Get(ctx.ks.meta())];
+    let mut seen = HashSet::new();
+    let mut push = |p: Pending, out: &mut Vec<Pending>| {
+        if seen.insert(format!("{p:?}")) {
+            out.push(p);
+        }
+    };
+    for req in reqs {
+        if let Ok(key) = ctx.ks.owner(&req.owner.container_id, &req.owner.ifname) {
+            push(Pending::Get(key), &mut out);
+        }
+        let statics = map_requested(ctx.net, &req.requested).unwrap_or_default();
+        for (i, set) in ctx.net.sets.iter().enumerate() {
+            let family = set.family();
+            if let Some(ip) = statics.get(&i) {
+                let idx = geometry::chunk_of(*ip, k);
+                push(Pending::Get(ctx.ks.chunk(family, k, idx)), &mut out);
+                push(Pending::Get(ctx.ks.full(family, idx)), &mut out);
+                continue;
+            }
+            let (cands, start) = candidates(ctx, i, set, req.stage.as_deref());
+            let Some(idx) = cands.nth(start) else { continue };
+            push(Pending::Get(ctx.ks.full(family, idx)), &mut out);
+            push(
+                Pending::Chunks {
+                    family,
+                    lo: idx,
+                    hi: cands.run_end(idx),
+                    limit: ctx.read_limit,
+                },
+                &mut out,
+            );
+        }
+    }
+    out
+}
+
+/// Which requested address goes to which set.
+fn map_requested(net: &Network, requested: &[IpAddr]) -> Result<BTreeMap<usize, IpAddr>, AllocError> {
+    let mut out = BTreeMap::new();
+    for ip in requested {
+        let Some(i) = net.sets.iter().position(|s| s.find(*ip).is_some()) else {
+            return Err(AllocError::RequestedUnavailable {
+                ip: *ip,
+                reason: "it is not inside any configured range (rangeStart..rangeEnd)".into(),
+            });
+        };
+        if let Some(prev) = out.insert(i, *ip) {
+            return Err(AllocError::RequestedUnavailable {
+                ip: *ip,
+                reason: format!("{prev} is also requested from range set {i}; one address per set"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The staged or ordinary candidate chunks of a set, and the start ordinal.
+fn candidates(ctx: &Ctx<'_>, i: usize, set: &RangeSet, stage: Option<&str>) -> (Candidates, u128) {
+    let k = ctx.k();
+    match stage {
+        Some(s) if set.has_stage(s) => (geometry::staged_candidates(set, s, k), 0),
+        _ => {
+            let c = geometry::normal_candidates(set, k);
+            let start = geometry::spread(ctx.seed, i, c.count());
+            (c, start)
+        }
+    }
+}
+
+/// Plans an ADD of a batch of requests (one transaction).
+pub fn plan_add(ctx: &Ctx<'_>, known: &Known, reqs: &[AllocRequest]) -> Result<Plan<Vec<Outcome>>, Stop> {
+    let k = ctx.k();
+    let mut txn = Txn::default();
+    meta_step(ctx, known, &mut txn)?;
+    let mut draft = Draft::new(known, k);
+    let mut outcomes = Vec::with_capacity(reqs.len());
+    let mut owners_seen = HashSet::new();
+    for req in reqs {
+        let key = ctx
+            .ks
+            .owner(&req.owner.container_id, &req.owner.ifname)
+            .map_err(AllocError::from)?;
+        if !owners_seen.insert(key.clone()) {
+            return Err(Stop::Fail(AllocError::DuplicateOwner(key)));
+        }
+        match known.owners.get(&key) {
+            None => return Err(Stop::Need(vec![Pending::Get(key)])),
+            Some(Some((_, Ok(rec)))) => {
+                let assigned = assigned_of(ctx.net, &key, rec)?;
+                outcomes.push(Outcome::Existing(rec.clone(), assigned));
+                continue;
+            }
+            Some(Some((_, Err(detail)))) => {
+                return Err(Stop::Fail(AllocError::CorruptOwner {
+                    key,
+                    detail: detail.clone(),
+                }))
+            }
+            Some(None) => {}
+        }
+        let statics = map_requested(ctx.net, &req.requested)?;
+        let mut assigned = Vec::with_capacity(ctx.net.sets.len());
+        for (i, set) in ctx.net.sets.iter().enumerate() {
+            let a = match statics.get(&i) {
+                Some(ip) => pick_static(ctx, &mut draft, i, set, *ip, req.stage.as_deref())?,
+                None => pick_dynamic(ctx, &mut draft, i, set, req.stage.as_deref())?,
+            };
+            assigned.push(a);
+        }
+        let rec = OwnerRecord {
+            container_id: req.owner.container_id.clone(),
+            ifname: req.owner.ifname.clone(),
+            ips: assigned.iter().map(|a| a.ip).collect(),
+            created: ctx.now,
+            pod_namespace: req.pod_namespace.clone(),
+            pod_name: req.pod_name.clone(),
+        };
+        txn.compares.push(Compare {
+            key: key.clone(),
+            expect: Expect::Absent,
+        });
+        txn.ops.push(Op::Put(
+            key.clone(),
+            serde_json::to_vec(&rec).unwrap_or_default(),
+        ));
+        txn.read_on_conflict.push(key);
+        outcomes.push(Outcome::New(rec, assigned));
+    }
+    if outcomes.iter().all(|o| matches!(o, Outcome::Existing(..))) {
+        return Ok(Plan {
+            result: outcomes,
+            txn: Txn::default(),
+        });
+    }
+    draft.finish(ctx, &mut txn)?;
+    Ok(Plan {
+        result: outcomes,
+        txn,
+    })
+}
+
+fn pick_static(
+    ctx: &Ctx<'_>,
+    draft: &mut Draft<'_>,
+    set_index: usize,
+    set: &RangeSet,
+    ip: IpAddr,
+    stage: Option<&str>,
+) -> Result<Assigned, Stop> {
+    let k = ctx.k();
+    let unavailable = |reason: String| Stop::Fail(AllocError::RequestedUnavailable { ip, reason });
+    let Some((range_index, range)) = set.find(ip) else {
+        return Err(unavailable("it is not inside any configured range".into()));
+    };
+    if !range.is_allocatable(ip) {
+        return Err(unavailable(
+            "it is the gateway, the network address or the broadcast address of its range".into(),
+        ));
+    }
+    if let Some(owner_stage) = range.stage_of(ip) {
+        if stage != Some(owner_stage) {
+            return Err(unavailable(format!(
+                "it is reserved for pods of stage {owner_stage:?}"
+            )));
+        }
+    }
+    let chunk = draft.chunk_mut(set.family(), geometry::chunk_of(ip, k))?;
+    if chunk.bits.set(geometry::bit_of(ip, k)) {
+        return Err(unavailable("it is already allocated".into()));
+    }
+    Ok(Assigned {
+        set: set_index,
+        range: range_index,
+        ip,
+    })
+}
+
+fn pick_dynamic(
+    ctx: &Ctx<'_>,
+    draft: &mut Draft<'_>,
+    set_index: usize,
+    set: &RangeSet,
+    stage: Option<&str>,
+) -> Result<Assigned, Stop> {
+    let k = ctx.k();
+    let family = set.family();
+    let staged = stage.filter(|s| set.has_stage(s));
+    let (cands, start) = candidates(ctx, set_index, set, staged);
+    let n = cands.count();
+    // Ordinary requests skip chunks the full-set lists on a first pass and
+    // look at them on a second pass before giving up (the set is a hint).
+    let passes: &[bool] = if staged.is_some() { &[false] } else { &[true, false] };
+    let mut corrupt = None;
+    for &use_hint in passes {
+        let mut step: u128 = 0;
+        while step < n {
+            let ord = (start + step) % n;
+            step += 1;
+            let Some(idx) = cands.nth(ord) else { break };
+            if use_hint && draft.hinted_full(ctx.ks, family, idx)? {
+                continue;
+            }
+            let mask = match staged {
+                Some(s) => geometry::staged_mask(set, s, k, idx),
+                None => geometry::normal_mask(set, k, idx),
+            };
+            let bit = match draft.view(family, idx) {
+                Lookup::Unknown => {
+                    let limit = if use_hint { ctx.read_limit } else { ctx.read_limit * 32 };
+                    return Err(Stop::Need(vec![Pending::Chunks {
+                        family,
+                        lo: idx,
+                        hi: cands.run_end(idx),
+                        limit,
+                    }]));
+                }
+                Lookup::Corrupt(e) => {
+                    corrupt.get_or_insert_with(|| AllocError::CorruptChunk {
+                        key: ctx.ks.chunk(family, k, idx),
+                        source: e.clone(),
+                    });
+                    continue;
+                }
+                // An absent chunk is all free: the first allowed bit.
+                Lookup::Absent => mask.iter_ones().next(),
+                Lookup::Present(_, c) => c.bits.find_free(c.cursor as usize, &mask),
+            };
+            let Some(bit) = bit else { continue };
+            let chunk = draft.chunk_mut(family, idx)?;
+            chunk.bits.set(bit);
+            chunk.cursor = ((bit + 1) % (1usize << k)) as u32;
+            let value = (idx << k) + bit as u128;
+            let Some(ip) = from_u128(family, value) else { continue };
+            let Some((range_index, _)) = set.find(ip) else { continue };
+            return Ok(Assigned {
+                set: set_index,
+                range: range_index,
+                ip,
+            });
+        }
+    }
+    if let Some(e) = corrupt {
+        return Err(Stop::Fail(e));
+    }
+    Err(Stop::Fail(match staged {
+        Some(s) => AllocError::StageExhausted {
+            stage: s.to_string(),
+            set: set_index,
+        },
+        None => AllocError::Exhausted {
+            set: set_index,
+            ranges: describe(set),
+        },
+    }))
+}
+
+/// Plans the release of one owner: clear its bits, delete its record, in one
+/// transaction guarded by the record's revision. `None` if it holds nothing.
+pub fn plan_release(ctx: &Ctx<'_>, known: &Known, key: &Key) -> Result<Plan<Option<OwnerRecord>>, Stop> {
+    let k = ctx.k();
+    let (rev, rec) = match known.owners.get(key) {
+        None => return Err(Stop::Need(vec![Pending::Get(key.clone())])),
+        Some(None) => {
+            return Ok(Plan {
+                result: None,
+                txn: Txn::default(),
+            })
+        }
+        Some(Some((rev, Ok(rec)))) => (*rev, rec),
+        Some(Some((_, Err(detail)))) => {
+            return Err(Stop::Fail(AllocError::CorruptOwner {
+                key: key.clone(),
+                detail: detail.clone(),
+            }))
+        }
+    };
+    // Fetch every chunk and full-set involved in one read.
+    let mut missing = Vec::new();
+    for ip in &rec.ips {
+        let family = Family::of(*ip);
+        let idx = geometry::chunk_of(*ip, k);
+        if matches!(known.chunk(family, idx), Lookup::Unknown) {
+            missing.push(Pending::Get(ctx.ks.chunk(family, k, idx)));
+        }
+        let fkey = ctx.ks.full(family, idx);
+        if !known.full.contains_key(&fkey) {
+            missing.push(Pending::Get(fkey));
+        }
+    }
+    missing.dedup();
+    if !missing.is_empty() {
+        return Err(Stop::Need(missing));
+    }
+    let mut draft = Draft::new(known, k);
+    for ip in &rec.ips {
+        let chunk = draft.chunk_mut(Family::of(*ip), geometry::chunk_of(*ip, k))?;
+        // A bit already clear is an inconsistency `check` reports; the
+        // release still deletes the record so the owner converges.
+        chunk.bits.clear(geometry::bit_of(*ip, k));
+    }
+    let mut txn = Txn::default();
+    txn.compares.push(Compare {
+        key: key.clone(),
+        expect: Expect::ModRevision(rev),
+    });
+    txn.ops.push(Op::Delete(key.clone()));
+    txn.read_on_conflict.push(key.clone());
+    draft.finish(ctx, &mut txn)?;
+    Ok(Plan {
+        result: Some(rec.clone()),
+        txn,
+    })
+}

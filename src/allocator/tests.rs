@@ -1,0 +1,398 @@
+//! Unit tests of the allocation protocol on the memory store.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::*;
+use crate::range::{Range, RangeSpec};
+use crate::store::counting::CountingStore;
+use crate::store::memory::{Fault, MemoryStore};
+
+fn spec(subnet: &str) -> RangeSpec {
+    RangeSpec {
+        subnet: subnet.into(),
+        ..RangeSpec::default()
+    }
+}
+
+fn set(specs: &[RangeSpec]) -> RangeSet {
+    RangeSet::new(specs.iter().map(|s| Range::parse(s).unwrap()).collect()).unwrap()
+}
+
+fn net(sets: Vec<RangeSet>) -> Network {
+    Network {
+        name: "testnet".into(),
+        prefix: DEFAULT_PREFIX.into(),
+        sets,
+        chunk_bits: DEFAULT_CHUNK_BITS,
+    }
+}
+
+fn opts() -> Options {
+    Options {
+        node_seed: 7,
+        ..Options::default()
+    }
+}
+
+fn req(id: &str) -> AllocRequest {
+    AllocRequest {
+        owner: OwnerId {
+            container_id: id.into(),
+            ifname: "eth0".into(),
+        },
+        ..AllocRequest::default()
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn alloc_of<S: Store>(store: S, n: Network) -> Allocator<S> {
+    Allocator::new(store, n, opts()).unwrap()
+}
+
+#[tokio::test]
+async fn uncontended_add_is_two_round_trips() {
+    let store = CountingStore::new(MemoryStore::new());
+    let a = alloc_of(
+        &store,
+        net(vec![set(&[spec("10.1.0.0/16")]), set(&[spec("2001:db8::/64")])]),
+    );
+    let first = a.allocate(&req("c1")).await.unwrap();
+    assert_eq!(first.assigned.len(), 2);
+    assert_eq!((store.reads(), store.txns()), (1, 1));
+    store.reset();
+    a.allocate(&req("c2")).await.unwrap();
+    assert_eq!(store.round_trips(), 2, "second ADD: one read, one txn");
+    store.reset();
+    // Idempotent ADD: one read, no write.
+    let again = a.allocate(&req("c1")).await.unwrap();
+    assert!(again.existing);
+    assert_eq!(again.assigned, first.assigned);
+    assert_eq!((store.reads(), store.txns()), (1, 0));
+}
+
+#[tokio::test]
+async fn defaults_skip_network_and_gateway_and_go_round_robin() {
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/29")])]));
+    // /29: network .0, gateway .1, start .2, end .6 (broadcast .7 excluded).
+    let mut got = Vec::new();
+    for i in 0..5 {
+        got.push(a.allocate(&req(&format!("c{i}"))).await.unwrap().assigned[0].ip);
+    }
+    let want: Vec<IpAddr> = (2..=6).map(|i| ip(&format!("10.0.0.{i}"))).collect();
+    assert_eq!(got, want);
+    let err = a.allocate(&req("c5")).await.unwrap_err();
+    assert!(matches!(err, AllocError::Exhausted { set: 0, .. }), "{err}");
+    // Release .3; the next allocation gets it back only because the cursor
+    // has wrapped (it is the only free address).
+    a.release(&req("c1").owner).await.unwrap();
+    assert_eq!(a.allocate(&req("c6")).await.unwrap().assigned[0].ip, ip("10.0.0.3"));
+}
+
+#[tokio::test]
+async fn released_address_is_not_reused_before_the_cursor_wraps() {
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/24")])]));
+    let first = a.allocate(&req("a")).await.unwrap().assigned[0].ip;
+    a.release(&req("a").owner).await.unwrap();
+    let second = a.allocate(&req("b")).await.unwrap().assigned[0].ip;
+    assert_ne!(first, second);
+}
+
+#[tokio::test]
+async fn release_unknown_owner_is_ok_and_release_frees() {
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/30")])]));
+    assert_eq!(a.release(&req("nobody").owner).await.unwrap(), None);
+    let got = a.allocate(&req("x")).await.unwrap();
+    let rec = a.release(&req("x").owner).await.unwrap().unwrap();
+    assert_eq!(rec.ips, vec![got.assigned[0].ip]);
+    assert_eq!(a.owner(&req("x").owner).await.unwrap(), None);
+    assert!(a.check().await.unwrap().is_clean());
+    assert_eq!(a.usage().await.unwrap()[0].used, 0);
+}
+
+#[tokio::test]
+async fn static_requests() {
+    let store = MemoryStore::new();
+    let a = alloc_of(
+        &store,
+        net(vec![set(&[spec("10.0.0.0/24")]), set(&[spec("fd00::/120")])]),
+    );
+    let mut r = req("s1");
+    r.requested = vec![ip("10.0.0.77")];
+    let got = a.allocate(&r).await.unwrap();
+    assert_eq!(got.assigned[0].ip, ip("10.0.0.77"));
+    assert_eq!(got.assigned[1].set, 1);
+    // Taken.
+    let mut r2 = req("s2");
+    r2.requested = vec![ip("10.0.0.77")];
+    let e = a.allocate(&r2).await.unwrap_err();
+    assert!(e.to_string().contains("10.0.0.77") && e.to_string().contains("already allocated"), "{e}");
+    // Gateway, outside, two in one set.
+    for (bad, what) in [
+        (vec![ip("10.0.0.1")], "gateway"),
+        (vec![ip("10.9.0.5")], "not inside"),
+        (vec![ip("10.0.0.5"), ip("10.0.0.6")], "one address per set"),
+    ] {
+        let mut r = req("s3");
+        r.requested = bad;
+        let e = a.allocate(&r).await.unwrap_err();
+        assert!(matches!(e, AllocError::RequestedUnavailable { .. }), "{e}");
+        assert!(e.to_string().contains(what), "{e}");
+    }
+    // Nothing half-written by the failures.
+    let report = a.check().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.allocated, 2);
+}
+
+#[tokio::test]
+async fn staged_reservations() {
+    let mut s = spec("10.10.0.0/16");
+    s.range_start = Some("10.10.1.20".into());
+    s.range_end = Some("10.10.1.40".into());
+    s.gateway = Some("10.10.1.1".into());
+    s.stages.insert("sandbox".into(), vec!["10.10.1.20".into()]);
+    s.stages.insert("smallflow".into(), vec!["10.10.1.21".into(), "10.10.1.22".into()]);
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, net(vec![set(&[s, spec("172.16.5.0/24")])]));
+    let staged = |id: &str, st: &str| {
+        let mut r = req(id);
+        r.stage = Some(st.into());
+        r
+    };
+    assert_eq!(a.allocate(&staged("sb1", "sandbox")).await.unwrap().assigned[0].ip, ip("10.10.1.20"));
+    let e = a.allocate(&staged("sb2", "sandbox")).await.unwrap_err();
+    assert!(matches!(e, AllocError::StageExhausted { .. }), "{e}");
+    let mut small = HashSet::new();
+    for i in 0..2 {
+        small.insert(a.allocate(&staged(&format!("sf{i}"), "smallflow")).await.unwrap().assigned[0].ip);
+    }
+    assert_eq!(small, HashSet::from([ip("10.10.1.21"), ip("10.10.1.22")]));
+    // Ordinary pods (and pods of a stage without a list) never get listed addresses.
+    let listed = [ip("10.10.1.20"), ip("10.10.1.21"), ip("10.10.1.22")];
+    for i in 0..200 {
+        let r = if i % 2 == 0 { req(&format!("n{i}")) } else { staged(&format!("n{i}"), "canary") };
+        let got = a.allocate(&r).await.unwrap().assigned[0].ip;
+        assert!(!listed.contains(&got), "{got} handed to an ordinary pod");
+    }
+    // A static request for a reserved address by another stage is refused.
+    let mut r = req("thief");
+    r.requested = vec![ip("10.10.1.22")];
+    let e = a.allocate(&r).await.unwrap_err();
+    assert!(e.to_string().contains("reserved for pods of stage"), "{e}");
+}
+
+#[tokio::test]
+async fn dual_stack_is_all_or_nothing() {
+    let store = MemoryStore::new();
+    let a = alloc_of(
+        &store,
+        net(vec![set(&[spec("10.0.0.0/30")]), set(&[spec("fd00::/64")])]),
+    );
+    a.allocate(&req("one")).await.unwrap();
+    let e = a.allocate(&req("two")).await.unwrap_err();
+    assert!(matches!(e, AllocError::Exhausted { set: 0, .. }), "{e}");
+    let report = a.check().await.unwrap();
+    assert_eq!(report.allocated, 2, "no IPv6 address leaked by the failed ADD");
+    assert_eq!(report.owners, 1);
+}
+
+#[tokio::test]
+async fn lost_replies_and_conflicts_converge() {
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/24")])]));
+    store.inject([Fault::FailAfterCommit]);
+    let got = a.allocate(&req("lost")).await.unwrap();
+    assert!(got.existing, "the retry found the committed record");
+    store.inject([Fault::SpuriousConflict, Fault::SpuriousConflict, Fault::FailBeforeCommit, Fault::FailRead]);
+    a.allocate(&req("busy")).await.unwrap();
+    store.inject([Fault::FailAfterCommit]);
+    assert!(a.release(&req("lost").owner).await.unwrap().is_none());
+    assert!(a.owner(&req("lost").owner).await.unwrap().is_none());
+    let report = a.check().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.allocated, 1);
+}
+
+#[tokio::test]
+async fn retries_are_bounded() {
+    let store = MemoryStore::new();
+    let a = Allocator::new(
+        &store,
+        net(vec![set(&[spec("10.0.0.0/24")])]),
+        Options {
+            max_attempts: 3,
+            ..opts()
+        },
+    )
+    .unwrap();
+    store.inject([Fault::SpuriousConflict; 5]);
+    let e = a.allocate(&req("x")).await.unwrap_err();
+    assert!(matches!(e, AllocError::Contention { attempts: 3 }), "{e}");
+    assert!(e.is_transient());
+}
+
+#[tokio::test]
+async fn chunk_size_mismatch_is_refused() {
+    let store = MemoryStore::new();
+    alloc_of(&store, net(vec![set(&[spec("10.0.0.0/24")])]))
+        .allocate(&req("a"))
+        .await
+        .unwrap();
+    let mut n = net(vec![set(&[spec("10.0.0.0/24")])]);
+    n.chunk_bits = 12;
+    let e = alloc_of(&store, n).allocate(&req("b")).await.unwrap_err();
+    assert!(matches!(e, AllocError::MetaMismatch { stored: 10, configured: 12, .. }), "{e}");
+}
+
+#[tokio::test]
+async fn corrupt_data_is_named_never_overwritten() {
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/24")])]));
+    a.allocate(&req("a")).await.unwrap();
+    let key = a.keyspace().chunk(crate::range::Family::V4, 10, 0x0a00_0000 >> 10);
+    store.put_raw(&key, b"garbage".to_vec());
+    let e = a.allocate(&req("b")).await.unwrap_err();
+    assert!(matches!(e, AllocError::CorruptChunk { .. }), "{e}");
+    assert!(e.to_string().contains(&key), "{e}");
+    assert_eq!(store.dump()[&key].value, b"garbage", "never silently reset");
+    let report = a.check().await.unwrap();
+    assert!(report.problems.iter().any(|p| matches!(p, Problem::CorruptChunk { .. })));
+    // Repair rebuilds the chunk from the owner records.
+    let fixed = a.repair().await.unwrap();
+    assert!(fixed.is_clean(), "{fixed:?}");
+    assert!(a.check().await.unwrap().is_clean());
+    a.allocate(&req("b")).await.unwrap();
+    // A corrupt owner record is named too.
+    let okey = a.keyspace().owner("b", "eth0").unwrap();
+    store.put_raw(&okey, b"{not json".to_vec());
+    let e = a.allocate(&req("b")).await.unwrap_err();
+    assert!(e.to_string().contains(&okey), "{e}");
+}
+
+#[tokio::test]
+async fn check_finds_and_repair_fixes_planted_inconsistencies() {
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/24")])]));
+    for i in 0..5 {
+        a.allocate(&req(&format!("c{i}"))).await.unwrap();
+    }
+    // A bit without owner: delete c0's record behind the allocator's back...
+    let okey = a.keyspace().owner("c0", "eth0").unwrap();
+    let rec = store.dump()[&okey].value.clone();
+    let txn = crate::store::Txn {
+        compares: vec![],
+        ops: vec![crate::store::Op::Delete(okey.clone())],
+        read_on_conflict: vec![],
+    };
+    store.txn(txn).await.unwrap();
+    // ...and an owner record whose address is not marked.
+    let mut ghost: OwnerRecord = serde_json::from_slice(&rec).unwrap();
+    ghost.container_id = "ghost".into();
+    ghost.ips = vec![ip("10.0.0.200")];
+    store.put_raw(
+        &a.keyspace().owner("ghost", "eth0").unwrap(),
+        serde_json::to_vec(&ghost).unwrap(),
+    );
+    let report = a.check().await.unwrap();
+    assert_eq!(report.problems.len(), 2, "{report:?}");
+    assert!(report.problems.iter().any(|p| matches!(p, Problem::BitWithoutOwner { .. })));
+    assert!(report.problems.iter().any(|p| matches!(p, Problem::OwnerWithoutBit { ip: x, .. } if *x == ip("10.0.0.200"))));
+    let fixed = a.repair().await.unwrap();
+    assert_eq!(fixed.repaired, 2);
+    assert!(a.check().await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn gc_releases_all_but_valid() {
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/24")])]));
+    for i in 0..6 {
+        a.allocate(&req(&format!("c{i}"))).await.unwrap();
+    }
+    let valid = vec![req("c1").owner, req("c4").owner];
+    let released = a.gc(&valid).await.unwrap();
+    assert_eq!(released.len(), 4);
+    let left: Vec<String> = a.owners().await.unwrap().into_iter().map(|r| r.container_id).collect();
+    assert_eq!(left, vec!["c1".to_string(), "c4".to_string()]);
+    assert!(a.check().await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn full_chunks_enter_and_leave_the_full_set() {
+    let store = MemoryStore::new();
+    let mut n = net(vec![set(&[spec("10.0.0.0/22")])]);
+    n.chunk_bits = 8; // four chunks of 256
+    let a = alloc_of(&store, n);
+    let reqs: Vec<AllocRequest> = (0..(1021 - 3)).map(|i| req(&format!("c{i}"))).collect();
+    let got = a.allocate_batch(&reqs).await.unwrap();
+    let distinct: HashSet<IpAddr> = got.iter().map(|g| g.assigned[0].ip).collect();
+    assert_eq!(distinct.len(), reqs.len());
+    // /22 from .0.2 to .3.254: 1021 usable addresses; 3 stay free.
+    let full_key = format!("{}/full/4/0", a.keyspace().root());
+    let fs = crate::allocator::fullset::decode(&store.dump()[&full_key].value).unwrap();
+    assert!(fs.len() >= 3, "{fs:?}");
+    for i in 0..(1021 - 3) {
+        a.release(&req(&format!("c{i}")).owner).await.unwrap();
+    }
+    assert!(!store.dump().contains_key(&full_key), "full-set emptied and deleted");
+    assert!(a.check().await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn concurrent_tasks_never_share_an_address() {
+    let store = Arc::new(MemoryStore::new());
+    let n = net(vec![set(&[spec("10.0.0.0/24")]), set(&[spec("fd00::/64")])]);
+    let mut handles = Vec::new();
+    for t in 0..8u64 {
+        let a = Allocator::new(
+            store.clone(),
+            n.clone(),
+            Options {
+                node_seed: t % 2,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for i in 0..30 {
+                let got = a.allocate(&req(&format!("t{t}-{i}"))).await.unwrap();
+                mine.push(got.assigned[0].ip);
+            }
+            mine
+        }));
+    }
+    let mut all = HashSet::new();
+    for h in handles {
+        for ipv4 in h.await.unwrap() {
+            assert!(all.insert(ipv4), "{ipv4} handed out twice");
+        }
+    }
+    assert_eq!(all.len(), 240);
+}
+
+#[tokio::test]
+async fn huge_ranges_cost_one_chunk() {
+    let store = CountingStore::new(MemoryStore::new());
+    let a = alloc_of(
+        &store,
+        net(vec![set(&[spec("10.0.0.0/8")]), set(&[spec("2001:db8::/64")])]),
+    );
+    let got = a.allocate_batch(&(0..200).map(|i| req(&format!("c{i}"))).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(got.len(), 200);
+    // Only touched chunks exist: a handful of keys, not 2^24 or 2^64.
+    let keys = store.inner().dump().len();
+    assert!(keys < 220 + 10, "{keys} keys");
+    let usage = a.usage().await.unwrap();
+    assert_eq!(usage[0].used, 200);
+    assert_eq!(usage[1].used, 200);
+    assert_eq!(usage[1].size, (1u128 << 64) - 2);
+}
