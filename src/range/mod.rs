@@ -6,9 +6,19 @@
 //! Pure: no I/O.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+
+mod error;
+mod parse;
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+pub use error::{Field, RangeError};
 
 /// An address family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -21,6 +31,13 @@ pub enum Family {
 
 impl Family {
     /// The family of an address.
+    ///
+    /// ```
+    /// use host_etcd::range::Family;
+    /// assert_eq!(Family::of("10.0.0.1".parse()?), Family::V4);
+    /// assert_eq!(Family::of("fd00::1".parse()?), Family::V6);
+    /// # Ok::<(), std::net::AddrParseError>(())
+    /// ```
     pub fn of(ip: IpAddr) -> Family {
         match ip {
             IpAddr::V4(_) => Family::V4,
@@ -29,6 +46,12 @@ impl Family {
     }
 
     /// Address width in bits: 32 or 128.
+    ///
+    /// ```
+    /// use host_etcd::range::Family;
+    /// assert_eq!(Family::V4.bits(), 32);
+    /// assert_eq!(Family::V6.bits(), 128);
+    /// ```
     pub fn bits(self) -> u32 {
         match self {
             Family::V4 => 32,
@@ -37,6 +60,11 @@ impl Family {
     }
 
     /// `"4"` or `"6"`, as used in keys and CNI results.
+    ///
+    /// ```
+    /// use host_etcd::range::Family;
+    /// assert_eq!(Family::V6.as_str(), "6");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Family::V4 => "4",
@@ -46,6 +74,13 @@ impl Family {
 }
 
 /// An address as an unsigned integer (IPv4 in the low 32 bits).
+///
+/// ```
+/// use host_etcd::range::to_u128;
+/// assert_eq!(to_u128("10.0.0.1".parse()?), 0x0a00_0001);
+/// assert_eq!(to_u128("::1:0".parse()?), 0x1_0000);
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
 pub fn to_u128(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(a) => u128::from(u32::from(a)),
@@ -55,17 +90,38 @@ pub fn to_u128(ip: IpAddr) -> u128 {
 
 /// The address of `value` in `family`; `None` if it does not fit (IPv4 above
 /// `u32::MAX`).
+///
+/// ```
+/// use host_etcd::range::{from_u128, Family};
+/// assert_eq!(from_u128(Family::V4, 0x0a00_0001), Some("10.0.0.1".parse()?));
+/// assert_eq!(from_u128(Family::V4, 1 << 32), None);
+/// assert_eq!(from_u128(Family::V6, u128::MAX), Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse()?));
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
 pub fn from_u128(family: Family, value: u128) -> Option<IpAddr> {
     match family {
-        Family::V4 => u32::try_from(value)
-            .ok()
-            .map(|v| IpAddr::V4(v.into())),
+        Family::V4 => u32::try_from(value).ok().map(|v| IpAddr::V4(v.into())),
         Family::V6 => Some(IpAddr::V6(value.into())),
     }
 }
 
 /// One range object as written in a config, before validation. Strings are
 /// kept raw so errors can quote exactly what the user wrote.
+///
+/// ```
+/// use host_etcd::range::{Range, RangeSpec};
+/// let mut spec = RangeSpec {
+///     subnet: "10.22.0.0/16".into(),
+///     range_start: Some("10.22.1.0".into()),
+///     range_end: Some("10.22.9.255".into()),
+///     gateway: Some("10.22.0.254".into()),
+///     ..RangeSpec::default()
+/// };
+/// spec.stages.insert("sandbox".into(), vec!["10.22.1.10".into(), "10.22.1.11".into()]);
+/// let range = Range::parse(&spec)?;
+/// assert_eq!(range.stages["sandbox"].len(), 2);
+/// # Ok::<(), host_etcd::range::RangeError>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RangeSpec {
     /// CIDR, required.
@@ -81,7 +137,8 @@ pub struct RangeSpec {
     pub stages: BTreeMap<String, Vec<String>>,
 }
 
-/// A validated range.
+/// A validated range: built only by [`Range::parse`] in normal use (the
+/// fields are public for reading; a hand-built `Range` skips validation).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Range {
     /// The subnet, canonical (no host bits).
@@ -98,47 +155,100 @@ pub struct Range {
 }
 
 /// A validated, non-empty list of ranges of one family that do not overlap:
-/// one address is returned per set.
+/// one address is returned per set. Built by [`RangeSet::new`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RangeSet {
     ranges: Vec<Range>,
 }
 
-/// Why a range or range set was refused. Every variant names the field and
-/// the value at fault.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RangeError {
-    /// Placeholder until the range module is implemented.
-    #[error("{0}")]
-    Invalid(String),
-}
-
 impl Range {
-    /// Validates a range spec and fills host-local's defaults.
+    /// Validates a range spec and fills host-local's defaults: `gateway` =
+    /// network + 1, `rangeStart` = network + 2, `rangeEnd` = broadcast − 1
+    /// (IPv4) or the subnet's last address (IPv6).
+    ///
+    /// Refuses, with an error naming the field and the value: a missing or
+    /// unparsable `subnet`, a subnet with host bits set, an IPv4 /31 or /32
+    /// or IPv6 /127 or /128, an explicit address that does not parse, is of
+    /// the other family or lies outside the subnet, `rangeStart` after
+    /// `rangeEnd`, and bad stage lists (see [`Range::stages`]). Never panics.
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    ///
+    /// let r = Range::parse(&RangeSpec { subnet: "10.1.2.0/24".into(), ..Default::default() })?;
+    /// assert_eq!(r.gateway.to_string(), "10.1.2.1");
+    /// assert_eq!(r.start.to_string(), "10.1.2.2");
+    /// assert_eq!(r.end.to_string(), "10.1.2.254");
+    ///
+    /// let r = Range::parse(&RangeSpec {
+    ///     subnet: "fd00::/64".into(),
+    ///     range_start: Some("fd00::100".into()),
+    ///     ..Default::default()
+    /// })?;
+    /// assert_eq!(r.end.to_string(), "fd00::ffff:ffff:ffff:ffff");
+    ///
+    /// let err = Range::parse(&RangeSpec {
+    ///     subnet: "10.1.2.0/24".into(),
+    ///     range_end: Some("10.1.3.9".into()),
+    ///     ..Default::default()
+    /// })
+    /// .unwrap_err();
+    /// assert_eq!(err.to_string(), "rangeEnd \"10.1.3.9\": not in subnet 10.1.2.0/24");
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
     pub fn parse(spec: &RangeSpec) -> Result<Range, RangeError> {
-        let _ = spec;
-        todo!("range::Range::parse")
+        parse::parse(spec)
     }
 
     /// The address family.
+    ///
+    /// ```
+    /// use host_etcd::range::{Family, Range, RangeSpec};
+    /// let r = Range::parse(&RangeSpec { subnet: "fd00::/120".into(), ..Default::default() })?;
+    /// assert_eq!(r.family(), Family::V6);
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
     pub fn family(&self) -> Family {
         Family::of(self.start)
     }
 
     /// `start` as an integer.
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let r = Range::parse(&RangeSpec { subnet: "0.0.1.0/24".into(), ..Default::default() })?;
+    /// assert_eq!(r.first(), 0x102);
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
     pub fn first(&self) -> u128 {
         to_u128(self.start)
     }
 
     /// `end` as an integer.
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let r = Range::parse(&RangeSpec { subnet: "0.0.1.0/24".into(), ..Default::default() })?;
+    /// assert_eq!(r.last(), 0x1fe);
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
     pub fn last(&self) -> u128 {
         to_u128(self.end)
     }
 
     /// Number of addresses in `start..=end` (gateway etc. included).
+    /// Saturates at `u128::MAX` for the one range that would hold 2^128
+    /// addresses (`::/0` with `rangeStart` `::` and `rangeEnd` the last
+    /// address).
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let r = Range::parse(&RangeSpec { subnet: "10.0.0.0/24".into(), ..Default::default() })?;
+    /// assert_eq!(r.len(), 253); // .2 ..= .254
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
     pub fn len(&self) -> u128 {
-        self.last() - self.first() + 1
+        (self.last() - self.first()).saturating_add(1)
     }
 
     /// Always false: a validated range holds at least one address.
@@ -146,15 +256,125 @@ impl Range {
         false
     }
 
+    /// Whether `ip` lies in `start..=end` (and is of the range's family),
+    /// allocatable or not.
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let r = Range::parse(&RangeSpec { subnet: "10.0.0.0/24".into(), ..Default::default() })?;
+    /// assert!(r.contains("10.0.0.2".parse()?));
+    /// assert!(!r.contains("10.0.0.1".parse()?));
+    /// assert!(!r.contains("::2".parse()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        Family::of(ip) == self.family() && {
+            let v = to_u128(ip);
+            self.first() <= v && v <= self.last()
+        }
+    }
+
+    /// The subnet's network address, as an integer.
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let r = Range::parse(&RangeSpec { subnet: "0.0.1.0/24".into(), ..Default::default() })?;
+    /// assert_eq!(r.network(), 0x100);
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
+    pub fn network(&self) -> u128 {
+        to_u128(self.subnet.network())
+    }
+
+    /// The subnet's IPv4 broadcast address as an integer; `None` for IPv6,
+    /// which has no broadcast address (its last address is allocatable).
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let r = Range::parse(&RangeSpec { subnet: "0.0.1.0/24".into(), ..Default::default() })?;
+    /// assert_eq!(r.broadcast(), Some(0x1ff));
+    /// let r = Range::parse(&RangeSpec { subnet: "fd00::/64".into(), ..Default::default() })?;
+    /// assert_eq!(r.broadcast(), None);
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
+    pub fn broadcast(&self) -> Option<u128> {
+        match self.family() {
+            Family::V4 => Some(to_u128(self.subnet.broadcast())),
+            Family::V6 => None,
+        }
+    }
+
     /// Whether `ip` may be handed out by this range to *some* pod: same
     /// family, inside `start..=end`, not the gateway, not the subnet's
-    /// network address, not the IPv4 broadcast address.
+    /// network address, not the IPv4 broadcast address. (Stage reservations
+    /// are allocatable: to pods of their stage; see [`Range::stage_of`].)
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let r = Range::parse(&RangeSpec {
+    ///     subnet: "10.0.0.0/24".into(),
+    ///     range_start: Some("10.0.0.0".into()),
+    ///     range_end: Some("10.0.0.255".into()),
+    ///     ..Default::default()
+    /// })?;
+    /// assert!(!r.is_allocatable("10.0.0.0".parse()?)); // network
+    /// assert!(!r.is_allocatable("10.0.0.1".parse()?)); // gateway
+    /// assert!(r.is_allocatable("10.0.0.2".parse()?));
+    /// assert!(!r.is_allocatable("10.0.0.255".parse()?)); // broadcast
+    /// assert!(!r.is_allocatable("10.0.1.2".parse()?)); // outside
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_allocatable(&self, ip: IpAddr) -> bool {
-        let _ = ip;
-        todo!("range::Range::is_allocatable")
+        Family::of(ip) == self.family() && self.is_allocatable_u128(to_u128(ip))
+    }
+
+    /// [`Range::is_allocatable`] for an address already in integer form (of
+    /// the range's family), for scanning bitmaps without building
+    /// `IpAddr`s.
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let r = Range::parse(&RangeSpec { subnet: "0.0.1.0/30".into(), ..Default::default() })?;
+    /// let ok: Vec<u128> = (0x100..0x104).filter(|&v| r.is_allocatable_u128(v)).collect();
+    /// assert_eq!(ok, vec![0x102]);
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
+    pub fn is_allocatable_u128(&self, value: u128) -> bool {
+        self.first() <= value && value <= self.last() && self.reserved_kind_u128(value).is_none()
+    }
+
+    /// Which never-handed-out address `ip` is, if any: `"gateway"`,
+    /// `"network address"` or `"broadcast address"` (IPv4).
+    fn reserved_kind(&self, ip: IpAddr) -> Option<&'static str> {
+        if Family::of(ip) != self.family() {
+            return None;
+        }
+        self.reserved_kind_u128(to_u128(ip))
+    }
+
+    fn reserved_kind_u128(&self, value: u128) -> Option<&'static str> {
+        if value == to_u128(self.gateway) {
+            Some("gateway")
+        } else if value == self.network() {
+            Some("network address")
+        } else if self.broadcast() == Some(value) {
+            Some("broadcast address")
+        } else {
+            None
+        }
     }
 
     /// The stage whose reservation list holds `ip`, if any.
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let mut spec = RangeSpec { subnet: "10.0.0.0/24".into(), ..Default::default() };
+    /// spec.stages.insert("sandbox".into(), vec!["10.0.0.9".into(), "10.0.0.7".into()]);
+    /// let r = Range::parse(&spec)?;
+    /// assert_eq!(r.stage_of("10.0.0.7".parse()?), Some("sandbox"));
+    /// assert_eq!(r.stage_of("10.0.0.8".parse()?), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stage_of(&self, ip: IpAddr) -> Option<&str> {
         self.stages
             .iter()
@@ -163,6 +383,16 @@ impl Range {
     }
 
     /// Whether the `start..=end` intervals of two ranges share an address.
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let a = Range::parse(&RangeSpec { subnet: "10.0.0.0/16".into(), ..Default::default() })?;
+    /// let b = Range::parse(&RangeSpec { subnet: "10.0.5.0/24".into(), ..Default::default() })?;
+    /// let c = Range::parse(&RangeSpec { subnet: "10.1.0.0/16".into(), ..Default::default() })?;
+    /// assert!(a.overlaps(&b) && b.overlaps(&a));
+    /// assert!(!a.overlaps(&c));
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
     pub fn overlaps(&self, other: &Range) -> bool {
         self.family() == other.family()
             && self.first() <= other.last()
@@ -170,11 +400,63 @@ impl Range {
     }
 }
 
+/// `start-end (subnet)`, e.g. `10.0.0.2-10.0.0.254 (10.0.0.0/24)`.
+///
+/// ```
+/// use host_etcd::range::{Range, RangeSpec};
+/// let r = Range::parse(&RangeSpec { subnet: "10.0.0.0/24".into(), ..Default::default() })?;
+/// assert_eq!(r.to_string(), "10.0.0.2-10.0.0.254 (10.0.0.0/24)");
+/// # Ok::<(), host_etcd::range::RangeError>(())
+/// ```
+impl fmt::Display for Range {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{} ({})", self.start, self.end, self.subnet)
+    }
+}
+
 impl RangeSet {
-    /// Validates a set: non-empty, one family, no two ranges overlapping.
+    /// Validates a set: non-empty, one family, no two ranges overlapping
+    /// (errors name both subnets).
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeError, RangeSet, RangeSpec};
+    /// let r = |s: &str| Range::parse(&RangeSpec { subnet: s.into(), ..Default::default() });
+    ///
+    /// let set = RangeSet::new(vec![r("10.0.0.0/24")?, r("10.0.1.0/24")?])?;
+    /// assert_eq!(set.ranges().len(), 2);
+    ///
+    /// assert_eq!(RangeSet::new(vec![]), Err(RangeError::EmptySet));
+    /// let err = RangeSet::new(vec![r("10.0.0.0/24")?, r("fd00::/64")?]).unwrap_err();
+    /// assert!(matches!(err, RangeError::MixedFamilies { .. }));
+    /// let err = RangeSet::new(vec![r("10.0.0.0/16")?, r("10.0.3.0/24")?]).unwrap_err();
+    /// assert!(matches!(err, RangeError::Overlap { .. }));
+    /// # Ok::<(), RangeError>(())
+    /// ```
     pub fn new(ranges: Vec<Range>) -> Result<RangeSet, RangeError> {
-        let _ = ranges;
-        todo!("range::RangeSet::new")
+        let Some(head) = ranges.first() else {
+            return Err(RangeError::EmptySet);
+        };
+        if let Some(other) = ranges.iter().find(|r| r.family() != head.family()) {
+            return Err(RangeError::MixedFamilies {
+                first: head.subnet,
+                second: other.subnet,
+            });
+        }
+        for (i, a) in ranges.iter().enumerate() {
+            for b in &ranges[i + 1..] {
+                if a.overlaps(b) {
+                    return Err(RangeError::Overlap {
+                        first: a.subnet,
+                        first_start: a.start,
+                        first_end: a.end,
+                        second: b.subnet,
+                        second_start: b.start,
+                        second_end: b.end,
+                    });
+                }
+            }
+        }
+        Ok(RangeSet { ranges })
     }
 
     /// The ranges, in config order.
@@ -183,30 +465,83 @@ impl RangeSet {
     }
 
     /// The family of every range in the set.
+    ///
+    /// ```
+    /// use host_etcd::range::{Family, Range, RangeSet, RangeSpec};
+    /// let r = Range::parse(&RangeSpec { subnet: "fd00::/64".into(), ..Default::default() })?;
+    /// assert_eq!(RangeSet::new(vec![r])?.family(), Family::V6);
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
     pub fn family(&self) -> Family {
-        self.ranges[0].family()
+        // Non-empty by construction; V4 is never reached.
+        self.ranges.first().map_or(Family::V4, Range::family)
     }
 
     /// The index and range whose `start..=end` holds `ip`.
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSet, RangeSpec};
+    /// let r = |s: &str| Range::parse(&RangeSpec { subnet: s.into(), ..Default::default() });
+    /// let set = RangeSet::new(vec![r("10.0.0.0/24")?, r("10.0.1.0/24")?])?;
+    /// assert_eq!(set.find("10.0.1.7".parse()?).map(|(i, _)| i), Some(1));
+    /// assert!(set.find("10.0.2.7".parse()?).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn find(&self, ip: IpAddr) -> Option<(usize, &Range)> {
-        self.ranges
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.family() == Family::of(ip) && {
-                let v = to_u128(ip);
-                r.first() <= v && v <= r.last()
-            })
+        self.ranges.iter().enumerate().find(|(_, r)| r.contains(ip))
     }
 
     /// Whether any range of the set lists reservations for `stage`.
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSet, RangeSpec};
+    /// let mut spec = RangeSpec { subnet: "10.0.0.0/24".into(), ..Default::default() };
+    /// spec.stages.insert("smallflow".into(), vec!["10.0.0.50".into()]);
+    /// let set = RangeSet::new(vec![Range::parse(&spec)?])?;
+    /// assert!(set.has_stage("smallflow"));
+    /// assert!(!set.has_stage("sandbox"));
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
     pub fn has_stage(&self, stage: &str) -> bool {
         self.ranges.iter().any(|r| r.stages.contains_key(stage))
     }
 }
 
 /// Validates a whole config's range sets: at least one, and no range of one
-/// set overlapping a range of another.
+/// set overlapping a range of another (as host-local checks).
+///
+/// ```
+/// use host_etcd::range::{check_sets, Range, RangeError, RangeSet, RangeSpec};
+/// let set = |s: &str| -> Result<RangeSet, RangeError> {
+///     RangeSet::new(vec![Range::parse(&RangeSpec { subnet: s.into(), ..Default::default() })?])
+/// };
+/// check_sets(&[set("10.0.0.0/24")?, set("fd00::/64")?])?;
+/// assert_eq!(check_sets(&[]), Err(RangeError::NoSets));
+/// let err = check_sets(&[set("10.0.0.0/16")?, set("10.0.9.0/24")?]).unwrap_err();
+/// assert!(matches!(err, RangeError::OverlapAcrossSets { first_set: 0, second_set: 1, .. }));
+/// # Ok::<(), RangeError>(())
+/// ```
 pub fn check_sets(sets: &[RangeSet]) -> Result<(), RangeError> {
-    let _ = sets;
-    todo!("range::check_sets")
+    if sets.is_empty() {
+        return Err(RangeError::NoSets);
+    }
+    for (i, set_a) in sets.iter().enumerate() {
+        for (j, set_b) in sets.iter().enumerate().skip(i + 1) {
+            for a in set_a.ranges() {
+                if let Some(b) = set_b.ranges().iter().find(|b| a.overlaps(b)) {
+                    return Err(RangeError::OverlapAcrossSets {
+                        first_set: i,
+                        first: a.subnet,
+                        first_start: a.start,
+                        first_end: a.end,
+                        second_set: j,
+                        second: b.subnet,
+                        second_start: b.start,
+                        second_end: b.end,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,174 @@
+//! [`RangeSpec`] → [`Range`]: parsing, host-local's defaults, validation of
+//! `rangeStart` / `rangeEnd` / `gateway` and of the stage reservation lists.
+//!
+//! All arithmetic is on `u128` with checked operations, so a `::/0` or an
+//! IPv4 `0.0.0.0/0` is as safe as a /24; nothing here can panic.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+
+use super::{from_u128, to_u128, Family, Range, RangeError, RangeSpec};
+use crate::range::error::Field;
+
+/// Parses and validates `spec` (see [`Range::parse`]).
+pub(super) fn parse(spec: &RangeSpec) -> Result<Range, RangeError> {
+    let subnet = parse_subnet(&spec.subnet)?;
+    let family = Family::of(subnet.network());
+    let network = to_u128(subnet.network());
+    // ipnet's broadcast() is the all-ones host part for both families.
+    let last = to_u128(subnet.broadcast());
+
+    let gateway = match &spec.gateway {
+        Some(v) => parse_addr(Field::Gateway, v, subnet)?,
+        None => addr(family, network.checked_add(1), subnet)?,
+    };
+    let start = match &spec.range_start {
+        Some(v) => parse_addr(Field::RangeStart, v, subnet)?,
+        None => addr(family, network.checked_add(2), subnet)?,
+    };
+    let end = match &spec.range_end {
+        Some(v) => parse_addr(Field::RangeEnd, v, subnet)?,
+        None => match family {
+            Family::V4 => addr(family, last.checked_sub(1), subnet)?,
+            Family::V6 => addr(family, Some(last), subnet)?,
+        },
+    };
+    if to_u128(start) > to_u128(end) {
+        return Err(RangeError::StartAfterEnd { start, end, subnet });
+    }
+
+    let mut range = Range {
+        subnet,
+        start,
+        end,
+        gateway,
+        stages: BTreeMap::new(),
+    };
+    range.stages = parse_stages(&range, &spec.stages)?;
+    Ok(range)
+}
+
+/// `subnet`: a CIDR, canonical, large enough to allocate from.
+fn parse_subnet(value: &str) -> Result<IpNet, RangeError> {
+    if value.is_empty() {
+        return Err(RangeError::MissingSubnet);
+    }
+    let written = IpNet::from_str(value).map_err(|_| RangeError::InvalidSubnet {
+        value: value.to_owned(),
+    })?;
+    let subnet = written.trunc();
+    if subnet != written {
+        return Err(RangeError::SubnetHostBits {
+            value: value.to_owned(),
+            prefix_len: written.prefix_len(),
+            network: subnet.network(),
+        });
+    }
+    // A /31 or /32 (IPv4), /127 or /128 (IPv6) leaves nothing to hand out
+    // once the network address and the gateway are set aside.
+    if subnet.prefix_len() > subnet.max_prefix_len().saturating_sub(2) {
+        return Err(RangeError::SubnetTooSmall { subnet });
+    }
+    Ok(subnet)
+}
+
+/// An explicit `rangeStart` / `rangeEnd` / `gateway`: an address of the
+/// subnet's family, inside the subnet.
+fn parse_addr(field: Field, value: &str, subnet: IpNet) -> Result<IpAddr, RangeError> {
+    let ip = IpAddr::from_str(value).map_err(|_| RangeError::InvalidAddress {
+        field,
+        value: value.to_owned(),
+    })?;
+    if Family::of(ip) != Family::of(subnet.network()) {
+        return Err(RangeError::WrongFamily {
+            field,
+            value: value.to_owned(),
+            subnet,
+        });
+    }
+    if !subnet.contains(&ip) {
+        return Err(RangeError::OutsideSubnet {
+            field,
+            value: value.to_owned(),
+            subnet,
+        });
+    }
+    Ok(ip)
+}
+
+/// A default address. The subnet-size check makes every default fit, so the
+/// error path is unreachable in practice; it still returns an error rather
+/// than panicking.
+fn addr(family: Family, value: Option<u128>, subnet: IpNet) -> Result<IpAddr, RangeError> {
+    value
+        .and_then(|v| from_u128(family, v))
+        .ok_or(RangeError::SubnetTooSmall { subnet })
+}
+
+/// Validates the stage lists of `range`: sorted, deduplicated, every address
+/// inside `start..=end` and allocatable, no address in two stages.
+fn parse_stages(
+    range: &Range,
+    stages: &BTreeMap<String, Vec<String>>,
+) -> Result<BTreeMap<String, Vec<IpAddr>>, RangeError> {
+    let subnet = range.subnet;
+    let family = range.family();
+    let mut out = BTreeMap::new();
+    // Address → the first stage (in name order) that lists it.
+    let mut owner: BTreeMap<IpAddr, &str> = BTreeMap::new();
+    for (stage, values) in stages {
+        if stage.is_empty() {
+            return Err(RangeError::EmptyStageName { subnet });
+        }
+        let mut ips = Vec::with_capacity(values.len());
+        for value in values {
+            let ip = IpAddr::from_str(value).map_err(|_| RangeError::InvalidStageAddress {
+                stage: stage.clone(),
+                value: value.clone(),
+                subnet,
+            })?;
+            if Family::of(ip) != family {
+                return Err(RangeError::StageWrongFamily {
+                    stage: stage.clone(),
+                    value: value.clone(),
+                    subnet,
+                });
+            }
+            if !range.contains(ip) {
+                return Err(RangeError::StageOutsideRange {
+                    stage: stage.clone(),
+                    value: value.clone(),
+                    start: range.start,
+                    end: range.end,
+                    subnet,
+                });
+            }
+            if let Some(what) = range.reserved_kind(ip) {
+                return Err(RangeError::StageNotAllocatable {
+                    stage: stage.clone(),
+                    value: value.clone(),
+                    what,
+                    subnet,
+                });
+            }
+            ips.push(ip);
+        }
+        ips.sort_unstable();
+        ips.dedup();
+        for ip in &ips {
+            if let Some(first) = owner.insert(*ip, stage) {
+                return Err(RangeError::StageConflict {
+                    value: *ip,
+                    first: first.to_owned(),
+                    second: stage.clone(),
+                    subnet,
+                });
+            }
+        }
+        out.insert(stage.clone(), ips);
+    }
+    Ok(out)
+}
