@@ -1,0 +1,159 @@
+//! The four payload encodings of a chunk bitmap, their size bounds, and
+//! their bounded decoders.
+//!
+//! - raw: `ceil(2^k / 64)` u64 words, little-endian, LSB-first.
+//! - roaring: roaring's portable serialization of the set indices, built
+//!   canonically (from the sorted indices, then `optimize()`, so run
+//!   containers are used exactly where they are smaller).
+//! - zstd variants: one of the above compressed at [`ZSTD_LEVEL`]; decoded
+//!   with a capacity limit equal to the largest valid uncompressed payload.
+
+use roaring::RoaringBitmap;
+
+use super::{CodecError, Encoding};
+use crate::bitmap::Bitmap;
+
+/// zstd compression level of the zstd encodings.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// Bytes of a raw payload for chunk_bits `k`: `ceil(2^k / 64) * 8`.
+pub(crate) fn raw_len(k: u8) -> usize {
+    (1usize << k).div_ceil(64) * 8
+}
+
+/// The largest canonical roaring payload for chunk_bits `k`: the header of
+/// either roaring layout, plus per container the smaller of a full array
+/// (2 bytes per value) and a bitmap container (8 KiB). Canonical containers
+/// (after `optimize()`) are never larger than either.
+pub(crate) fn roaring_max_len(k: u8) -> usize {
+    let bits = 1usize << k;
+    let containers = bits.div_ceil(1 << 16);
+    let header = 8 + containers.div_ceil(8) + 8 * containers;
+    let per_container = (2 * bits.min(1 << 16)).min(8192);
+    header + containers * per_container
+}
+
+/// The largest valid payload of `encoding` for chunk_bits `k`.
+pub(crate) fn max_payload_len(encoding: Encoding, k: u8) -> usize {
+    match encoding {
+        Encoding::Raw => raw_len(k),
+        Encoding::Roaring => roaring_max_len(k),
+        Encoding::RawZstd => zstd::zstd_safe::compress_bound(raw_len(k)),
+        Encoding::RoaringZstd => zstd::zstd_safe::compress_bound(roaring_max_len(k)),
+    }
+}
+
+/// Raw payload bytes of `bits`.
+pub(crate) fn encode_raw(bits: &Bitmap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bits.words().len() * 8);
+    for w in bits.words() {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+/// Canonical roaring payload bytes of `bits`.
+pub(crate) fn encode_roaring(bits: &Bitmap) -> Vec<u8> {
+    // Indices are ascending and below 2^24, so `from_sorted_iter` accepts them;
+    // the fallback exists only so no path can panic.
+    let ones = || bits.iter_ones().filter_map(|i| u32::try_from(i).ok());
+    let mut rb = RoaringBitmap::from_sorted_iter(ones()).unwrap_or_else(|_| ones().collect());
+    rb.optimize();
+    let mut out = Vec::with_capacity(rb.serialized_size());
+    // Writing into a Vec cannot fail.
+    let _ = rb.serialize_into(&mut out);
+    out
+}
+
+/// zstd-compresses `bytes`; `None` if the zstd library fails (it does not for
+/// in-memory buffers short of allocation failure).
+pub(crate) fn compress(bytes: &[u8]) -> Option<Vec<u8>> {
+    zstd::bulk::compress(bytes, ZSTD_LEVEL).ok()
+}
+
+/// Decodes a payload of `encoding` into a bitmap of 2^k bits. The payload
+/// length has already been checked against [`max_payload_len`].
+pub(crate) fn decode(encoding: Encoding, k: u8, payload: &[u8]) -> Result<Bitmap, CodecError> {
+    match encoding {
+        Encoding::Raw => decode_raw(encoding, k, payload),
+        Encoding::Roaring => decode_roaring(k, payload),
+        Encoding::RawZstd => decode_raw(encoding, k, &decompress(payload, raw_len(k))?),
+        Encoding::RoaringZstd => decode_roaring(k, &decompress(payload, roaring_max_len(k))?),
+    }
+}
+
+/// Bounded zstd decompression: never allocates more than `limit` bytes of
+/// output, so a zstd bomb fails instead of exhausting memory.
+fn decompress(payload: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
+    zstd::bulk::decompress(payload, limit)
+        .map_err(|e| CodecError::Payload(format!("zstd (output limit {limit} bytes): {e}")))
+}
+
+fn decode_raw(encoding: Encoding, k: u8, payload: &[u8]) -> Result<Bitmap, CodecError> {
+    let expected = raw_len(k);
+    if payload.len() != expected {
+        return Err(CodecError::RawLength {
+            encoding,
+            len: payload.len(),
+            expected,
+        });
+    }
+    let words: Vec<u64> = payload
+        .chunks_exact(8)
+        .map(|c| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            u64::from_le_bytes(w)
+        })
+        .collect();
+    let len = 1usize << k;
+    // Only k < 6 leaves bits past 2^k in the (single) word.
+    if let Some(&last) = words.last() {
+        let dead = if len % 64 == 0 {
+            0
+        } else {
+            last & !((1u64 << (len % 64)) - 1)
+        };
+        if dead != 0 {
+            let index = (words.len() as u64 - 1) * 64 + u64::from(dead.trailing_zeros());
+            return Err(CodecError::IndexOutOfRange {
+                index,
+                chunk_bits: k,
+            });
+        }
+    }
+    Bitmap::from_words(len, &words).ok_or_else(|| {
+        CodecError::Payload(format!("raw payload does not form a {len}-bit bitmap"))
+    })
+}
+
+fn decode_roaring(k: u8, payload: &[u8]) -> Result<Bitmap, CodecError> {
+    let mut reader = payload;
+    let rb = RoaringBitmap::deserialize_from(&mut reader)
+        .map_err(|e| CodecError::Payload(format!("roaring: {e}")))?;
+    if !reader.is_empty() {
+        return Err(CodecError::Payload(format!(
+            "roaring: {} trailing bytes after the serialized bitmap",
+            reader.len()
+        )));
+    }
+    let len = 1usize << k;
+    if let Some(max) = rb.max() {
+        if u64::from(max) >= len as u64 {
+            return Err(CodecError::IndexOutOfRange {
+                index: u64::from(max),
+                chunk_bits: k,
+            });
+        }
+    }
+    let mut words = vec![0u64; len.div_ceil(64)];
+    for i in rb.iter() {
+        let i = i as usize;
+        if let Some(w) = words.get_mut(i / 64) {
+            *w |= 1u64 << (i % 64);
+        }
+    }
+    Bitmap::from_words(len, &words).ok_or_else(|| {
+        CodecError::Payload(format!("roaring payload does not form a {len}-bit bitmap"))
+    })
+}
