@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use host_etcd::allocator::{
-    AllocError, AllocRequest, Allocator, Network, OwnerId, Options, DEFAULT_PREFIX,
+    AllocError, AllocRequest, Allocator, Network, Options, OwnerId, DEFAULT_PREFIX,
 };
 use host_etcd::range::{to_u128, Range, RangeSet, RangeSpec};
 use host_etcd::store::memory::{Fault, MemoryStore};
@@ -58,9 +58,12 @@ fn network(chunk_bits: u8) -> Network {
         subnet: "10.0.0.0/28".into(),
         ..RangeSpec::default()
     };
-    spec.stages.insert("sandbox".into(), vec!["10.0.0.3".into()]);
     spec.stages
-        .insert("smallflow".into(), vec!["10.0.0.4".into(), "10.0.0.5".into()]);
+        .insert("sandbox".into(), vec!["10.0.0.3".into()]);
+    spec.stages.insert(
+        "smallflow".into(),
+        vec!["10.0.0.4".into(), "10.0.0.5".into()],
+    );
     let v6 = RangeSpec {
         subnet: "fd00::/124".into(),
         ..RangeSpec::default()
@@ -135,13 +138,20 @@ fn run(steps: Vec<Step>, chunk_bits: u8) {
                             if let Some(prev) = m.held.get(&o) {
                                 assert_eq!(&ips, prev, "idempotent ADD");
                             } else {
-                                assert!(free.contains(&ips[0]), "{} not free for {stage:?}", ips[0]);
+                                assert!(
+                                    free.contains(&ips[0]),
+                                    "{} not free for {stage:?}",
+                                    ips[0]
+                                );
                                 assert!(!m.taken().contains(&ips[1]), "v6 reuse");
                                 m.held.insert(o, ips);
                                 m.stage_of.insert(o, stage);
                             }
                         }
-                        Err(AllocError::Exhausted { set: 0, .. } | AllocError::StageExhausted { set: 0, .. }) => {
+                        Err(
+                            AllocError::Exhausted { set: 0, .. }
+                            | AllocError::StageExhausted { set: 0, .. },
+                        ) => {
                             assert!(!m.held.contains_key(&o));
                             assert!(free.is_empty(), "exhausted but {free:?} free");
                         }
@@ -161,11 +171,15 @@ fn run(steps: Vec<Step>, chunk_bits: u8) {
                     match a.allocate(&req).await {
                         Ok(got) => {
                             if let Some(prev) = m.held.get(&o) {
-                                assert_eq!(&got.assigned.iter().map(|x| x.ip).collect::<Vec<_>>(), prev);
+                                assert_eq!(
+                                    &got.assigned.iter().map(|x| x.ip).collect::<Vec<_>>(),
+                                    prev
+                                );
                             } else {
                                 assert!(ok_in_model, "static {ip} granted but model says no");
                                 assert_eq!(got.assigned[0].ip, ip);
-                                m.held.insert(o, got.assigned.iter().map(|x| x.ip).collect());
+                                m.held
+                                    .insert(o, got.assigned.iter().map(|x| x.ip).collect());
                             }
                         }
                         Err(AllocError::RequestedUnavailable { ip: bad, .. }) => {
@@ -173,7 +187,9 @@ fn run(steps: Vec<Step>, chunk_bits: u8) {
                             assert!(!m.held.contains_key(&o));
                             assert!(!ok_in_model, "static {ip} refused but free");
                         }
-                        Err(AllocError::Exhausted { set: 1, .. }) => unreachable!("v6 /124 never fills"),
+                        Err(AllocError::Exhausted { set: 1, .. }) => {
+                            unreachable!("v6 /124 never fills")
+                        }
                         Err(e) => panic!("unexpected error {e}"),
                     }
                 }
@@ -187,11 +203,18 @@ fn run(steps: Vec<Step>, chunk_bits: u8) {
                 }
                 OpKind::Gc { keep } => {
                     let valid: Vec<OwnerId> = keep.iter().map(|o| owner(*o)).collect();
-                    a.gc(&valid).await.unwrap();
+                    if let Err(e) = a.gc(&valid).await {
+                        // Listing owners is one read, not retried: a transient
+                        // failure is reported (CNI 11) and GC run again.
+                        assert!(e.is_transient(), "{e}");
+                        store.clear_faults();
+                        a.gc(&valid).await.unwrap();
+                    }
                     m.held.retain(|o, _| keep.contains(o));
                 }
             }
             // Invariants after every step.
+            store.clear_faults();
             let recs = a.owners().await.unwrap();
             assert_eq!(recs.len(), m.held.len());
             for r in &recs {

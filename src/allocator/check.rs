@@ -124,8 +124,11 @@ pub struct RangeUsage {
     pub bytes: usize,
 }
 
+/// A scanned chunk: key, mod revision, decoded or why not.
+type ScannedChunk = (String, i64, Result<Chunk, String>);
+
 struct Scan {
-    chunks: BTreeMap<(Family, u128), (String, i64, Result<Chunk, String>)>,
+    chunks: BTreeMap<(Family, u128), ScannedChunk>,
     owners: BTreeMap<String, (i64, Result<super::OwnerRecord, String>)>,
     other: Vec<Problem>,
 }
@@ -153,7 +156,11 @@ impl<S: Store> Allocator<S> {
         let meta_key = self.keyspace.meta();
         let deadline = Instant::now() + self.options.budget;
         if let Some(ReadResult::Get(Some(v))) = self
-            .call(self.store.read(&[Read::Get(meta_key.clone())]), deadline, "none")
+            .call(
+                self.store.read(&[Read::Get(meta_key.clone())]),
+                deadline,
+                "none",
+            )
             .await?
             .into_iter()
             .next()
@@ -227,23 +234,24 @@ impl<S: Store> Allocator<S> {
                             continue;
                         };
                         if !holders.contains_key(&ip) {
-                            suspects
-                                .entry((*family, *idx))
-                                .or_default()
-                                .push(Problem::BitWithoutOwner {
+                            suspects.entry((*family, *idx)).or_default().push(
+                                Problem::BitWithoutOwner {
                                     ip,
                                     chunk: key.clone(),
-                                });
+                                },
+                            );
                         }
                     }
                 }
-                Err(e) => suspects
-                    .entry((*family, *idx))
-                    .or_default()
-                    .push(Problem::CorruptChunk {
-                        key: key.clone(),
-                        error: e.clone(),
-                    }),
+                Err(e) => {
+                    suspects
+                        .entry((*family, *idx))
+                        .or_default()
+                        .push(Problem::CorruptChunk {
+                            key: key.clone(),
+                            error: e.clone(),
+                        })
+                }
             }
         }
         for (ip, owners) in &holders {

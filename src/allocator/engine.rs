@@ -91,7 +91,10 @@ impl<S: Store> Allocator<S> {
                     return Err(AllocError::Contention { attempts });
                 }
                 let store_reads = known.to_reads(&pending);
-                match self.call(self.store.read(&store_reads), deadline, &last).await {
+                match self
+                    .call(self.store.read(&store_reads), deadline, &last)
+                    .await
+                {
                     Ok(results) => known.absorb(&pending, results),
                     Err(e) if e.is_transient() => {
                         last = e.to_string();

@@ -140,8 +140,14 @@ mod tests {
         let top = (1u128 << 118) - 1;
         let k6 = ks.chunk(Family::V6, 10, top);
         assert_eq!(ks.parse_chunk(Family::V6, 10, &k6), Some(top));
-        assert_eq!(ks.parse_chunk(Family::V6, 10, "/host-etcd/net1/chunks/6/zz"), None);
-        assert_eq!(ks.full(Family::V6, top), "/host-etcd/net1/full/6/3fffff");
+        assert_eq!(
+            ks.parse_chunk(Family::V6, 10, "/host-etcd/net1/chunks/6/zz"),
+            None
+        );
+        assert_eq!(
+            ks.full(Family::V6, top),
+            "/host-etcd/net1/full/6/3fffffffffffff"
+        );
     }
 
     #[test]

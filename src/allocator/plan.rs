@@ -282,7 +282,11 @@ fn meta_step(ctx: &Ctx<'_>, known: &Known, txn: &mut Txn) -> Result<(), Stop> {
 }
 
 /// Maps a stored record's addresses back to sets and ranges of the config.
-pub fn assigned_of(net: &Network, key: &str, rec: &OwnerRecord) -> Result<Vec<Assigned>, AllocError> {
+pub fn assigned_of(
+    net: &Network,
+    key: &str,
+    rec: &OwnerRecord,
+) -> Result<Vec<Assigned>, AllocError> {
     if rec.ips.len() != net.sets.len() {
         return Err(AllocError::StaleOwner {
             key: key.into(),
@@ -298,7 +302,11 @@ pub fn assigned_of(net: &Network, key: &str, rec: &OwnerRecord) -> Result<Vec<As
         .zip(&net.sets)
         .enumerate()
         .map(|(set, (ip, s))| match s.find(*ip) {
-            Some((range, _)) => Ok(Assigned { set, range, ip: *ip }),
+            Some((range, _)) => Ok(Assigned {
+                set,
+                range,
+                ip: *ip,
+            }),
             None => Err(AllocError::StaleOwner {
                 key: key.into(),
                 detail: format!("{ip} is outside every range of range set {set}"),
@@ -341,7 +349,9 @@ pub fn initial_reads(ctx: &Ctx<'_>, reqs: &[AllocRequest]) -> Vec<Pending> {
                 continue;
             }
             let (cands, start) = candidates(ctx, i, set, req.stage.as_deref());
-            let Some(idx) = cands.nth(start) else { continue };
+            let Some(idx) = cands.nth(start) else {
+                continue;
+            };
             push(Pending::Get(ctx.ks.full(family, idx)), &mut out);
             push(
                 Pending::Chunks {
@@ -358,7 +368,10 @@ pub fn initial_reads(ctx: &Ctx<'_>, reqs: &[AllocRequest]) -> Vec<Pending> {
 }
 
 /// Which requested address goes to which set.
-fn map_requested(net: &Network, requested: &[IpAddr]) -> Result<BTreeMap<usize, IpAddr>, AllocError> {
+fn map_requested(
+    net: &Network,
+    requested: &[IpAddr],
+) -> Result<BTreeMap<usize, IpAddr>, AllocError> {
     let mut out = BTreeMap::new();
     for ip in requested {
         let Some(i) = net.sets.iter().position(|s| s.find(*ip).is_some()) else {
@@ -391,7 +404,11 @@ fn candidates(ctx: &Ctx<'_>, i: usize, set: &RangeSet, stage: Option<&str>) -> (
 }
 
 /// Plans an ADD of a batch of requests (one transaction).
-pub fn plan_add(ctx: &Ctx<'_>, known: &Known, reqs: &[AllocRequest]) -> Result<Plan<Vec<Outcome>>, Stop> {
+pub fn plan_add(
+    ctx: &Ctx<'_>,
+    known: &Known,
+    reqs: &[AllocRequest],
+) -> Result<Plan<Vec<Outcome>>, Stop> {
     let k = ctx.k();
     let mut txn = Txn::default();
     meta_step(ctx, known, &mut txn)?;
@@ -512,7 +529,11 @@ fn pick_dynamic(
     let n = cands.count();
     // Ordinary requests skip chunks the full-set lists on a first pass and
     // look at them on a second pass before giving up (the set is a hint).
-    let passes: &[bool] = if staged.is_some() { &[false] } else { &[true, false] };
+    let passes: &[bool] = if staged.is_some() {
+        &[false]
+    } else {
+        &[true, false]
+    };
     let mut corrupt = None;
     for &use_hint in passes {
         let mut step: u128 = 0;
@@ -529,7 +550,11 @@ fn pick_dynamic(
             };
             let bit = match draft.view(family, idx) {
                 Lookup::Unknown => {
-                    let limit = if use_hint { ctx.read_limit } else { ctx.read_limit * 32 };
+                    let limit = if use_hint {
+                        ctx.read_limit
+                    } else {
+                        ctx.read_limit * 32
+                    };
                     return Err(Stop::Need(vec![Pending::Chunks {
                         family,
                         lo: idx,
@@ -553,8 +578,12 @@ fn pick_dynamic(
             chunk.bits.set(bit);
             chunk.cursor = ((bit + 1) % (1usize << k)) as u32;
             let value = (idx << k) + bit as u128;
-            let Some(ip) = from_u128(family, value) else { continue };
-            let Some((range_index, _)) = set.find(ip) else { continue };
+            let Some(ip) = from_u128(family, value) else {
+                continue;
+            };
+            let Some((range_index, _)) = set.find(ip) else {
+                continue;
+            };
             return Ok(Assigned {
                 set: set_index,
                 range: range_index,
@@ -579,7 +608,11 @@ fn pick_dynamic(
 
 /// Plans the release of one owner: clear its bits, delete its record, in one
 /// transaction guarded by the record's revision. `None` if it holds nothing.
-pub fn plan_release(ctx: &Ctx<'_>, known: &Known, key: &Key) -> Result<Plan<Option<OwnerRecord>>, Stop> {
+pub fn plan_release(
+    ctx: &Ctx<'_>,
+    known: &Known,
+    key: &Key,
+) -> Result<Plan<Option<OwnerRecord>>, Stop> {
     let k = ctx.k();
     let (rev, rec) = match known.owners.get(key) {
         None => return Err(Stop::Need(vec![Pending::Get(key.clone())])),

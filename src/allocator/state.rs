@@ -135,12 +135,7 @@ impl Known {
         for (p, r) in pending.iter().zip(results) {
             match (p, r) {
                 (Pending::Get(k), ReadResult::Get(v)) => self.absorb_key(k, v),
-                (
-                    Pending::Chunks {
-                        family, lo, hi, ..
-                    },
-                    ReadResult::Range { kvs, more },
-                ) => {
+                (Pending::Chunks { family, lo, hi, .. }, ReadResult::Range { kvs, more }) => {
                     let mut last = None;
                     for (key, v) in kvs {
                         if let Some(idx) = self.ks.parse_chunk(*family, self.k, &key) {
@@ -204,12 +199,5 @@ impl Known {
 
 /// Decodes chunk bytes and checks they cover 2^k addresses.
 pub fn decode_chunk(bytes: &[u8], k: u8) -> Result<Chunk, CodecError> {
-    let chunk = codec::decode(bytes)?;
-    if chunk.bits.len() != 1usize << k {
-        return Err(CodecError::Invalid(format!(
-            "chunk covers {} addresses, the network uses 2^{k}",
-            chunk.bits.len()
-        )));
-    }
-    Ok(chunk)
+    codec::decode_expecting(bytes, k)
 }

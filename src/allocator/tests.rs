@@ -59,7 +59,10 @@ async fn uncontended_add_is_two_round_trips() {
     let store = CountingStore::new(MemoryStore::new());
     let a = alloc_of(
         &store,
-        net(vec![set(&[spec("10.1.0.0/16")]), set(&[spec("2001:db8::/64")])]),
+        net(vec![
+            set(&[spec("10.1.0.0/16")]),
+            set(&[spec("2001:db8::/64")]),
+        ]),
     );
     let first = a.allocate(&req("c1")).await.unwrap();
     assert_eq!(first.assigned.len(), 2);
@@ -91,7 +94,10 @@ async fn defaults_skip_network_and_gateway_and_go_round_robin() {
     // Release .3; the next allocation gets it back only because the cursor
     // has wrapped (it is the only free address).
     a.release(&req("c1").owner).await.unwrap();
-    assert_eq!(a.allocate(&req("c6")).await.unwrap().assigned[0].ip, ip("10.0.0.3"));
+    assert_eq!(
+        a.allocate(&req("c6")).await.unwrap().assigned[0].ip,
+        ip("10.0.0.3")
+    );
 }
 
 #[tokio::test]
@@ -122,7 +128,10 @@ async fn static_requests() {
     let store = MemoryStore::new();
     let a = alloc_of(
         &store,
-        net(vec![set(&[spec("10.0.0.0/24")]), set(&[spec("fd00::/120")])]),
+        net(vec![
+            set(&[spec("10.0.0.0/24")]),
+            set(&[spec("fd00::/120")]),
+        ]),
     );
     let mut r = req("s1");
     r.requested = vec![ip("10.0.0.77")];
@@ -133,10 +142,14 @@ async fn static_requests() {
     let mut r2 = req("s2");
     r2.requested = vec![ip("10.0.0.77")];
     let e = a.allocate(&r2).await.unwrap_err();
-    assert!(e.to_string().contains("10.0.0.77") && e.to_string().contains("already allocated"), "{e}");
+    assert!(
+        e.to_string().contains("10.0.0.77") && e.to_string().contains("already allocated"),
+        "{e}"
+    );
     // Gateway, outside, two in one set.
     for (bad, what) in [
-        (vec![ip("10.0.0.1")], "gateway"),
+        (vec![ip("10.0.0.1")], "not inside"),
+        (vec![ip("10.0.0.255")], "not inside"),
         (vec![ip("10.9.0.5")], "not inside"),
         (vec![ip("10.0.0.5"), ip("10.0.0.6")], "one address per set"),
     ] {
@@ -159,7 +172,10 @@ async fn staged_reservations() {
     s.range_end = Some("10.10.1.40".into());
     s.gateway = Some("10.10.1.1".into());
     s.stages.insert("sandbox".into(), vec!["10.10.1.20".into()]);
-    s.stages.insert("smallflow".into(), vec!["10.10.1.21".into(), "10.10.1.22".into()]);
+    s.stages.insert(
+        "smallflow".into(),
+        vec!["10.10.1.21".into(), "10.10.1.22".into()],
+    );
     let store = MemoryStore::new();
     let a = alloc_of(&store, net(vec![set(&[s, spec("172.16.5.0/24")])]));
     let staged = |id: &str, st: &str| {
@@ -167,18 +183,35 @@ async fn staged_reservations() {
         r.stage = Some(st.into());
         r
     };
-    assert_eq!(a.allocate(&staged("sb1", "sandbox")).await.unwrap().assigned[0].ip, ip("10.10.1.20"));
+    assert_eq!(
+        a.allocate(&staged("sb1", "sandbox"))
+            .await
+            .unwrap()
+            .assigned[0]
+            .ip,
+        ip("10.10.1.20")
+    );
     let e = a.allocate(&staged("sb2", "sandbox")).await.unwrap_err();
     assert!(matches!(e, AllocError::StageExhausted { .. }), "{e}");
     let mut small = HashSet::new();
     for i in 0..2 {
-        small.insert(a.allocate(&staged(&format!("sf{i}"), "smallflow")).await.unwrap().assigned[0].ip);
+        small.insert(
+            a.allocate(&staged(&format!("sf{i}"), "smallflow"))
+                .await
+                .unwrap()
+                .assigned[0]
+                .ip,
+        );
     }
     assert_eq!(small, HashSet::from([ip("10.10.1.21"), ip("10.10.1.22")]));
     // Ordinary pods (and pods of a stage without a list) never get listed addresses.
     let listed = [ip("10.10.1.20"), ip("10.10.1.21"), ip("10.10.1.22")];
     for i in 0..200 {
-        let r = if i % 2 == 0 { req(&format!("n{i}")) } else { staged(&format!("n{i}"), "canary") };
+        let r = if i % 2 == 0 {
+            req(&format!("n{i}"))
+        } else {
+            staged(&format!("n{i}"), "canary")
+        };
         let got = a.allocate(&r).await.unwrap().assigned[0].ip;
         assert!(!listed.contains(&got), "{got} handed to an ordinary pod");
     }
@@ -200,7 +233,10 @@ async fn dual_stack_is_all_or_nothing() {
     let e = a.allocate(&req("two")).await.unwrap_err();
     assert!(matches!(e, AllocError::Exhausted { set: 0, .. }), "{e}");
     let report = a.check().await.unwrap();
-    assert_eq!(report.allocated, 2, "no IPv6 address leaked by the failed ADD");
+    assert_eq!(
+        report.allocated, 2,
+        "no IPv6 address leaked by the failed ADD"
+    );
     assert_eq!(report.owners, 1);
 }
 
@@ -211,7 +247,12 @@ async fn lost_replies_and_conflicts_converge() {
     store.inject([Fault::FailAfterCommit]);
     let got = a.allocate(&req("lost")).await.unwrap();
     assert!(got.existing, "the retry found the committed record");
-    store.inject([Fault::SpuriousConflict, Fault::SpuriousConflict, Fault::FailBeforeCommit, Fault::FailRead]);
+    store.inject([
+        Fault::SpuriousConflict,
+        Fault::SpuriousConflict,
+        Fault::FailBeforeCommit,
+        Fault::FailRead,
+    ]);
     a.allocate(&req("busy")).await.unwrap();
     store.inject([Fault::FailAfterCommit]);
     assert!(a.release(&req("lost").owner).await.unwrap().is_none());
@@ -249,7 +290,17 @@ async fn chunk_size_mismatch_is_refused() {
     let mut n = net(vec![set(&[spec("10.0.0.0/24")])]);
     n.chunk_bits = 12;
     let e = alloc_of(&store, n).allocate(&req("b")).await.unwrap_err();
-    assert!(matches!(e, AllocError::MetaMismatch { stored: 10, configured: 12, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            AllocError::MetaMismatch {
+                stored: 10,
+                configured: 12,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -257,14 +308,19 @@ async fn corrupt_data_is_named_never_overwritten() {
     let store = MemoryStore::new();
     let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/24")])]));
     a.allocate(&req("a")).await.unwrap();
-    let key = a.keyspace().chunk(crate::range::Family::V4, 10, 0x0a00_0000 >> 10);
+    let key = a
+        .keyspace()
+        .chunk(crate::range::Family::V4, 10, 0x0a00_0000 >> 10);
     store.put_raw(&key, b"garbage".to_vec());
     let e = a.allocate(&req("b")).await.unwrap_err();
     assert!(matches!(e, AllocError::CorruptChunk { .. }), "{e}");
     assert!(e.to_string().contains(&key), "{e}");
     assert_eq!(store.dump()[&key].value, b"garbage", "never silently reset");
     let report = a.check().await.unwrap();
-    assert!(report.problems.iter().any(|p| matches!(p, Problem::CorruptChunk { .. })));
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| matches!(p, Problem::CorruptChunk { .. })));
     // Repair rebuilds the chunk from the owner records.
     let fixed = a.repair().await.unwrap();
     assert!(fixed.is_clean(), "{fixed:?}");
@@ -303,8 +359,14 @@ async fn check_finds_and_repair_fixes_planted_inconsistencies() {
     );
     let report = a.check().await.unwrap();
     assert_eq!(report.problems.len(), 2, "{report:?}");
-    assert!(report.problems.iter().any(|p| matches!(p, Problem::BitWithoutOwner { .. })));
-    assert!(report.problems.iter().any(|p| matches!(p, Problem::OwnerWithoutBit { ip: x, .. } if *x == ip("10.0.0.200"))));
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| matches!(p, Problem::BitWithoutOwner { .. })));
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| matches!(p, Problem::OwnerWithoutBit { ip: x, .. } if *x == ip("10.0.0.200"))));
     let fixed = a.repair().await.unwrap();
     assert_eq!(fixed.repaired, 2);
     assert!(a.check().await.unwrap().is_clean());
@@ -320,7 +382,13 @@ async fn gc_releases_all_but_valid() {
     let valid = vec![req("c1").owner, req("c4").owner];
     let released = a.gc(&valid).await.unwrap();
     assert_eq!(released.len(), 4);
-    let left: Vec<String> = a.owners().await.unwrap().into_iter().map(|r| r.container_id).collect();
+    let left: Vec<String> = a
+        .owners()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.container_id)
+        .collect();
     assert_eq!(left, vec!["c1".to_string(), "c4".to_string()]);
     assert!(a.check().await.unwrap().is_clean());
 }
@@ -342,7 +410,10 @@ async fn full_chunks_enter_and_leave_the_full_set() {
     for i in 0..(1021 - 3) {
         a.release(&req(&format!("c{i}")).owner).await.unwrap();
     }
-    assert!(!store.dump().contains_key(&full_key), "full-set emptied and deleted");
+    assert!(
+        !store.dump().contains_key(&full_key),
+        "full-set emptied and deleted"
+    );
     assert!(a.check().await.unwrap().is_clean());
 }
 
@@ -384,9 +455,15 @@ async fn huge_ranges_cost_one_chunk() {
     let store = CountingStore::new(MemoryStore::new());
     let a = alloc_of(
         &store,
-        net(vec![set(&[spec("10.0.0.0/8")]), set(&[spec("2001:db8::/64")])]),
+        net(vec![
+            set(&[spec("10.0.0.0/8")]),
+            set(&[spec("2001:db8::/64")]),
+        ]),
     );
-    let got = a.allocate_batch(&(0..200).map(|i| req(&format!("c{i}"))).collect::<Vec<_>>()).await.unwrap();
+    let got = a
+        .allocate_batch(&(0..200).map(|i| req(&format!("c{i}"))).collect::<Vec<_>>())
+        .await
+        .unwrap();
     assert_eq!(got.len(), 200);
     // Only touched chunks exist: a handful of keys, not 2^24 or 2^64.
     let keys = store.inner().dump().len();

@@ -122,9 +122,8 @@ fn decode_raw(encoding: Encoding, k: u8, payload: &[u8]) -> Result<Bitmap, Codec
             });
         }
     }
-    Bitmap::from_words(len, &words).ok_or_else(|| {
-        CodecError::Payload(format!("raw payload does not form a {len}-bit bitmap"))
-    })
+    Bitmap::from_words(len, &words)
+        .ok_or_else(|| CodecError::Payload(format!("raw payload does not form a {len}-bit bitmap")))
 }
 
 fn decode_roaring(k: u8, payload: &[u8]) -> Result<Bitmap, CodecError> {
