@@ -180,11 +180,26 @@ impl<'a> Draft<'a> {
         }
     }
 
-    /// Whether the full-set hint lists chunk `idx`.
-    fn hinted_full(&mut self, ks: &Keyspace, family: Family, idx: u128) -> Result<bool, Stop> {
+    /// If the full-set hint lists chunk `idx`: how many consecutive chunks
+    /// from `idx` (up to `run_end` and the end of its region) it lists.
+    fn full_run(
+        &mut self,
+        ks: &Keyspace,
+        family: Family,
+        idx: u128,
+        run_end: u128,
+    ) -> Result<Option<u128>, Stop> {
         let key = ks.full(family, idx);
         let d = self.full_mut(&key)?;
-        Ok(d.set.contains(idx as u64))
+        let lo = idx as u64;
+        let hi = run_end.min(idx | u128::from(u64::MAX)) as u64;
+        if !d.set.contains(lo) {
+            return Ok(None);
+        }
+        Ok(Some(match fullset::first_absent(&d.set, lo, hi) {
+            Some(x) => u128::from(x - lo),
+            None => u128::from(hi - lo) + 1,
+        }))
     }
 
     /// Adds compares, puts and conflict reads for every modified chunk and
@@ -541,8 +556,13 @@ fn pick_dynamic(
             let ord = (start + step) % n;
             step += 1;
             let Some(idx) = cands.nth(ord) else { break };
-            if use_hint && draft.hinted_full(ctx.ks, family, idx)? {
-                continue;
+            if use_hint {
+                if let Some(skip) = draft.full_run(ctx.ks, family, idx, cands.run_end(idx))? {
+                    // Jump over the whole run of listed chunks (never past
+                    // the starting ordinal again).
+                    step = (step - 1 + skip).min(n);
+                    continue;
+                }
             }
             let mask = match staged {
                 Some(s) => geometry::staged_mask(set, s, k, idx),
