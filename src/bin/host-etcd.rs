@@ -1,9 +1,9 @@
 //! The `host-etcd` CNI IPAM plugin binary (thin: see `host_etcd::cni`).
 //!
 //! Reads the `CNI_*` environment and the network config on stdin, runs the
-//! command, prints the result or the CNI error JSON on stdout, and exits 0 or
-//! 1. Never prints a backtrace: a panic (a bug) still produces a CNI error
-//! JSON with code 999.
+//! command, prints the result or the CNI error JSON on stdout, and exits with
+//! status 0 (success) or 1 (error). Never prints a backtrace: a panic (a bug)
+//! still produces a CNI error JSON with code 999.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

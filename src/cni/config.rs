@@ -495,3 +495,7 @@ fn parse_attachments(root: &Obj<'_>) -> Result<Option<Vec<OwnerId>>, CniError> {
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;
