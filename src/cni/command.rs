@@ -1,0 +1,315 @@
+//! Command dispatch: ADD, DEL, CHECK, VERSION, GC, STATUS over an
+//! [`Allocator`] on the configured store, inside a current-thread tokio
+//! runtime and the configured budget.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use super::args::{push_unique, CniArgs};
+use super::config::{requested_version, NetConf, StoreConf};
+use super::env::{Command, Env};
+use super::error::CniError;
+use super::resolv::{self, Dns};
+use super::result::{version_json, CniResult};
+use super::version::CniVersion;
+use crate::allocator::{AllocRequest, Allocator};
+use crate::store::any::AnyStore;
+use crate::store::etcd::EtcdStore;
+use crate::store::local::LocalStore;
+use crate::store::StoreError;
+
+/// What the plugin prints and how it exits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// Text for stdout (a result, the VERSION answer, or an error JSON).
+    pub stdout: Option<String>,
+    /// Process exit code: 0 on success, 1 on error.
+    pub exit_code: i32,
+}
+
+/// Runs one invocation end to end, turning any error into the CNI error JSON
+/// (in the config's `cniVersion` when it is a supported one, else the latest).
+pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Response {
+    let version = stdin
+        .as_ref()
+        .ok()
+        .and_then(|s| requested_version(s))
+        .unwrap_or(CniVersion::LATEST);
+    let outcome = match (env, stdin) {
+        (Ok(env), Ok(stdin)) => run(&env, stdin),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    match outcome {
+        Ok(stdout) => Response {
+            stdout,
+            exit_code: 0,
+        },
+        Err(e) => Response {
+            stdout: Some(e.to_json(version)),
+            exit_code: 1,
+        },
+    }
+}
+
+/// Runs one command. `Ok(Some(json))` is printed on stdout; `Ok(None)` means
+/// success with no output (DEL, CHECK, GC, STATUS).
+pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<String>, CniError> {
+    if env.command == Command::Version {
+        let v = requested_version(stdin).unwrap_or(CniVersion::LATEST);
+        return Ok(Some(version_json(v)));
+    }
+    let conf = NetConf::parse(stdin)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CniError::Internal(format!("cannot start the async runtime: {e}")))?;
+    let deadline = conf.ipam.budget + connect_allowance(&conf.ipam.store);
+    let budget_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+    let command = env.command;
+    runtime.block_on(async {
+        match tokio::time::timeout(deadline, dispatch(env, &conf)).await {
+            Ok(r) => r,
+            Err(_) if command == Command::Status => Err(CniError::NotAvailable(format!(
+                "no answer within {budget_ms} ms"
+            ))),
+            Err(_) => Err(CniError::BudgetExceeded { budget_ms }),
+        }
+    })
+}
+
+/// Time allowed for connecting on top of the operation budget.
+fn connect_allowance(store: &StoreConf) -> std::time::Duration {
+    match store {
+        StoreConf::Etcd(c) => c.dial_timeout,
+        StoreConf::Local { lock_wait, .. } => *lock_wait,
+    }
+}
+
+async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
+    match env.command {
+        Command::Add => add(env, conf).await,
+        Command::Del => {
+            let owner = env.owner()?;
+            allocator(conf).await?.release(&owner).await?;
+            Ok(None)
+        }
+        Command::Check => check(env, conf).await,
+        Command::Gc => {
+            let valid = conf.valid_attachments.as_deref().ok_or_else(|| {
+                CniError::config(
+                    "cni.dev/valid-attachments",
+                    "missing; GC without the list of valid attachments would release everything",
+                )
+            })?;
+            allocator(conf).await?.gc(valid).await?;
+            Ok(None)
+        }
+        Command::Status => status(conf).await,
+        Command::Version => Ok(Some(version_json(conf.cni_version))),
+    }
+}
+
+async fn add(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
+    let owner = env.owner()?;
+    let args = CniArgs::parse(env.args.as_deref().unwrap_or(""))?;
+    let mut requested = args.ips.clone();
+    for ip in &conf.requested {
+        push_unique(&mut requested, *ip);
+    }
+    // Read resolv.conf before allocating, so a bad path leaks nothing.
+    let dns = match &conf.ipam.resolv_conf {
+        Some(path) => resolv::read(path)?,
+        None => Dns::default(),
+    };
+    let allocator = allocator(conf).await?;
+    let request = AllocRequest {
+        owner,
+        stage: args.stage(),
+        requested,
+        pod_namespace: args.pod_namespace.clone(),
+        pod_name: args.pod_name.clone(),
+    };
+    let allocation = allocator.allocate(&request).await?;
+    let result =
+        CniResult::from_allocation(&allocation, allocator.network(), &conf.ipam.routes, dns)?;
+    Ok(Some(result.encode(conf.cni_version)))
+}
+
+async fn check(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
+    let owner = env.owner()?;
+    let allocator = allocator(conf).await?;
+    let record = allocator
+        .owner(&owner)
+        .await?
+        .ok_or_else(|| CniError::UnknownContainer {
+            container_id: owner.container_id.clone(),
+            ifname: owner.ifname.clone(),
+            network: conf.name.clone(),
+        })?;
+    if let Some(prev) = &conf.prev_result_ips {
+        // Only addresses inside this network's subnets are ours to vouch for.
+        let ours: BTreeSet<IpAddr> = prev
+            .iter()
+            .copied()
+            .filter(|ip| {
+                allocator
+                    .network()
+                    .sets
+                    .iter()
+                    .any(|s| s.ranges().iter().any(|r| r.subnet.contains(ip)))
+            })
+            .collect();
+        let held: BTreeSet<IpAddr> = record.ips.iter().copied().collect();
+        if ours != held {
+            return Err(CniError::CheckMismatch {
+                held: record.ips.clone(),
+                expected: ours.into_iter().collect(),
+            });
+        }
+    }
+    Ok(None)
+}
+
+async fn status(conf: &NetConf) -> Result<Option<String>, CniError> {
+    let unavailable = |e: CniError| match e.code() {
+        super::error::CODE_INVALID_CONFIG => e,
+        _ => CniError::NotAvailable(e.to_string()),
+    };
+    let allocator = allocator(conf).await.map_err(unavailable)?;
+    allocator
+        .ping()
+        .await
+        .map_err(|e| unavailable(CniError::from(e)))?;
+    Ok(None)
+}
+
+async fn allocator(conf: &NetConf) -> Result<Allocator<AnyStore>, CniError> {
+    let network = conf.network()?;
+    let store = open_store(&conf.ipam.store).await?;
+    let mut options = conf.options();
+    options.node_seed = node_seed();
+    Ok(Allocator::new(store, network, options))
+}
+
+async fn open_store(store: &StoreConf) -> Result<AnyStore, StoreError> {
+    match store {
+        StoreConf::Etcd(config) => EtcdStore::connect(config).await.map(AnyStore::Etcd),
+        StoreConf::Local {
+            data_dir,
+            lock_wait,
+        } => LocalStore::open(data_dir, *lock_wait).map(AnyStore::Local),
+    }
+}
+
+/// A stable per-node value: FNV-1a of the host name (0 if unknown).
+fn node_seed() -> u64 {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    fnv1a(name.trim().as_bytes())
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn env(command: Command) -> Env {
+        Env {
+            command,
+            container_id: Some("c1".into()),
+            ifname: Some("eth0".into()),
+            netns: Some("/x".into()),
+            args: None,
+            path: Some("/opt/cni/bin".into()),
+        }
+    }
+
+    fn parse(s: &str) -> Value {
+        serde_json::from_str(s).expect("JSON")
+    }
+
+    #[test]
+    fn version_echoes_a_supported_requested_version() {
+        let out = run(&env(Command::Version), br#"{"cniVersion":"0.4.0"}"#).expect("ok");
+        let v = parse(out.as_deref().unwrap_or(""));
+        assert_eq!(v["cniVersion"], "0.4.0");
+        assert_eq!(v["supportedVersions"].as_array().map(Vec::len), Some(5));
+    }
+
+    #[test]
+    fn version_needs_no_config() {
+        for stdin in [&b""[..], b"garbage", br#"{"cniVersion":"9.9.9"}"#] {
+            let out = run(&env(Command::Version), stdin).expect("ok");
+            assert_eq!(parse(out.as_deref().unwrap_or(""))["cniVersion"], "1.1.0");
+        }
+    }
+
+    #[test]
+    fn errors_become_cni_json_with_exit_1() {
+        let r = respond(
+            Ok(env(Command::Add)),
+            Ok(b"{\"cniVersion\": \"0.3.1\",\n  \"name\": }"),
+        );
+        assert_eq!(r.exit_code, 1);
+        let v = parse(r.stdout.as_deref().unwrap_or(""));
+        assert_eq!(v["code"], 6);
+        assert_eq!(
+            v["cniVersion"], "1.1.0",
+            "stdin undecodable: latest version"
+        );
+        let r = respond(
+            Ok(env(Command::Add)),
+            Ok(br#"{"cniVersion":"0.4.0","name":"n","ipam":{}}"#),
+        );
+        let v = parse(r.stdout.as_deref().unwrap_or(""));
+        assert_eq!(
+            (v["code"].as_u64(), v["cniVersion"].as_str()),
+            (Some(7), Some("0.4.0"))
+        );
+    }
+
+    #[test]
+    fn unsupported_version_is_code_1() {
+        let r = respond(
+            Ok(env(Command::Add)),
+            Ok(br#"{"cniVersion":"0.2.0","name":"n","ipam":{"subnet":"10.0.0.0/24"}}"#),
+        );
+        assert_eq!(r.exit_code, 1);
+        assert_eq!(parse(r.stdout.as_deref().unwrap_or(""))["code"], 1);
+    }
+
+    #[test]
+    fn env_and_stdin_errors_pass_through() {
+        let r = respond(Err(CniError::MissingEnv { var: "CNI_IFNAME" }), Ok(b"{}"));
+        assert_eq!(parse(r.stdout.as_deref().unwrap_or(""))["code"], 4);
+        let io = CniError::Io {
+            path: "-".into(),
+            source: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+        };
+        let r = respond(Ok(env(Command::Add)), Err(io));
+        assert_eq!(parse(r.stdout.as_deref().unwrap_or(""))["code"], 5);
+    }
+
+    #[test]
+    fn gc_without_the_list_is_refused_before_touching_the_store() {
+        let stdin = br#"{"cniVersion":"1.1.0","name":"n","ipam":{"subnet":"10.0.0.0/24","dataDir":"/nonexistent"}}"#;
+        let e = run(&env(Command::Gc), stdin).err();
+        assert_eq!(e.as_ref().map(CniError::code), Some(7));
+        assert!(e.is_some_and(|e| e.to_string().contains("cni.dev/valid-attachments")));
+    }
+
+    #[test]
+    fn node_seed_hash_is_stable() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(fnv1a(b"node-1"), fnv1a(b"node-2"));
+    }
+}

@@ -1,0 +1,437 @@
+//! Tests of network config parsing, including the two seed README examples.
+
+use super::*;
+
+const HOST_ETCD_README: &str = include_str!("testdata/host-etcd-readme.json");
+const MY_IPAM_README: &str = include_str!("testdata/my-ipam-readme.json");
+
+fn parse(s: &str) -> Result<NetConf, CniError> {
+    NetConf::parse(s.as_bytes())
+}
+
+fn spec(subnet: &str) -> RangeSpec {
+    RangeSpec {
+        subnet: subnet.into(),
+        ..RangeSpec::default()
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test IP")
+}
+
+/// The error's code and its `details` text.
+fn err(s: &str) -> (u32, String) {
+    match parse(s) {
+        Ok(c) => panic!("expected an error, parsed {c:?}"),
+        Err(e) => (e.code(), e.to_string()),
+    }
+}
+
+fn specs(c: &NetConf) -> Vec<Vec<RangeSpec>> {
+    c.ipam
+        .range_sets
+        .iter()
+        .map(|s| s.iter().map(|r| r.spec.clone()).collect())
+        .collect()
+}
+
+#[test]
+fn host_etcd_readme_example() {
+    let c = parse(HOST_ETCD_README).expect("the README example parses");
+    assert_eq!(c.cni_version, CniVersion::V0_3_1);
+    assert_eq!(c.name, "examplenet");
+    let first = RangeSpec {
+        subnet: "10.10.0.0/16".into(),
+        range_start: Some("10.10.1.20".into()),
+        range_end: Some("10.10.3.50".into()),
+        gateway: Some("10.10.0.254".into()),
+        ..RangeSpec::default()
+    };
+    let v6 = RangeSpec {
+        subnet: "3ffe:ffff:0:01ff::/64".into(),
+        range_start: Some("3ffe:ffff:0:01ff::0010".into()),
+        range_end: Some("3ffe:ffff:0:01ff::0020".into()),
+        ..RangeSpec::default()
+    };
+    assert_eq!(
+        specs(&c),
+        vec![vec![first, spec("172.16.5.0/24")], vec![v6]]
+    );
+    let paths: Vec<&str> = c.ipam.range_sets[0]
+        .iter()
+        .map(|r| r.path.as_str())
+        .collect();
+    assert_eq!(paths, ["ipam.ranges[0][0]", "ipam.ranges[0][1]"]);
+    assert_eq!(
+        c.ipam.routes,
+        vec![
+            Route {
+                dst: "0.0.0.0/0".parse().expect("net"),
+                gw: None
+            },
+            Route {
+                dst: "192.168.0.0/16".parse().expect("net"),
+                gw: Some(ip("10.10.5.1"))
+            },
+            Route {
+                dst: "3ffe:ffff:0:01ff::1/64".parse().expect("net"),
+                gw: None
+            },
+        ]
+    );
+    match &c.ipam.store {
+        StoreConf::Etcd(e) => {
+            assert_eq!(e.endpoints, ["127.0.0.1:2379"]);
+            assert_eq!(e.cert_file, None);
+        }
+        other => panic!("endpoints given: expected etcd, got {other:?}"),
+    }
+    assert_eq!(c.ipam.prefix, DEFAULT_PREFIX);
+    assert_eq!(c.ipam.chunk_bits, DEFAULT_CHUNK_BITS);
+}
+
+#[test]
+fn host_etcd_readme_command_line_example() {
+    let c = parse(
+        r#"{ "cniVersion": "0.3.1", "name": "examplenet", "ipam": { "type": "host-etcd", "ranges": [ [{"subnet": "203.0.113.0/24"}], [{"subnet": "2001:db8:1::/64"}]], "endpoints": ["127.0.0.1:2379"], "certfile":"/tmp/certs/peer-cert.pem", "keyfile":"/tmp/certs/peer-key.pem", "trustedcafile":"/tmp/certs/ca.pem"  } }"#,
+    )
+    .expect("parses");
+    assert_eq!(
+        specs(&c),
+        vec![vec![spec("203.0.113.0/24")], vec![spec("2001:db8:1::/64")]]
+    );
+    match &c.ipam.store {
+        StoreConf::Etcd(e) => {
+            assert_eq!(e.cert_file, Some(PathBuf::from("/tmp/certs/peer-cert.pem")));
+            assert_eq!(e.key_file, Some(PathBuf::from("/tmp/certs/peer-key.pem")));
+            assert_eq!(e.trusted_ca_file, Some(PathBuf::from("/tmp/certs/ca.pem")));
+            assert_eq!(e.dial_timeout, Duration::from_secs(2));
+        }
+        other => panic!("expected etcd, got {other:?}"),
+    }
+}
+
+#[test]
+fn my_ipam_readme_trailing_comma_is_code_6_with_line_and_column() {
+    let (code, details) = err(MY_IPAM_README);
+    assert_eq!(code, 6);
+    // Line 22 is `{ "dst": "0.0.0.0/0" },`; the parser stops at the `]` of
+    // line 23, column 3 (after two tabs).
+    assert!(
+        details.contains("trailing comma at line 23 column 3"),
+        "{details}"
+    );
+    match parse(MY_IPAM_README) {
+        Err(CniError::Decode { line, column, .. }) => assert_eq!((line, column), (23, 3)),
+        other => panic!("expected Decode, got {other:?}"),
+    }
+}
+
+#[test]
+fn my_ipam_readme_without_the_comma_parses() {
+    let fixed = MY_IPAM_README.replace(
+        "{ \"dst\": \"0.0.0.0/0\" },\n",
+        "{ \"dst\": \"0.0.0.0/0\" }\n",
+    );
+    assert_ne!(fixed, MY_IPAM_README);
+    let c = parse(&fixed).expect("parses without the trailing comma");
+    let mut first = RangeSpec {
+        subnet: "10.10.0.0/16".into(),
+        range_start: Some("10.10.1.20".into()),
+        range_end: Some("10.10.1.40".into()),
+        gateway: Some("10.10.1.1".into()),
+        ..RangeSpec::default()
+    };
+    first
+        .stages
+        .insert("sandbox".into(), vec!["10.10.1.20".into()]);
+    first
+        .stages
+        .insert("smallflow".into(), vec!["10.10.1.21".into()]);
+    assert_eq!(specs(&c), vec![vec![first, spec("172.16.5.0/24")]]);
+    assert_eq!(c.ipam.routes.len(), 1);
+    assert_eq!(
+        c.ipam.store,
+        StoreConf::Local {
+            data_dir: PathBuf::from("/run/my-orchestrator/container-ipam-state"),
+            lock_wait: Duration::from_secs(10),
+        }
+    );
+}
+
+#[test]
+fn my_ipam_readme_command_line_example() {
+    let c = parse(
+        r#"{ "cniVersion": "0.3.1", "name": "my-macvlan", "ipam": { "type": "host-etcd", "ranges": [ [{"subnet": "203.0.113.0/24"}], [{"subnet": "2001:db8:1::/64"}]], "dataDir": "/tmp/cni-example"  } }"#,
+    )
+    .expect("parses");
+    assert!(
+        matches!(&c.ipam.store, StoreConf::Local { data_dir, .. } if data_dir == &PathBuf::from("/tmp/cni-example"))
+    );
+}
+
+#[test]
+fn no_endpoints_means_embedded_store_under_the_default_dir() {
+    let c = parse(r#"{"cniVersion":"1.0.0","name":"net1","ipam":{"ranges":[[{"subnet":"10.0.0.0/24"}]],"endpoints":[]}}"#)
+        .expect("parses");
+    assert!(matches!(&c.ipam.store, StoreConf::Local { data_dir, .. }
+        if data_dir == &PathBuf::from("/var/lib/cni/host-etcd/net1")));
+}
+
+#[test]
+fn shorthand_range_is_prepended_like_host_local() {
+    let c = parse(
+        r#"{"cniVersion":"0.3.1","name":"n","ipam":{"subnet":"10.9.0.0/24","gateway":"10.9.0.254",
+            "ranges":[[{"subnet":"10.8.0.0/24"}]]}}"#,
+    )
+    .expect("parses");
+    let short = RangeSpec {
+        subnet: "10.9.0.0/24".into(),
+        gateway: Some("10.9.0.254".into()),
+        ..RangeSpec::default()
+    };
+    assert_eq!(specs(&c), vec![vec![short], vec![spec("10.8.0.0/24")]]);
+    assert_eq!(c.ipam.range_sets[0][0].path, "ipam");
+}
+
+#[test]
+fn unknown_fields_are_ignored() {
+    let c = parse(
+        r#"{"cniVersion":"1.1.0","name":"n","type":"bridge","bridge":"cni0","mtu":1500,
+            "ipam":{"type":"host-etcd","ranges":[[{"subnet":"10.0.0.0/24","whatever":[1]}]],"future":{}},
+            "args":{"labels":{"a":"b"},"cni":{"other":1}},"dns":{"nameservers":["1.1.1.1"]}}"#,
+    )
+    .expect("parses");
+    assert_eq!(specs(&c), vec![vec![spec("10.0.0.0/24")]]);
+    assert!(c.requested.is_empty());
+}
+
+#[test]
+fn timeouts_prefix_chunk_bits() {
+    let c = parse(
+        r#"{"cniVersion":"1.0.0","name":"n","ipam":{"ranges":[[{"subnet":"10.0.0.0/24"}]],
+            "endpoints":"https://e1:2379, https://e2:2379","username":"u","password":"p",
+            "dialTimeoutMs":500,"requestTimeoutMs":700,"budgetMs":3000,"maxAttempts":9,
+            "prefix":"/ipam/","chunkBits":12}}"#,
+    )
+    .expect("parses");
+    assert_eq!(c.ipam.budget, Duration::from_millis(3000));
+    assert_eq!(c.ipam.max_attempts, 9);
+    assert_eq!(c.ipam.prefix, "/ipam");
+    assert_eq!(c.ipam.chunk_bits, 12);
+    assert_eq!(c.options().budget, Duration::from_millis(3000));
+    assert_eq!(c.options().max_attempts, 9);
+    match &c.ipam.store {
+        StoreConf::Etcd(e) => {
+            assert_eq!(e.endpoints, ["https://e1:2379", "https://e2:2379"]);
+            assert_eq!(e.username.as_deref(), Some("u"));
+            assert_eq!(e.password.as_deref(), Some("p"));
+            assert_eq!(e.dial_timeout, Duration::from_millis(500));
+            assert_eq!(e.request_timeout, Duration::from_millis(700));
+        }
+        other => panic!("expected etcd, got {other:?}"),
+    }
+}
+
+#[test]
+fn wrong_types_name_the_field() {
+    let base = |ipam: &str| format!(r#"{{"cniVersion":"1.0.0","name":"n","ipam":{ipam}}}"#);
+    let cases = [
+        (
+            base(r#"{"ranges":"x"}"#),
+            "ipam.ranges: expected an array, found a string",
+        ),
+        (
+            base(r#"{"ranges":[{"subnet":"10.0.0.0/24"}]}"#),
+            "ipam.ranges[0]: expected an array, found an object",
+        ),
+        (
+            base(r#"{"ranges":[[{"subnet":5}]]}"#),
+            "ipam.ranges[0][0].subnet: expected a string, found a number",
+        ),
+        (
+            base(r#"{"ranges":[[{"subnet":"10.0.0.0/24","sandbox":"10.0.0.5"}]]}"#),
+            "ipam.ranges[0][0].sandbox: expected an array, found a string",
+        ),
+        (
+            base(r#"{"ranges":[[{"subnet":"10.0.0.0/24","smallflow":[7]}]]}"#),
+            "ipam.ranges[0][0].smallflow[0]: expected a string, found a number",
+        ),
+        (
+            base(r#"{"ranges":[[{"rangeStart":"10.0.0.5"}]]}"#),
+            "ipam.ranges[0][0].subnet: missing",
+        ),
+        (
+            base(r#"{"ranges":[[]]}"#),
+            "ipam.ranges[0]: empty range set",
+        ),
+        (
+            base(r#"{"ranges":[]}"#),
+            "ipam.ranges: no IP ranges specified",
+        ),
+        (
+            base(r#"{"subnet":"10.0.0.0/24","routes":{"dst":"0.0.0.0/0"}}"#),
+            "ipam.routes: expected an array, found an object",
+        ),
+        (
+            base(r#"{"subnet":"10.0.0.0/24","routes":[{"gw":"10.0.0.1"}]}"#),
+            "ipam.routes[0].dst: missing",
+        ),
+        (
+            base(r#"{"subnet":"10.0.0.0/24","routes":[{"dst":"10.0.0.0"}]}"#),
+            "ipam.routes[0].dst: \"10.0.0.0\" is not a CIDR",
+        ),
+        (
+            base(r#"{"subnet":"10.0.0.0/24","routes":[{"dst":"0.0.0.0/0","gw":"x"}]}"#),
+            "ipam.routes[0].gw: \"x\" is not an IP address",
+        ),
+        (
+            base(r#"{"subnet":"10.0.0.0/24","endpoints":[1]}"#),
+            "ipam.endpoints[0]: expected a string, found a number",
+        ),
+        (
+            base(r#"{"subnet":"10.0.0.0/24","budgetMs":"5"}"#),
+            "ipam.budgetMs: expected a non-negative integer, found a string",
+        ),
+        (
+            base(r#"{"subnet":"10.0.0.0/24","chunkBits":40}"#),
+            "ipam.chunkBits: 40 is out of range 1..=24",
+        ),
+        (
+            base(r#"{"subnet":"10.0.0.0/24","resolvConf":true}"#),
+            "ipam.resolvConf: expected a string, found a boolean",
+        ),
+        (base(r#""x""#), "ipam: expected an object, found a string"),
+        (
+            r#"{"cniVersion":"1.0.0","name":"n"}"#.to_string(),
+            "ipam: missing",
+        ),
+        (
+            r#"{"cniVersion":"1.0.0","ipam":{}}"#.to_string(),
+            "name: missing",
+        ),
+        (
+            r#"{"cniVersion":"1.0.0","name":"a/b","ipam":{}}"#.to_string(),
+            "name: \"a/b\" is not a valid network name",
+        ),
+        (
+            r#"{"cniVersion":"1.0.0","name":5,"ipam":{}}"#.to_string(),
+            "name: expected a string, found a number",
+        ),
+        (
+            r#"[]"#.to_string(),
+            "network config: expected an object, found an array",
+        ),
+    ];
+    for (input, want) in cases {
+        let (code, details) = err(&input);
+        assert_eq!(code, 7, "{input}");
+        assert!(
+            details.starts_with(want),
+            "{input}\n got: {details}\nwant: {want}"
+        );
+    }
+}
+
+#[test]
+fn version_is_checked_first() {
+    assert_eq!(err(r#"{"name":"n","ipam":{}}"#).0, 1);
+    assert_eq!(err(r#"{"cniVersion":"0.2.0","name":"n","ipam":{}}"#).0, 1);
+    assert_eq!(err(r#"{"cniVersion":1,"name":"n"}"#).0, 7);
+    for v in super::super::version::SUPPORTED {
+        let c = parse(&format!(
+            r#"{{"cniVersion":"{v}","name":"n","ipam":{{"subnet":"10.0.0.0/8"}}}}"#
+        ));
+        assert_eq!(c.map(|c| c.cni_version.as_str()).ok(), Some(v));
+    }
+}
+
+#[test]
+fn not_json_is_code_6() {
+    for input in ["", "{", "{\"cniVersion\": }", "nope"] {
+        assert_eq!(err(input).0, 6, "{input:?}");
+    }
+}
+
+#[test]
+fn requested_ips_from_args_and_runtime_config() {
+    let c = parse(
+        r#"{"cniVersion":"1.0.0","name":"n","ipam":{"subnet":"10.7.0.0/24"},
+            "args":{"cni":{"ips":["10.7.0.20","fd00::5/64"]}},
+            "runtimeConfig":{"ips":["10.7.0.20/24","10.7.0.21"]}}"#,
+    )
+    .expect("parses");
+    assert_eq!(
+        c.requested,
+        vec![ip("10.7.0.20"), ip("fd00::5"), ip("10.7.0.21")]
+    );
+    let (code, details) = err(
+        r#"{"cniVersion":"1.0.0","name":"n","ipam":{"subnet":"10.7.0.0/24"},"runtimeConfig":{"ips":["10.7.0.300"]}}"#,
+    );
+    assert_eq!(code, 7);
+    assert!(details.starts_with("runtimeConfig.ips[0]:"), "{details}");
+    let (code, details) = err(
+        r#"{"cniVersion":"1.0.0","name":"n","ipam":{"subnet":"10.7.0.0/24"},"runtimeConfig":{"ipRanges":[[{"subnet":"10.1.0.0/16"}]]}}"#,
+    );
+    assert_eq!(code, 2);
+    assert!(details.starts_with("runtimeConfig.ipRanges"), "{details}");
+}
+
+#[test]
+fn prev_result_ips() {
+    let c = parse(
+        r#"{"cniVersion":"0.4.0","name":"n","ipam":{"subnet":"10.7.0.0/24"},
+            "prevResult":{"cniVersion":"0.4.0","interfaces":[{"name":"eth0"}],
+              "ips":[{"version":"4","address":"10.7.0.2/24","gateway":"10.7.0.1","interface":0},
+                     {"address":"fd00::2/64"}]}}"#,
+    )
+    .expect("parses");
+    assert_eq!(c.prev_result_ips, Some(vec![ip("10.7.0.2"), ip("fd00::2")]));
+    let (code, details) = err(
+        r#"{"cniVersion":"0.4.0","name":"n","ipam":{"subnet":"10.7.0.0/24"},"prevResult":{"ips":[{"address":"10.7.0.2"}]}}"#,
+    );
+    assert_eq!(code, 7);
+    assert!(
+        details.starts_with("prevResult.ips[0].address"),
+        "{details}"
+    );
+}
+
+#[test]
+fn valid_attachments() {
+    let c = parse(
+        r#"{"cniVersion":"1.1.0","name":"n","ipam":{"subnet":"10.7.0.0/24"},
+            "cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"},{"containerID":"b","ifname":"net1"}]}"#,
+    )
+    .expect("parses");
+    let ids: Vec<(String, String)> = c
+        .valid_attachments
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| (o.container_id, o.ifname))
+        .collect();
+    assert_eq!(
+        ids,
+        [("a".into(), "eth0".into()), ("b".into(), "net1".into())]
+    );
+    let legacy = parse(
+        r#"{"cniVersion":"1.1.0","name":"n","ipam":{"subnet":"10.7.0.0/24"},"cni.dev/attachments":[]}"#,
+    )
+    .expect("parses");
+    assert_eq!(legacy.valid_attachments, Some(vec![]));
+    let (code, details) = err(
+        r#"{"cniVersion":"1.1.0","name":"n","ipam":{"subnet":"10.7.0.0/24"},"cni.dev/valid-attachments":[{"containerID":"a"}]}"#,
+    );
+    assert_eq!(code, 7);
+    assert!(
+        details.starts_with("cni.dev/valid-attachments[0].ifname: missing"),
+        "{details}"
+    );
+}
+
+#[test]
+fn set_paths_for_range_set_errors() {
+    assert_eq!(set_path("ipam.ranges[3][1]"), "ipam.ranges[3]");
+    assert_eq!(set_path("ipam"), "ipam");
+}
