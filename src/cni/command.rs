@@ -188,7 +188,7 @@ async fn allocator(conf: &NetConf) -> Result<Allocator<AnyStore>, CniError> {
     let store = open_store(&conf.ipam.store).await?;
     let mut options = conf.options();
     options.node_seed = node_seed();
-    Ok(Allocator::new(store, network, options))
+    Ok(Allocator::new(store, network, options)?)
 }
 
 async fn open_store(store: &StoreConf) -> Result<AnyStore, StoreError> {

@@ -245,16 +245,24 @@ pub fn code_msg(code: u32) -> &'static str {
 fn alloc_code(e: &AllocError) -> u32 {
     #[allow(unreachable_patterns)]
     match e {
-        AllocError::Range(_) => CODE_INVALID_CONFIG,
+        AllocError::Range(_)
+        | AllocError::BadName(_)
+        | AllocError::BadChunkBits(_)
+        | AllocError::MetaMismatch { .. }
+        | AllocError::StaleOwner { .. } => CODE_INVALID_CONFIG,
         AllocError::Store(s) => store_code(s),
-        AllocError::CorruptChunk { .. } => CODE_CORRUPT_STATE,
-        AllocError::Other(_) => CODE_INTERNAL,
-        // >>> UNMAPPED ALLOCATOR VARIANTS <<<
-        // New AllocError variants land here as 999 until given a code:
-        // requested address taken / outside every range -> CODE_ADDRESS_UNAVAILABLE,
-        // a range set full -> CODE_POOL_EXHAUSTED, retries or budget exhausted
-        // -> CODE_TRY_AGAIN_LATER, chunk-size (k) disagrees with stored meta
-        // -> CODE_INVALID_CONFIG, owner record undecodable -> CODE_CORRUPT_STATE.
+        AllocError::CorruptChunk { .. }
+        | AllocError::CorruptMeta { .. }
+        | AllocError::CorruptFullSet { .. }
+        | AllocError::CorruptOwner { .. } => CODE_CORRUPT_STATE,
+        AllocError::Exhausted { .. } | AllocError::StageExhausted { .. } => CODE_POOL_EXHAUSTED,
+        AllocError::RequestedUnavailable { .. } => CODE_ADDRESS_UNAVAILABLE,
+        AllocError::Contention { .. } | AllocError::BudgetExceeded { .. } => {
+            CODE_TRY_AGAIN_LATER
+        }
+        AllocError::DuplicateOwner(_) => CODE_INTERNAL,
+        // AllocError is non_exhaustive: a variant added later is "internal"
+        // until it is given a code here.
         _ => CODE_INTERNAL,
     }
 }
@@ -391,7 +399,16 @@ mod tests {
                 AllocError::Store(StoreError::Refused("auth".into())).into(),
                 104,
             ),
-            (AllocError::Other("x".into()).into(), 999),
+            (AllocError::DuplicateOwner("x".into()).into(), 999),
+            (
+                AllocError::Exhausted {
+                    set: 0,
+                    ranges: "r".into(),
+                }
+                .into(),
+                101,
+            ),
+            (AllocError::Contention { attempts: 3 }.into(), 11),
             (StoreError::Unavailable("dial".into()).into(), 11),
         ];
         for (e, code) in cases {
