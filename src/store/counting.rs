@@ -74,7 +74,8 @@ impl<S: Store> Store for CountingStore<S> {
                 super::Op::Delete(k) => k.len(),
             })
             .sum();
-        self.bytes_written.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.bytes_written
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         self.inner.txn(txn).await
     }
 }
