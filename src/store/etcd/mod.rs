@@ -18,6 +18,7 @@
 //! Connecting does not contact etcd unless a user is configured (then it
 //! authenticates); an unreachable cluster shows on the first call.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -192,11 +193,45 @@ fn range_op(start: &str, end: &str, limit: usize) -> Option<TxnOp> {
     ))
 }
 
+/// The etcd form of a [`Compare`](super::Compare). etcd compares an absent
+/// key as if its revisions were 0, so `ModRevision(r)` with `r <= 0` (which
+/// the contract says never holds) becomes `mod_revision < 0`: always false.
 fn compare(c: &super::Compare) -> EtcdCompare {
+    let key = c.key.as_str();
     match c.expect {
-        Expect::Absent => EtcdCompare::create_revision(c.key.as_str(), CompareOp::Equal, 0),
-        Expect::ModRevision(r) => EtcdCompare::mod_revision(c.key.as_str(), CompareOp::Equal, r),
+        Expect::Absent => EtcdCompare::create_revision(key, CompareOp::Equal, 0),
+        Expect::ModRevision(r) if r <= 0 => EtcdCompare::mod_revision(key, CompareOp::Less, 0),
+        Expect::ModRevision(r) => EtcdCompare::mod_revision(key, CompareOp::Equal, r),
     }
+}
+
+/// The ops with only the last op per key kept (at the position of the
+/// key's first op). etcd refuses a transaction that writes one key twice
+/// ("duplicate key given in txn request"); the contract says the last op
+/// wins, and ops on different keys commute, so this is the same effect.
+/// One difference remains: `Delete(k), Put(k)` on a present key becomes a
+/// plain put, which keeps `k`'s `create_revision`.
+fn last_op_per_key(ops: Vec<Op>) -> Vec<TxnOp> {
+    let mut slot: HashMap<Key, usize> = HashMap::with_capacity(ops.len());
+    let mut kept: Vec<Op> = Vec::with_capacity(ops.len());
+    for op in ops {
+        let key = match &op {
+            Op::Put(k, _) | Op::Delete(k) => k.clone(),
+        };
+        match slot.get(&key) {
+            Some(&i) => kept[i] = op,
+            None => {
+                slot.insert(key, kept.len());
+                kept.push(op);
+            }
+        }
+    }
+    kept.into_iter()
+        .map(|op| match op {
+            Op::Put(key, value) => TxnOp::put(key, value, None),
+            Op::Delete(key) => TxnOp::delete(key, None),
+        })
+        .collect()
 }
 
 impl Store for EtcdStore {
@@ -244,14 +279,7 @@ impl Store for EtcdStore {
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
         let compares: Vec<EtcdCompare> = txn.compares.iter().map(compare).collect();
-        let success: Vec<TxnOp> = txn
-            .ops
-            .into_iter()
-            .map(|op| match op {
-                Op::Put(key, value) => TxnOp::put(key, value, None),
-                Op::Delete(key) => TxnOp::delete(key, None),
-            })
-            .collect();
+        let success = last_op_per_key(txn.ops);
         let failure: Vec<TxnOp> = txn
             .read_on_conflict
             .iter()
