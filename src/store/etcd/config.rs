@@ -16,6 +16,9 @@ use crate::store::StoreError;
 /// HTTP/2 ping interval; above etcd's default `--grpc-keepalive-min-time`.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Extra time granted to the gRPC-level deadline over `request_timeout`.
+const TIMEOUT_MARGIN: Duration = Duration::from_millis(200);
+
 /// How to reach etcd.
 ///
 /// ```
@@ -145,7 +148,9 @@ impl EtcdConfig {
         }
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.dial_timeout)
-            .with_timeout(self.request_timeout)
+            // etcd learns the deadline (grpc-timeout); the margin lets the
+            // caller's own deadline fire first, with one message for both.
+            .with_timeout(self.request_timeout + TIMEOUT_MARGIN)
             // Detect a dead or frozen member even when idle, so the balancer
             // drops its connection instead of sending requests into it. etcd
             // sends GOAWAY to clients pinging more often than every 5 s

@@ -66,9 +66,24 @@ mod code {
     pub const FAILED_PRECONDITION: i32 = 9;
     pub const OUT_OF_RANGE: i32 = 11;
     pub const UNIMPLEMENTED: i32 = 12;
-    #[cfg(test)]
     pub const UNAVAILABLE: i32 = 14;
     pub const UNAUTHENTICATED: i32 = 16;
+}
+
+/// Whether `e` proves the request never reached etcd: the connection to
+/// the endpoint chosen for it could not be opened (refused, no route).
+/// Timeouts and dropped connections do not qualify: the request may have
+/// been applied.
+pub(super) fn never_sent(e: &EtcdError) -> bool {
+    let EtcdError::GRpcStatus(status) = e else {
+        return false;
+    };
+    if i32::from(status.code()) != code::UNAVAILABLE {
+        return false;
+    }
+    let detail = chain(e).to_ascii_lowercase();
+    detail.contains("tcp connect error")
+        && (detail.contains("connection refused") || detail.contains("no route to host"))
 }
 
 /// Maps a gRPC status code (as etcd uses them) to a [`StoreError`].

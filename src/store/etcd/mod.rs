@@ -40,12 +40,21 @@ use error::{map_error, Phase};
 /// read of many chunks may exceed it).
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
+/// How often one call may be re-sent after the connection to the chosen
+/// endpoint was refused (the request never left this process).
+const MAX_UNSENT_RETRIES: usize = 10;
+
 /// A [`Store`] on an etcd cluster. Cheap to share by reference across tasks.
 pub struct EtcdStore {
     client: Client,
     /// Endpoint URLs joined by ",", for error messages.
     endpoints: String,
+    /// Number of endpoints.
+    members: usize,
     request_timeout: Duration,
+    /// Added to errors of TLS connections the server drops, when no client
+    /// certificate is configured.
+    hint: Option<&'static str>,
 }
 
 impl fmt::Debug for EtcdStore {
@@ -87,10 +96,15 @@ impl EtcdStore {
                 )));
             }
         };
+        let hint = (config.uses_tls() && config.cert_file.is_none()).then_some(
+            "the server may require a client certificate: cert_file and key_file are not set",
+        );
         Ok(EtcdStore {
             client,
             endpoints,
+            members: urls.len(),
             request_timeout: config.request_timeout,
+            hint,
         })
     }
 
@@ -100,26 +114,51 @@ impl EtcdStore {
     }
 
     /// Sends one etcd transaction, bounded by `request_timeout`.
+    ///
+    /// The client balances requests over every endpoint. A member that is
+    /// down refuses the connection, so a request routed to it was never
+    /// sent; such a request is sent again (to another endpoint, while the
+    /// deadline lasts, at most [`MAX_UNSENT_RETRIES`] times). Nothing that
+    /// may have reached etcd is ever resent here: callers converge with
+    /// compares (contract point 6).
     async fn send(&self, what: &str, txn: EtcdTxn) -> Result<TxnResponse, StoreError> {
-        let mut kv = self
+        let kv = self
             .client
             .kv_client()
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
-        self.bounded(what, async move { kv.txn(txn).await }).await
-    }
-
-    async fn bounded<T>(
-        &self,
-        what: &str,
-        call: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
+        let retries = if self.members > 1 {
+            MAX_UNSENT_RETRIES
+        } else {
+            0
+        };
+        let call = async move {
+            let mut attempt = 0;
+            loop {
+                match kv.clone().txn(txn.clone()).await {
+                    Err(e) if attempt < retries && error::never_sent(&e) => attempt += 1,
+                    other => return other,
+                }
+            }
+        };
         match tokio::time::timeout(self.request_timeout, call).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(map_error(e, Phase::Request, what, &self.endpoints)),
+            Ok(Err(e)) => Err(self.with_hint(map_error(e, Phase::Request, what, &self.endpoints))),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "etcd {what} at {} timed out after {:?}",
                 self.endpoints, self.request_timeout
             ))),
+        }
+    }
+
+    /// Adds the missing-client-certificate hint to a dropped TLS connection.
+    fn with_hint(&self, e: StoreError) -> StoreError {
+        match (e, &self.hint) {
+            (StoreError::Unavailable(m), Some(hint))
+                if m.contains("connection closed") || m.contains("reset by peer") =>
+            {
+                StoreError::Unavailable(format!("{m} ({hint})"))
+            }
+            (e, _) => e,
         }
     }
 
