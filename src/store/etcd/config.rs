@@ -273,7 +273,10 @@ mod tests {
             endpoints: vec!["a:1".into(), "http://b:2/".into()],
             ..EtcdConfig::default()
         };
-        assert_eq!(c.endpoint_urls().unwrap(), ["http://a:1", "http://b:2"]);
+        assert_eq!(
+            c.endpoint_urls().expect("valid endpoints"),
+            ["http://a:1", "http://b:2"]
+        );
     }
 
     #[test]
@@ -302,7 +305,7 @@ mod tests {
             trusted_ca_file: Some("/nonexistent/ca.pem".into()),
             ..EtcdConfig::default()
         };
-        assert_eq!(c.endpoint_urls().unwrap(), ["https://a:1"]);
+        assert_eq!(c.endpoint_urls().expect("valid endpoints"), ["https://a:1"]);
         let c = EtcdConfig {
             endpoints: vec!["http://a:1".into()],
             ..c

@@ -20,7 +20,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::time::Duration;
 
 use etcd_client::{
@@ -46,7 +45,9 @@ const MAX_UNSENT_RETRIES: usize = 10;
 
 /// A [`Store`] on an etcd cluster. Cheap to share by reference across tasks.
 pub struct EtcdStore {
-    client: Client,
+    /// Boxed: the client is large, and [`AnyStore`](super::any::AnyStore)
+    /// holds this store inline.
+    client: Box<Client>,
     /// Endpoint URLs joined by ",", for error messages.
     endpoints: String,
     /// Number of endpoints.
@@ -100,7 +101,7 @@ impl EtcdStore {
             "the server may require a client certificate: cert_file and key_file are not set",
         );
         Ok(EtcdStore {
-            client,
+            client: Box::new(client),
             endpoints,
             members: urls.len(),
             request_timeout: config.request_timeout,
