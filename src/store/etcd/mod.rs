@@ -1,0 +1,350 @@
+//! The etcd backend of the [`Store`] contract, on the etcd-client crate.
+//!
+//! * [`Store::read`] sends **one** etcd `Txn` with no compares whose success
+//!   branch holds one range request per [`Read`]; etcd evaluates them all on
+//!   one revision, so the answers form one snapshot.
+//! * [`Store::txn`] sends one etcd `Txn`: the [`Compare`](super::Compare)s
+//!   become `create_revision == 0` / `mod_revision == r` compares, the
+//!   [`Op`]s the success branch, and a get of every
+//!   [`Txn::read_on_conflict`] key the failure branch, so a conflict is
+//!   answered in the same round trip.
+//! * Every call is bounded by `request_timeout`; errors are mapped into
+//!   [`StoreError`] in [`error`]. etcd types never leave this module.
+//!
+//! etcd limits a transaction to `--max-txn-ops` operations per branch
+//! (default 128) and a request to `--max-request-bytes` (default 1.5 MiB);
+//! beyond those it refuses the request ([`StoreError::Refused`]).
+//!
+//! Connecting does not contact etcd unless a user is configured (then it
+//! authenticates); an unreachable cluster shows on the first call.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare as EtcdCompare, CompareOp, GetOptions, KeyValue, Txn as EtcdTxn, TxnOp,
+    TxnOpResponse, TxnResponse,
+};
+
+use super::{Expect, Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned};
+
+mod config;
+mod error;
+
+pub use config::EtcdConfig;
+use error::{map_error, Phase};
+
+/// Largest response accepted from etcd (tonic's default is 4 MiB; a range
+/// read of many chunks may exceed it).
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// How often one call may be re-sent after the connection to the chosen
+/// endpoint was refused (the request never left this process).
+const MAX_UNSENT_RETRIES: usize = 10;
+
+/// A [`Store`] on an etcd cluster. Cheap to share by reference across tasks.
+pub struct EtcdStore {
+    /// Boxed: the client is large, and [`AnyStore`](super::any::AnyStore)
+    /// holds this store inline.
+    client: Box<Client>,
+    /// Endpoint URLs joined by ",", for error messages.
+    endpoints: String,
+    /// Number of endpoints.
+    members: usize,
+    request_timeout: Duration,
+    /// Added to errors of TLS connections the server drops, when no client
+    /// certificate is configured.
+    hint: Option<&'static str>,
+}
+
+impl fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdStore {
+    /// Connects (bounded by `dial_timeout`). Checks the configuration and
+    /// reads the TLS files; with a username, also authenticates.
+    ///
+    /// Errors: [`StoreError::Config`] for a bad endpoint or unreadable or
+    /// invalid TLS file (naming it), [`StoreError::Refused`] for rejected
+    /// credentials, [`StoreError::Unavailable`] when etcd cannot be reached
+    /// in time.
+    pub async fn connect(config: &EtcdConfig) -> Result<EtcdStore, StoreError> {
+        let urls = config.endpoint_urls()?;
+        let options = config.connect_options()?;
+        let endpoints = urls.join(",");
+        let connecting = Client::connect(&urls, Some(options));
+        let client = match tokio::time::timeout(config.dial_timeout, connecting).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                return Err(match map_error(e, Phase::Connect, "connect", &endpoints) {
+                    StoreError::Config(m) if config.uses_tls() => {
+                        StoreError::Config(format!("{m} (TLS files: {})", config.tls_files()))
+                    }
+                    other => other,
+                });
+            }
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "etcd connect at {endpoints} timed out after {:?}",
+                    config.dial_timeout
+                )));
+            }
+        };
+        let hint = (config.uses_tls() && config.cert_file.is_none()).then_some(
+            "the server may require a client certificate: cert_file and key_file are not set",
+        );
+        Ok(EtcdStore {
+            client: Box::new(client),
+            endpoints,
+            members: urls.len(),
+            request_timeout: config.request_timeout,
+            hint,
+        })
+    }
+
+    /// The endpoint URLs this store talks to, comma-separated.
+    pub fn endpoints(&self) -> &str {
+        &self.endpoints
+    }
+
+    /// Sends one etcd transaction, bounded by `request_timeout`.
+    ///
+    /// The client balances requests over every endpoint. A member that is
+    /// down refuses the connection, so a request routed to it was never
+    /// sent; such a request is sent again (to another endpoint, while the
+    /// deadline lasts, at most [`MAX_UNSENT_RETRIES`] times). Nothing that
+    /// may have reached etcd is ever resent here: callers converge with
+    /// compares (contract point 6).
+    async fn send(&self, what: &str, txn: EtcdTxn) -> Result<TxnResponse, StoreError> {
+        let kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let retries = if self.members > 1 {
+            MAX_UNSENT_RETRIES
+        } else {
+            0
+        };
+        let call = async move {
+            let mut attempt = 0;
+            loop {
+                match kv.clone().txn(txn.clone()).await {
+                    Err(e) if attempt < retries && error::never_sent(&e) => attempt += 1,
+                    other => return other,
+                }
+            }
+        };
+        match tokio::time::timeout(self.request_timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.with_hint(map_error(e, Phase::Request, what, &self.endpoints))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "etcd {what} at {} timed out after {:?}",
+                self.endpoints, self.request_timeout
+            ))),
+        }
+    }
+
+    /// Adds the missing-client-certificate hint to a dropped TLS connection.
+    fn with_hint(&self, e: StoreError) -> StoreError {
+        match (e, &self.hint) {
+            (StoreError::Unavailable(m), Some(hint))
+                if m.contains("connection closed") || m.contains("reset by peer") =>
+            {
+                StoreError::Unavailable(format!("{m} ({hint})"))
+            }
+            (e, _) => e,
+        }
+    }
+
+    fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::CorruptDatabase {
+            path: self.endpoints.clone().into(),
+            detail,
+        }
+    }
+
+    /// A stored key-value pair as the seam's types.
+    fn versioned(&self, kv: KeyValue) -> Result<(Key, Versioned), StoreError> {
+        let mod_revision = kv.mod_revision();
+        let create_revision = kv.create_revision();
+        let (key, value) = kv.into_key_value();
+        let key = String::from_utf8(key).map_err(|e| {
+            self.corrupt(format!(
+                "key {:?} is not UTF-8",
+                String::from_utf8_lossy(e.as_bytes())
+            ))
+        })?;
+        Ok((
+            key,
+            Versioned {
+                value,
+                mod_revision,
+                create_revision,
+            },
+        ))
+    }
+
+    /// The value of `key` from a get response (absent when not found).
+    fn single(
+        &self,
+        key: &str,
+        resp: Option<TxnOpResponse>,
+    ) -> Result<Option<Versioned>, StoreError> {
+        let Some(TxnOpResponse::Get(mut get)) = resp else {
+            return Err(self.unexpected(key));
+        };
+        for kv in get.take_kvs() {
+            let (k, v) = self.versioned(kv)?;
+            if k == key {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+
+    fn unexpected(&self, key: &str) -> StoreError {
+        StoreError::Unavailable(format!(
+            "etcd at {} answered the request for key {key:?} with a response of the wrong shape",
+            self.endpoints
+        ))
+    }
+}
+
+/// The etcd form of a [`Read::Range`], or `None` when the interval is
+/// empty (answered without asking etcd). etcd reads an empty `range_end` as
+/// "this key only" and `"\0"` as "to the end", so those never reach it.
+fn range_op(start: &str, end: &str, limit: usize) -> Option<TxnOp> {
+    // Keys are non-empty, so every key is >= "\0": an empty start means "\0".
+    let start = if start.is_empty() { "\0" } else { start };
+    if end <= start {
+        return None;
+    }
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    Some(TxnOp::get(
+        start,
+        Some(GetOptions::new().with_range(end).with_limit(limit)),
+    ))
+}
+
+/// The etcd form of a [`Compare`](super::Compare). etcd compares an absent
+/// key as if its revisions were 0, so `ModRevision(r)` with `r <= 0` (which
+/// the contract says never holds) becomes `mod_revision < 0`: always false.
+fn compare(c: &super::Compare) -> EtcdCompare {
+    let key = c.key.as_str();
+    match c.expect {
+        Expect::Absent => EtcdCompare::create_revision(key, CompareOp::Equal, 0),
+        Expect::ModRevision(r) if r <= 0 => EtcdCompare::mod_revision(key, CompareOp::Less, 0),
+        Expect::ModRevision(r) => EtcdCompare::mod_revision(key, CompareOp::Equal, r),
+    }
+}
+
+/// The ops with only the last op per key kept (at the position of the
+/// key's first op). etcd refuses a transaction that writes one key twice
+/// ("duplicate key given in txn request"); the contract says the last op
+/// wins, and ops on different keys commute, so this is the same effect.
+/// One difference remains: `Delete(k), Put(k)` on a present key becomes a
+/// plain put, which keeps `k`'s `create_revision`.
+fn last_op_per_key(ops: Vec<Op>) -> Vec<TxnOp> {
+    let mut slot: HashMap<Key, usize> = HashMap::with_capacity(ops.len());
+    let mut kept: Vec<Op> = Vec::with_capacity(ops.len());
+    for op in ops {
+        let key = match &op {
+            Op::Put(k, _) | Op::Delete(k) => k.clone(),
+        };
+        match slot.get(&key) {
+            Some(&i) => kept[i] = op,
+            None => {
+                slot.insert(key, kept.len());
+                kept.push(op);
+            }
+        }
+    }
+    kept.into_iter()
+        .map(|op| match op {
+            Op::Put(key, value) => TxnOp::put(key, value, None),
+            Op::Delete(key) => TxnOp::delete(key, None),
+        })
+        .collect()
+}
+
+impl Store for EtcdStore {
+    async fn read(&self, reads: &[Read]) -> Result<Vec<ReadResult>, StoreError> {
+        let mut ops = Vec::with_capacity(reads.len());
+        for read in reads {
+            match read {
+                Read::Get(key) => ops.push(TxnOp::get(key.as_str(), None)),
+                Read::Range { start, end, limit } => ops.extend(range_op(start, end, *limit)),
+            }
+        }
+        let mut answers = if ops.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            let resp = self.send("read", EtcdTxn::new().and_then(ops)).await?;
+            resp.op_responses().into_iter()
+        };
+        let mut results = Vec::with_capacity(reads.len());
+        for read in reads {
+            match read {
+                Read::Get(key) => results.push(ReadResult::Get(self.single(key, answers.next())?)),
+                Read::Range { start, end, limit } => {
+                    if range_op(start, end, *limit).is_none() {
+                        results.push(ReadResult::Range {
+                            kvs: Vec::new(),
+                            more: false,
+                        });
+                        continue;
+                    }
+                    let Some(TxnOpResponse::Get(mut get)) = answers.next() else {
+                        return Err(self.unexpected(start));
+                    };
+                    let more = get.more();
+                    let kvs = get
+                        .take_kvs()
+                        .into_iter()
+                        .map(|kv| self.versioned(kv))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    results.push(ReadResult::Range { kvs, more });
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        let compares: Vec<EtcdCompare> = txn.compares.iter().map(compare).collect();
+        let success = last_op_per_key(txn.ops);
+        let failure: Vec<TxnOp> = txn
+            .read_on_conflict
+            .iter()
+            .map(|key| TxnOp::get(key.as_str(), None))
+            .collect();
+        let request = EtcdTxn::new()
+            .when(compares)
+            .and_then(success)
+            .or_else(failure);
+        let mut resp = self.send("txn", request).await?;
+        if resp.succeeded() {
+            let revision = resp.take_header().map(|h| h.revision()).ok_or_else(|| {
+                StoreError::Unavailable(format!(
+                    "etcd at {} answered a txn without a response header",
+                    self.endpoints
+                ))
+            })?;
+            return Ok(TxnOutcome::Committed { revision });
+        }
+        let mut answers = resp.op_responses().into_iter();
+        let mut current = Vec::with_capacity(txn.read_on_conflict.len());
+        for key in txn.read_on_conflict {
+            let value = self.single(&key, answers.next())?;
+            current.push((key, value));
+        }
+        Ok(TxnOutcome::Conflict { current })
+    }
+}

@@ -1,0 +1,27 @@
+//! The store contract suite against every backend available here: the
+//! in-memory reference implementation and a real single-node etcd.
+
+mod support;
+
+use host_etcd::store::etcd::EtcdStore;
+use host_etcd::store::memory::MemoryStore;
+use support::contract::check_contract;
+use support::EtcdServer;
+
+#[tokio::test]
+async fn memory_store_keeps_the_contract() {
+    let store = MemoryStore::new();
+    check_contract(&store, "/contract").await;
+    // Twice on the same store, under another prefix.
+    check_contract(&store, "/again").await;
+}
+
+#[tokio::test]
+async fn etcd_store_keeps_the_contract() {
+    let etcd = EtcdServer::start();
+    let store = EtcdStore::connect(&etcd.config())
+        .await
+        .expect("connect to etcd");
+    check_contract(&store, "/contract").await;
+    check_contract(&store, "/again").await;
+}
