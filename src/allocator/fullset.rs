@@ -59,7 +59,16 @@ mod tests {
         s.insert_range(10..500);
         s.insert(501);
         s.insert(u64::MAX);
-        for (lo, hi) in [(0, 5), (10, 600), (10, 499), (10, 500), (501, 501), (502, 9), (u64::MAX - 1, u64::MAX), (u64::MAX, u64::MAX)] {
+        for (lo, hi) in [
+            (0, 5),
+            (10, 600),
+            (10, 499),
+            (10, 500),
+            (501, 501),
+            (502, 9),
+            (u64::MAX - 1, u64::MAX),
+            (u64::MAX, u64::MAX),
+        ] {
             let want = (lo..=hi).find(|x| !s.contains(*x));
             assert_eq!(first_absent(&s, lo, hi), want, "{lo}..={hi}");
         }

@@ -257,9 +257,7 @@ fn alloc_code(e: &AllocError) -> u32 {
         | AllocError::CorruptOwner { .. } => CODE_CORRUPT_STATE,
         AllocError::Exhausted { .. } | AllocError::StageExhausted { .. } => CODE_POOL_EXHAUSTED,
         AllocError::RequestedUnavailable { .. } => CODE_ADDRESS_UNAVAILABLE,
-        AllocError::Contention { .. } | AllocError::BudgetExceeded { .. } => {
-            CODE_TRY_AGAIN_LATER
-        }
+        AllocError::Contention { .. } | AllocError::BudgetExceeded { .. } => CODE_TRY_AGAIN_LATER,
         AllocError::DuplicateOwner(_) => CODE_INTERNAL,
         // AllocError is non_exhaustive: a variant added later is "internal"
         // until it is given a code here.
