@@ -4,6 +4,8 @@
 //! every release frees exactly what was held; exhaustion is reported exactly
 //! when the model has no free address.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
