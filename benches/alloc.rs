@@ -1,0 +1,114 @@
+//! Allocation cost on the memory store across range sizes: a /24, a half
+//! full /16, an IPv4 /8 and an IPv6 /64 each holding 1M taken addresses
+//! (planted as full chunks right at this node's starting chunk, so every
+//! allocation has to skip all of them through the full-set).
+//!
+//! Each iteration is one ADD and one DEL of the same owner, so the state is
+//! the same before every iteration. The per-allocation time must be flat
+//! across range sizes: see BENCHMARKS.md for the recorded ratio.
+//!
+//! Run: `cargo bench --bench alloc`
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use host_etcd::allocator::{
+    fullset, geometry, AllocRequest, Allocator, Keyspace, Network, OwnerId, Options,
+    DEFAULT_PREFIX,
+};
+use host_etcd::bitmap::Bitmap;
+use host_etcd::codec::{self, Chunk};
+use host_etcd::range::{Range, RangeSet, RangeSpec};
+use host_etcd::store::memory::MemoryStore;
+use roaring::RoaringTreemap;
+
+const K: u8 = 10;
+const SEED: u64 = 42;
+
+fn network(subnet: &str) -> Network {
+    let spec = RangeSpec {
+        subnet: subnet.into(),
+        ..RangeSpec::default()
+    };
+    Network {
+        name: "bench".into(),
+        prefix: DEFAULT_PREFIX.into(),
+        sets: vec![RangeSet::new(vec![Range::parse(&spec).unwrap()]).unwrap()],
+        chunk_bits: K,
+    }
+}
+
+/// Plants `taken` addresses as full chunks from the node's starting chunk on.
+fn plant(store: &MemoryStore, net: &Network, taken: u64) {
+    let set = &net.sets[0];
+    let family = set.family();
+    let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
+    let cands = geometry::normal_candidates(set, K);
+    let n = cands.count();
+    let start = geometry::spread(SEED, 0, n);
+    let chunks = taken.div_ceil(1 << K) as u128;
+    let full = codec::encode(&Chunk {
+        bits: Bitmap::full(1 << K),
+        cursor: 0,
+    });
+    let mut sets: std::collections::BTreeMap<String, RoaringTreemap> = Default::default();
+    for i in 0..chunks.min(n.saturating_sub(1)) {
+        let idx = cands.nth((start + i) % n).unwrap();
+        store.put_raw(&ks.chunk(family, K, idx), full.clone());
+        sets.entry(ks.full(family, idx))
+            .or_default()
+            .insert(idx as u64);
+    }
+    for (key, set) in sets {
+        store.put_raw(&key, fullset::encode(&set));
+    }
+}
+
+fn bench_alloc(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("alloc_release_memory_store");
+    for (name, subnet, taken) in [
+        ("v4_slash24_empty", "10.0.0.0/24", 0u64),
+        ("v4_slash16_half", "10.0.0.0/16", 32 * 1024),
+        ("v4_slash8_1M_taken", "10.0.0.0/8", 1 << 20),
+        ("v6_slash64_1M_taken", "2001:db8::/64", 1 << 20),
+    ] {
+        let store = MemoryStore::new();
+        let net = network(subnet);
+        plant(&store, &net, taken);
+        let a = Allocator::new(
+            &store,
+            net,
+            Options {
+                node_seed: SEED,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let req = AllocRequest {
+            owner: OwnerId {
+                container_id: "bench".into(),
+                ifname: "eth0".into(),
+            },
+            ..AllocRequest::default()
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let got = a.allocate(&req).await.unwrap();
+                    black_box(got);
+                    a.release(&req.owner).await.unwrap();
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_alloc);
+criterion_main!(benches);
