@@ -594,16 +594,17 @@ fn pick_dynamic(
                 Lookup::Present(_, c) => c.bits.find_free(c.cursor as usize, &mask),
             };
             let Some(bit) = bit else { continue };
-            let chunk = draft.chunk_mut(family, idx)?;
-            chunk.bits.set(bit);
-            chunk.cursor = ((bit + 1) % (1usize << k)) as u32;
-            let value = (idx << k) + bit as u128;
-            let Some(ip) = from_u128(family, value) else {
+            // The mask only allows addresses inside the set's ranges, so
+            // both lookups succeed; check before touching the draft anyway.
+            let Some(ip) = from_u128(family, (idx << k) + bit as u128) else {
                 continue;
             };
             let Some((range_index, _)) = set.find(ip) else {
                 continue;
             };
+            let chunk = draft.chunk_mut(family, idx)?;
+            chunk.bits.set(bit);
+            chunk.cursor = ((bit + 1) % (1usize << k)) as u32;
             return Ok(Assigned {
                 set: set_index,
                 range: range_index,
