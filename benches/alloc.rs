@@ -15,8 +15,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use host_etcd::allocator::{
-    fullset, geometry, AllocRequest, Allocator, Keyspace, Network, OwnerId, Options,
-    DEFAULT_PREFIX,
+    fullset, geometry, AllocRequest, Allocator, Keyspace, Network, Options, OwnerId, DEFAULT_PREFIX,
 };
 use host_etcd::bitmap::Bitmap;
 use host_etcd::codec::{self, Chunk};

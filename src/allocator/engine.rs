@@ -8,6 +8,7 @@
 //! owner record make the retry converge). Everything is bounded by
 //! [`Options::max_attempts`] and [`Options::budget`].
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,8 +23,9 @@ use crate::store::{prefix_end, Key, Read, ReadResult, Store, StoreError, TxnOutc
 const MAX_READS: u32 = 100_000;
 
 impl<S: Store> Allocator<S> {
-    fn ctx(&self) -> Ctx<'_> {
+    fn ctx<'a>(&'a self, hints: &'a BTreeMap<usize, u128>) -> Ctx<'a> {
         Ctx {
+            hints,
             net: &self.network,
             ks: &self.keyspace,
             seed: self.options.node_seed,
@@ -73,7 +75,8 @@ impl<S: Store> Allocator<S> {
         planner: impl Fn(&Ctx<'_>, &Known) -> Result<Plan<T>, Stop>,
     ) -> Result<T, AllocError> {
         let deadline = Instant::now() + self.options.budget;
-        let ctx = self.ctx();
+        let hints = self.hints();
+        let ctx = self.ctx(&hints);
         let fresh = || Known::new(self.keyspace.clone(), self.network.chunk_bits);
         let mut known = fresh();
         let mut pending = initial.clone();
@@ -160,10 +163,12 @@ impl<S: Store> Allocator<S> {
     ) -> Result<Vec<Allocation>, AllocError> {
         let mut out = Vec::with_capacity(reqs.len());
         for batch in reqs.chunks(MAX_BATCH) {
-            let initial = plan::initial_reads(&self.ctx(), batch);
+            let hints = self.hints();
+            let initial = plan::initial_reads(&self.ctx(&hints), batch);
             let outcomes = self
                 .run(initial, |ctx, known| plan::plan_add(ctx, known, batch))
                 .await?;
+            self.remember(&outcomes);
             out.extend(outcomes.into_iter().map(|o| match o {
                 Outcome::Existing(_, assigned) => Allocation {
                     assigned,
@@ -176,6 +181,35 @@ impl<S: Store> Allocator<S> {
             }));
         }
         Ok(out)
+    }
+
+    /// Per range set, the chunk index this allocator last allocated from:
+    /// where the next search starts (so a node whose starting chunk filled
+    /// up does not pay a read to skip it on every ADD). Callers that live
+    /// for one operation (the CNI plugin) persist it with [`Self::set_hints`].
+    pub fn hints(&self) -> BTreeMap<usize, u128> {
+        self.hints.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the start hints (e.g. read back from a node-local file).
+    /// Hints outside the current ranges are ignored when allocating.
+    pub fn set_hints(&self, hints: BTreeMap<usize, u128>) {
+        if let Ok(mut h) = self.hints.lock() {
+            *h = hints;
+        }
+    }
+
+    fn remember(&self, outcomes: &[Outcome]) {
+        let k = self.network.chunk_bits;
+        if let Ok(mut h) = self.hints.lock() {
+            for o in outcomes {
+                if let Outcome::New(_, assigned) = o {
+                    for a in assigned {
+                        h.insert(a.set, super::geometry::chunk_of(a.ip, k));
+                    }
+                }
+            }
+        }
     }
 
     /// Releases everything `owner` holds; `None` if it held nothing

@@ -46,6 +46,23 @@ impl Candidates {
         }
     }
 
+    /// The ordinal of chunk `index`, if it is a candidate.
+    pub fn ordinal_of(&self, index: u128) -> Option<u128> {
+        match self {
+            Candidates::Intervals(iv) => {
+                let mut before = 0u128;
+                for (lo, hi) in iv {
+                    if *lo <= index && index <= *hi {
+                        return Some(before + (index - lo));
+                    }
+                    before += hi - lo + 1;
+                }
+                None
+            }
+            Candidates::List(l) => l.binary_search(&index).ok().map(|i| i as u128),
+        }
+    }
+
     /// The last chunk index of the run that holds `index` (for a bounded
     /// range read that stays inside the set's chunks).
     pub fn run_end(&self, index: u128) -> u128 {
@@ -187,4 +204,28 @@ pub fn node_seed_from(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_seed_hash_is_stable_fnv1a() {
+        assert_eq!(node_seed_from(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(node_seed_from("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(node_seed_from("node-1"), node_seed_from("node-2"));
+    }
+
+    #[test]
+    fn ordinals_round_trip() {
+        let c = Candidates::Intervals(vec![(3, 5), (10, 10), (20, 29)]);
+        assert_eq!(c.count(), 14);
+        for ord in 0..14 {
+            let idx = c.nth(ord).unwrap();
+            assert_eq!(c.ordinal_of(idx), Some(ord));
+        }
+        assert_eq!(c.ordinal_of(6), None);
+        assert_eq!(c.run_end(21), 29);
+    }
 }

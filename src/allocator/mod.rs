@@ -162,6 +162,7 @@ pub struct Allocator<S> {
     network: Network,
     keyspace: Keyspace,
     options: Options,
+    hints: std::sync::Mutex<std::collections::BTreeMap<usize, u128>>,
 }
 
 impl<S: Store> Allocator<S> {
@@ -176,6 +177,7 @@ impl<S: Store> Allocator<S> {
             network,
             keyspace,
             options,
+            hints: Default::default(),
         })
     }
 

@@ -50,6 +50,8 @@ pub struct Ctx<'a> {
     pub read_limit: usize,
     /// Seconds since the epoch, for new owner records.
     pub now: u64,
+    /// Per set: the chunk this node allocated from last (where to start).
+    pub hints: &'a BTreeMap<usize, u128>,
 }
 
 impl Ctx<'_> {
@@ -412,7 +414,11 @@ fn candidates(ctx: &Ctx<'_>, i: usize, set: &RangeSet, stage: Option<&str>) -> (
         Some(s) if set.has_stage(s) => (geometry::staged_candidates(set, s, k), 0),
         _ => {
             let c = geometry::normal_candidates(set, k);
-            let start = geometry::spread(ctx.seed, i, c.count());
+            let start = ctx
+                .hints
+                .get(&i)
+                .and_then(|h| c.ordinal_of(*h))
+                .unwrap_or_else(|| geometry::spread(ctx.seed, i, c.count()));
             (c, start)
         }
     }

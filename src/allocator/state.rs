@@ -4,6 +4,7 @@
 //!
 //! Pure: the driver feeds store answers in; the planner reads from here.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use roaring::RoaringTreemap;
@@ -46,10 +47,13 @@ pub enum Lookup<'a> {
     Corrupt(&'a CodecError),
 }
 
+/// A stored chunk, decoded on first look: a range read may return chunks
+/// the planner never needs, and decoding costs more than reading.
 #[derive(Debug)]
-enum ChunkVal {
-    Present(i64, Chunk),
-    Corrupt(CodecError),
+struct ChunkVal {
+    rev: i64,
+    bytes: Vec<u8>,
+    decoded: OnceCell<Result<Chunk, CodecError>>,
 }
 
 /// A decoded value (or why it could not be decoded) with its mod revision.
@@ -92,8 +96,10 @@ impl Known {
     /// The state of one chunk.
     pub fn chunk(&self, family: Family, index: u128) -> Lookup<'_> {
         match self.chunks.get(&(family, index)) {
-            Some(ChunkVal::Present(rev, c)) => Lookup::Present(*rev, c),
-            Some(ChunkVal::Corrupt(e)) => Lookup::Corrupt(e),
+            Some(v) => match v.decoded.get_or_init(|| decode_chunk(&v.bytes, self.k)) {
+                Ok(c) => Lookup::Present(v.rev, c),
+                Err(e) => Lookup::Corrupt(e),
+            },
             None if self
                 .covered
                 .iter()
@@ -187,9 +193,10 @@ impl Known {
                 self.covered.push((family, idx, idx));
             }
             Some(v) => {
-                let val = match decode_chunk(&v.value, self.k) {
-                    Ok(c) => ChunkVal::Present(v.mod_revision, c),
-                    Err(e) => ChunkVal::Corrupt(e),
+                let val = ChunkVal {
+                    rev: v.mod_revision,
+                    bytes: v.value,
+                    decoded: OnceCell::new(),
                 };
                 self.chunks.insert((family, idx), val);
             }

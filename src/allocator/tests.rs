@@ -473,3 +473,24 @@ async fn huge_ranges_cost_one_chunk() {
     assert_eq!(usage[1].used, 200);
     assert_eq!(usage[1].size, (1u128 << 64) - 2);
 }
+
+#[tokio::test]
+async fn a_full_starting_chunk_costs_no_extra_round_trip_once_hinted() {
+    let store = CountingStore::new(MemoryStore::new());
+    let mut n = net(vec![set(&[spec("10.0.0.0/22")])]);
+    n.chunk_bits = 6;
+    let a = alloc_of(&store, n);
+    let reqs: Vec<AllocRequest> = (0..100).map(|i| req(&format!("c{i}"))).collect();
+    for r in &reqs {
+        a.allocate(r).await.unwrap();
+    }
+    store.reset();
+    a.allocate(&req("next")).await.unwrap();
+    assert_eq!(store.round_trips(), 2, "hint points past the full chunk");
+    // A fresh allocator (a new plugin process) given the same hints too.
+    let b = alloc_of(&store, a.network().clone());
+    b.set_hints(a.hints());
+    store.reset();
+    b.allocate(&req("next2")).await.unwrap();
+    assert_eq!(store.round_trips(), 2);
+}

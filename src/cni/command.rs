@@ -9,6 +9,7 @@ use super::args::{push_unique, CniArgs};
 use super::config::{requested_version, NetConf, StoreConf};
 use super::env::{Command, Env};
 use super::error::CniError;
+use super::hints;
 use super::resolv::{self, Dns};
 use super::result::{version_json, CniResult};
 use super::version::CniVersion;
@@ -122,6 +123,11 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
         None => Dns::default(),
     };
     let allocator = allocator(conf).await?;
+    let hint_dir = conf.ipam.hint_dir.as_deref();
+    if let Some(dir) = hint_dir {
+        allocator.set_hints(hints::load(dir));
+    }
+    let before = allocator.hints();
     let request = AllocRequest {
         owner,
         stage: args.stage(),
@@ -130,6 +136,12 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
         pod_name: args.pod_name.clone(),
     };
     let allocation = allocator.allocate(&request).await?;
+    if let Some(dir) = hint_dir {
+        let after = allocator.hints();
+        if after != before {
+            hints::save(dir, &after);
+        }
+    }
     let result =
         CniResult::from_allocation(&allocation, allocator.network(), &conf.ipam.routes, dns)?;
     Ok(Some(result.encode(conf.cni_version)))
@@ -186,9 +198,7 @@ async fn status(conf: &NetConf) -> Result<Option<String>, CniError> {
 async fn allocator(conf: &NetConf) -> Result<Allocator<AnyStore>, CniError> {
     let network = conf.network()?;
     let store = open_store(&conf.ipam.store).await?;
-    let mut options = conf.options();
-    options.node_seed = node_seed();
-    Ok(Allocator::new(store, network, options)?)
+    Ok(Allocator::new(store, network, conf.options())?)
 }
 
 async fn open_store(store: &StoreConf) -> Result<AnyStore, StoreError> {
@@ -199,21 +209,6 @@ async fn open_store(store: &StoreConf) -> Result<AnyStore, StoreError> {
             lock_wait,
         } => LocalStore::open(data_dir, *lock_wait).map(AnyStore::Local),
     }
-}
-
-/// A stable per-node value: FNV-1a of the host name (0 if unknown).
-fn node_seed() -> u64 {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_default();
-    fnv1a(name.trim().as_bytes())
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
@@ -304,12 +299,5 @@ mod tests {
         let e = run(&env(Command::Gc), stdin).err();
         assert_eq!(e.as_ref().map(CniError::code), Some(7));
         assert!(e.is_some_and(|e| e.to_string().contains("cni.dev/valid-attachments")));
-    }
-
-    #[test]
-    fn node_seed_hash_is_stable() {
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_ne!(fnv1a(b"node-1"), fnv1a(b"node-2"));
     }
 }

@@ -112,6 +112,9 @@ pub struct IpamConf {
     pub budget: Duration,
     /// CAS attempts per operation.
     pub max_attempts: u32,
+    /// Where node-local start hints are kept: the embedded store's
+    /// directory, or with etcd an explicitly configured `dataDir`.
+    pub hint_dir: Option<PathBuf>,
 }
 
 /// Decodes stdin as JSON; syntax errors are code 6 with line and column.
@@ -198,7 +201,7 @@ impl NetConf {
         })
     }
 
-    /// Allocator options from the config (`node_seed` left to the caller).
+    /// Allocator options from the config (`node_seed`: the host name's hash).
     pub fn options(&self) -> Options {
         Options {
             max_attempts: self.ipam.max_attempts,
@@ -302,6 +305,14 @@ fn parse_ipam(ipam: &Obj<'_>, name: &str) -> Result<IpamConf, CniError> {
         }
     };
 
+    let store = parse_store(ipam, name, budget)?;
+    let hint_dir = match &store {
+        StoreConf::Local { data_dir, .. } => Some(data_dir.clone()),
+        StoreConf::Etcd(_) => ipam
+            .str("dataDir")?
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
+    };
     Ok(IpamConf {
         range_sets,
         routes,
@@ -309,11 +320,12 @@ fn parse_ipam(ipam: &Obj<'_>, name: &str) -> Result<IpamConf, CniError> {
             .str("resolvConf")?
             .filter(|s| !s.is_empty())
             .map(PathBuf::from),
-        store: parse_store(ipam, name, budget)?,
+        store: store.clone(),
         prefix,
         chunk_bits,
         budget,
         max_attempts,
+        hint_dir,
     })
 }
 

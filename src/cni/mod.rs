@@ -13,6 +13,7 @@
 //! | [`resolv`] | `resolv.conf` → `dns` |
 //! | [`result`] | allocation → result JSON per version; `VERSION` answer |
 //! | [`error`] | [`CniError`] → code, `msg`, error JSON |
+//! | [`hints`] | node-local start hints (`start-hints.json`) |
 //! | [`command`] | ADD / DEL / CHECK / VERSION / GC / STATUS |
 //!
 //! ## Error codes
@@ -40,6 +41,7 @@ pub mod command;
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod hints;
 mod json;
 pub mod resolv;
 pub mod result;
