@@ -296,9 +296,15 @@ mod tests {
         assert!(Bitmap::from_words(64, &[0, 0]).is_none());
         assert_eq!(Bitmap::from_words(64, &[u64::MAX]), Some(Bitmap::full(64)));
         assert!(Bitmap::from_words(63, &[u64::MAX]).is_none());
-        assert_eq!(Bitmap::from_words(63, &[u64::MAX >> 1]), Some(Bitmap::full(63)));
+        assert_eq!(
+            Bitmap::from_words(63, &[u64::MAX >> 1]),
+            Some(Bitmap::full(63))
+        );
         let b = Bitmap::from_words(130, &[1, 0, 0b10]);
-        assert_eq!(b.map(|b| b.iter_ones().collect::<Vec<_>>()), Some(vec![0, 129]));
+        assert_eq!(
+            b.map(|b| b.iter_ones().collect::<Vec<_>>()),
+            Some(vec![0, 129])
+        );
     }
 
     #[test]
@@ -321,7 +327,10 @@ mod tests {
         assert_eq!(t.find_free(0, &Bitmap::full(130)), Some(129));
         // `from >= len` behaves like 0.
         assert_eq!(Bitmap::new(5).find_free(5, &Bitmap::full(5)), Some(0));
-        assert_eq!(Bitmap::new(5).find_free(usize::MAX, &Bitmap::full(5)), Some(0));
+        assert_eq!(
+            Bitmap::new(5).find_free(usize::MAX, &Bitmap::full(5)),
+            Some(0)
+        );
     }
 
     #[test]

@@ -124,9 +124,8 @@ fn golden_fixtures_decode_and_reencode_byte_for_byte() {
     }
     for f in fixtures() {
         let path = fixture_path(f.name);
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!("{}: {e}; generate with UPDATE_FIXTURES=1", path.display())
-        });
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; generate with UPDATE_FIXTURES=1", path.display()));
 
         // Header facts, stated independently of the encoder.
         assert_eq!(&bytes[..4], b"HEch", "{}", f.name);
@@ -162,8 +161,8 @@ fn golden_sparse_and_full_contents_are_as_stated() {
         vec![0, 1, 2, 3, 100, 511, 512, 1023]
     );
     assert_eq!(sparse.cursor, 513);
-    let full = decode(&std::fs::read(fixture_path("chunk_k10_full.bin")).expect("read"))
-        .expect("decodes");
+    let full =
+        decode(&std::fs::read(fixture_path("chunk_k10_full.bin")).expect("read")).expect("decodes");
     assert_eq!(full.bits.count_ones(), 1024);
     assert_eq!(full.bits.find_free(0, &Bitmap::full(1024)), None);
     let empty = decode(&std::fs::read(fixture_path("chunk_k10_empty.bin")).expect("read"))

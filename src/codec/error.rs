@@ -17,7 +17,10 @@ pub enum CodecError {
         got: usize,
     },
     /// The first four bytes are not `b"HEch"`.
-    #[error("bad chunk magic {found:02x?}, expected {:02x?} (b\"HEch\")", super::MAGIC)]
+    #[error(
+        "bad chunk magic {found:02x?}, expected {:02x?} (b\"HEch\")",
+        super::MAGIC
+    )]
     BadMagic {
         /// The four bytes found.
         found: [u8; 4],
@@ -26,7 +29,9 @@ pub enum CodecError {
     #[error("unsupported chunk format version {0} (this build reads version {v})", v = super::FORMAT_VERSION)]
     UnsupportedVersion(u8),
     /// An encoding tag this build does not know.
-    #[error("unknown chunk encoding tag {0} (known: 0 raw, 1 roaring, 2 raw+zstd, 3 roaring+zstd)")]
+    #[error(
+        "unknown chunk encoding tag {0} (known: 0 raw, 1 roaring, 2 raw+zstd, 3 roaring+zstd)"
+    )]
     UnknownEncoding(u8),
     /// `chunk_bits` (k) outside `1..=24`.
     #[error("chunk_bits {0} out of range {min}..={max}", min = super::MIN_CHUNK_BITS, max = super::MAX_CHUNK_BITS)]
@@ -35,7 +40,9 @@ pub enum CodecError {
     #[error("unsupported chunk flags {0:#04x} (version 1 defines none)")]
     UnsupportedFlags(u8),
     /// Cursor not below 2^k.
-    #[error("chunk cursor {cursor} out of range for chunk_bits {chunk_bits} (must be < 2^{chunk_bits})")]
+    #[error(
+        "chunk cursor {cursor} out of range for chunk_bits {chunk_bits} (must be < 2^{chunk_bits})"
+    )]
     CursorOutOfRange {
         /// The cursor field.
         cursor: u32,

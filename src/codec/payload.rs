@@ -109,7 +109,7 @@ fn decode_raw(encoding: Encoding, k: u8, payload: &[u8]) -> Result<Bitmap, Codec
     let len = 1usize << k;
     // Only k < 6 leaves bits past 2^k in the (single) word.
     if let Some(&last) = words.last() {
-        let dead = if len % 64 == 0 {
+        let dead = if len.is_multiple_of(64) {
             0
         } else {
             last & !((1u64 << (len % 64)) - 1)
@@ -122,9 +122,8 @@ fn decode_raw(encoding: Encoding, k: u8, payload: &[u8]) -> Result<Bitmap, Codec
             });
         }
     }
-    Bitmap::from_words(len, &words).ok_or_else(|| {
-        CodecError::Payload(format!("raw payload does not form a {len}-bit bitmap"))
-    })
+    Bitmap::from_words(len, &words)
+        .ok_or_else(|| CodecError::Payload(format!("raw payload does not form a {len}-bit bitmap")))
 }
 
 fn decode_roaring(k: u8, payload: &[u8]) -> Result<Bitmap, CodecError> {

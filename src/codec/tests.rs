@@ -51,7 +51,10 @@ fn header_layout_is_as_documented() {
     assert_eq!(bytes[8..12], 7u32.to_le_bytes(), "population");
     assert_eq!(bytes[12..16], 501u32.to_le_bytes(), "cursor");
     assert_eq!(bytes[16..20], 128u32.to_le_bytes(), "payload length");
-    assert_eq!(bytes[20..24], checksum(&bytes[..20], &bytes[24..]).to_le_bytes());
+    assert_eq!(
+        bytes[20..24],
+        checksum(&bytes[..20], &bytes[24..]).to_le_bytes()
+    );
     assert_eq!(bytes.len(), HEADER_LEN + 128);
     assert_eq!(bytes[24..32], (0b111u64 | 1 << 63).to_le_bytes());
     let h = header_only(&bytes).expect("valid header");
@@ -121,7 +124,10 @@ fn encoding_is_canonical() {
     assert_eq!(decoded.bits, Bitmap::full(1024));
     let canonical = encode_as(&decoded, Encoding::Roaring);
     assert!(canonical.len() < bytes.len());
-    assert_eq!(encode_as(&decode(&canonical).expect("decodes"), Encoding::Roaring), canonical);
+    assert_eq!(
+        encode_as(&decode(&canonical).expect("decodes"), Encoding::Roaring),
+        canonical
+    );
 }
 
 #[test]
@@ -159,12 +165,24 @@ fn invalid_in_memory_chunks_are_normalized() {
 #[test]
 fn truncated() {
     let valid = encode(&sample_chunk());
-    assert_eq!(decode(b""), Err(CodecError::Truncated { needed: 4, got: 0 }));
-    assert_eq!(decode(b"HE"), Err(CodecError::Truncated { needed: 4, got: 2 }));
-    assert_eq!(decode(b"HEch"), Err(CodecError::Truncated { needed: 5, got: 4 }));
+    assert_eq!(
+        decode(b""),
+        Err(CodecError::Truncated { needed: 4, got: 0 })
+    );
+    assert_eq!(
+        decode(b"HE"),
+        Err(CodecError::Truncated { needed: 4, got: 2 })
+    );
+    assert_eq!(
+        decode(b"HEch"),
+        Err(CodecError::Truncated { needed: 5, got: 4 })
+    );
     assert_eq!(
         decode(&valid[..23]),
-        Err(CodecError::Truncated { needed: 24, got: 23 })
+        Err(CodecError::Truncated {
+            needed: 24,
+            got: 23
+        })
     );
 }
 
@@ -174,9 +192,7 @@ fn bad_magic() {
     bytes[0] = b'X';
     assert_eq!(
         decode(&bytes),
-        Err(CodecError::BadMagic {
-            found: *b"XEch"
-        })
+        Err(CodecError::BadMagic { found: *b"XEch" })
     );
 }
 
@@ -310,11 +326,20 @@ fn raw_length() {
 fn checksum_mismatch() {
     let mut bytes = encode_as(&sample_chunk(), Encoding::Raw);
     bytes[30] ^= 1;
-    assert!(matches!(decode(&bytes), Err(CodecError::ChecksumMismatch { .. })));
+    assert!(matches!(
+        decode(&bytes),
+        Err(CodecError::ChecksumMismatch { .. })
+    ));
     let mut bytes = encode(&sample_chunk());
     bytes[12] ^= 1; // cursor 501 -> 500: in range, but the crc catches it
-    assert!(matches!(decode(&bytes), Err(CodecError::ChecksumMismatch { .. })));
-    assert!(matches!(header_only(&bytes), Err(CodecError::ChecksumMismatch { .. })));
+    assert!(matches!(
+        decode(&bytes),
+        Err(CodecError::ChecksumMismatch { .. })
+    ));
+    assert!(matches!(
+        header_only(&bytes),
+        Err(CodecError::ChecksumMismatch { .. })
+    ));
 }
 
 #[test]
