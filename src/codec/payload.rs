@@ -8,6 +8,8 @@
 //! - zstd variants: one of the above compressed at [`ZSTD_LEVEL`]; decoded
 //!   with a capacity limit equal to the largest valid uncompressed payload.
 
+use std::cell::RefCell;
+
 use roaring::RoaringBitmap;
 
 use super::{CodecError, Encoding};
@@ -65,10 +67,25 @@ pub(crate) fn encode_roaring(bits: &Bitmap) -> Vec<u8> {
     out
 }
 
+thread_local! {
+    /// Per-thread zstd contexts: creating one costs tens of microseconds,
+    /// more than compressing a chunk. Output does not depend on reuse.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
 /// zstd-compresses `bytes`; `None` if the zstd library fails (it does not for
 /// in-memory buffers short of allocation failure).
 pub(crate) fn compress(bytes: &[u8]) -> Option<Vec<u8>> {
-    zstd::bulk::compress(bytes, ZSTD_LEVEL).ok()
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()?);
+        }
+        slot.as_mut()?.compress(bytes).ok()
+    })
 }
 
 /// Decodes a payload of `encoding` into a bitmap of 2^k bits. The payload
@@ -85,8 +102,21 @@ pub(crate) fn decode(encoding: Encoding, k: u8, payload: &[u8]) -> Result<Bitmap
 /// Bounded zstd decompression: never allocates more than `limit` bytes of
 /// output, so a zstd bomb fails instead of exhausting memory.
 fn decompress(payload: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
-    zstd::bulk::decompress(payload, limit)
-        .map_err(|e| CodecError::Payload(format!("zstd (output limit {limit} bytes): {e}")))
+    let fail = |e: &dyn std::fmt::Display| {
+        CodecError::Payload(format!("zstd (output limit {limit} bytes): {e}"))
+    };
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell
+            .try_borrow_mut()
+            .map_err(|e| fail(&format!("context busy: {e}")))?;
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| fail(&e))?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(payload, limit).map_err(|e| fail(&e)),
+            None => Err(fail(&"no context")),
+        }
+    })
 }
 
 fn decode_raw(encoding: Encoding, k: u8, payload: &[u8]) -> Result<Bitmap, CodecError> {
