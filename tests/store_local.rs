@@ -455,6 +455,30 @@ fn redb_databases_without_our_marker_are_refused() {
 }
 
 #[test]
+fn damaged_store_is_corrupt_with_the_integrity_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let store = open(tmp.path());
+        for i in 0..50u8 {
+            commit(&store, ops(vec![put(&format!("/k{i}"), &[i; 500])]));
+        }
+    }
+    let file = db_file(tmp.path());
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Keep redb's header page, damage every page after it.
+    for b in &mut bytes[8192..] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let detail = assert_corrupt(LocalStore::open(tmp.path(), WAIT), &file, "damaged");
+    assert!(!detail.is_empty());
+    assert!(
+        std::fs::read(&file).unwrap() == bytes,
+        "damaged file changed"
+    );
+}
+
+#[test]
 fn data_dir_that_cannot_be_created_is_an_io_error() {
     let tmp = tempfile::tempdir().unwrap();
     let plain = tmp.path().join("plain-file");

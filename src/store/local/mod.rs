@@ -46,9 +46,12 @@ pub struct LocalOptions {
     /// How long to wait for another process holding the directory's lock.
     pub lock_wait: Duration,
     /// Verify the checksum of every page of the database on open (redb's
-    /// integrity check), so that a file damaged outside redb is reported as
-    /// [`StoreError::CorruptDatabase`] instead of being trusted. Costs a
-    /// read of the whole file and one commit per open.
+    /// integrity check, run on an in-memory copy of the file), so that a
+    /// file damaged outside redb is reported as
+    /// [`StoreError::CorruptDatabase`] instead of being trusted. Costs one
+    /// read of the whole file per open. When `false`, a file that starts
+    /// with redb's magic number is trusted as redb trusts it (redb may panic
+    /// on a file damaged outside redb); crash recovery is unaffected.
     pub verify_on_open: bool,
 }
 
