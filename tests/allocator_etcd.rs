@@ -1049,6 +1049,16 @@ fn child_worker() {
         .unwrap();
     match std::env::var(ENV_ROLE) {
         Ok(role) => {
+            // An orphaned worker (its coordinator was killed) exits instead
+            // of retrying against a vanished etcd.
+            let parent = std::os::unix::process::parent_id();
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(500));
+                if std::os::unix::process::parent_id() != parent {
+                    eprintln!("worker: coordinator {parent} is gone, exiting");
+                    std::process::exit(2);
+                }
+            });
             let var =
                 |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
             rt.block_on(worker_main(
