@@ -122,8 +122,10 @@ impl Target {
                     .iter()
                     .map(|s| subnet_set(s))
                     .collect::<Result<Vec<_>, _>>()?;
-                crate::range::check_sets(&sets)
-                    .map_err(|e| AdminError::Usage(format!("--subnet: {e}")))?;
+                if !sets.is_empty() {
+                    crate::range::check_sets(&sets)
+                        .map_err(|e| AdminError::Usage(format!("--subnet: {e}")))?;
+                }
                 let network = Network {
                     name: name.to_string(),
                     prefix: args
