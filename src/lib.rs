@@ -21,6 +21,7 @@
 //! The binaries in `src/bin/` are thin: they parse their inputs and call into
 //! this library.
 
+pub mod admin;
 pub mod allocator;
 pub mod bitmap;
 pub mod cni;

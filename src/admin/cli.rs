@@ -1,0 +1,170 @@
+//! The command line of `ipamctl` (clap derive). Every command takes the
+//! target network either as `--config FILE` (the plugin's network config,
+//! a `.conf` or a `.conflist`) or as `--endpoints E --network NAME`
+//! (`--prefix`, `--subnet`, `--chunk-bits` where needed). `--json` switches
+//! every command from human tables to JSON on stdout.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Operator tool of the host-etcd IPAM: inspect, repair and benchmark the
+/// allocation state of a network.
+#[derive(Debug, Parser)]
+#[command(name = "ipamctl", version, about, long_about = None, args_override_self = true)]
+pub struct Cli {
+    /// Which network and store.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print JSON instead of human tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which network and store a command works on.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TargetArgs {
+    /// The plugin's network config JSON (`.conf`, or a `.conflist` whose
+    /// plugin with an `ipam` section is used).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// etcd endpoints, comma-separated (`host:port` or `http(s)://host:port`).
+    #[arg(long, global = true, value_name = "E", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// The embedded store's directory (instead of etcd).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// CA bundle (PEM) verifying the etcd servers.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd mutual TLS.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM) for etcd mutual TLS.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The CNI network name.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub network: Option<String>,
+    /// Key prefix (default `/host-etcd`).
+    #[arg(long, global = true, value_name = "P")]
+    pub prefix: Option<String>,
+    /// A range set of one range (repeat for several sets), host-local
+    /// defaults for gateway, rangeStart and rangeEnd.
+    #[arg(long, global = true, value_name = "CIDR")]
+    pub subnet: Vec<String>,
+    /// Chunk size exponent k (default: the network's stored value, else 10).
+    #[arg(long, global = true, value_name = "K")]
+    pub chunk_bits: Option<u8>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Size, use and storage of every range.
+    Show,
+    /// Every owner record (container, interface, addresses, pod, time).
+    List(ListArgs),
+    /// Who holds an address.
+    Get {
+        /// The address.
+        ip: std::net::IpAddr,
+    },
+    /// Release a container interface's addresses, or an address's holder.
+    Release(ReleaseArgs),
+    /// Check that chunk bits and owner records agree (exit 1 on problems).
+    Check {
+        /// Fix what is safe to fix (compare-and-swap on each chunk).
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Release every owner not in a list of valid attachments.
+    Gc {
+        /// JSON list of `{"containerID", "ifname"}` (as in
+        /// `cni.dev/valid-attachments`).
+        #[arg(long, value_name = "FILE")]
+        valid: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Measure allocation throughput against etcd, with the raw CAS limit
+    /// and the naive one-key-per-IP baseline in the same run.
+    Bench(BenchArgs),
+}
+
+/// Filters of `list`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ListArgs {
+    /// Only this container ID.
+    #[arg(long)]
+    pub container: Option<String>,
+    /// Only this pod, as `NAME` or `NAMESPACE/NAME`.
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Only the holder of this address.
+    #[arg(long)]
+    pub ip: Option<std::net::IpAddr>,
+}
+
+/// What `release` releases.
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseArgs {
+    /// The container ID.
+    #[arg(long, conflicts_with = "ip", required_unless_present = "ip")]
+    pub container: Option<String>,
+    /// The interface (with `--container`).
+    #[arg(long, default_value = "eth0", requires = "container")]
+    pub ifname: String,
+    /// Release whoever holds this address.
+    #[arg(long)]
+    pub ip: Option<std::net::IpAddr>,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// Options of `bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Allocations to measure (in total, over all clients).
+    #[arg(long, short = 'n', default_value_t = 2000)]
+    pub count: usize,
+    /// Concurrent clients (tokio tasks) per process.
+    #[arg(long, short = 'c', default_value_t = 8)]
+    pub concurrency: usize,
+    /// Processes (this binary re-executed); clients are per process.
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// Fill this fraction of the range (0..1) before measuring.
+    #[arg(long, default_value_t = 0.0)]
+    pub prefill: f64,
+    /// Release each address right after allocating it (alloc+release loop).
+    #[arg(long)]
+    pub release: bool,
+    /// Use a fresh random network name (`bench-XXXXXXXX`) so runs never collide.
+    #[arg(long)]
+    pub network_per_run: bool,
+    /// All clients share one node seed (one node's plugin invocations)
+    /// instead of one seed per client (one client per node).
+    #[arg(long)]
+    pub same_node: bool,
+    /// Skip the raw compare-and-swap measurement.
+    #[arg(long)]
+    pub no_raw: bool,
+    /// Skip the naive one-key-per-IP baseline.
+    #[arg(long)]
+    pub no_naive: bool,
+    /// Time limit of each baseline measurement, seconds.
+    #[arg(long, default_value_t = 15.0)]
+    pub baseline_secs: f64,
+    /// Internal: run as worker process INDEX of a multi-process run.
+    #[arg(long, hide = true)]
+    pub worker: Option<usize>,
+    /// Internal: the network name a worker process uses.
+    #[arg(long, hide = true)]
+    pub worker_network: Option<String>,
+}

@@ -1,0 +1,473 @@
+//! The inspection and repair commands: `show`, `list`, `get`, `release`,
+//! `check`, `gc`. Each writes a human table or JSON to `out` and returns the
+//! exit status.
+
+use std::collections::HashSet;
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::cli::{ListArgs, ReleaseArgs};
+use super::error::{AdminError, EXIT_OK, EXIT_PROBLEMS};
+use super::table::Table;
+use crate::allocator::{Allocator, CheckReport, OwnerId, OwnerRecord, Problem, RangeUsage};
+use crate::store::Store;
+
+/// Where confirmations come from.
+pub trait Confirm {
+    /// Asks `question`; `Ok(true)` when the answer is yes.
+    fn ask(&mut self, question: &str) -> Result<bool, AdminError>;
+}
+
+/// Confirmation on the process's stdin; refuses when stdin is not a
+/// terminal (a script must say `--yes`).
+pub struct StdinConfirm;
+
+impl Confirm for StdinConfirm {
+    fn ask(&mut self, question: &str) -> Result<bool, AdminError> {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return Err(AdminError::Refused(format!(
+                "{question}: refusing without confirmation because stdin is not a terminal; \
+                 pass --yes to confirm"
+            )));
+        }
+        let mut err = std::io::stderr().lock();
+        write!(err, "{question} [y/N] ")?;
+        err.flush()?;
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        Ok(matches!(
+            line.trim().to_ascii_lowercase().as_str(),
+            "y" | "yes"
+        ))
+    }
+}
+
+/// `used / size` as a percentage (0 for an empty range).
+pub fn percent(used: u128, size: u128) -> f64 {
+    if size == 0 {
+        0.0
+    } else {
+        used as f64 * 100.0 / size as f64
+    }
+}
+
+/// Seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+///
+/// ```
+/// assert_eq!(host_etcd::admin::commands::utc(0), "1970-01-01T00:00:00Z");
+/// assert_eq!(host_etcd::admin::commands::utc(951_782_400), "2000-02-29T00:00:00Z");
+/// ```
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (proleptic Gregorian), by eras
+    // of 400 years starting on March 1st.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn json_line(out: &mut dyn Write, value: &impl Serialize) -> Result<(), AdminError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| AdminError::Output(std::io::Error::other(e)))?;
+    writeln!(out, "{text}")?;
+    Ok(())
+}
+
+/// One row of `show --json`.
+#[derive(Debug, Serialize)]
+pub struct ShowRow {
+    /// The usage figures.
+    #[serde(flatten)]
+    pub usage: RangeUsage,
+    /// `size - used`.
+    pub free: u128,
+    /// `used / size` in percent.
+    pub utilization: f64,
+}
+
+/// `show`.
+pub async fn show<S: Store>(
+    alloc: &Allocator<S>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<u8, AdminError> {
+    let rows: Vec<ShowRow> = alloc
+        .usage()
+        .await?
+        .into_iter()
+        .map(|u| ShowRow {
+            free: u.size.saturating_sub(u.used),
+            utilization: percent(u.used, u.size),
+            usage: u,
+        })
+        .collect();
+    if json {
+        json_line(out, &rows)?;
+        return Ok(EXIT_OK);
+    }
+    writeln!(
+        out,
+        "network {} (prefix {}, chunk bits {})",
+        alloc.network().name,
+        alloc.network().prefix,
+        alloc.network().chunk_bits
+    )?;
+    let mut t = Table::new(&[
+        "SET", "RANGE", "SUBNET", "START", "END", "SIZE", "USED", "FREE", "UTIL%", "CHUNKS",
+        "BYTES",
+    ]);
+    for r in &rows {
+        let u = &r.usage;
+        t.row(vec![
+            u.set.to_string(),
+            u.range.to_string(),
+            u.subnet.clone(),
+            u.start.to_string(),
+            u.end.to_string(),
+            u.size.to_string(),
+            u.used.to_string(),
+            r.free.to_string(),
+            format!("{:.2}", r.utilization),
+            u.chunks.to_string(),
+            u.bytes.to_string(),
+        ]);
+    }
+    write!(out, "{}", t.render())?;
+    Ok(EXIT_OK)
+}
+
+fn ips(rec: &OwnerRecord) -> String {
+    rec.ips
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn pod(rec: &OwnerRecord) -> String {
+    match (&rec.pod_namespace, &rec.pod_name) {
+        (Some(ns), Some(name)) => format!("{ns}/{name}"),
+        (None, Some(name)) => name.clone(),
+        (Some(ns), None) => format!("{ns}/"),
+        (None, None) => "-".into(),
+    }
+}
+
+fn owner_table(records: &[OwnerRecord]) -> String {
+    let mut t = Table::new(&["CONTAINER", "IFNAME", "ADDRESSES", "POD", "CREATED"]);
+    for r in records {
+        t.row(vec![
+            r.container_id.clone(),
+            r.ifname.clone(),
+            ips(r),
+            pod(r),
+            utc(r.created),
+        ]);
+    }
+    t.render()
+}
+
+/// Whether `rec` passes the filters of `list`.
+pub fn matches(rec: &OwnerRecord, filter: &ListArgs) -> bool {
+    if filter
+        .container
+        .as_ref()
+        .is_some_and(|c| *c != rec.container_id)
+    {
+        return false;
+    }
+    if let Some(p) = &filter.pod {
+        let ok = match p.split_once('/') {
+            Some((ns, name)) => {
+                rec.pod_namespace.as_deref() == Some(ns) && rec.pod_name.as_deref() == Some(name)
+            }
+            None => rec.pod_name.as_deref() == Some(p.as_str()),
+        };
+        if !ok {
+            return false;
+        }
+    }
+    if filter.ip.is_some_and(|ip| !rec.ips.contains(&ip)) {
+        return false;
+    }
+    true
+}
+
+/// `list`.
+pub async fn list<S: Store>(
+    alloc: &Allocator<S>,
+    filter: &ListArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<u8, AdminError> {
+    let mut records: Vec<OwnerRecord> = alloc
+        .owners()
+        .await?
+        .into_iter()
+        .filter(|r| matches(r, filter))
+        .collect();
+    records.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
+    if json {
+        json_line(out, &records)?;
+    } else {
+        write!(out, "{}", owner_table(&records))?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// `get IP`.
+pub async fn get<S: Store>(
+    alloc: &Allocator<S>,
+    ip: IpAddr,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<u8, AdminError> {
+    let holder = alloc.holder_of(ip).await?;
+    if json {
+        json_line(out, &holder)?;
+    } else {
+        match &holder {
+            Some(r) => write!(out, "{}", owner_table(std::slice::from_ref(r)))?,
+            None => writeln!(out, "{ip} is not held by any owner")?,
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// `release`.
+pub async fn release<S: Store>(
+    alloc: &Allocator<S>,
+    args: &ReleaseArgs,
+    json: bool,
+    confirm: &mut dyn Confirm,
+    out: &mut dyn Write,
+) -> Result<u8, AdminError> {
+    let found = match (&args.container, args.ip) {
+        (Some(c), _) => {
+            alloc
+                .owner(&OwnerId {
+                    container_id: c.clone(),
+                    ifname: args.ifname.clone(),
+                })
+                .await?
+        }
+        (None, Some(ip)) => alloc.holder_of(ip).await?,
+        (None, None) => {
+            return Err(AdminError::Usage(
+                "release needs --container ID or --ip IP".into(),
+            ))
+        }
+    };
+    let Some(rec) = found else {
+        if json {
+            json_line(out, &Option::<OwnerRecord>::None)?;
+        } else {
+            writeln!(out, "nothing to release: no owner holds it")?;
+        }
+        return Ok(EXIT_OK);
+    };
+    let question = format!(
+        "release {} of container {} interface {}",
+        ips(&rec),
+        rec.container_id,
+        rec.ifname
+    );
+    if !args.yes && !confirm.ask(&question)? {
+        return Err(AdminError::Refused(format!("{question}: not confirmed")));
+    }
+    let released = alloc
+        .release(&OwnerId {
+            container_id: rec.container_id.clone(),
+            ifname: rec.ifname.clone(),
+        })
+        .await?;
+    if json {
+        json_line(out, &released)?;
+    } else {
+        match &released {
+            Some(r) => writeln!(
+                out,
+                "released {} (container {} interface {})",
+                ips(r),
+                r.container_id,
+                r.ifname
+            )?,
+            None => writeln!(out, "nothing to release: released concurrently")?,
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// One problem as a line of text.
+pub fn describe(p: &Problem) -> String {
+    match p {
+        Problem::CorruptChunk { key, error } => format!("corrupt chunk {key}: {error}"),
+        Problem::CorruptOwner { key, error } => format!("corrupt owner record {key}: {error}"),
+        Problem::CorruptFullSet { key, error } => format!("corrupt full-set {key}: {error}"),
+        Problem::CorruptMeta { key, error } => format!("corrupt meta record {key}: {error}"),
+        Problem::BitWithoutOwner { ip, chunk } => {
+            format!("{ip} is marked taken in {chunk} but no owner holds it")
+        }
+        Problem::OwnerWithoutBit { ip, owner } => {
+            format!("{ip} is held by {owner} but not marked taken")
+        }
+        Problem::SharedAddress { ip, owners } => {
+            format!("{ip} is held by several owners: {}", owners.join(", "))
+        }
+    }
+}
+
+/// `check [--repair]`: exit 1 when problems remain.
+pub async fn check<S: Store>(
+    alloc: &Allocator<S>,
+    repair: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<u8, AdminError> {
+    let report: CheckReport = if repair {
+        alloc.repair().await?
+    } else {
+        alloc.check().await?
+    };
+    if json {
+        json_line(out, &report)?;
+    } else {
+        writeln!(
+            out,
+            "{} chunks, {} owner records, {} addresses marked taken",
+            report.chunks, report.owners, report.allocated
+        )?;
+        for p in &report.problems {
+            writeln!(out, "PROBLEM {}", describe(p))?;
+        }
+        if report.in_flux > 0 {
+            writeln!(
+                out,
+                "{} findings changed during the check (concurrent writes); run it again to decide",
+                report.in_flux
+            )?;
+        }
+        if repair {
+            writeln!(out, "repaired {}", report.repaired)?;
+        }
+        if report.is_clean() {
+            writeln!(out, "clean")?;
+        } else {
+            writeln!(out, "{} problems", report.problems.len())?;
+        }
+    }
+    Ok(if report.is_clean() {
+        EXIT_OK
+    } else {
+        EXIT_PROBLEMS
+    })
+}
+
+/// Reads a valid-attachments file: a JSON list of
+/// `{"containerID": ..., "ifname": ...}`.
+pub fn read_valid(path: &Path) -> Result<Vec<OwnerId>, AdminError> {
+    let bad = |detail: String| AdminError::Input {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let Value::Array(items) = doc else {
+        return Err(bad(
+            "expected a JSON list of {\"containerID\", \"ifname\"}".into()
+        ));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let field = |name: &str| -> Result<String, AdminError> {
+                item.get(name)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(format!("[{i}].{name}: missing or not a non-empty string")))
+            };
+            Ok(OwnerId {
+                container_id: field("containerID")?,
+                ifname: field("ifname")?,
+            })
+        })
+        .collect()
+}
+
+/// `gc --valid FILE`: lists the owners not in the file, asks, and
+/// releases exactly those (an owner created after the listing is never
+/// touched).
+pub async fn gc<S: Store>(
+    alloc: &Allocator<S>,
+    valid_file: &Path,
+    yes: bool,
+    json: bool,
+    confirm: &mut dyn Confirm,
+    out: &mut dyn Write,
+) -> Result<u8, AdminError> {
+    let valid: HashSet<OwnerId> = read_valid(valid_file)?.into_iter().collect();
+    let stale: Vec<OwnerRecord> = alloc
+        .owners()
+        .await?
+        .into_iter()
+        .filter(|r| {
+            !valid.contains(&OwnerId {
+                container_id: r.container_id.clone(),
+                ifname: r.ifname.clone(),
+            })
+        })
+        .collect();
+    if !stale.is_empty() && !yes {
+        let question = format!(
+            "release {} owners not in {}",
+            stale.len(),
+            valid_file.display()
+        );
+        if !json {
+            write!(out, "{}", owner_table(&stale))?;
+            out.flush()?;
+        }
+        if !confirm.ask(&question)? {
+            return Err(AdminError::Refused(format!("{question}: not confirmed")));
+        }
+    }
+    let mut released = Vec::new();
+    for r in &stale {
+        let id = OwnerId {
+            container_id: r.container_id.clone(),
+            ifname: r.ifname.clone(),
+        };
+        if let Some(rec) = alloc.release(&id).await? {
+            released.push(rec);
+        }
+    }
+    if json {
+        json_line(out, &released)?;
+    } else {
+        writeln!(out, "released {} owners", released.len())?;
+        if !released.is_empty() {
+            write!(out, "{}", owner_table(&released))?;
+        }
+    }
+    Ok(EXIT_OK)
+}

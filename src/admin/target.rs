@@ -1,0 +1,262 @@
+//! Resolving the target of a command: the network (from the plugin's
+//! config file, or from flags), the store, and the chunk size, which is
+//! checked against the network's stored meta record exactly as the plugin
+//! does (a disagreement is refused, never reinterpreted).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::cli::TargetArgs;
+use super::error::AdminError;
+use crate::allocator::meta::Meta;
+use crate::allocator::{
+    AllocError, Allocator, Keyspace, Network, Options, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX,
+};
+use crate::cni::config::{NetConf, StoreConf};
+use crate::range::{Range, RangeSet, RangeSpec};
+use crate::store::any::AnyStore;
+use crate::store::etcd::{EtcdConfig, EtcdStore};
+use crate::store::local::LocalStore;
+use crate::store::{Read, ReadResult, Store};
+
+/// A resolved target: what to open and how.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The network (its range sets may be empty when no ranges were given).
+    pub network: Network,
+    /// Whether the chunk size was given (config or `--chunk-bits`) rather
+    /// than left to the stored meta record.
+    pub explicit_chunk_bits: bool,
+    /// The store.
+    pub store: StoreConf,
+    /// Allocator options.
+    pub options: Options,
+}
+
+/// Reads a network config file; a `.conflist` (`plugins` list) yields its
+/// first plugin with an `ipam` section, with the list's `name` and
+/// `cniVersion`.
+pub fn read_config(path: &Path) -> Result<NetConf, AdminError> {
+    let bad = |detail: String| AdminError::Config {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let bytes = match doc.get("plugins") {
+        Some(Value::Array(plugins)) => {
+            let plugin = plugins
+                .iter()
+                .find(|p| p.get("ipam").is_some())
+                .ok_or_else(|| bad("no plugin in \"plugins\" has an \"ipam\" section".into()))?;
+            let mut merged = plugin.clone();
+            if let Value::Object(m) = &mut merged {
+                for field in ["name", "cniVersion"] {
+                    if let Some(v) = doc.get(field) {
+                        m.insert(field.into(), v.clone());
+                    }
+                }
+            }
+            serde_json::to_vec(&merged).map_err(|e| bad(e.to_string()))?
+        }
+        _ => bytes,
+    };
+    NetConf::parse(&bytes).map_err(|e| bad(e.to_string()))
+}
+
+/// One range set of one range with host-local's defaults.
+pub fn subnet_set(cidr: &str) -> Result<RangeSet, AdminError> {
+    let bad = |e: String| AdminError::Usage(format!("--subnet {cidr}: {e}"));
+    let range = Range::parse(&RangeSpec {
+        subnet: cidr.to_string(),
+        ..RangeSpec::default()
+    })
+    .map_err(|e| bad(e.to_string()))?;
+    RangeSet::new(vec![range]).map_err(|e| bad(e.to_string()))
+}
+
+impl Target {
+    /// Resolves the flags. `default_network` is used when neither
+    /// `--config` nor `--network` names one (the benchmark's own network).
+    pub fn resolve(args: &TargetArgs, default_network: Option<&str>) -> Result<Target, AdminError> {
+        let (mut target, explicit_store) = match &args.config {
+            Some(path) => {
+                for (given, flag) in [
+                    (args.network.is_some(), "--network"),
+                    (!args.subnet.is_empty(), "--subnet"),
+                    (args.chunk_bits.is_some(), "--chunk-bits"),
+                    (args.prefix.is_some(), "--prefix"),
+                ] {
+                    if given {
+                        return Err(AdminError::Usage(format!(
+                            "{flag} cannot be combined with --config (the config file sets it)"
+                        )));
+                    }
+                }
+                let conf = read_config(path)?;
+                let network = conf.network().map_err(|e| AdminError::Config {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?;
+                (
+                    Target {
+                        network,
+                        explicit_chunk_bits: true,
+                        store: conf.ipam.store.clone(),
+                        options: conf.options(),
+                    },
+                    false,
+                )
+            }
+            None => {
+                let name = args.network.as_deref().or(default_network).ok_or_else(|| {
+                    AdminError::Usage(
+                        "no network given: pass --config FILE, or --network NAME with --endpoints"
+                            .into(),
+                    )
+                })?;
+                let sets = args
+                    .subnet
+                    .iter()
+                    .map(|s| subnet_set(s))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !sets.is_empty() {
+                    crate::range::check_sets(&sets)
+                        .map_err(|e| AdminError::Usage(format!("--subnet: {e}")))?;
+                }
+                let network = Network {
+                    name: name.to_string(),
+                    prefix: args
+                        .prefix
+                        .as_deref()
+                        .unwrap_or(DEFAULT_PREFIX)
+                        .trim_end_matches('/')
+                        .to_string(),
+                    sets,
+                    chunk_bits: args.chunk_bits.unwrap_or(DEFAULT_CHUNK_BITS),
+                };
+                let store = StoreConf::Local {
+                    data_dir: PathBuf::new(),
+                    lock_wait: Duration::from_secs(10),
+                };
+                (
+                    Target {
+                        network,
+                        explicit_chunk_bits: args.chunk_bits.is_some(),
+                        store,
+                        options: Options::default(),
+                    },
+                    true,
+                )
+            }
+        };
+        // Store flags override the config's store.
+        let tls_given = args.cacert.is_some() || args.cert.is_some() || args.key.is_some();
+        match (&args.data_dir, args.endpoints.is_empty()) {
+            (Some(_), false) => {
+                return Err(AdminError::Usage(
+                    "--endpoints and --data-dir exclude each other".into(),
+                ))
+            }
+            (Some(dir), true) => {
+                target.store = StoreConf::Local {
+                    data_dir: dir.clone(),
+                    lock_wait: target.options.budget,
+                };
+            }
+            (None, false) => {
+                let base = match &target.store {
+                    StoreConf::Etcd(c) => c.clone(),
+                    StoreConf::Local { .. } => EtcdConfig::default(),
+                };
+                target.store = StoreConf::Etcd(EtcdConfig {
+                    endpoints: args.endpoints.clone(),
+                    trusted_ca_file: args.cacert.clone().or(base.trusted_ca_file.clone()),
+                    cert_file: args.cert.clone().or(base.cert_file.clone()),
+                    key_file: args.key.clone().or(base.key_file.clone()),
+                    ..base
+                });
+            }
+            (None, true) => {
+                if explicit_store {
+                    return Err(AdminError::Usage(
+                        "no store given: pass --config FILE, --endpoints E or --data-dir DIR"
+                            .into(),
+                    ));
+                }
+                if tls_given {
+                    if let StoreConf::Etcd(c) = &mut target.store {
+                        c.trusted_ca_file = args.cacert.clone().or(c.trusted_ca_file.take());
+                        c.cert_file = args.cert.clone().or(c.cert_file.take());
+                        c.key_file = args.key.clone().or(c.key_file.take());
+                    }
+                }
+            }
+        }
+        Ok(target)
+    }
+
+    /// Whether the network has ranges (needed by `show` and `bench`).
+    pub fn require_ranges(&self, command: &str) -> Result<(), AdminError> {
+        if self.network.sets.is_empty() {
+            return Err(AdminError::Usage(format!(
+                "{command} needs the network's ranges: pass --config FILE or --subnet CIDR"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Opens the store and binds an allocator, taking the chunk size from
+    /// the stored meta record when none was given, and refusing one that
+    /// disagrees with it.
+    pub async fn open(&self) -> Result<Allocator<AnyStore>, AdminError> {
+        let store = open_store(&self.store).await?;
+        let network = self.checked_network(&store).await?;
+        Ok(Allocator::new(store, network, self.options.clone())?)
+    }
+
+    /// The network with the chunk size agreed with the store's meta record.
+    pub async fn checked_network<S: Store>(&self, store: &S) -> Result<Network, AdminError> {
+        let mut network = self.network.clone();
+        let ks = Keyspace::new(&network.prefix, &network.name).map_err(AllocError::from)?;
+        let key = ks.meta();
+        let res = tokio::time::timeout(self.options.budget, store.read(&[Read::Get(key.clone())]))
+            .await
+            .map_err(|_| {
+                crate::store::StoreError::Unavailable(format!(
+                    "no answer within {:?} reading {key}",
+                    self.options.budget
+                ))
+            })??;
+        if let Some(ReadResult::Get(Some(v))) = res.into_iter().next() {
+            let meta = Meta::decode(&v.value).map_err(|detail| AllocError::CorruptMeta {
+                key: key.clone(),
+                detail,
+            })?;
+            if !self.explicit_chunk_bits {
+                network.chunk_bits = meta.chunk_bits;
+            } else if meta.chunk_bits != network.chunk_bits {
+                return Err(AllocError::MetaMismatch {
+                    key,
+                    stored: meta.chunk_bits,
+                    configured: network.chunk_bits,
+                }
+                .into());
+            }
+        }
+        Ok(network)
+    }
+}
+
+/// Opens the configured store.
+pub async fn open_store(store: &StoreConf) -> Result<AnyStore, AdminError> {
+    Ok(match store {
+        StoreConf::Etcd(config) => AnyStore::Etcd(EtcdStore::connect(config).await?),
+        StoreConf::Local {
+            data_dir,
+            lock_wait,
+        } => AnyStore::Local(LocalStore::open(data_dir, *lock_wait)?),
+    })
+}

@@ -1,0 +1,432 @@
+//! `ipamctl` as a subprocess against real etcd: show, list, get, release
+//! (confirmed and refused), check (clean, planted inconsistencies, repair),
+//! gc and a tiny bench.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use host_etcd::allocator::{AllocRequest, Allocator, OwnerId};
+use host_etcd::cni::config::NetConf;
+use host_etcd::range::{to_u128, Family};
+use host_etcd::store::etcd::EtcdStore;
+use host_etcd::store::{Op, Store, Txn};
+use serde_json::Value;
+use support::EtcdServer;
+
+const EXE: &str = env!("CARGO_BIN_EXE_ipamctl");
+
+/// Runs `ipamctl ARGS` with stdin closed (never a terminal).
+fn ipamctl(args: &[&str]) -> Output {
+    Command::new(EXE)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs and expects exit status `code`; returns stdout.
+fn expect(code: i32, args: &[&str]) -> String {
+    let out = ipamctl(args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "ipamctl {args:?}\n{}",
+        text(&out)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(code: i32, args: &[&str]) -> Value {
+    let stdout = expect(code, args);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}\n{stdout}"))
+}
+
+/// A network config file like the plugin's, on this etcd.
+fn write_config(dir: &Path, etcd: &EtcdServer) -> PathBuf {
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "net1",
+        "type": "host-etcd",
+        "ipam": {
+            "type": "host-etcd",
+            "endpoints": [etcd.url()],
+            "prefix": "/cli-test",
+            "subnet": "10.10.0.0/24",
+            "chunkBits": 8
+        }
+    });
+    let path = dir.join("net1.conf");
+    std::fs::write(&path, serde_json::to_vec_pretty(&conf).unwrap()).unwrap();
+    path
+}
+
+async fn allocator(config: &Path) -> Allocator<EtcdStore> {
+    let conf = NetConf::parse(&std::fs::read(config).unwrap()).unwrap();
+    let host_etcd::cni::config::StoreConf::Etcd(etcd) = &conf.ipam.store else {
+        panic!("config must use etcd");
+    };
+    let store = EtcdStore::connect(etcd).await.unwrap();
+    Allocator::new(store, conf.network().unwrap(), conf.options()).unwrap()
+}
+
+/// Allocates `c1`, `c2`, `c3` (pods ns/p1..p3); returns their addresses.
+async fn populate(alloc: &Allocator<EtcdStore>) -> Vec<IpAddr> {
+    let mut ips = Vec::new();
+    for i in 1..=3 {
+        let a = alloc
+            .allocate(&AllocRequest {
+                owner: OwnerId {
+                    container_id: format!("c{i}"),
+                    ifname: "eth0".into(),
+                },
+                pod_namespace: Some("ns".into()),
+                pod_name: Some(format!("p{i}")),
+                ..AllocRequest::default()
+            })
+            .await
+            .unwrap();
+        ips.push(a.assigned[0].ip);
+    }
+    ips
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_release_check_repair_and_gc() {
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &etcd);
+    let cfg = config.to_str().unwrap();
+    let alloc = allocator(&config).await;
+    let ips = populate(&alloc).await;
+    let ip = |i: usize| ips[i].to_string();
+
+    // show
+    let rows = json(0, &["--config", cfg, "show", "--json"]);
+    let row = &rows[0];
+    assert_eq!(row["subnet"], "10.10.0.0/24");
+    assert_eq!(row["size"], 253);
+    assert_eq!(row["used"], 3);
+    assert_eq!(row["free"], 250);
+    assert_eq!(row["chunks"], 1);
+    assert!(row["bytes"].as_u64().unwrap() > 0);
+    let human = expect(0, &["show", "--config", cfg]);
+    assert!(
+        human.contains("UTIL%") && human.contains("10.10.0.0/24"),
+        "{human}"
+    );
+
+    // The same network given by flags instead of the config file.
+    let url = etcd.url();
+    let by_flags = json(
+        0,
+        &[
+            "--endpoints",
+            &url,
+            "--network",
+            "net1",
+            "--prefix",
+            "/cli-test",
+            "--subnet",
+            "10.10.0.0/24",
+            "show",
+            "--json",
+        ],
+    );
+    assert_eq!(by_flags[0]["used"], 3);
+    // k comes from the stored meta record; a disagreeing one is refused.
+    let out = ipamctl(&[
+        "--endpoints",
+        &url,
+        "--network",
+        "net1",
+        "--prefix",
+        "/cli-test",
+        "--subnet",
+        "10.10.0.0/24",
+        "--chunk-bits",
+        "10",
+        "show",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("chunkBits 8"), "{}", text(&out));
+
+    // list with filters
+    let all = json(0, &["--config", cfg, "list", "--json"]);
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    assert_eq!(all[0]["container_id"], "c1");
+    assert_eq!(all[0]["pod_namespace"], "ns");
+    let one = json(0, &["--config", cfg, "list", "--container", "c2", "--json"]);
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    assert_eq!(one[0]["ips"][0], ip(1));
+    let by_pod = json(0, &["--config", cfg, "list", "--pod", "ns/p3", "--json"]);
+    assert_eq!(by_pod[0]["container_id"], "c3");
+    let by_ip = json(0, &["--config", cfg, "list", "--ip", &ip(0), "--json"]);
+    assert_eq!(by_ip[0]["container_id"], "c1");
+    let table = expect(0, &["--config", cfg, "list"]);
+    assert!(
+        table.contains("CONTAINER") && table.contains("ns/p2"),
+        "{table}"
+    );
+
+    // get
+    let held = json(0, &["--config", cfg, "get", &ip(2), "--json"]);
+    assert_eq!(held["container_id"], "c3");
+    assert_eq!(
+        json(0, &["--config", cfg, "get", "10.10.0.200", "--json"]),
+        Value::Null
+    );
+    assert!(expect(0, &["--config", cfg, "get", "10.10.0.200"]).contains("not held"));
+
+    // release: refused without --yes when stdin is not a terminal
+    let out = ipamctl(&["--config", cfg, "release", "--container", "c1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--yes"), "{}", text(&out));
+    assert!(alloc
+        .owner(&OwnerId {
+            container_id: "c1".into(),
+            ifname: "eth0".into()
+        })
+        .await
+        .unwrap()
+        .is_some());
+    let released = json(
+        0,
+        &[
+            "--config",
+            cfg,
+            "release",
+            "--container",
+            "c1",
+            "--yes",
+            "--json",
+        ],
+    );
+    assert_eq!(released["ips"][0], ip(0));
+    assert!(alloc.holder_of(ips[0]).await.unwrap().is_none());
+    let out = expect(0, &["--config", cfg, "release", "--ip", &ip(1), "--yes"]);
+    assert!(out.contains(&format!("released {}", ip(1))), "{out}");
+    assert_eq!(alloc.owners().await.unwrap().len(), 1);
+    expect(
+        0,
+        &["--config", cfg, "release", "--container", "nobody", "--yes"],
+    );
+
+    // check: clean
+    let report = json(0, &["--config", cfg, "check", "--json"]);
+    assert_eq!(report["problems"], serde_json::json!([]));
+    assert_eq!(report["owners"], 1);
+
+    // Plant a bit without owner: re-allocate c4, then delete its owner key.
+    let a4 = alloc
+        .allocate(&AllocRequest {
+            owner: OwnerId {
+                container_id: "c4".into(),
+                ifname: "eth0".into(),
+            },
+            ..AllocRequest::default()
+        })
+        .await
+        .unwrap()
+        .assigned[0]
+        .ip;
+    let owner_key = alloc.keyspace().owner("c4", "eth0").unwrap();
+    alloc
+        .store()
+        .txn(Txn {
+            ops: vec![Op::Delete(owner_key)],
+            ..Txn::default()
+        })
+        .await
+        .unwrap();
+    let out = expect(1, &["--config", cfg, "check"]);
+    assert!(
+        out.contains(&format!("{a4} is marked taken")) && out.contains("no owner"),
+        "{out}"
+    );
+    let report = json(1, &["--config", cfg, "check", "--json"]);
+    assert_eq!(report["problems"][0]["kind"], "bitWithoutOwner");
+    let fixed = json(0, &["--config", cfg, "check", "--repair", "--json"]);
+    assert_eq!(fixed["repaired"], 1);
+    expect(0, &["--config", cfg, "check"]);
+    assert_eq!(json(0, &["--config", cfg, "show", "--json"])[0]["used"], 1);
+
+    // Plant garbage in the chunk: detected, then rebuilt from the owners.
+    let chunk_key = alloc.keyspace().chunk(Family::V4, 8, to_u128(ips[2]) >> 8);
+    alloc
+        .store()
+        .txn(Txn {
+            ops: vec![Op::Put(chunk_key.clone(), b"garbage".to_vec())],
+            ..Txn::default()
+        })
+        .await
+        .unwrap();
+    let out = expect(1, &["--config", cfg, "check"]);
+    assert!(out.contains(&format!("corrupt chunk {chunk_key}")), "{out}");
+    expect(0, &["--config", cfg, "check", "--repair"]);
+    expect(0, &["--config", cfg, "check"]);
+    assert_eq!(
+        alloc.holder_of(ips[2]).await.unwrap().unwrap().container_id,
+        "c3"
+    );
+
+    // gc: keep c3, release the rest.
+    for i in 5..=6 {
+        alloc
+            .allocate(&AllocRequest {
+                owner: OwnerId {
+                    container_id: format!("c{i}"),
+                    ifname: "eth0".into(),
+                },
+                ..AllocRequest::default()
+            })
+            .await
+            .unwrap();
+    }
+    let valid = dir.path().join("valid.json");
+    std::fs::write(&valid, r#"[{"containerID": "c3", "ifname": "eth0"}]"#).unwrap();
+    let vf = valid.to_str().unwrap();
+    let out = ipamctl(&["--config", cfg, "gc", "--valid", vf]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(alloc.owners().await.unwrap().len(), 3);
+    let released = json(
+        0,
+        &["--config", cfg, "gc", "--valid", vf, "--yes", "--json"],
+    );
+    let mut gone: Vec<&str> = released
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["container_id"].as_str().unwrap())
+        .collect();
+    gone.sort();
+    assert_eq!(gone, ["c5", "c6"]);
+    let left = alloc.owners().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].container_id, "c3");
+    expect(0, &["--config", cfg, "check"]);
+
+    // A bad valid-attachments file names the entry.
+    std::fs::write(&valid, r#"[{"containerID": "c3"}]"#).unwrap();
+    let out = ipamctl(&["--config", cfg, "gc", "--valid", vf, "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("[0].ifname"), "{}", text(&out));
+}
+
+#[test]
+fn conflist_configs_are_read_and_usage_errors_exit_2() {
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let list = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "net2",
+        "plugins": [
+            {"type": "bridge"},
+            {"type": "host-etcd", "ipam": {"type": "host-etcd", "endpoints": etcd.url(),
+                                           "ranges": [[{"subnet": "fd00:1::/120"}]]}}
+        ]
+    });
+    let path = dir.path().join("net2.conflist");
+    std::fs::write(&path, list.to_string()).unwrap();
+    let rows = json(0, &["--config", path.to_str().unwrap(), "show", "--json"]);
+    assert_eq!(rows[0]["subnet"], "fd00:1::/120");
+    assert_eq!(rows[0]["used"], 0);
+
+    let out = ipamctl(&["show"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--config"), "{}", text(&out));
+    let out = ipamctl(&["--config", path.to_str().unwrap(), "--network", "x", "list"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = ipamctl(&["--config", "/nonexistent.conf", "list"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("/nonexistent.conf"), "{}", text(&out));
+}
+
+fn check_bench(report: &Value, count: u64) {
+    let ours = &report["ours"];
+    assert_eq!(ours["allocations"], count, "{report}");
+    assert_eq!(ours["errors"], 0, "{report}");
+    assert!(ours["allocations_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(ours["round_trips_per_allocation"].as_f64().unwrap() >= 2.0);
+    assert!(ours["cas_retries_per_allocation"].as_f64().unwrap() >= 0.0);
+    assert!(ours["bytes_written"].as_u64().unwrap() > 0);
+    for f in ["p50", "p99", "max"] {
+        assert!(ours["latency_ms"][f].as_f64().unwrap() > 0.0, "{f}");
+    }
+    assert!(report["raw"]["txns"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["ratio_to_raw"].as_f64().unwrap() > 0.0);
+    assert!(report["naive"]["probes"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["ratio_to_naive"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bench_reports_every_figure_in_json() {
+    let etcd = EtcdServer::start();
+    let url = etcd.url();
+    let report = json(
+        0,
+        &[
+            "--endpoints",
+            &url,
+            "bench",
+            "-n",
+            "20",
+            "-c",
+            "2",
+            "--network-per-run",
+            "--baseline-secs",
+            "2",
+            "--json",
+        ],
+    );
+    check_bench(&report, 20);
+    assert!(report["network"].as_str().unwrap().starts_with("bench-"));
+    assert_eq!(report["chunk_bits"], 10);
+
+    // IPv6, prefill, alloc+release loop, two worker processes.
+    let report = json(
+        0,
+        &[
+            "--endpoints",
+            &url,
+            "--subnet",
+            "fd00:2::/116",
+            "--chunk-bits",
+            "8",
+            "bench",
+            "-n",
+            "20",
+            "-c",
+            "2",
+            "--processes",
+            "2",
+            "--prefill",
+            "0.1",
+            "--release",
+            "--network-per-run",
+            "--baseline-secs",
+            "2",
+            "--json",
+        ],
+    );
+    check_bench(&report, 20);
+    assert_eq!(report["processes"], 2);
+    assert_eq!(report["prefilled"], 409);
+    assert_eq!(report["naive"]["prefilled"], 409);
+    assert_eq!(report["release"], true);
+
+    let out = ipamctl(&["--endpoints", &url, "bench", "--prefill", "1.5"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
