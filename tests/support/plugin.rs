@@ -236,14 +236,23 @@ impl Outcome {
             .unwrap_or_else(|e| panic!("error output is not JSON ({e}):{}", self.context()));
         assert!(v["code"].is_u64(), "no numeric code:{}", self.context());
         assert!(v["msg"].is_string(), "no msg:{}", self.context());
-        assert!(v["cniVersion"].is_string(), "no cniVersion:{}", self.context());
+        assert!(
+            v["cniVersion"].is_string(),
+            "no cniVersion:{}",
+            self.context()
+        );
         v
     }
 
     /// Asserts failure with exactly `code` and returns the error object.
     pub fn err(&self, code: u64) -> Value {
         let v = self.error();
-        assert_eq!(v["code"].as_u64(), Some(code), "wrong code:{}", self.context());
+        assert_eq!(
+            v["code"].as_u64(),
+            Some(code),
+            "wrong code:{}",
+            self.context()
+        );
         v
     }
 
