@@ -330,7 +330,9 @@ mod tests {
     #[test]
     fn commands_newer_than_the_config_version_are_code_1() {
         let conf = |v: &str| {
-            format!(r#"{{"cniVersion":"{v}","name":"n","ipam":{{"subnet":"10.0.0.0/24","dataDir":"/nonexistent"}}}}"#)
+            format!(
+                r#"{{"cniVersion":"{v}","name":"n","ipam":{{"subnet":"10.0.0.0/24","dataDir":"/nonexistent"}}}}"#
+            )
         };
         for (command, old) in [
             (Command::Check, "0.3.1"),
