@@ -60,6 +60,7 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<String>, CniError> {
         return Ok(Some(version_json(v)));
     }
     let conf = NetConf::parse(stdin)?;
+    check_command_version(env.command, conf.cni_version)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -76,6 +77,26 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<String>, CniError> {
             Err(_) => Err(CniError::BudgetExceeded { budget_ms }),
         }
     })
+}
+
+/// Refuses a command the config's `cniVersion` does not define, as the
+/// reference plugin library does (code 1): CHECK needs 0.4.0, GC and STATUS
+/// need 1.1.0.
+fn check_command_version(command: Command, version: CniVersion) -> Result<(), CniError> {
+    let (name, since) = match command {
+        Command::Check => ("CHECK", CniVersion::V0_4_0),
+        Command::Gc => ("GC", CniVersion::V1_1_0),
+        Command::Status => ("STATUS", CniVersion::V1_1_0),
+        Command::Add | Command::Del | Command::Version => return Ok(()),
+    };
+    if version < since {
+        return Err(CniError::CommandNotInVersion {
+            command: name,
+            version,
+            since,
+        });
+    }
+    Ok(())
 }
 
 /// Time allowed for connecting on top of the operation budget.
@@ -300,4 +321,22 @@ mod tests {
         assert_eq!(e.as_ref().map(CniError::code), Some(7));
         assert!(e.is_some_and(|e| e.to_string().contains("cni.dev/valid-attachments")));
     }
+
+    #[test]
+    fn commands_newer_than_the_config_version_are_code_1() {
+        let conf = |v: &str| {
+            format!(
+                r#"{{"cniVersion":"{v}","name":"n","ipam":{{"subnet":"10.0.0.0/24","dataDir":"/nonexistent"}}}}"#
+            )
+        };
+        for (command, old) in [
+            (Command::Check, "0.3.1"),
+            (Command::Gc, "1.0.0"),
+            (Command::Status, "1.0.0"),
+        ] {
+            let e = run(&env(command), conf(old).as_bytes()).err();
+            assert_eq!(e.as_ref().map(CniError::code), Some(1), "{command:?} {old}");
+        }
+    }
+
 }

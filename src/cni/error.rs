@@ -57,6 +57,17 @@ pub enum CniError {
         /// What the config said (`""` when absent).
         version: String,
     },
+    /// The command does not exist in the config's `cniVersion` (code 1):
+    /// CHECK came in 0.4.0, GC and STATUS in 1.1.0.
+    #[error("CNI_COMMAND={command} needs cniVersion {since} or later; the config says {version}")]
+    CommandNotInVersion {
+        /// The command, e.g. `GC`.
+        command: &'static str,
+        /// The config's version.
+        version: CniVersion,
+        /// The first version that defines the command.
+        since: CniVersion,
+    },
     /// A config field the plugin does not implement was used (code 2).
     #[error("{field}: not supported: {reason}")]
     UnsupportedField {
@@ -179,7 +190,9 @@ impl CniError {
     /// The CNI error code.
     pub fn code(&self) -> u32 {
         match self {
-            CniError::IncompatibleVersion { .. } => CODE_INCOMPATIBLE_VERSION,
+            CniError::IncompatibleVersion { .. } | CniError::CommandNotInVersion { .. } => {
+                CODE_INCOMPATIBLE_VERSION
+            }
             CniError::UnsupportedField { .. } => CODE_UNSUPPORTED_FIELD,
             CniError::UnknownContainer { .. } => CODE_UNKNOWN_CONTAINER,
             CniError::MissingEnv { .. } | CniError::InvalidEnv { .. } => CODE_INVALID_ENV,

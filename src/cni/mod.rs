@@ -20,7 +20,7 @@
 //!
 //! | code | meaning | raised for |
 //! |---|---|---|
-//! | 1 | incompatible CNI version | `cniVersion` missing or not one of 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0 |
+//! | 1 | incompatible CNI version | `cniVersion` missing or not one of 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0; CHECK before 0.4.0, GC or STATUS before 1.1.0 |
 //! | 2 | unsupported field | `runtimeConfig.ipRanges` |
 //! | 3 | container unknown | CHECK of an attachment holding nothing |
 //! | 4 | invalid environment variables | missing/invalid `CNI_*`, bad `CNI_ARGS` |

@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod contract;
+pub mod plugin;
 pub mod tls;
 
 use std::ops::Deref;
