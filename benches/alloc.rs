@@ -23,7 +23,7 @@ use host_etcd::range::{Range, RangeSet, RangeSpec};
 use host_etcd::store::memory::MemoryStore;
 use roaring::RoaringTreemap;
 
-const K: u8 = 10;
+const K: u8 = host_etcd::allocator::DEFAULT_CHUNK_BITS;
 const SEED: u64 = 42;
 
 fn network(subnet: &str) -> Network {

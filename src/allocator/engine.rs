@@ -76,7 +76,8 @@ impl<S: Store> Allocator<S> {
     ) -> Result<T, AllocError> {
         let deadline = Instant::now() + self.options.budget;
         let hints = self.hints();
-        let ctx = self.ctx(&hints);
+        let no_hints = BTreeMap::new();
+        let mut ctx = self.ctx(&hints);
         let fresh = || Known::new(self.keyspace.clone(), self.network.chunk_bits);
         let mut known = fresh();
         let mut pending = initial.clone();
@@ -130,6 +131,13 @@ impl<S: Store> Allocator<S> {
                         known.absorb_key(&key, value);
                     }
                     last = "compare-and-swap conflict".into();
+                    if attempts >= 2 {
+                        // Repeated conflicts: others are busy in the same
+                        // chunk. Start the next search at a random chunk
+                        // (costs a read there, spreads the contenders).
+                        ctx.seed = fastrand::u64(..);
+                        ctx.hints = &no_hints;
+                    }
                 }
                 Err(e) if e.is_transient() => {
                     // The transaction may or may not have been applied:

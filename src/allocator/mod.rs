@@ -26,8 +26,10 @@ pub use check::{CheckReport, Problem, RangeUsage};
 pub use error::AllocError;
 pub use keys::Keyspace;
 
-/// Default chunk size exponent: a chunk covers 2^k addresses.
-pub const DEFAULT_CHUNK_BITS: u8 = 10;
+/// Default chunk size exponent: a chunk covers 2^k addresses. Chosen by
+/// measurement (BENCHMARKS.md, "Chunk size"): fewest CAS retries at 64
+/// concurrent clients with the same single-client cost as larger chunks.
+pub const DEFAULT_CHUNK_BITS: u8 = 8;
 
 /// Supported chunk size exponents.
 pub const CHUNK_BITS_RANGE: std::ops::RangeInclusive<u8> = 6..=20;

@@ -294,7 +294,7 @@ async fn chunk_size_mismatch_is_refused() {
         matches!(
             e,
             AllocError::MetaMismatch {
-                stored: 10,
+                stored: DEFAULT_CHUNK_BITS,
                 configured: 12,
                 ..
             }
@@ -308,9 +308,11 @@ async fn corrupt_data_is_named_never_overwritten() {
     let store = MemoryStore::new();
     let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/24")])]));
     a.allocate(&req("a")).await.unwrap();
-    let key = a
-        .keyspace()
-        .chunk(crate::range::Family::V4, 10, 0x0a00_0000 >> 10);
+    let key = a.keyspace().chunk(
+        crate::range::Family::V4,
+        a.network().chunk_bits,
+        0x0a00_0000 >> a.network().chunk_bits,
+    );
     store.put_raw(&key, b"garbage".to_vec());
     let e = a.allocate(&req("b")).await.unwrap_err();
     assert!(matches!(e, AllocError::CorruptChunk { .. }), "{e}");

@@ -338,5 +338,4 @@ mod tests {
             assert_eq!(e.as_ref().map(CniError::code), Some(1), "{command:?} {old}");
         }
     }
-
 }
