@@ -92,7 +92,7 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
 fn eight_processes_times_200_adds_are_all_distinct() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("state");
-    let conf = config(&data, "10.20.0.0/22");
+    let conf = config(&data, "10.20.0.0/21");
     let handles: Vec<_> = (0..8)
         .map(|p| {
             let conf = conf.clone();
@@ -110,7 +110,7 @@ fn eight_processes_times_200_adds_are_all_distinct() {
         }
     }
     assert_eq!(all.len(), 1600);
-    let a = allocator(&data, "10.20.0.0/22");
+    let a = allocator(&data, "10.20.0.0/21");
     let report = block_on(a.check()).unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!((report.owners, report.allocated), (1600, 1600));

@@ -393,7 +393,10 @@ fn bench_reports_every_figure_in_json() {
     );
     check_bench(&report, 20);
     assert!(report["network"].as_str().unwrap().starts_with("bench-"));
-    assert_eq!(report["chunk_bits"], 10);
+    assert_eq!(
+        report["chunk_bits"],
+        host_etcd::allocator::DEFAULT_CHUNK_BITS
+    );
 
     // IPv6, prefill, alloc+release loop, two worker processes.
     let report = json(

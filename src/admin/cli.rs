@@ -56,7 +56,7 @@ pub struct TargetArgs {
     /// defaults for gateway, rangeStart and rangeEnd.
     #[arg(long, global = true, value_name = "CIDR")]
     pub subnet: Vec<String>,
-    /// Chunk size exponent k (default: the network's stored value, else 10).
+    /// Chunk size exponent k (default: the network's stored value, else the crate default, 8).
     #[arg(long, global = true, value_name = "K")]
     pub chunk_bits: Option<u8>,
 }

@@ -662,15 +662,20 @@ pub fn plan_release(
     for ip in &rec.ips {
         let family = Family::of(*ip);
         let idx = geometry::chunk_of(*ip, k);
+        let mut want = Vec::new();
         if matches!(known.chunk(family, idx), Lookup::Unknown) {
-            missing.push(Pending::Get(ctx.ks.chunk(family, k, idx)));
+            want.push(Pending::Get(ctx.ks.chunk(family, k, idx)));
         }
         let fkey = ctx.ks.full(family, idx);
         if !known.full.contains_key(&fkey) {
-            missing.push(Pending::Get(fkey));
+            want.push(Pending::Get(fkey));
+        }
+        for p in want {
+            if !missing.contains(&p) {
+                missing.push(p);
+            }
         }
     }
-    missing.dedup();
     if !missing.is_empty() {
         return Err(Stop::Need(missing));
     }

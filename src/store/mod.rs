@@ -44,8 +44,13 @@
 //!    report [`StoreError::Unavailable`] when it passes.
 //!
 //! [`memory::MemoryStore`] is the reference implementation; the contract test
-//! suite in `tests/store_contract.rs` runs the same checks against every
-//! backend.
+//! suite (`tests/support/contract.rs`, run by `tests/store_contract.rs`) runs
+//! the same checks against every backend.
+//!
+//! One difference the contract allows: a `Delete(k)` followed by `Put(k)` in
+//! one transaction keeps etcd's old `create_revision` (etcd applies only the
+//! last op per key), while the memory and embedded stores give a new one. The
+//! allocator never relies on `create_revision`.
 
 use std::future::Future;
 use std::path::PathBuf;
