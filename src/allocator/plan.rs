@@ -16,7 +16,7 @@ use super::error::AllocError;
 use super::geometry::{self, Candidates};
 use super::keys::Keyspace;
 use super::meta::Meta;
-use super::state::{Known, Lookup, Pending};
+use super::state::{FullLookup, Known, Lookup, Pending};
 use super::{fullset, AllocRequest, Assigned, Network, OwnerRecord};
 use crate::bitmap::Bitmap;
 use crate::codec::{self, Chunk};
@@ -81,6 +81,8 @@ pub struct Plan<T> {
 struct DraftChunk {
     orig: Option<i64>,
     chunk: Chunk,
+    /// Whether the stored chunk was full (for ordinary pods) before.
+    was_full: bool,
 }
 
 struct DraftFull {
@@ -92,15 +94,17 @@ struct DraftFull {
 /// Modified copies of chunks and full-sets on top of [`Known`].
 struct Draft<'a> {
     known: &'a Known,
+    net: &'a Network,
     k: u8,
     chunks: BTreeMap<(Family, u128), DraftChunk>,
     full: BTreeMap<Key, DraftFull>,
 }
 
 impl<'a> Draft<'a> {
-    fn new(known: &'a Known, k: u8) -> Self {
+    fn new(known: &'a Known, net: &'a Network, k: u8) -> Self {
         Draft {
             known,
+            net,
             k,
             chunks: BTreeMap::new(),
             full: BTreeMap::new(),
@@ -130,10 +134,12 @@ impl<'a> Draft<'a> {
                         bits: Bitmap::new(1usize << self.k),
                         cursor: 0,
                     },
+                    was_full: false,
                 },
                 Lookup::Present(rev, c) => DraftChunk {
                     orig: Some(rev),
                     chunk: c.clone(),
+                    was_full: is_full(self.net, family, self.k, idx, c),
                 },
                 Lookup::Corrupt(e) => {
                     return Err(Stop::Fail(AllocError::CorruptChunk {
@@ -155,22 +161,22 @@ impl<'a> Draft<'a> {
 
     fn full_mut(&mut self, key: &Key) -> Result<&mut DraftFull, Stop> {
         if !self.full.contains_key(key) {
-            let d = match self.known.full.get(key) {
-                None => return Err(Stop::Need(vec![Pending::Get(key.clone())])),
-                Some(None) => DraftFull {
+            let d = match self.known.full(key) {
+                FullLookup::Unknown => return Err(Stop::Need(vec![Pending::Get(key.clone())])),
+                FullLookup::Absent => DraftFull {
                     orig: None,
                     set: RoaringTreemap::new(),
                     dirty: false,
                 },
-                Some(Some((rev, Ok(set)))) => DraftFull {
-                    orig: Some(*rev),
+                FullLookup::Present(rev, set) => DraftFull {
+                    orig: Some(rev),
                     set: set.clone(),
                     dirty: false,
                 },
-                Some(Some((_, Err(detail)))) => {
+                FullLookup::Corrupt(detail) => {
                     return Err(Stop::Fail(AllocError::CorruptFullSet {
                         key: key.clone(),
-                        detail: detail.clone(),
+                        detail: detail.to_string(),
                     }))
                 }
             };
@@ -208,13 +214,22 @@ impl<'a> Draft<'a> {
     /// the full-set changes they imply.
     fn finish(mut self, ctx: &Ctx<'_>, txn: &mut Txn) -> Result<(), Stop> {
         let k = ctx.k();
-        // First make sure every full-set these chunks belong to is known, in
-        // one batch of reads.
-        let missing: Vec<Pending> = self
-            .chunks
-            .keys()
-            .map(|(f, idx)| ctx.ks.full(*f, *idx))
-            .filter(|key| !self.full.contains_key(key) && !self.known.full.contains_key(key))
+        let chunks = std::mem::take(&mut self.chunks);
+        // Full-set changes: only where the chunk was full before this
+        // transaction or is full after it (a chunk neither full before nor
+        // after cannot be listed, apart from a stale hint, which is harmless).
+        let changes: Vec<((Family, u128), bool)> = chunks
+            .iter()
+            .filter_map(|(key, d)| {
+                let full_now = is_full(ctx.net, key.0, k, key.1, &d.chunk);
+                (full_now || d.was_full).then_some((*key, full_now))
+            })
+            .collect();
+        // Make sure every full-set needed is known, in one batch of reads.
+        let missing: Vec<Pending> = changes
+            .iter()
+            .map(|((f, idx), _)| ctx.ks.full(*f, *idx))
+            .filter(|key| !self.full.contains_key(key) && !self.known.full_known(key))
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .map(Pending::Get)
@@ -222,7 +237,6 @@ impl<'a> Draft<'a> {
         if !missing.is_empty() {
             return Err(Stop::Need(missing));
         }
-        let chunks = std::mem::take(&mut self.chunks);
         for ((family, idx), d) in &chunks {
             let key = ctx.ks.chunk(*family, k, *idx);
             txn.compares.push(Compare {
@@ -231,15 +245,16 @@ impl<'a> Draft<'a> {
             });
             txn.ops.push(Op::Put(key.clone(), codec::encode(&d.chunk)));
             txn.read_on_conflict.push(key);
-            let full_now = is_full(ctx.net, *family, k, *idx, &d.chunk);
-            let fkey = ctx.ks.full(*family, *idx);
+        }
+        for ((family, idx), full_now) in changes {
+            let fkey = ctx.ks.full(family, idx);
             let f = self.full_mut(&fkey)?;
-            let listed = f.set.contains(*idx as u64);
+            let listed = f.set.contains(idx as u64);
             if full_now && !listed {
-                f.set.insert(*idx as u64);
+                f.set.insert(idx as u64);
                 f.dirty = true;
             } else if !full_now && listed {
-                f.set.remove(*idx as u64);
+                f.set.remove(idx as u64);
                 f.dirty = true;
             }
         }
@@ -433,7 +448,7 @@ pub fn plan_add(
     let k = ctx.k();
     let mut txn = Txn::default();
     meta_step(ctx, known, &mut txn)?;
-    let mut draft = Draft::new(known, k);
+    let mut draft = Draft::new(known, ctx.net, k);
     let mut outcomes = Vec::with_capacity(reqs.len());
     let mut owners_seen = HashSet::new();
     for req in reqs {
@@ -562,7 +577,15 @@ fn pick_dynamic(
             let ord = (start + step) % n;
             step += 1;
             let Some(idx) = cands.nth(ord) else { break };
-            if use_hint {
+            // A chunk already read is looked at directly; the full-set is
+            // consulted only to skip chunks not read yet or found full.
+            let view = draft.view(family, idx);
+            let known_free = match &view {
+                Lookup::Present(_, c) => c.bits.count_ones() < c.bits.len(),
+                Lookup::Absent => true,
+                _ => false,
+            };
+            if use_hint && !known_free {
                 if let Some(skip) = draft.full_run(ctx.ks, family, idx, cands.run_end(idx))? {
                     // Jump over the whole run of listed chunks (never past
                     // the starting ordinal again).
@@ -667,7 +690,7 @@ pub fn plan_release(
             want.push(Pending::Get(ctx.ks.chunk(family, k, idx)));
         }
         let fkey = ctx.ks.full(family, idx);
-        if !known.full.contains_key(&fkey) {
+        if !known.full_known(&fkey) {
             want.push(Pending::Get(fkey));
         }
         for p in want {
@@ -679,7 +702,7 @@ pub fn plan_release(
     if !missing.is_empty() {
         return Err(Stop::Need(missing));
     }
-    let mut draft = Draft::new(known, k);
+    let mut draft = Draft::new(known, ctx.net, k);
     for ip in &rec.ips {
         let chunk = draft.chunk_mut(Family::of(*ip), geometry::chunk_of(*ip, k))?;
         // A bit already clear is an inconsistency `check` reports; the

@@ -56,6 +56,27 @@ struct ChunkVal {
     decoded: OnceCell<Result<Chunk, CodecError>>,
 }
 
+/// Stored bytes with their revision, decoded on first look.
+#[derive(Debug)]
+struct Lazy<T, E> {
+    rev: i64,
+    bytes: Vec<u8>,
+    decoded: OnceCell<Result<T, E>>,
+}
+
+/// How a full-set looks to the planner.
+#[derive(Debug)]
+pub enum FullLookup<'a> {
+    /// Not read yet.
+    Unknown,
+    /// Known not to exist: no chunk listed.
+    Absent,
+    /// Present and decoded.
+    Present(i64, &'a RoaringTreemap),
+    /// Present but undecodable.
+    Corrupt(&'a str),
+}
+
 /// A decoded value (or why it could not be decoded) with its mod revision.
 pub type Stored<T> = Option<(i64, Result<T, String>)>;
 
@@ -66,8 +87,8 @@ pub struct Known {
     k: u8,
     chunks: HashMap<(Family, u128), ChunkVal>,
     covered: Vec<(Family, u128, u128)>,
-    /// Full-sets by key.
-    pub full: HashMap<Key, Stored<RoaringTreemap>>,
+    /// Full-sets by key (decoded on first look, like chunks).
+    full: HashMap<Key, Option<Lazy<RoaringTreemap, String>>>,
     /// The meta record, once read (`Some(None)` = absent).
     pub meta: Option<Stored<Meta>>,
     /// Owner records by key.
@@ -108,6 +129,23 @@ impl Known {
                 Lookup::Absent
             }
             None => Lookup::Unknown,
+        }
+    }
+
+    /// Whether the full-set `key` has been read.
+    pub fn full_known(&self, key: &str) -> bool {
+        self.full.contains_key(key)
+    }
+
+    /// The state of one full-set.
+    pub fn full(&self, key: &str) -> FullLookup<'_> {
+        match self.full.get(key) {
+            None => FullLookup::Unknown,
+            Some(None) => FullLookup::Absent,
+            Some(Some(l)) => match l.decoded.get_or_init(|| fullset::decode(&l.bytes)) {
+                Ok(set) => FullLookup::Present(l.rev, set),
+                Err(e) => FullLookup::Corrupt(e),
+            },
         }
     }
 
@@ -174,7 +212,11 @@ impl Known {
             });
             self.owners.insert(key.to_string(), rec);
         } else if key.starts_with(&format!("{}/full/", self.ks.root())) {
-            let set = v.map(|v| (v.mod_revision, fullset::decode(&v.value)));
+            let set = v.map(|v| Lazy {
+                rev: v.mod_revision,
+                bytes: v.value,
+                decoded: OnceCell::new(),
+            });
             self.full.insert(key.to_string(), set);
         } else {
             for family in [Family::V4, Family::V6] {
