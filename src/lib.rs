@@ -26,5 +26,7 @@ pub mod allocator;
 pub mod bitmap;
 pub mod cni;
 pub mod codec;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod range;
 pub mod store;
