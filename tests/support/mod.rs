@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod contract;
+pub mod faults;
 pub mod plugin;
 pub mod tls;
 

@@ -1,0 +1,251 @@
+//! Cluster faults under load: a 3-member etcd on loopback while 8 workers
+//! (threads, each running the `host-etcd` plugin binary as a subprocess in a
+//! sequential ADD/DEL loop, the way 8 runtimes on 8 nodes would) keep
+//! allocating and releasing.
+//!
+//! Scenarios, one after the other on the same cluster and network:
+//! (a) SIGKILL the leader, restart it; (b) SIGSTOP the leader for longer
+//! than the election timeout, then SIGCONT; (c) lose quorum (SIGKILL two
+//! members): every operation fails with CNI code 11 within its budget, and
+//! succeeds again once quorum is back.
+//!
+//! After each scenario the stored state is checked with a fresh allocator:
+//! `check()` clean, no address held twice, and every ADD the plugin
+//! reported as successful (and not DELeted since) is held by exactly that
+//! owner with exactly the reported addresses; every successful DEL left no
+//! owner. Every failure of every invocation is code 11, nothing else.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use support::faults::{assert_no_duplicate, inspect, Ledger};
+use support::EtcdCluster;
+
+const WORKERS: usize = 8;
+const BUDGET_MS: u64 = 4000;
+/// A failing invocation must end within its budget plus process start-up
+/// and connection set-up on a loaded 2-core machine: this bounds "hangs",
+/// it is not a speed measurement.
+const FAILURE_CEILING: Duration = Duration::from_millis(BUDGET_MS + 8000);
+
+fn conf(cluster: &EtcdCluster) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "faults",
+        "ipam": {
+            "type": "host-etcd",
+            "endpoints": cluster.endpoints(),
+            "ranges": [[{"subnet": "10.30.0.0/20"}]],
+            "budgetMs": BUDGET_MS,
+            "requestTimeoutMs": 1000,
+            "dialTimeoutMs": 1000
+        }
+    })
+}
+
+/// Workers running ADD/DEL loops until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<Ledger>>,
+}
+
+impl Load {
+    /// Starts the workers; container names are `{tag}-w{i}-{n}`.
+    fn start(conf: &Value, tag: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = (0..WORKERS)
+            .map(|w| {
+                let stop = stop.clone();
+                let conf = conf.clone();
+                let tag = tag.to_string();
+                std::thread::spawn(move || worker(&conf, &tag, w, &stop))
+            })
+            .collect();
+        Load { stop, handles }
+    }
+
+    /// Stops the workers and merges their ledgers.
+    fn finish(self) -> Ledger {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all = Ledger::default();
+        for h in self.handles {
+            all.merge(h.join().unwrap());
+        }
+        all
+    }
+}
+
+/// One worker: keeps up to 3 containers; first retries the DEL of every
+/// container whose last ADD or DEL failed (as a runtime does), then adds a
+/// new container or deletes its oldest one.
+fn worker(conf: &Value, tag: &str, w: usize, stop: &AtomicBool) -> Ledger {
+    let mut ledger = Ledger::default();
+    let mut n = 0usize;
+    let mut order: Vec<String> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let pending: Vec<String> = ledger.uncertain.iter().cloned().collect();
+        for c in pending {
+            ledger.del(conf, &c);
+            if stop.load(Ordering::SeqCst) {
+                return ledger;
+            }
+        }
+        order.retain(|c| ledger.held.contains_key(c));
+        if order.len() >= 3 || (!order.is_empty() && fastrand::bool()) {
+            let c = order.remove(0);
+            ledger.del(conf, &c);
+        } else {
+            let c = format!("{tag}-w{w}-{n}");
+            n += 1;
+            if ledger.add(conf, &c).is_none() {
+                order.push(c);
+            }
+        }
+    }
+    ledger
+}
+
+/// Asserts every failure was code 11 and bounded in time.
+fn assert_only_try_again(scenario: &str, ledger: &Ledger) {
+    let other: Vec<_> = ledger.failures.keys().filter(|&&c| c != 11).collect();
+    assert!(
+        other.is_empty(),
+        "{scenario}: failures with codes other than 11: {:?}",
+        ledger.failures
+    );
+    assert!(
+        ledger.slowest_failure <= FAILURE_CEILING,
+        "{scenario}: a failing invocation took {:?} (budget {BUDGET_MS} ms)",
+        ledger.slowest_failure
+    );
+}
+
+/// Checks the stored state against everything the workers were told.
+fn verify(scenario: &str, conf: &Value, total: &Ledger) {
+    let seen = inspect(conf);
+    assert!(
+        seen.report.is_clean(),
+        "{scenario}: check() found problems: {:?}",
+        seen.report
+    );
+    assert_eq!(seen.report.in_flux, 0, "{scenario}: nothing runs now");
+    assert_no_duplicate(&seen.owners);
+    total.assert_matches(&seen.owners);
+    eprintln!(
+        "{scenario}: {} owners, {} ok, failures {:?}, {} uncertain, slowest failure {:?}, slowest {:?}",
+        seen.owners.len(),
+        total.ok,
+        total.failures,
+        total.uncertain.len(),
+        total.slowest_failure,
+        total.slowest,
+    );
+}
+
+/// Lets the workers run for `d`.
+fn run_for(d: Duration) {
+    std::thread::sleep(d);
+}
+
+#[test]
+fn cluster_faults_under_load() {
+    let started = Instant::now();
+    let mut cluster = EtcdCluster::start(3);
+    let conf = conf(&cluster);
+    let mut total = Ledger::default();
+
+    // (a) SIGKILL the leader under load, then restart it.
+    let load = Load::start(&conf, "a");
+    run_for(Duration::from_millis(1500));
+    let leader = cluster.leader().expect("a leader");
+    cluster.kill(leader);
+    run_for(Duration::from_millis(2500));
+    cluster.restart(leader);
+    run_for(Duration::from_millis(1500));
+    let a = load.finish();
+    assert_only_try_again("(a) kill -9 leader", &a);
+    assert!(a.ok > 0, "(a): nothing succeeded: {a:?}");
+    total.merge(a);
+    verify("(a) kill -9 leader", &conf, &total);
+
+    // (b) SIGSTOP the leader for 3 s (election timeout: 1 s), SIGCONT.
+    let load = Load::start(&conf, "b");
+    run_for(Duration::from_millis(1000));
+    let leader = cluster.leader().expect("a leader");
+    cluster.pause(leader);
+    run_for(Duration::from_millis(3000));
+    cluster.resume(leader);
+    run_for(Duration::from_millis(2000));
+    let b = load.finish();
+    assert_only_try_again("(b) SIGSTOP leader", &b);
+    assert!(b.ok > 0, "(b): nothing succeeded: {b:?}");
+    total.merge(b);
+    cluster.wait_healthy();
+    verify("(b) SIGSTOP leader", &conf, &total);
+
+    // (c) Lose quorum: SIGKILL two members. Every operation started after
+    // the loss fails with 11 within its budget.
+    let load = Load::start(&conf, "c");
+    run_for(Duration::from_millis(1000));
+    let leader = cluster.leader().expect("a leader");
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    cluster.kill(followers[0]);
+    cluster.kill(followers[1]);
+    let before_loss = load.finish();
+    assert_only_try_again("(c) before quorum loss", &before_loss);
+    total.merge(before_loss);
+
+    let load = Load::start(&conf, "c-lost");
+    run_for(Duration::from_millis(BUDGET_MS + 2000));
+    let lost = load.finish();
+    assert_only_try_again("(c) quorum lost", &lost);
+    assert_eq!(
+        lost.ok, 0,
+        "(c): no quorum, yet invocations succeeded: {lost:?}"
+    );
+    assert!(lost.failed() >= WORKERS, "(c): {lost:?}");
+    total.merge(lost);
+
+    // Quorum back: the same workers' pending DELs and new ADDs succeed.
+    for f in followers {
+        cluster.restart(f);
+    }
+    cluster.wait_healthy();
+    let load = Load::start(&conf, "c-back");
+    run_for(Duration::from_millis(3000));
+    let back = load.finish();
+    assert_only_try_again("(c) quorum back", &back);
+    assert!(back.ok >= WORKERS, "(c) quorum back: {back:?}");
+    total.merge(back);
+    verify("(c) quorum lost and back", &conf, &total);
+
+    // Converge: DEL every uncertain container (they belong to stopped
+    // workers), then the state agrees exactly with the ledger.
+    let pending: Vec<String> = total.uncertain.iter().cloned().collect();
+    for c in pending {
+        assert_eq!(total.del(&conf, &c), None, "DEL {c} with quorum");
+    }
+    let seen = inspect(&conf);
+    assert!(seen.report.is_clean(), "{:?}", seen.report);
+    total.assert_matches(&seen.owners);
+    let held: Vec<String> = total.held.keys().map(|c| format!("{c}/eth0")).collect();
+    let stored: Vec<String> = seen.owners.keys().cloned().collect();
+    assert_eq!(
+        stored, held,
+        "after converging, owners are exactly the held"
+    );
+    eprintln!(
+        "total: {} ok, failures {:?}, {} held at the end, {:?} wall",
+        total.ok,
+        total.failures,
+        total.held.len(),
+        started.elapsed()
+    );
+}
