@@ -18,6 +18,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -25,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use support::faults::{assert_no_duplicate, inspect, Ledger};
-use support::EtcdCluster;
+use support::faults::{assert_no_duplicate, inspect, run_and_kill, Ledger};
+use support::plugin::{addresses, bare_ip, Call};
+use support::{EtcdCluster, EtcdServer};
 
 const WORKERS: usize = 8;
 const BUDGET_MS: u64 = 4000;
@@ -248,4 +250,160 @@ fn cluster_faults_under_load() {
         total.held.len(),
         started.elapsed()
     );
+}
+
+// ---------------------------------------------------------------------------
+// Client faults: killed plugin processes, requests timing out mid-transaction.
+// ---------------------------------------------------------------------------
+
+fn single_conf(etcd: &EtcdServer, name: &str, budget_ms: u64, request_ms: u64) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "ipam": {
+            "type": "host-etcd",
+            "endpoints": [etcd.url()],
+            "ranges": [[{"subnet": "10.40.0.0/24"}], [{"subnet": "fd00:40::/64"}]],
+            "budgetMs": budget_ms,
+            "requestTimeoutMs": request_ms,
+            "dialTimeoutMs": request_ms
+        }
+    })
+}
+
+/// After faults: `check()` clean; then for every container ADD twice gives
+/// the same addresses (whatever the killed or timed-out invocation left
+/// behind), DEL leaves no owner, and the final check is clean and empty.
+fn assert_converges(conf: &Value, containers: &[String]) {
+    let seen = inspect(conf);
+    assert!(seen.report.is_clean(), "after faults: {:?}", seen.report);
+    assert_no_duplicate(&seen.owners);
+    for c in containers {
+        let first = Call::add(c, "eth0").config(conf).run().ok_json();
+        let second = Call::add(c, "eth0").config(conf).run().ok_json();
+        assert_eq!(addresses(&first), addresses(&second), "{c}: ADD twice");
+        if let Some(r) = seen.owners.get(&format!("{c}/eth0")) {
+            // A killed ADD that committed: the repeat returns what it stored.
+            let stored: Vec<String> = r.ips.iter().map(|ip| ip.to_string()).collect();
+            let got: Vec<String> = addresses(&first)
+                .iter()
+                .map(|a| bare_ip(a).to_string())
+                .collect();
+            assert_eq!(
+                stored, got,
+                "{c}: repeated ADD differs from the stored record"
+            );
+        }
+    }
+    let seen = inspect(conf);
+    assert!(seen.report.is_clean(), "after repeats: {:?}", seen.report);
+    assert_no_duplicate(&seen.owners);
+    for c in containers {
+        Call::del(c, "eth0").config(conf).run().ok_empty();
+    }
+    let seen = inspect(conf);
+    assert!(seen.report.is_clean(), "after DEL: {:?}", seen.report);
+    assert!(
+        seen.owners.is_empty(),
+        "owners left: {:?}",
+        seen.owners.keys()
+    );
+    assert_eq!(seen.report.allocated, 0, "{:?}", seen.report);
+}
+
+#[test]
+fn plugin_killed_at_random_points_of_add_and_del() {
+    let etcd = EtcdServer::start();
+    let conf = single_conf(&etcd, "killed", 5000, 2000);
+    let containers: Vec<String> = (0..48).map(|i| format!("k{i}")).collect();
+    // 4 threads, each killing its plugin processes at random moments. A
+    // debug-build ADD takes 10-25 ms here, so 0-20 ms lands before, during
+    // and after the transaction.
+    let mut runs: Vec<(String, bool, bool)> = Vec::new(); // (container, ADD killed, DEL run)
+    let threads: Vec<_> = containers
+        .chunks(12)
+        .map(|chunk| {
+            let conf = conf.clone();
+            let chunk = chunk.to_vec();
+            std::thread::spawn(move || {
+                let mut runs = Vec::new();
+                for c in &chunk {
+                    let after = Duration::from_millis(fastrand::u64(0..=20));
+                    let add_killed = match run_and_kill("ADD", c, &conf, after) {
+                        (None, _) => true,
+                        (Some(0), _) => false,
+                        (Some(code), out) => panic!("ADD {c} exit {code}: {out}"),
+                    };
+                    let del = fastrand::bool();
+                    if del {
+                        let after = Duration::from_millis(fastrand::u64(0..=20));
+                        match run_and_kill("DEL", c, &conf, after) {
+                            (None, _) | (Some(0), _) => {}
+                            (Some(code), out) => panic!("DEL {c} exit {code}: {out}"),
+                        }
+                    }
+                    runs.push((c.clone(), add_killed, del));
+                }
+                runs
+            })
+        })
+        .collect();
+    for t in threads {
+        runs.extend(t.join().unwrap());
+    }
+    let owners = inspect(&conf).owners;
+    let killed = runs.iter().filter(|r| r.1).count();
+    let killed_after_commit = runs
+        .iter()
+        .filter(|r| r.1 && !r.2 && owners.contains_key(&format!("{}/eth0", r.0)))
+        .count();
+    let killed_before_commit = runs
+        .iter()
+        .filter(|r| r.1 && !r.2 && !owners.contains_key(&format!("{}/eth0", r.0)))
+        .count();
+    eprintln!(
+        "{} ADDs: {killed} killed ({killed_after_commit} of them after their commit, \
+         {killed_before_commit} before, the rest followed by a DEL); {} DELs (0-20 ms kill); \
+         {} owners left by the faults",
+        runs.len(),
+        runs.iter().filter(|r| r.2).count(),
+        owners.len()
+    );
+    assert!(killed > 0, "no ADD was killed: the kill window missed");
+    assert_converges(&conf, &containers);
+}
+
+#[test]
+fn request_timing_out_mid_transaction() {
+    let etcd = EtcdServer::start();
+    // Short deadlines: the pause below outlasts the request timeout and the
+    // budget.
+    let conf = single_conf(&etcd, "paused", 1500, 400);
+    let containers: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
+    let mut codes = BTreeMap::new();
+    for (i, c) in containers.iter().enumerate() {
+        let call = if i % 2 == 0 {
+            Call::add(c, "eth0")
+        } else {
+            // Odd ones: ADD first (unpaused), then a DEL that gets paused.
+            Call::add(c, "eth0").config(&conf).run().ok_json();
+            Call::del(c, "eth0")
+        }
+        .config(&conf);
+        let running = std::thread::spawn(move || call.run());
+        std::thread::sleep(Duration::from_millis(fastrand::u64(5..=40)));
+        etcd.pause();
+        std::thread::sleep(Duration::from_millis(2000));
+        etcd.resume();
+        let out = running.join().unwrap();
+        let code = if out.exit == Some(0) {
+            0
+        } else {
+            out.err(11)["code"].as_u64().unwrap()
+        };
+        *codes.entry(code).or_insert(0usize) += 1;
+    }
+    eprintln!("outcomes by code (0 = success): {codes:?}");
+    assert!(codes.contains_key(&11), "no request timed out: {codes:?}");
+    assert_converges(&conf, &containers);
 }
