@@ -16,6 +16,7 @@
 
 pub mod contract;
 pub mod faults;
+pub mod pki_extra;
 pub mod plugin;
 pub mod tls;
 
