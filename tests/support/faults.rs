@@ -19,7 +19,7 @@ use super::plugin::{addresses, host_etcd, Outcome};
 
 /// The network config parsed the way the plugin parses it.
 pub fn netconf(conf: &Value) -> NetConf {
-    NetConf::parse(&serde_json::to_vec(conf).unwrap())
+    NetConf::parse(&serde_json::to_vec(conf).expect("serialize config"))
         .unwrap_or_else(|e| panic!("test config does not parse: {e}: {conf}"))
 }
 
@@ -48,18 +48,18 @@ pub struct Inspection {
 /// Runs `f` on a fresh allocator for `conf` (its own tokio runtime).
 pub fn with_allocator<T>(conf: &Value, f: impl AsyncFnOnce(&Allocator<EtcdStore>) -> T) -> T {
     let nc = netconf(conf);
-    let network = nc.network().unwrap();
+    let network = nc.network().expect("test config ranges are valid");
     let options = nc.options();
     let config = patient_etcd_config(conf);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .expect("tokio runtime");
     rt.block_on(async move {
         let store = EtcdStore::connect(&config)
             .await
             .unwrap_or_else(|e| panic!("connect for inspection: {e}"));
-        let a = Allocator::new(store, network, options).unwrap();
+        let a = Allocator::new(store, network, options).expect("allocator for inspection");
         f(&a).await
     })
 }
@@ -132,7 +132,7 @@ impl Ledger {
 
     /// Records a failed invocation; returns its code.
     fn failure(&mut self, out: &Outcome, took: Duration) -> u64 {
-        let code = out.error()["code"].as_u64().unwrap();
+        let code = out.error()["code"].as_u64().expect("numeric code");
         *self.failures.entry(code).or_default() += 1;
         self.slowest_failure = self.slowest_failure.max(took);
         code
@@ -226,15 +226,15 @@ pub fn run_and_kill(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let bytes = serde_json::to_vec(conf).unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+        .expect("spawn host-etcd");
+    let bytes = serde_json::to_vec(conf).expect("serialize config");
+    let mut stdin = child.stdin.take().expect("stdin pipe");
     // The config is small: it fits in the pipe buffer, so this never blocks.
     let _ = stdin.write_all(&bytes);
     drop(stdin);
     std::thread::sleep(after);
     let _ = child.kill(); // only this child; an error means it already exited
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output().expect("wait for host-etcd");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "plugin panicked: {stderr}");
     (

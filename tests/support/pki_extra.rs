@@ -45,9 +45,9 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// 2019: `(cert, key)` in `pki.dir()`.
 pub fn expired_client(pki: &TestPki) -> (PathBuf, PathBuf) {
     let dir = pki.dir();
-    std::fs::write(dir.join("ca-db.cnf"), CA_DB_CONFIG).unwrap();
-    std::fs::write(dir.join("index.txt"), "").unwrap();
-    std::fs::write(dir.join("serial"), "2001\n").unwrap();
+    std::fs::write(dir.join("ca-db.cnf"), CA_DB_CONFIG).expect("write openssl file");
+    std::fs::write(dir.join("index.txt"), "").expect("write openssl file");
+    std::fs::write(dir.join("serial"), "2001\n").expect("write openssl file");
     openssl(
         dir,
         &[
