@@ -15,6 +15,8 @@
 #![allow(dead_code)]
 
 pub mod contract;
+pub mod faults;
+pub mod pki_extra;
 pub mod plugin;
 pub mod tls;
 
