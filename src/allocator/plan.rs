@@ -198,6 +198,12 @@ impl<'a> Draft<'a> {
         run_end: u128,
     ) -> Result<Option<u128>, Stop> {
         let key = ks.full(family, idx);
+        if !self.full.contains_key(&key) && matches!(self.known.full(&key), FullLookup::Corrupt(_))
+        {
+            // Only a hint: a corrupt full-set means "no hint" when reading;
+            // it is an error only where a transaction must change it.
+            return Ok(None);
+        }
         let d = self.full_mut(&key)?;
         let lo = idx as u64;
         let hi = run_end.min(idx | u128::from(u64::MAX)) as u64;
@@ -528,17 +534,24 @@ fn pick_static(
     let Some((range_index, range)) = set.find(ip) else {
         return Err(unavailable("it is not inside any configured range".into()));
     };
-    if !range.is_allocatable(ip) {
-        return Err(unavailable(
-            "it is the gateway, the network address or the broadcast address of its range".into(),
-        ));
-    }
     if let Some(owner_stage) = range.stage_of(ip) {
         if stage != Some(owner_stage) {
             return Err(unavailable(format!(
                 "it is reserved for pods of stage {owner_stage:?}"
             )));
         }
+    }
+    // The same masks as dynamic allocation, so a static request can never
+    // get what a dynamic one would not (e.g. another range's gateway).
+    let (idx, bit) = (geometry::chunk_of(ip, k), geometry::bit_of(ip, k));
+    let allowed = match stage.filter(|s| range.stage_of(ip) == Some(*s)) {
+        Some(s) => geometry::staged_mask(set, s, k, idx).get(bit),
+        None => geometry::normal_mask(set, k, idx).get(bit),
+    };
+    if !allowed {
+        return Err(unavailable(
+            "it is a gateway, network address or broadcast address of its range set".into(),
+        ));
     }
     let chunk = draft.chunk_mut(set.family(), geometry::chunk_of(ip, k))?;
     if chunk.bits.set(geometry::bit_of(ip, k)) {

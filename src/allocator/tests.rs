@@ -496,3 +496,22 @@ async fn a_full_starting_chunk_costs_no_extra_round_trip_once_hinted() {
     b.allocate(&req("next2")).await.unwrap();
     assert_eq!(store.round_trips(), 2);
 }
+
+#[tokio::test]
+async fn static_requests_follow_the_dynamic_masks() {
+    // Range B holds range A's gateway: dynamic allocation never hands it
+    // out, and neither does a static request.
+    let mut a_spec = spec("10.0.0.0/24");
+    a_spec.range_end = Some("10.0.0.100".into());
+    a_spec.gateway = Some("10.0.0.150".into());
+    let mut b_spec = spec("10.0.0.0/24");
+    b_spec.range_start = Some("10.0.0.101".into());
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, net(vec![set(&[a_spec, b_spec])]));
+    let mut r = req("s");
+    r.requested = vec![ip("10.0.0.150")];
+    let e = a.allocate(&r).await.unwrap_err();
+    assert!(e.to_string().contains("gateway"), "{e}");
+    r.requested = vec![ip("10.0.0.151")];
+    assert_eq!(a.allocate(&r).await.unwrap().assigned[0].ip, ip("10.0.0.151"));
+}
