@@ -513,5 +513,8 @@ async fn static_requests_follow_the_dynamic_masks() {
     let e = a.allocate(&r).await.unwrap_err();
     assert!(e.to_string().contains("gateway"), "{e}");
     r.requested = vec![ip("10.0.0.151")];
-    assert_eq!(a.allocate(&r).await.unwrap().assigned[0].ip, ip("10.0.0.151"));
+    assert_eq!(
+        a.allocate(&r).await.unwrap().assigned[0].ip,
+        ip("10.0.0.151")
+    );
 }
