@@ -553,8 +553,8 @@ fn pick_static(
             "it is a gateway, network address or broadcast address of its range set".into(),
         ));
     }
-    let chunk = draft.chunk_mut(set.family(), geometry::chunk_of(ip, k))?;
-    if chunk.bits.set(geometry::bit_of(ip, k)) {
+    let chunk = draft.chunk_mut(set.family(), idx)?;
+    if chunk.bits.set(bit) {
         return Err(unavailable("it is already allocated".into()));
     }
     Ok(Assigned {
