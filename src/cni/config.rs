@@ -40,7 +40,9 @@ use super::error::CniError;
 use super::json::{as_items, as_obj, as_str, join, Obj};
 use super::result::Route;
 use super::version::CniVersion;
-use crate::allocator::{Network, Options, OwnerId, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX};
+use crate::allocator::{
+    Network, Options, OwnerId, CHUNK_BITS_RANGE, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX,
+};
 use crate::range::{check_sets, Range, RangeSet, RangeSpec};
 use crate::store::etcd::EtcdConfig;
 
@@ -49,9 +51,6 @@ pub const STAGES: [&str; 2] = ["sandbox", "smallflow"];
 
 /// Where embedded-store directories live by default (`<this>/<name>`).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/host-etcd";
-
-/// Largest accepted `chunkBits`.
-pub const MAX_CHUNK_BITS: u8 = 24;
 
 /// The parsed network configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -274,11 +273,15 @@ fn parse_ipam(ipam: &Obj<'_>, name: &str) -> Result<IpamConf, CniError> {
         None => DEFAULT_CHUNK_BITS,
         Some(k) => u8::try_from(k)
             .ok()
-            .filter(|k| (1..=MAX_CHUNK_BITS).contains(k))
+            .filter(|k| CHUNK_BITS_RANGE.contains(k))
             .ok_or_else(|| {
                 CniError::config(
                     ipam.field("chunkBits"),
-                    format!("{k} is out of range 1..={MAX_CHUNK_BITS}"),
+                    format!(
+                        "{k} is out of range {}..={}",
+                        CHUNK_BITS_RANGE.start(),
+                        CHUNK_BITS_RANGE.end()
+                    ),
                 )
             })?,
     };

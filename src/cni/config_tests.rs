@@ -296,7 +296,7 @@ fn wrong_types_name_the_field() {
         ),
         (
             base(r#"{"subnet":"10.0.0.0/24","chunkBits":40}"#),
-            "ipam.chunkBits: 40 is out of range 1..=24",
+            "ipam.chunkBits: 40 is out of range 6..=20",
         ),
         (
             base(r#"{"subnet":"10.0.0.0/24","resolvConf":true}"#),
