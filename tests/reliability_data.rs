@@ -156,8 +156,9 @@ fn assert_untouched(conf: &Value, key: &str, written: &Versioned) {
 
 /// A chunk with the given bytes replacing the one chunk of a /24 network
 /// holding `c1`: ADD of another container (nothing else free) and DEL of
-/// `c1` fail with 102 naming the key; CHECK of `c1` (which reads only the
-/// owner record) passes; idempotent ADD of `c1` returns its record.
+/// `c1` fail with 102 naming the key; so does CHECK of `c1` (it verifies the
+/// recorded addresses are still marked in their chunks); idempotent ADD of
+/// `c1` returns its record.
 fn bad_chunk_case(etcd: &EtcdServer, name: &str, subnet: &str, damage: impl Fn(&[u8]) -> Vec<u8>) {
     let c = conf(etcd, name, subnet);
     let added = Call::add("c1", "eth0").config(&c).run().ok_json();
@@ -166,10 +167,13 @@ fn bad_chunk_case(etcd: &EtcdServer, name: &str, subnet: &str, damage: impl Fn(&
 
     assert_corrupt(&Call::add("c2", "eth0").config(&c).run(), &key, "ADD");
     assert_corrupt(&Call::del("c1", "eth0").config(&c).run(), &key, "DEL");
-    Call::check("c1", "eth0")
-        .config(&with_prev(&c, &added))
-        .run()
-        .ok_empty();
+    assert_corrupt(
+        &Call::check("c1", "eth0")
+            .config(&with_prev(&c, &added))
+            .run(),
+        &key,
+        "CHECK",
+    );
     let again = Call::add("c1", "eth0").config(&c).run().ok_json();
     assert_eq!(addresses(&again), addresses(&added));
     assert_untouched(&c, &key, &written);

@@ -253,6 +253,70 @@ impl<S: Store> Allocator<S> {
             .find(|r| r.ips.contains(&ip)))
     }
 
+    /// The owner record of `owner` (if any) and those of its addresses whose
+    /// chunk does not mark them taken, both from one consistent read (CNI
+    /// CHECK: "the recorded addresses are still held").
+    pub async fn verify(
+        &self,
+        owner: &OwnerId,
+    ) -> Result<Option<(OwnerRecord, Vec<IpAddr>)>, AllocError> {
+        let key = self.keyspace.owner(&owner.container_id, &owner.ifname)?;
+        let k = self.network.chunk_bits;
+        let deadline = Instant::now() + self.options.budget;
+        let mut chunk_keys: Vec<Key> = Vec::new();
+        // The owner may change between reads (DEL, re-ADD): read until the
+        // chunks read are those of the record read with them.
+        for _ in 0..4 {
+            let mut reads = vec![Read::Get(key.clone())];
+            reads.extend(chunk_keys.iter().cloned().map(Read::Get));
+            let res = self.call(self.store.read(&reads), deadline, "none").await?;
+            let mut it = res.into_iter();
+            let rec = match it.next() {
+                Some(ReadResult::Get(Some(v))) => decode_owner(&key, &v)?,
+                _ => return Ok(None),
+            };
+            let want: Vec<Key> = rec
+                .ips
+                .iter()
+                .map(|ip| {
+                    self.keyspace.chunk(
+                        crate::range::Family::of(*ip),
+                        k,
+                        super::geometry::chunk_of(*ip, k),
+                    )
+                })
+                .collect();
+            if want.iter().any(|w| !chunk_keys.contains(w)) {
+                chunk_keys = want;
+                continue;
+            }
+            let mut chunks = std::collections::HashMap::new();
+            for (ck, r) in chunk_keys.iter().zip(it) {
+                if let ReadResult::Get(v) = r {
+                    chunks.insert(ck.clone(), v);
+                }
+            }
+            let mut missing = Vec::new();
+            for (ip, ck) in rec.ips.iter().zip(&want) {
+                let taken = match chunks.get(ck) {
+                    Some(Some(v)) => super::state::decode_chunk(&v.value, k)
+                        .map_err(|e| AllocError::CorruptChunk {
+                            key: ck.clone(),
+                            source: e,
+                        })?
+                        .bits
+                        .get(super::geometry::bit_of(*ip, k)),
+                    _ => false,
+                };
+                if !taken {
+                    missing.push(*ip);
+                }
+            }
+            return Ok(Some((rec, missing)));
+        }
+        Err(AllocError::Contention { attempts: 4 })
+    }
+
     /// The owner record of `owner`, if any.
     pub async fn owner(&self, owner: &OwnerId) -> Result<Option<OwnerRecord>, AllocError> {
         let key = self.keyspace.owner(&owner.container_id, &owner.ifname)?;

@@ -518,3 +518,24 @@ async fn static_requests_follow_the_dynamic_masks() {
         ip("10.0.0.151")
     );
 }
+
+#[tokio::test]
+async fn verify_reports_recorded_addresses_not_marked() {
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/24")])]));
+    let got = a.allocate(&req("v")).await.unwrap().assigned[0].ip;
+    let (rec, missing) = a.verify(&req("v").owner).await.unwrap().unwrap();
+    assert_eq!((rec.ips, missing), (vec![got], vec![]));
+    assert!(a.verify(&req("nobody").owner).await.unwrap().is_none());
+    // Clear the bit behind the allocator's back.
+    let k = a.network().chunk_bits;
+    let key = a
+        .keyspace()
+        .chunk(crate::range::Family::V4, k, geometry::chunk_of(got, k));
+    store.put_raw(
+        &key,
+        crate::codec::encode(&crate::codec::Chunk::new(k).unwrap()),
+    );
+    let (_, missing) = a.verify(&req("v").owner).await.unwrap().unwrap();
+    assert_eq!(missing, vec![got]);
+}

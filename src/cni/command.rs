@@ -171,14 +171,18 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
 async fn check(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
     let owner = env.owner()?;
     let allocator = allocator(conf).await?;
-    let record = allocator
-        .owner(&owner)
-        .await?
-        .ok_or_else(|| CniError::UnknownContainer {
-            container_id: owner.container_id.clone(),
-            ifname: owner.ifname.clone(),
-            network: conf.name.clone(),
-        })?;
+    let (record, not_marked) =
+        allocator
+            .verify(&owner)
+            .await?
+            .ok_or_else(|| CniError::UnknownContainer {
+                container_id: owner.container_id.clone(),
+                ifname: owner.ifname.clone(),
+                network: conf.name.clone(),
+            })?;
+    if !not_marked.is_empty() {
+        return Err(CniError::NotMarked { ips: not_marked });
+    }
     if let Some(prev) = &conf.prev_result_ips {
         // Only addresses inside this network's subnets are ours to vouch for.
         let ours: BTreeSet<IpAddr> = prev

@@ -163,6 +163,15 @@ pub enum CniError {
         /// What `prevResult` lists.
         expected: Vec<IpAddr>,
     },
+    /// CHECK: the owner record lists addresses its chunks do not mark taken
+    /// (code 103; `ipamctl check --repair` fixes the bits).
+    #[error(
+        "CHECK failed: {ips:?} are recorded for this attachment but not marked taken in the store"
+    )]
+    NotMarked {
+        /// The addresses whose bits are clear.
+        ips: Vec<IpAddr>,
+    },
     /// A bug or an impossible state (code 999).
     #[error("internal error: {0}")]
     Internal(String),
@@ -203,7 +212,7 @@ impl CniError {
             CniError::Store(e) => store_code(e),
             CniError::NotAvailable(_) => CODE_NOT_AVAILABLE,
             CniError::BudgetExceeded { .. } => CODE_TRY_AGAIN_LATER,
-            CniError::CheckMismatch { .. } => CODE_CHECK_MISMATCH,
+            CniError::CheckMismatch { .. } | CniError::NotMarked { .. } => CODE_CHECK_MISMATCH,
             CniError::Internal(_) => CODE_INTERNAL,
         }
     }

@@ -32,7 +32,7 @@
 //! | 100 | requested address unavailable | (allocator) a requested IP is taken or outside every range |
 //! | 101 | address pool exhausted | (allocator) a range set has no free address |
 //! | 102 | stored state corrupt | corrupt database or chunk (the key is named) |
-//! | 103 | addresses differ from prevResult | CHECK |
+//! | 103 | addresses differ from prevResult | CHECK (also: a recorded address not marked in its chunk) |
 //! | 104 | store refused the request | etcd authentication / permission / size |
 //! | 999 | internal error | bugs; a panic caught by the binary |
 
