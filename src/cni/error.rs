@@ -380,6 +380,7 @@ mod tests {
                 },
                 103,
             ),
+            (CniError::NotMarked { ips: vec![] }, 103),
             (CniError::Internal("x".into()), 999),
         ];
         for (e, code) in cases {
