@@ -155,7 +155,14 @@ impl EtcdStore {
     fn with_hint(&self, e: StoreError) -> StoreError {
         match (e, &self.hint) {
             (StoreError::Unavailable(m), Some(hint))
-                if m.contains("connection closed") || m.contains("reset by peer") =>
+                if [
+                    "connection closed",
+                    "reset by peer",
+                    "broken pipe",
+                    "stream closed",
+                ]
+                .iter()
+                .any(|s| m.contains(s)) =>
             {
                 StoreError::Unavailable(format!("{m} ({hint})"))
             }
