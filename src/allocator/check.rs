@@ -399,48 +399,23 @@ impl<S: Store> Allocator<S> {
                 let mut used = 0u128;
                 let mut chunks = 0;
                 let mut bytes = 0;
-                let mut from = start;
-                let deadline = Instant::now() + self.options.budget;
-                loop {
-                    let res = self
-                        .call(
-                            self.store.read(&[Read::Range {
-                                start: from.clone(),
-                                end: end.clone(),
-                                limit: 500,
-                            }]),
-                            deadline,
-                            "none",
-                        )
-                        .await?;
-                    let Some(ReadResult::Range { kvs, more }) = res.into_iter().next() else {
-                        break;
+                for (key, v) in self.scan_range(start, end, 500).await? {
+                    let Some(idx) = self.keyspace.parse_chunk(family, k, &key) else {
+                        continue;
                     };
-                    for (key, v) in &kvs {
-                        let Some(idx) = self.keyspace.parse_chunk(family, k, key) else {
-                            continue;
-                        };
-                        chunks += 1;
-                        bytes += v.value.len();
-                        let chunk =
-                            decode_chunk(&v.value, k).map_err(|e| AllocError::CorruptChunk {
-                                key: key.clone(),
-                                source: e,
-                            })?;
-                        let base = idx << k;
-                        used += chunk
-                            .bits
-                            .iter_ones()
-                            .filter(|b| {
-                                let a = base + *b as u128;
-                                r.first() <= a && a <= r.last()
-                            })
-                            .count() as u128;
-                    }
-                    match kvs.last() {
-                        Some((last, _)) if more => from = format!("{last}\0"),
-                        _ => break,
-                    }
+                    chunks += 1;
+                    bytes += v.value.len();
+                    let chunk = decode_chunk(&v.value, k)
+                        .map_err(|e| AllocError::CorruptChunk { key, source: e })?;
+                    let base = idx << k;
+                    used += chunk
+                        .bits
+                        .iter_ones()
+                        .filter(|b| {
+                            let a = base + *b as u128;
+                            r.first() <= a && a <= r.last()
+                        })
+                        .count() as u128;
                 }
                 out.push(RangeUsage {
                     set: si,

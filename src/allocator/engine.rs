@@ -336,9 +336,18 @@ impl<S: Store> Allocator<S> {
         prefix: &str,
         page: usize,
     ) -> Result<Vec<(Key, Versioned)>, AllocError> {
+        self.scan_range(prefix.to_string(), prefix_end(prefix), page)
+            .await
+    }
+
+    /// Every stored key and value in `[start, end)`, in pages of `page`.
+    pub(crate) async fn scan_range(
+        &self,
+        mut start: Key,
+        end: Key,
+        page: usize,
+    ) -> Result<Vec<(Key, Versioned)>, AllocError> {
         let deadline = Instant::now() + self.options.budget;
-        let end = prefix_end(prefix);
-        let mut start = prefix.to_string();
         let mut out = Vec::new();
         loop {
             let res = self

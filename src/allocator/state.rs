@@ -47,21 +47,28 @@ pub enum Lookup<'a> {
     Corrupt(&'a CodecError),
 }
 
-/// A stored chunk, decoded on first look: a range read may return chunks
-/// the planner never needs, and decoding costs more than reading.
-#[derive(Debug)]
-struct ChunkVal {
-    rev: i64,
-    bytes: Vec<u8>,
-    decoded: OnceCell<Result<Chunk, CodecError>>,
-}
-
-/// Stored bytes with their revision, decoded on first look.
+/// Stored bytes with their revision, decoded on first look: a range read
+/// may return chunks the planner never needs, and decoding costs more than
+/// reading.
 #[derive(Debug)]
 struct Lazy<T, E> {
     rev: i64,
     bytes: Vec<u8>,
     decoded: OnceCell<Result<T, E>>,
+}
+
+impl<T, E> Lazy<T, E> {
+    fn new(v: Versioned) -> Self {
+        Lazy {
+            rev: v.mod_revision,
+            bytes: v.value,
+            decoded: OnceCell::new(),
+        }
+    }
+
+    fn get(&self, decode: impl FnOnce(&[u8]) -> Result<T, E>) -> &Result<T, E> {
+        self.decoded.get_or_init(|| decode(&self.bytes))
+    }
 }
 
 /// How a full-set looks to the planner.
@@ -85,7 +92,7 @@ pub type Stored<T> = Option<(i64, Result<T, String>)>;
 pub struct Known {
     ks: Keyspace,
     k: u8,
-    chunks: HashMap<(Family, u128), ChunkVal>,
+    chunks: HashMap<(Family, u128), Lazy<Chunk, CodecError>>,
     covered: Vec<(Family, u128, u128)>,
     /// Full-sets by key (decoded on first look, like chunks).
     full: HashMap<Key, Option<Lazy<RoaringTreemap, String>>>,
@@ -117,7 +124,7 @@ impl Known {
     /// The state of one chunk.
     pub fn chunk(&self, family: Family, index: u128) -> Lookup<'_> {
         match self.chunks.get(&(family, index)) {
-            Some(v) => match v.decoded.get_or_init(|| decode_chunk(&v.bytes, self.k)) {
+            Some(v) => match v.get(|b| decode_chunk(b, self.k)) {
                 Ok(c) => Lookup::Present(v.rev, c),
                 Err(e) => Lookup::Corrupt(e),
             },
@@ -142,7 +149,7 @@ impl Known {
         match self.full.get(key) {
             None => FullLookup::Unknown,
             Some(None) => FullLookup::Absent,
-            Some(Some(l)) => match l.decoded.get_or_init(|| fullset::decode(&l.bytes)) {
+            Some(Some(l)) => match l.get(fullset::decode) {
                 Ok(set) => FullLookup::Present(l.rev, set),
                 Err(e) => FullLookup::Corrupt(e),
             },
@@ -184,7 +191,7 @@ impl Known {
                     for (key, v) in kvs {
                         if let Some(idx) = self.ks.parse_chunk(*family, self.k, &key) {
                             last = Some(idx);
-                            self.put_chunk(*family, idx, &key, Some(v));
+                            self.put_chunk(*family, idx, Some(v));
                         }
                     }
                     let through = if more { last } else { Some(*hi) };
@@ -212,35 +219,25 @@ impl Known {
             });
             self.owners.insert(key.to_string(), rec);
         } else if key.starts_with(&format!("{}/full/", self.ks.root())) {
-            let set = v.map(|v| Lazy {
-                rev: v.mod_revision,
-                bytes: v.value,
-                decoded: OnceCell::new(),
-            });
-            self.full.insert(key.to_string(), set);
+            self.full.insert(key.to_string(), v.map(Lazy::new));
         } else {
             for family in [Family::V4, Family::V6] {
                 if let Some(idx) = self.ks.parse_chunk(family, self.k, key) {
-                    self.put_chunk(family, idx, key, v);
+                    self.put_chunk(family, idx, v);
                     return;
                 }
             }
         }
     }
 
-    fn put_chunk(&mut self, family: Family, idx: u128, _key: &str, v: Option<Versioned>) {
+    fn put_chunk(&mut self, family: Family, idx: u128, v: Option<Versioned>) {
         match v {
             None => {
                 self.chunks.remove(&(family, idx));
                 self.covered.push((family, idx, idx));
             }
             Some(v) => {
-                let val = ChunkVal {
-                    rev: v.mod_revision,
-                    bytes: v.value,
-                    decoded: OnceCell::new(),
-                };
-                self.chunks.insert((family, idx), val);
+                self.chunks.insert((family, idx), Lazy::new(v));
             }
         }
     }

@@ -3,10 +3,9 @@
 //! `-startdate`/`-enddate`, which OpenSSL 3.0 accepts; `req -x509
 //! -not_after` needs 3.4).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use super::tls::TestPki;
+use super::tls::{openssl, TestPki};
 
 const CA_DB_CONFIG: &str = "\
 [ca]
@@ -27,19 +26,6 @@ basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = clientAuth
 ";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("openssl not runnable ({e}): `apt-get install openssl`"));
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A client certificate (and key) signed by `pki`'s CA, valid only during
 /// 2019: `(cert, key)` in `pki.dir()`.
