@@ -11,6 +11,7 @@
 //!
 //! | layer | module | I/O? |
 //! |---|---|---|
+//! | Operator CLI and benchmark (`ipamctl`), on the library API | [`admin`] | through the allocator and stores |
 //! | CNI protocol: commands, config, args, results, error codes | [`cni`] | env/stdin only |
 //! | Allocation protocol over a store: read, pick, CAS, retry | [`allocator`] | through [`store::Store`] |
 //! | Range math (subnet / rangeStart / rangeEnd / gateway) | [`range`] | none |
@@ -19,7 +20,8 @@
 //! | Persistence: the `Store` trait and its backends | [`store`] | yes |
 //!
 //! The binaries in `src/bin/` are thin: they parse their inputs and call into
-//! this library.
+//! this library. `fuzzing` (hidden) holds the fuzz target bodies shared by
+//! `fuzz/` and `tests/fuzz_corpora.rs`.
 
 pub mod admin;
 pub mod allocator;
