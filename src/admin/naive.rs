@@ -54,7 +54,7 @@ impl<S: Store> NaiveAllocator<S> {
     }
 
     /// Marks the first `count` allocatable addresses taken with blind puts
-    /// (setup only), [`PREFILL_BATCH`] per transaction.
+    /// (setup only), `PREFILL_BATCH` per transaction.
     pub async fn prefill(&self, count: usize) -> Result<(), StoreError> {
         let offsets: Vec<u128> = self.offsets().take(count).collect();
         for batch in offsets.chunks(PREFILL_BATCH) {

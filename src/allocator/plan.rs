@@ -2,7 +2,7 @@
 //! out or free and build the one compare-and-swap [`Txn`] that commits it —
 //! or say which reads are missing first ([`Stop::Need`]).
 //!
-//! Planning never mutates [`Known`]; it works on a [`Draft`] overlay that is
+//! Planning never mutates [`Known`]; it works on a `Draft` overlay that is
 //! thrown away when a read is missing or the transaction conflicts, and the
 //! driver simply plans again with what it learned. That keeps the retry loop
 //! in one place (`engine`) and this module free of I/O.

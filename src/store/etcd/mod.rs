@@ -9,7 +9,7 @@
 //!   [`Txn::read_on_conflict`] key the failure branch, so a conflict is
 //!   answered in the same round trip.
 //! * Every call is bounded by `request_timeout`; errors are mapped into
-//!   [`StoreError`] in [`error`]. etcd types never leave this module.
+//!   [`StoreError`] in `error`. etcd types never leave this module.
 //!
 //! etcd limits a transaction to `--max-txn-ops` operations per branch
 //! (default 128) and a request to `--max-request-bytes` (default 1.5 MiB);
