@@ -13,10 +13,13 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::plan::{self, Ctx, Outcome, Plan, Stop};
+use super::cache::NodeCache;
+use super::plan::{self, Ctx, Outcome, Plan, Stop, START_WINDOW};
 use super::state::{Known, Pending};
 use super::{AllocError, AllocRequest, Allocation, Allocator, OwnerId, OwnerRecord, MAX_BATCH};
-use crate::store::{prefix_end, Key, Read, ReadResult, Store, StoreError, TxnOutcome, Versioned};
+use crate::store::{
+    prefix_end, Key, Op, Read, ReadResult, Store, StoreError, TxnOutcome, Versioned,
+};
 
 /// Upper bound on reads within one operation (a safety net: planning needs
 /// O(chunks scanned / read_limit) reads at most).
@@ -30,6 +33,7 @@ impl<S: Store> Allocator<S> {
             ks: &self.keyspace,
             seed: self.options.node_seed,
             read_limit: self.options.read_limit.max(1),
+            window: START_WINDOW,
             now: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -69,18 +73,53 @@ impl<S: Store> Allocator<S> {
     }
 
     /// The retry loop shared by every write operation.
+    ///
+    /// With a warm node cache the operation starts from the remembered
+    /// values (compared by their bytes) instead of a read; `assume_absent`
+    /// names owner keys a warm start takes as absent without reading them
+    /// (the transaction compares them absent). A definite failure planned on
+    /// remembered values is not trusted: the operation starts over from a
+    /// fresh read. Whatever the operation learns is remembered, also when it
+    /// fails.
     async fn run<T>(
         &self,
         initial: Vec<Pending>,
+        assume_absent: &[Key],
         planner: impl Fn(&Ctx<'_>, &Known) -> Result<Plan<T>, Stop>,
     ) -> Result<T, AllocError> {
+        let mut learned = Learned::default();
+        let out = self
+            .run_inner(initial, assume_absent, &planner, &mut learned)
+            .await;
+        self.apply(learned, out.is_ok());
+        out
+    }
+
+    async fn run_inner<T>(
+        &self,
+        initial: Vec<Pending>,
+        assume_absent: &[Key],
+        planner: &impl Fn(&Ctx<'_>, &Known) -> Result<Plan<T>, Stop>,
+        learned: &mut Learned,
+    ) -> Result<T, AllocError> {
         let deadline = Instant::now() + self.options.budget;
-        let hints = self.hints();
+        let cache = self.cache_snapshot();
+        let hints = cache.positions().clone();
         let no_hints = BTreeMap::new();
         let mut ctx = self.ctx(&hints);
         let fresh = || Known::new(self.keyspace.clone(), self.network.chunk_bits);
-        let mut known = fresh();
-        let mut pending = initial.clone();
+        let warm = self.options.node_cache && cache.get(&self.keyspace.meta()).is_some();
+        let (mut known, mut pending) = if warm {
+            let mut known = fresh();
+            known.seed(cache.entries());
+            for key in assume_absent {
+                known.assume_absent(key);
+            }
+            let pending = known.unknown(initial.clone());
+            (known, pending)
+        } else {
+            (fresh(), initial.clone())
+        };
         let mut attempts = 0u32;
         let mut transient = 0u32;
         let mut reads = 0u32;
@@ -99,7 +138,10 @@ impl<S: Store> Allocator<S> {
                     .call(self.store.read(&store_reads), deadline, &last)
                     .await
                 {
-                    Ok(results) => known.absorb(&pending, results),
+                    Ok(results) => {
+                        learned.reads(&store_reads, &results);
+                        known.absorb(&pending, results);
+                    }
                     Err(e) if e.is_transient() => {
                         last = e.to_string();
                         transient += 1;
@@ -118,15 +160,26 @@ impl<S: Store> Allocator<S> {
                     pending = p;
                     continue;
                 }
+                // Planned on remembered values: check against the store.
+                Err(Stop::Fail(_)) if known.uses_cache() => {
+                    known = fresh();
+                    pending = initial.clone();
+                    continue;
+                }
                 Err(Stop::Fail(e)) => return Err(e),
             };
             if plan.txn.ops.is_empty() {
                 return Ok(plan.result);
             }
             attempts += 1;
+            let ops = plan.txn.ops.clone();
             match self.call(self.store.txn(plan.txn), deadline, &last).await {
-                Ok(TxnOutcome::Committed { .. }) => return Ok(plan.result),
+                Ok(TxnOutcome::Committed { .. }) => {
+                    learned.committed(ops, plan.moved);
+                    return Ok(plan.result);
+                }
                 Ok(TxnOutcome::Conflict { current }) => {
+                    learned.current(&current);
                     for (key, value) in current {
                         known.absorb_key(&key, value);
                     }
@@ -134,15 +187,18 @@ impl<S: Store> Allocator<S> {
                     if attempts >= 2 {
                         // Repeated conflicts: others are busy in the same
                         // chunk. Start the next search at a random chunk
-                        // (costs a read there, spreads the contenders).
+                        // of the whole set (costs a read there, spreads the
+                        // contenders).
                         ctx.seed = fastrand::u64(..);
                         ctx.hints = &no_hints;
+                        ctx.window = u128::MAX;
                     }
                 }
                 Err(e) if e.is_transient() => {
                     // The transaction may or may not have been applied:
                     // start over from a fresh read.
                     last = e.to_string();
+                    learned.unknown(ops);
                     known = fresh();
                     pending = initial.clone();
                 }
@@ -173,10 +229,19 @@ impl<S: Store> Allocator<S> {
         for batch in reqs.chunks(MAX_BATCH) {
             let hints = self.hints();
             let initial = plan::initial_reads(&self.ctx(&hints), batch);
+            let owners: Vec<Key> = batch
+                .iter()
+                .filter_map(|r| {
+                    self.keyspace
+                        .owner(&r.owner.container_id, &r.owner.ifname)
+                        .ok()
+                })
+                .collect();
             let outcomes = self
-                .run(initial, |ctx, known| plan::plan_add(ctx, known, batch))
+                .run(initial, &owners, |ctx, known| {
+                    plan::plan_add(ctx, known, batch)
+                })
                 .await?;
-            self.remember(&outcomes);
             out.extend(outcomes.into_iter().map(|o| match o {
                 Outcome::Existing(_, assigned) => Allocation {
                     assigned,
@@ -191,40 +256,53 @@ impl<S: Store> Allocator<S> {
         Ok(out)
     }
 
-    /// Per range set, the chunk index this allocator last allocated from:
-    /// where the next search starts (so a node whose starting chunk filled
-    /// up does not pay a read to skip it on every ADD). Callers that live
-    /// for one operation (the CNI plugin) persist it with [`Self::set_hints`].
+    /// Per range set, the address offset this allocator's next dynamic
+    /// search starts at (one past its last dynamic allocation): a node walks
+    /// its whole range set before it comes back to an address it released.
+    /// Part of the [node cache](Self::node_cache).
     pub fn hints(&self) -> BTreeMap<usize, u128> {
-        self.hints.lock().map(|h| h.clone()).unwrap_or_default()
+        self.cache_snapshot().positions().clone()
     }
 
-    /// Replaces the start hints (e.g. read back from a node-local file).
-    /// Hints outside the current ranges are ignored when allocating.
+    /// Replaces the search positions (e.g. read back from a node-local
+    /// file). Positions outside the current ranges are ignored.
     pub fn set_hints(&self, hints: BTreeMap<usize, u128>) {
-        if let Ok(mut h) = self.hints.lock() {
-            *h = hints;
+        if let Ok(mut c) = self.cache.lock() {
+            c.set_positions(hints);
         }
     }
 
-    fn remember(&self, outcomes: &[Outcome]) {
-        let k = self.network.chunk_bits;
-        if let Ok(mut h) = self.hints.lock() {
-            for o in outcomes {
-                if let Outcome::New(_, assigned) = o {
-                    for a in assigned {
-                        h.insert(a.set, super::geometry::chunk_of(a.ip, k));
-                    }
-                }
-            }
+    /// A copy of what this allocator remembers between operations (values
+    /// it last saw, search positions); see [`NodeCache`].
+    pub fn node_cache(&self) -> NodeCache {
+        self.cache_snapshot()
+    }
+
+    /// Replaces what this allocator remembers (e.g. a node-local file read
+    /// back with [`NodeCache::decode`]). Any content is safe: remembered
+    /// values are only trusted through byte compares.
+    pub fn set_node_cache(&self, cache: NodeCache) {
+        if let Ok(mut c) = self.cache.lock() {
+            *c = cache;
         }
+    }
+
+    fn cache_snapshot(&self) -> NodeCache {
+        self.cache.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn apply(&self, learned: Learned, ok: bool) {
+        let Ok(mut c) = self.cache.lock() else {
+            return;
+        };
+        learned.apply(&self.keyspace, &mut c, ok);
     }
 
     /// Releases everything `owner` holds; `None` if it held nothing
     /// (releasing an unknown owner succeeds).
     pub async fn release(&self, owner: &OwnerId) -> Result<Option<OwnerRecord>, AllocError> {
         let key = self.keyspace.owner(&owner.container_id, &owner.ifname)?;
-        self.run(vec![Pending::Get(key.clone())], |ctx, known| {
+        self.run(vec![Pending::Get(key.clone())], &[], |ctx, known| {
             plan::plan_release(ctx, known, &key)
         })
         .await
@@ -440,4 +518,78 @@ pub(crate) fn decode_owner(key: &str, v: &Versioned) -> Result<OwnerRecord, Allo
         key: key.to_string(),
         detail: e.to_string(),
     })
+}
+
+/// What one operation learned about the store, applied to the allocator's
+/// node cache when it ends (in order).
+#[derive(Default)]
+struct Learned {
+    steps: Vec<Step>,
+    moved: Vec<(usize, u128)>,
+}
+
+enum Step {
+    Remember(Key, Option<Vec<u8>>),
+    Forget(Key),
+}
+
+impl Learned {
+    fn reads(&mut self, reads: &[Read], results: &[ReadResult]) {
+        for (read, result) in reads.iter().zip(results) {
+            match (read, result) {
+                (Read::Get(key), ReadResult::Get(v)) => self.steps.push(Step::Remember(
+                    key.clone(),
+                    v.as_ref().map(|v| v.value.clone()),
+                )),
+                (Read::Range { .. }, ReadResult::Range { kvs, .. }) => {
+                    for (key, v) in kvs {
+                        self.steps
+                            .push(Step::Remember(key.clone(), Some(v.value.clone())));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn current(&mut self, current: &[(Key, Option<Versioned>)]) {
+        for (key, v) in current {
+            self.steps.push(Step::Remember(
+                key.clone(),
+                v.as_ref().map(|v| v.value.clone()),
+            ));
+        }
+    }
+
+    fn committed(&mut self, ops: Vec<Op>, moved: Vec<(usize, u128)>) {
+        for op in ops {
+            self.steps.push(match op {
+                Op::Put(key, value) => Step::Remember(key, Some(value)),
+                Op::Delete(key) => Step::Remember(key, None),
+            });
+        }
+        self.moved = moved;
+    }
+
+    fn unknown(&mut self, ops: Vec<Op>) {
+        for op in ops {
+            match op {
+                Op::Put(key, _) | Op::Delete(key) => self.steps.push(Step::Forget(key)),
+            }
+        }
+    }
+
+    fn apply(self, ks: &super::Keyspace, cache: &mut NodeCache, ok: bool) {
+        for step in self.steps {
+            match step {
+                Step::Remember(key, value) => cache.remember(ks, &key, value.as_deref()),
+                Step::Forget(key) => cache.forget(&key),
+            }
+        }
+        if ok {
+            for (set, pos) in self.moved {
+                cache.set_position(set, pos);
+            }
+        }
+    }
 }

@@ -63,6 +63,29 @@ impl Candidates {
         }
     }
 
+    /// The ordinal of the first candidate chunk above `index`, if any.
+    pub fn ordinal_after(&self, index: u128) -> Option<u128> {
+        match self {
+            Candidates::Intervals(iv) => {
+                let mut before = 0u128;
+                for (lo, hi) in iv {
+                    if index < *lo {
+                        return Some(before);
+                    }
+                    if index < *hi {
+                        return Some(before + (index + 1 - lo));
+                    }
+                    before += hi - lo + 1;
+                }
+                None
+            }
+            Candidates::List(l) => {
+                let i = l.partition_point(|x| *x <= index);
+                (i < l.len()).then_some(i as u128)
+            }
+        }
+    }
+
     /// The last chunk index of the run that holds `index` (for a bounded
     /// range read that stays inside the set's chunks).
     pub fn run_end(&self, index: u128) -> u128 {
@@ -226,6 +249,13 @@ mod tests {
             assert_eq!(c.ordinal_of(idx), Some(ord));
         }
         assert_eq!(c.ordinal_of(6), None);
+        assert_eq!(c.ordinal_after(0), Some(0));
+        assert_eq!(c.ordinal_after(4), Some(2));
+        assert_eq!(c.ordinal_after(6), Some(3));
+        assert_eq!(c.ordinal_after(10), Some(4));
+        assert_eq!(c.ordinal_after(29), None);
+        assert_eq!(Candidates::List(vec![2, 5]).ordinal_after(2), Some(1));
+        assert_eq!(Candidates::List(vec![2, 5]).ordinal_after(5), None);
         assert_eq!(c.run_end(21), 29);
     }
 }

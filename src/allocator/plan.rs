@@ -50,9 +50,19 @@ pub struct Ctx<'a> {
     pub read_limit: usize,
     /// Seconds since the epoch, for new owner records.
     pub now: u64,
-    /// Per set: the chunk this node allocated from last (where to start).
+    /// Per set: the address offset this node's next search starts at (one
+    /// past its last dynamic allocation).
     pub hints: &'a BTreeMap<usize, u128>,
+    /// A node without a position starts in one of the first `window`
+    /// chunks of a set (see [`START_WINDOW`]).
+    pub window: u128,
 }
+
+/// How many chunks at the start of a range set a node's first search may
+/// start in: nodes spread over this many chunks (fewer conflicts between
+/// nodes) while addresses stay short (an IPv6 /64 hands out `…::2`…`…::ffff`
+/// at k = 8). Chosen by measurement; see BENCHMARKS.md ("Start window").
+pub const START_WINDOW: u128 = 256;
 
 impl Ctx<'_> {
     fn k(&self) -> u8 {
@@ -76,17 +86,31 @@ pub struct Plan<T> {
     pub result: T,
     /// The transaction; no ops means nothing to write.
     pub txn: Txn,
+    /// Per range set, where this node's next search starts once `txn`
+    /// commits (only sets that got a dynamic address; last one wins).
+    pub moved: Vec<(usize, u128)>,
+}
+
+impl<T> Plan<T> {
+    fn new(result: T, txn: Txn) -> Self {
+        Plan {
+            result,
+            txn,
+            moved: Vec::new(),
+        }
+    }
 }
 
 struct DraftChunk {
-    orig: Option<i64>,
+    /// What the commit compares (the state the draft started from).
+    orig: Expect,
     chunk: Chunk,
     /// Whether the stored chunk was full (for ordinary pods) before.
     was_full: bool,
 }
 
 struct DraftFull {
-    orig: Option<i64>,
+    orig: Expect,
     set: RoaringTreemap,
     dirty: bool,
 }
@@ -113,7 +137,7 @@ impl<'a> Draft<'a> {
 
     fn view(&self, family: Family, idx: u128) -> Lookup<'_> {
         match self.chunks.get(&(family, idx)) {
-            Some(d) => Lookup::Present(d.orig.unwrap_or(0), &d.chunk),
+            Some(d) => Lookup::Present(&d.chunk),
             None => self.known.chunk(family, idx),
         }
     }
@@ -129,15 +153,15 @@ impl<'a> Draft<'a> {
                     ]));
                 }
                 Lookup::Absent => DraftChunk {
-                    orig: None,
+                    orig: Expect::Absent,
                     chunk: Chunk {
                         bits: Bitmap::new(1usize << self.k),
                         cursor: 0,
                     },
                     was_full: false,
                 },
-                Lookup::Present(rev, c) => DraftChunk {
-                    orig: Some(rev),
+                Lookup::Present(c) => DraftChunk {
+                    orig: self.known.chunk_expect(family, idx),
                     chunk: c.clone(),
                     was_full: is_full(self.net, family, self.k, idx, c),
                 },
@@ -164,12 +188,12 @@ impl<'a> Draft<'a> {
             let d = match self.known.full(key) {
                 FullLookup::Unknown => return Err(Stop::Need(vec![Pending::Get(key.clone())])),
                 FullLookup::Absent => DraftFull {
-                    orig: None,
+                    orig: Expect::Absent,
                     set: RoaringTreemap::new(),
                     dirty: false,
                 },
-                FullLookup::Present(rev, set) => DraftFull {
-                    orig: Some(rev),
+                FullLookup::Present(set) => DraftFull {
+                    orig: self.known.full_expect(key),
                     set: set.clone(),
                     dirty: false,
                 },
@@ -247,7 +271,7 @@ impl<'a> Draft<'a> {
             let key = ctx.ks.chunk(*family, k, *idx);
             txn.compares.push(Compare {
                 key: key.clone(),
-                expect: d.orig.map_or(Expect::Absent, Expect::ModRevision),
+                expect: d.orig.clone(),
             });
             txn.ops.push(Op::Put(key.clone(), codec::encode(&d.chunk)));
             txn.read_on_conflict.push(key);
@@ -270,7 +294,7 @@ impl<'a> Draft<'a> {
             }
             txn.compares.push(Compare {
                 key: key.clone(),
-                expect: f.orig.map_or(Expect::Absent, Expect::ModRevision),
+                expect: f.orig.clone(),
             });
             if f.set.is_empty() {
                 txn.ops.push(Op::Delete(key.clone()));
@@ -291,7 +315,8 @@ fn is_full(net: &Network, family: Family, k: u8, idx: u128, chunk: &Chunk) -> bo
         .all(|s| chunk.bits.count_free(&geometry::normal_mask(s, k, idx)) == 0)
 }
 
-/// Checks the meta record and, when absent, adds its creation to `txn`.
+/// Checks the meta record and adds to `txn` its creation when absent, or a
+/// compare that it is still the record planned against.
 fn meta_step(ctx: &Ctx<'_>, known: &Known, txn: &mut Txn) -> Result<(), Stop> {
     let key = ctx.ks.meta();
     match &known.meta {
@@ -306,7 +331,14 @@ fn meta_step(ctx: &Ctx<'_>, known: &Known, txn: &mut Txn) -> Result<(), Stop> {
             txn.read_on_conflict.push(key);
             Ok(())
         }
-        Some(Some((_, Ok(m)))) if m.chunk_bits == ctx.k() => Ok(()),
+        Some(Some((expect, Ok(m)))) if m.chunk_bits == ctx.k() => {
+            txn.compares.push(Compare {
+                key: key.clone(),
+                expect: expect.clone(),
+            });
+            txn.read_on_conflict.push(key);
+            Ok(())
+        }
         Some(Some((_, Ok(m)))) => Err(Stop::Fail(AllocError::MetaMismatch {
             key,
             stored: m.chunk_bits,
@@ -387,7 +419,7 @@ pub fn initial_reads(ctx: &Ctx<'_>, reqs: &[AllocRequest]) -> Vec<Pending> {
                 continue;
             }
             let (cands, start) = candidates(ctx, i, set, req.stage.as_deref());
-            let Some(idx) = cands.nth(start) else {
+            let Some(idx) = cands.nth(start.ord) else {
                 continue;
             };
             push(Pending::Get(ctx.ks.full(family, idx)), &mut out);
@@ -428,18 +460,49 @@ fn map_requested(
     Ok(out)
 }
 
-/// The staged or ordinary candidate chunks of a set, and the start ordinal.
-fn candidates(ctx: &Ctx<'_>, i: usize, set: &RangeSet, stage: Option<&str>) -> (Candidates, u128) {
+/// Where a search over a set's candidate chunks starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Start {
+    /// Ordinal of the first chunk visited.
+    ord: u128,
+    /// First bit looked at in that chunk; the bits below it are looked at
+    /// last, after every other chunk (round robin over the whole set).
+    bit: usize,
+}
+
+/// The staged or ordinary candidate chunks of a set, and where to start.
+///
+/// Ordinary requests start at the node's position (one past its last
+/// dynamic address, so it walks the whole set before it comes back to an
+/// address it released) or, without one, at the start of a chunk drawn
+/// from the first `ctx.window` chunks by the node's seed. Staged requests
+/// start at their first reserved chunk.
+fn candidates(ctx: &Ctx<'_>, i: usize, set: &RangeSet, stage: Option<&str>) -> (Candidates, Start) {
     let k = ctx.k();
     match stage {
-        Some(s) if set.has_stage(s) => (geometry::staged_candidates(set, s, k), 0),
+        Some(s) if set.has_stage(s) => (
+            geometry::staged_candidates(set, s, k),
+            Start { ord: 0, bit: 0 },
+        ),
         _ => {
             let c = geometry::normal_candidates(set, k);
-            let start = ctx
-                .hints
-                .get(&i)
-                .and_then(|h| c.ordinal_of(*h))
-                .unwrap_or_else(|| geometry::spread(ctx.seed, i, c.count()));
+            let low = (1u128 << k) - 1;
+            let at_position = ctx.hints.get(&i).map(|pos| match c.ordinal_of(pos >> k) {
+                Some(ord) => Start {
+                    ord,
+                    bit: (pos & low) as usize,
+                },
+                // Past the end of a range: the next candidate chunk, or
+                // back to the first one.
+                None => Start {
+                    ord: c.ordinal_after(pos >> k).unwrap_or(0),
+                    bit: 0,
+                },
+            });
+            let start = at_position.unwrap_or_else(|| Start {
+                ord: geometry::spread(ctx.seed, i, c.count().min(ctx.window.max(1))),
+                bit: 0,
+            });
             (c, start)
         }
     }
@@ -456,6 +519,7 @@ pub fn plan_add(
     meta_step(ctx, known, &mut txn)?;
     let mut draft = Draft::new(known, ctx.net, k);
     let mut outcomes = Vec::with_capacity(reqs.len());
+    let mut moved = Vec::new();
     let mut owners_seen = HashSet::new();
     for req in reqs {
         let key = ctx
@@ -484,8 +548,15 @@ pub fn plan_add(
         let mut assigned = Vec::with_capacity(ctx.net.sets.len());
         for (i, set) in ctx.net.sets.iter().enumerate() {
             let a = match statics.get(&i) {
+                // A static request does not move the node's position.
                 Some(ip) => pick_static(ctx, &mut draft, i, set, *ip, req.stage.as_deref())?,
-                None => pick_dynamic(ctx, &mut draft, i, set, req.stage.as_deref())?,
+                None => {
+                    let a = pick_dynamic(ctx, &mut draft, i, set, req.stage.as_deref())?;
+                    if !req.stage.as_deref().is_some_and(|s| set.has_stage(s)) {
+                        moved.push((i, crate::range::to_u128(a.ip).wrapping_add(1)));
+                    }
+                    a
+                }
             };
             assigned.push(a);
         }
@@ -509,15 +580,13 @@ pub fn plan_add(
         outcomes.push(Outcome::New(rec, assigned));
     }
     if outcomes.iter().all(|o| matches!(o, Outcome::Existing(..))) {
-        return Ok(Plan {
-            result: outcomes,
-            txn: Txn::default(),
-        });
+        return Ok(Plan::new(outcomes, Txn::default()));
     }
     draft.finish(ctx, &mut txn)?;
     Ok(Plan {
         result: outcomes,
         txn,
+        moved,
     })
 }
 
@@ -576,6 +645,9 @@ fn pick_dynamic(
     let staged = stage.filter(|s| set.has_stage(s));
     let (cands, start) = candidates(ctx, set_index, set, staged);
     let n = cands.count();
+    // Visit every chunk once from the start; when the search started inside
+    // a chunk, that chunk's lower bits come last (one more visit).
+    let visits = if start.bit > 0 { n + 1 } else { n };
     // Ordinary requests skip chunks the full-set lists on a first pass and
     // look at them on a second pass before giving up (the set is a hint).
     let passes: &[bool] = if staged.is_some() {
@@ -586,23 +658,29 @@ fn pick_dynamic(
     let mut corrupt = None;
     for &use_hint in passes {
         let mut step: u128 = 0;
-        while step < n {
-            let ord = (start + step) % n;
+        while step < visits {
+            let ord = (start.ord + step) % n;
+            // Bits of this visit: [from, to).
+            let (from, to) = match step {
+                0 => (start.bit, usize::MAX),
+                s if s == n => (0, start.bit),
+                _ => (0, usize::MAX),
+            };
             step += 1;
             let Some(idx) = cands.nth(ord) else { break };
             // A chunk already read is looked at directly; the full-set is
             // consulted only to skip chunks not read yet or found full.
             let view = draft.view(family, idx);
             let known_free = match &view {
-                Lookup::Present(_, c) => c.bits.count_ones() < c.bits.len(),
+                Lookup::Present(c) => c.bits.count_ones() < c.bits.len(),
                 Lookup::Absent => true,
                 _ => false,
             };
             if use_hint && !known_free {
                 if let Some(skip) = draft.full_run(ctx.ks, family, idx, cands.run_end(idx))? {
                     // Jump over the whole run of listed chunks (never past
-                    // the starting ordinal again).
-                    step = (step - 1 + skip).min(n);
+                    // the last visit).
+                    step = (step - 1 + skip).min(visits);
                     continue;
                 }
             }
@@ -632,10 +710,13 @@ fn pick_dynamic(
                     continue;
                 }
                 // An absent chunk is all free: the first allowed bit.
-                Lookup::Absent => mask.iter_ones().next(),
-                Lookup::Present(_, c) => c.bits.find_free(c.cursor as usize, &mask),
+                Lookup::Absent => mask.iter_ones().find(|b| *b >= from),
+                Lookup::Present(c) => c.bits.find_free(from.min(mask.len()), &mask),
             };
-            let Some(bit) = bit else { continue };
+            // find_free wraps around the chunk: keep only [from, to).
+            let Some(bit) = bit.filter(|b| (from..to).contains(b)) else {
+                continue;
+            };
             // The mask only allows addresses inside the set's ranges, so
             // both lookups succeed; check before touching the draft anyway.
             let Some(ip) = from_u128(family, (idx << k) + bit as u128) else {
@@ -679,13 +760,8 @@ pub fn plan_release(
     let k = ctx.k();
     let (rev, rec) = match known.owners.get(key) {
         None => return Err(Stop::Need(vec![Pending::Get(key.clone())])),
-        Some(None) => {
-            return Ok(Plan {
-                result: None,
-                txn: Txn::default(),
-            })
-        }
-        Some(Some((rev, Ok(rec)))) => (*rev, rec),
+        Some(None) => return Ok(Plan::new(None, Txn::default())),
+        Some(Some((expect, Ok(rec)))) => (expect.clone(), rec),
         Some(Some((_, Err(detail)))) => {
             return Err(Stop::Fail(AllocError::CorruptOwner {
                 key: key.clone(),
@@ -725,13 +801,10 @@ pub fn plan_release(
     let mut txn = Txn::default();
     txn.compares.push(Compare {
         key: key.clone(),
-        expect: Expect::ModRevision(rev),
+        expect: rev,
     });
     txn.ops.push(Op::Delete(key.clone()));
     txn.read_on_conflict.push(key.clone());
     draft.finish(ctx, &mut txn)?;
-    Ok(Plan {
-        result: Some(rec.clone()),
-        txn,
-    })
+    Ok(Plan::new(Some(rec.clone()), txn))
 }

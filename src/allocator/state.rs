@@ -2,6 +2,13 @@
 //! read so far (decoded), which chunk indices are known to be absent, and
 //! conversion of pending reads into store [`Read`]s and back.
 //!
+//! Every known value carries the [`Expect`] a transaction that relies on it
+//! must compare: `ModRevision` for a value read from the store during this
+//! operation, `Value` (the exact bytes) for one taken from the node's
+//! [`NodeCache`](super::cache::NodeCache), and `Absent` for a key known or
+//! assumed not to exist. So a stale, foreign or made-up cache entry can only
+//! make a transaction fail its compare; it can never be written over.
+//!
 //! Pure: the driver feeds store answers in; the planner reads from here.
 
 use std::cell::OnceCell;
@@ -14,7 +21,7 @@ use super::meta::Meta;
 use super::{fullset, OwnerRecord};
 use crate::codec::{self, Chunk, CodecError};
 use crate::range::Family;
-use crate::store::{Key, Read, ReadResult, Versioned};
+use crate::store::{Expect, Key, Read, ReadResult, Versioned};
 
 /// A read the planner needs before it can go on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +49,7 @@ pub enum Lookup<'a> {
     /// Known not to exist: all free.
     Absent,
     /// Present and decoded.
-    Present(i64, &'a Chunk),
+    Present(&'a Chunk),
     /// Present but undecodable.
     Corrupt(&'a CodecError),
 }
@@ -52,6 +59,8 @@ pub enum Lookup<'a> {
 /// reading.
 #[derive(Debug)]
 struct Lazy<T, E> {
+    /// `false` when the bytes came from the node's cache.
+    fresh: bool,
     rev: i64,
     bytes: Vec<u8>,
     decoded: OnceCell<Result<T, E>>,
@@ -60,14 +69,43 @@ struct Lazy<T, E> {
 impl<T, E> Lazy<T, E> {
     fn new(v: Versioned) -> Self {
         Lazy {
+            fresh: true,
             rev: v.mod_revision,
             bytes: v.value,
             decoded: OnceCell::new(),
         }
     }
 
+    fn cached(bytes: Vec<u8>) -> Self {
+        Lazy {
+            fresh: false,
+            rev: 0,
+            bytes,
+            decoded: OnceCell::new(),
+        }
+    }
+
+    /// What a transaction relying on this value compares.
+    fn expect(&self) -> Expect {
+        if self.fresh {
+            Expect::ModRevision(self.rev)
+        } else {
+            Expect::Value(self.bytes.clone())
+        }
+    }
+
     fn get(&self, decode: impl FnOnce(&[u8]) -> Result<T, E>) -> &Result<T, E> {
         self.decoded.get_or_init(|| decode(&self.bytes))
+    }
+
+    /// The same bytes, to be decoded as another type.
+    fn retype<U, F>(self) -> Lazy<U, F> {
+        Lazy {
+            fresh: self.fresh,
+            rev: self.rev,
+            bytes: self.bytes,
+            decoded: OnceCell::new(),
+        }
     }
 }
 
@@ -79,13 +117,14 @@ pub enum FullLookup<'a> {
     /// Known not to exist: no chunk listed.
     Absent,
     /// Present and decoded.
-    Present(i64, &'a RoaringTreemap),
+    Present(&'a RoaringTreemap),
     /// Present but undecodable.
     Corrupt(&'a str),
 }
 
-/// A decoded value (or why it could not be decoded) with its mod revision.
-pub type Stored<T> = Option<(i64, Result<T, String>)>;
+/// A decoded value (or why it could not be decoded) with what a transaction
+/// relying on it compares.
+pub type Stored<T> = Option<(Expect, Result<T, String>)>;
 
 /// The values known so far.
 #[derive(Debug)]
@@ -100,6 +139,9 @@ pub struct Known {
     pub meta: Option<Stored<Meta>>,
     /// Owner records by key.
     pub owners: HashMap<Key, Stored<OwnerRecord>>,
+    /// Whether anything known came from the node's cache (not read in this
+    /// operation): a definite failure planned on such values is not trusted.
+    cached: bool,
 }
 
 impl Known {
@@ -113,6 +155,79 @@ impl Known {
             full: HashMap::new(),
             meta: None,
             owners: HashMap::new(),
+            cached: false,
+        }
+    }
+
+    /// Whether any value known came from the node's cache.
+    pub fn uses_cache(&self) -> bool {
+        self.cached
+    }
+
+    /// Takes in values remembered by the node (`None`: known absent). They
+    /// are compared by their bytes when a transaction relies on them.
+    pub fn seed<'k>(&mut self, entries: impl IntoIterator<Item = (&'k str, Option<&'k [u8]>)>) {
+        for (key, value) in entries {
+            self.cached = true;
+            match value {
+                Some(bytes) => self.put_cached(key, bytes.to_vec()),
+                None => self.absorb_key(key, None),
+            }
+        }
+    }
+
+    /// Records the assumption that `key` (an owner) does not exist, over
+    /// anything remembered of it: the transaction compares it absent, and a
+    /// conflict answer brings its real value. (A remembered record is never
+    /// handed back as held without the store confirming it.)
+    pub fn assume_absent(&mut self, key: &str) {
+        self.owners.insert(key.to_string(), None);
+    }
+
+    /// Whether the value of `key` is known (present or absent).
+    pub fn knows(&self, key: &str) -> bool {
+        if key == self.ks.meta() {
+            return self.meta.is_some();
+        }
+        if key.starts_with(&self.ks.owners_prefix()) {
+            return self.owners.contains_key(key);
+        }
+        if self.full.contains_key(key) {
+            return true;
+        }
+        [Family::V4, Family::V6].into_iter().any(|family| {
+            self.ks
+                .parse_chunk(family, self.k, key)
+                .is_some_and(|idx| !matches!(self.chunk(family, idx), Lookup::Unknown))
+        })
+    }
+
+    /// The reads of `pending` whose answers are not known yet.
+    pub fn unknown(&self, pending: Vec<Pending>) -> Vec<Pending> {
+        pending
+            .into_iter()
+            .filter(|p| match p {
+                Pending::Get(key) => !self.knows(key),
+                Pending::Chunks { family, lo, .. } => {
+                    matches!(self.chunk(*family, *lo), Lookup::Unknown)
+                }
+            })
+            .collect()
+    }
+
+    /// What a transaction relying on the current state of chunk `index`
+    /// compares.
+    pub fn chunk_expect(&self, family: Family, index: u128) -> Expect {
+        self.chunks
+            .get(&(family, index))
+            .map_or(Expect::Absent, Lazy::expect)
+    }
+
+    /// What a transaction relying on the full-set `key` compares.
+    pub fn full_expect(&self, key: &str) -> Expect {
+        match self.full.get(key) {
+            Some(Some(l)) => l.expect(),
+            _ => Expect::Absent,
         }
     }
 
@@ -125,7 +240,7 @@ impl Known {
     pub fn chunk(&self, family: Family, index: u128) -> Lookup<'_> {
         match self.chunks.get(&(family, index)) {
             Some(v) => match v.get(|b| decode_chunk(b, self.k)) {
-                Ok(c) => Lookup::Present(v.rev, c),
+                Ok(c) => Lookup::Present(c),
                 Err(e) => Lookup::Corrupt(e),
             },
             None if self
@@ -150,7 +265,7 @@ impl Known {
             None => FullLookup::Unknown,
             Some(None) => FullLookup::Absent,
             Some(Some(l)) => match l.get(fullset::decode) {
-                Ok(set) => FullLookup::Present(l.rev, set),
+                Ok(set) => FullLookup::Present(set),
                 Err(e) => FullLookup::Corrupt(e),
             },
         }
@@ -191,7 +306,7 @@ impl Known {
                     for (key, v) in kvs {
                         if let Some(idx) = self.ks.parse_chunk(*family, self.k, &key) {
                             last = Some(idx);
-                            self.put_chunk(*family, idx, Some(v));
+                            self.put_chunk(*family, idx, Some(Lazy::new(v)));
                         }
                     }
                     let through = if more { last } else { Some(*hi) };
@@ -208,36 +323,44 @@ impl Known {
 
     /// Takes in the current value of one key (a get, or a conflict answer).
     pub fn absorb_key(&mut self, key: &str, v: Option<Versioned>) {
+        self.put(key, v.map(Lazy::new));
+    }
+
+    fn put_cached(&mut self, key: &str, bytes: Vec<u8>) {
+        self.put(key, Some(Lazy::cached(bytes)));
+    }
+
+    fn put(&mut self, key: &str, v: Option<Lazy<(), ()>>) {
         if key == self.ks.meta() {
-            self.meta = Some(v.map(|v| (v.mod_revision, Meta::decode(&v.value))));
+            self.meta = Some(v.map(|l| (l.expect(), Meta::decode(&l.bytes))));
         } else if key.starts_with(&self.ks.owners_prefix()) {
-            let rec = v.map(|v| {
+            let rec = v.map(|l| {
                 (
-                    v.mod_revision,
-                    serde_json::from_slice::<OwnerRecord>(&v.value).map_err(|e| e.to_string()),
+                    l.expect(),
+                    serde_json::from_slice::<OwnerRecord>(&l.bytes).map_err(|e| e.to_string()),
                 )
             });
             self.owners.insert(key.to_string(), rec);
         } else if key.starts_with(&format!("{}/full/", self.ks.root())) {
-            self.full.insert(key.to_string(), v.map(Lazy::new));
+            self.full.insert(key.to_string(), v.map(Lazy::retype));
         } else {
             for family in [Family::V4, Family::V6] {
                 if let Some(idx) = self.ks.parse_chunk(family, self.k, key) {
-                    self.put_chunk(family, idx, v);
+                    self.put_chunk(family, idx, v.map(Lazy::retype));
                     return;
                 }
             }
         }
     }
 
-    fn put_chunk(&mut self, family: Family, idx: u128, v: Option<Versioned>) {
+    fn put_chunk(&mut self, family: Family, idx: u128, v: Option<Lazy<Chunk, CodecError>>) {
         match v {
             None => {
                 self.chunks.remove(&(family, idx));
                 self.covered.push((family, idx, idx));
             }
             Some(v) => {
-                self.chunks.insert((family, idx), Lazy::new(v));
+                self.chunks.insert((family, idx), v);
             }
         }
     }

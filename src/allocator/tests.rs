@@ -55,7 +55,7 @@ fn alloc_of<S: Store>(store: S, n: Network) -> Allocator<S> {
 }
 
 #[tokio::test]
-async fn uncontended_add_is_two_round_trips() {
+async fn cold_add_is_two_round_trips_warm_add_and_del_one() {
     let store = CountingStore::new(MemoryStore::new());
     let a = alloc_of(
         &store,
@@ -69,13 +69,39 @@ async fn uncontended_add_is_two_round_trips() {
     assert_eq!((store.reads(), store.txns()), (1, 1));
     store.reset();
     a.allocate(&req("c2")).await.unwrap();
-    assert_eq!(store.round_trips(), 2, "second ADD: one read, one txn");
+    assert_eq!(
+        (store.reads(), store.txns()),
+        (0, 1),
+        "warm ADD: one transaction, no read"
+    );
     store.reset();
-    // Idempotent ADD: one read, no write.
+    // Idempotent ADD: the transaction's owner compare fails and its answer
+    // carries the record.
     let again = a.allocate(&req("c1")).await.unwrap();
     assert!(again.existing);
     assert_eq!(again.assigned, first.assigned);
-    assert_eq!((store.reads(), store.txns()), (1, 0));
+    assert_eq!((store.reads(), store.txns()), (0, 1));
+    // Warm DEL: the owner record and chunks are remembered.
+    store.reset();
+    assert!(a.release(&req("c2").owner).await.unwrap().is_some());
+    assert_eq!((store.reads(), store.txns()), (0, 1), "warm DEL");
+    // DEL of an owner this allocator never saw: read it, then one txn
+    // (its chunks are remembered).
+    let b = alloc_of(&store, a.network().clone());
+    b.set_node_cache(a.node_cache());
+    a.set_node_cache(NodeCache::new());
+    store.reset();
+    assert!(a.release(&req("c1").owner).await.unwrap().is_some());
+    assert_eq!((store.reads(), store.txns()), (2, 1), "cold DEL");
+    // A stale cache (another allocator moved on): one conflict, then done.
+    store.reset();
+    b.allocate(&req("c3")).await.unwrap();
+    assert_eq!(
+        (store.reads(), store.txns()),
+        (0, 2),
+        "stale: conflict + retry"
+    );
+    assert!(a.check().await.unwrap().is_clean());
 }
 
 #[tokio::test]
@@ -488,7 +514,11 @@ async fn a_full_starting_chunk_costs_no_extra_round_trip_once_hinted() {
     }
     store.reset();
     a.allocate(&req("next")).await.unwrap();
-    assert_eq!(store.round_trips(), 2, "hint points past the full chunk");
+    assert_eq!(
+        store.round_trips(),
+        1,
+        "position points past the full chunk"
+    );
     // A fresh allocator (a new plugin process) given the same hints too.
     let b = alloc_of(&store, a.network().clone());
     b.set_hints(a.hints());
@@ -538,4 +568,123 @@ async fn verify_reports_recorded_addresses_not_marked() {
     );
     let (_, missing) = a.verify(&req("v").owner).await.unwrap().unwrap();
     assert_eq!(missing, vec![got]);
+}
+
+/// ADD then DEL, `n` times, on one allocator: the addresses handed out.
+async fn add_del_cycles<S: Store>(a: &Allocator<S>, n: usize) -> Vec<IpAddr> {
+    let mut got = Vec::new();
+    for i in 0..n {
+        let r = req(&format!("cycle{i}"));
+        got.push(a.allocate(&r).await.unwrap().assigned[0].ip);
+        a.release(&r.owner).await.unwrap();
+    }
+    got
+}
+
+#[tokio::test]
+async fn round_robin_advances_to_the_next_range_and_rolls_over() {
+    // host-local's "advance to next subnet" / "roll over to start subnet":
+    // each /30 has one usable address (.2).
+    for k in [6u8, 8, 12] {
+        for seed in [0u64, 7, 99] {
+            let store = MemoryStore::new();
+            let mut n = net(vec![set(&[spec("10.0.0.0/30"), spec("10.0.1.0/30")])]);
+            n.chunk_bits = k;
+            let a = Allocator::new(
+                &store,
+                n,
+                Options {
+                    node_seed: seed,
+                    ..Options::default()
+                },
+            )
+            .unwrap();
+            let got = add_del_cycles(&a, 6).await;
+            for pair in got.windows(2) {
+                assert_ne!(pair[0], pair[1], "k={k} seed={seed}: {got:?}");
+            }
+            let distinct: HashSet<_> = got.iter().collect();
+            assert_eq!(distinct.len(), 2, "k={k} seed={seed}: {got:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn round_robin_walks_the_whole_set_before_reuse() {
+    // A /23 has 510 usable addresses: 300 ADD/DEL cycles give 300 distinct
+    // addresses at every chunk size (the node's position crosses chunks).
+    for k in [6u8, 8, 10] {
+        let store = MemoryStore::new();
+        let mut n = net(vec![set(&[spec("10.0.0.0/23")])]);
+        n.chunk_bits = k;
+        let a = alloc_of(&store, n);
+        let got = add_del_cycles(&a, 300).await;
+        let distinct: HashSet<_> = got.iter().collect();
+        assert_eq!(distinct.len(), 300, "k={k}");
+        // And in address order, wrapping once at most.
+        let descents = got.windows(2).filter(|w| w[1] < w[0]).count();
+        assert!(descents <= 1, "k={k}: {descents} wraps");
+        // The same through the node cache's byte form (a new plugin
+        // process each time).
+        let store = MemoryStore::new();
+        let mut n = net(vec![set(&[spec("10.0.0.0/23")])]);
+        n.chunk_bits = k;
+        let mut bytes = Vec::new();
+        let mut got = Vec::new();
+        for i in 0..40 {
+            let a = alloc_of(&store, n.clone());
+            if let Some(c) = NodeCache::decode(&bytes, a.keyspace(), k) {
+                a.set_node_cache(c);
+            }
+            let r = req(&format!("p{i}"));
+            got.push(a.allocate(&r).await.unwrap().assigned[0].ip);
+            a.release(&r.owner).await.unwrap();
+            bytes = a.node_cache().encode(a.keyspace(), k);
+        }
+        let distinct: HashSet<_> = got.iter().collect();
+        assert_eq!(distinct.len(), 40, "k={k} through the cache file");
+    }
+}
+
+#[tokio::test]
+async fn static_requests_do_not_move_the_position() {
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/16")])]));
+    let first = a.allocate(&req("d1")).await.unwrap().assigned[0].ip;
+    let before = a.hints();
+    let mut r = req("s1");
+    r.requested = vec![ip("10.0.200.9")];
+    a.allocate(&r).await.unwrap();
+    assert_eq!(a.hints(), before);
+    let next = a.allocate(&req("d2")).await.unwrap().assigned[0].ip;
+    assert_eq!(
+        crate::range::to_u128(next),
+        crate::range::to_u128(first) + 1
+    );
+}
+
+#[tokio::test]
+async fn ipv6_starts_in_the_window_at_the_start_of_the_range() {
+    // Whatever the node, its first address in a /64 lies in the first
+    // START_WINDOW chunks: short addresses like 2001:db8:1::2..::ffff at k = 8.
+    let base = crate::range::to_u128(ip("2001:db8:1::"));
+    let window = plan::START_WINDOW << DEFAULT_CHUNK_BITS;
+    let mut starts = HashSet::new();
+    for node in 0..64u64 {
+        let store = MemoryStore::new();
+        let a = Allocator::new(
+            &store,
+            net(vec![set(&[spec("2001:db8:1::/64")])]),
+            Options {
+                node_seed: geometry::node_seed_from(&format!("node-{node}")),
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let got = crate::range::to_u128(a.allocate(&req("c")).await.unwrap().assigned[0].ip);
+        assert!(got >= base + 2 && got < base + window, "{got:x}");
+        starts.insert(got >> DEFAULT_CHUNK_BITS);
+    }
+    // ... and nodes still spread over many chunks of it.
+    assert!(starts.len() > 40, "{} distinct start chunks", starts.len());
 }

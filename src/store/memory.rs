@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Expect, Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned};
+use super::{Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned};
 
 /// A fault the memory store injects into upcoming calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,11 +150,7 @@ impl MemoryStore {
         let holds = txn
             .compares
             .iter()
-            .all(|c| match (inner.data.get(&c.key), c.expect) {
-                (None, Expect::Absent) => true,
-                (Some(v), Expect::ModRevision(r)) => v.mod_revision == r,
-                _ => false,
-            });
+            .all(|c| c.expect.holds(inner.data.get(&c.key)));
         if !holds || fault == Some(Fault::SpuriousConflict) {
             let current = txn
                 .read_on_conflict

@@ -22,7 +22,8 @@
 //!    `create_revision`.
 //! 2. **Compares.** [`Expect::Absent`] holds iff the key does not exist;
 //!    [`Expect::ModRevision`]`(r)` holds iff the key exists and its
-//!    `mod_revision == r`. All compares of one transaction are evaluated
+//!    `mod_revision == r`; [`Expect::Value`]`(b)` holds iff the key exists
+//!    and its value is exactly `b`. All compares of one transaction are evaluated
 //!    against the same snapshot, and the ops are applied atomically on that
 //!    snapshot: no other writer can interleave.
 //! 3. **Ops.** Applied in order; a later op on the same key wins. Deleting an
@@ -106,12 +107,30 @@ pub enum ReadResult {
 }
 
 /// What a [`Compare`] expects of its key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expect {
     /// The key does not exist (etcd: `create_revision == 0`).
     Absent,
     /// The key exists and its `mod_revision` equals this value.
     ModRevision(i64),
+    /// The key exists and its value equals these bytes (etcd: a `VALUE`
+    /// compare). Used for values remembered across operations (a node's
+    /// cache): equal bytes mean the state planned against is the current
+    /// state, whatever happened to revisions in between (a restored or
+    /// replaced store reuses revision numbers, never a value by accident).
+    Value(Vec<u8>),
+}
+
+impl Expect {
+    /// Whether a key in state `current` satisfies this expectation.
+    pub fn holds(&self, current: Option<&Versioned>) -> bool {
+        match (current, self) {
+            (None, Expect::Absent) => true,
+            (Some(v), Expect::ModRevision(r)) => v.mod_revision == *r,
+            (Some(v), Expect::Value(bytes)) => v.value == *bytes,
+            _ => false,
+        }
+    }
 }
 
 /// One condition of a [`Txn`].

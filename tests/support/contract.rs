@@ -12,6 +12,7 @@ use host_etcd::store::{
 pub async fn check_contract<S: Store>(s: &S, prefix: &str) {
     revisions(s, &format!("{prefix}/revisions/")).await;
     compares(s, &format!("{prefix}/compares/")).await;
+    value_compares(s, &format!("{prefix}/value-compares/")).await;
     atomicity(s, &format!("{prefix}/atomicity/")).await;
     ops_order(s, &format!("{prefix}/ops-order/")).await;
     delete_absent(s, &format!("{prefix}/delete-absent/")).await;
@@ -192,6 +193,39 @@ pub async fn compares<S: Store>(s: &S, p: &str) {
     delete(s, &k).await;
     conflict(s, create(Expect::ModRevision(r2))).await;
     commit(s, create(Expect::Absent)).await;
+}
+
+/// Contract 2: `Value` compares hold for the exact current bytes only, and
+/// never for an absent key.
+pub async fn value_compares<S: Store>(s: &S, p: &str) {
+    let k = format!("{p}k");
+    let create = |expect| Txn {
+        compares: vec![cmp(&k, expect)],
+        ops: vec![Op::Put(k.clone(), b"next".to_vec())],
+        read_on_conflict: vec![k.clone()],
+    };
+    // Never holds for an absent key, not even for empty bytes.
+    for bytes in [Vec::new(), b"v".to_vec()] {
+        assert_eq!(
+            conflict(s, create(Expect::Value(bytes))).await,
+            vec![(k.clone(), None)]
+        );
+    }
+    put(s, &k, b"v1").await;
+    conflict(s, create(Expect::Value(b"v".to_vec()))).await;
+    conflict(s, create(Expect::Value(b"v1\0".to_vec()))).await;
+    conflict(s, create(Expect::Value(Vec::new()))).await;
+    commit(s, create(Expect::Value(b"v1".to_vec()))).await;
+    assert_eq!(get(s, &k).await.map(|v| v.value), Some(b"next".to_vec()));
+    // Same bytes written again (a new revision): the value compare still
+    // holds, where a revision compare taken before would not.
+    let before = get(s, &k).await.expect("present").mod_revision;
+    put(s, &k, b"next").await;
+    conflict(s, create(Expect::ModRevision(before))).await;
+    commit(s, create(Expect::Value(b"next".to_vec()))).await;
+    // An empty stored value matches an empty expectation.
+    put(s, &k, b"").await;
+    commit(s, create(Expect::Value(Vec::new()))).await;
 }
 
 /// Contract 2: a failing compare applies nothing, whatever the others say.

@@ -245,10 +245,12 @@ fn range_op(start: &str, end: &str, limit: usize) -> Option<TxnOp> {
 /// the contract says never holds) becomes `mod_revision < 0`: always false.
 fn compare(c: &super::Compare) -> EtcdCompare {
     let key = c.key.as_str();
-    match c.expect {
+    match &c.expect {
         Expect::Absent => EtcdCompare::create_revision(key, CompareOp::Equal, 0),
-        Expect::ModRevision(r) if r <= 0 => EtcdCompare::mod_revision(key, CompareOp::Less, 0),
-        Expect::ModRevision(r) => EtcdCompare::mod_revision(key, CompareOp::Equal, r),
+        Expect::ModRevision(r) if *r <= 0 => EtcdCompare::mod_revision(key, CompareOp::Less, 0),
+        Expect::ModRevision(r) => EtcdCompare::mod_revision(key, CompareOp::Equal, *r),
+        // etcd fails a value compare on an absent key, as the contract says.
+        Expect::Value(bytes) => EtcdCompare::value(key, CompareOp::Equal, bytes.clone()),
     }
 }
 

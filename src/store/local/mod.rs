@@ -38,7 +38,7 @@ use self::format::{
     LOCK_FILE, MAGIC, META, META_FORMAT, META_MAGIC, META_REVISION, NEW_FILE,
 };
 use self::lock::DirLock;
-use super::{Expect, Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned};
+use super::{Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned};
 
 /// How [`LocalStore::open_with`] opens a store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,11 +190,7 @@ impl LocalStore {
             let mut holds = true;
             for compare in &txn.compares {
                 let current = get(&kv, &compare.key, path)?;
-                let ok = match (current, compare.expect) {
-                    (None, Expect::Absent) => true,
-                    (Some(v), Expect::ModRevision(r)) => v.mod_revision == r,
-                    _ => false,
-                };
+                let ok = compare.expect.holds(current.as_ref());
                 if !ok {
                     holds = false;
                     break;

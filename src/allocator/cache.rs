@@ -1,0 +1,310 @@
+//! The node cache: what one node last saw of the keys it works on — the
+//! meta record, full-sets, the chunks it allocates from, the owner records
+//! it created — and, per range set, the position its next search starts
+//! from. With it a warm ADD or DEL is one transaction and no read.
+//!
+//! The cache is an optimization only. Every cached value is compared by its
+//! exact bytes ([`Expect::Value`](crate::store::Expect::Value)) by any
+//! transaction that relies on it, so a stale, foreign, truncated or made-up
+//! cache can cost a conflict (whose answer carries the current values) but
+//! can never hand out a taken address or lose a release. A cache that does
+//! not decode, or belongs to another network, prefix or chunk size, is
+//! ignored.
+//!
+//! Bounded: at most [`MAX_CHUNKS`] chunks and [`MAX_OWNERS`] owner records
+//! are kept (the least recently used go first); meta and full-sets are few.
+//!
+//! The byte form (used by the plugin's node-local file) is JSON:
+//!
+//! ```json
+//! {"format":"host-etcd-node-cache","version":1,"root":"/host-etcd/net","chunkBits":8,
+//!  "positions":{"0":"a000102"},
+//!  "entries":[["/host-etcd/net/meta","7b2263…"],["/host-etcd/net/chunks/4/…",null]]}
+//! ```
+//!
+//! `positions` maps a range set's index to the next address to try (hex
+//! offset); `entries` lists keys oldest first with their hex value (`null`:
+//! known absent).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::keys::Keyspace;
+use crate::store::Key;
+
+/// Chunks remembered at most.
+pub const MAX_CHUNKS: usize = 64;
+/// Owner records remembered at most (a node rarely runs more pods).
+pub const MAX_OWNERS: usize = 256;
+
+const FORMAT: &str = "host-etcd-node-cache";
+const VERSION: u32 = 1;
+
+/// Remembered values and search positions of one node for one network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeCache {
+    /// Key -> (last use, value; `None` = known absent).
+    entries: HashMap<Key, (u64, Option<Vec<u8>>)>,
+    /// Per range set: the address offset the next dynamic search starts at.
+    positions: BTreeMap<usize, u128>,
+    clock: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Form {
+    format: String,
+    version: u32,
+    root: String,
+    #[serde(rename = "chunkBits")]
+    chunk_bits: u8,
+    positions: BTreeMap<String, String>,
+    entries: Vec<(String, Option<String>)>,
+}
+
+/// What kind of key an entry is, for the bounds.
+#[derive(PartialEq, Eq)]
+enum Class {
+    Chunk,
+    Owner,
+    Other,
+}
+
+impl NodeCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        NodeCache::default()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.positions.is_empty()
+    }
+
+    /// The remembered value of `key`: `None` if not remembered,
+    /// `Some(None)` if remembered absent.
+    pub fn get(&self, key: &str) -> Option<Option<&[u8]>> {
+        self.entries.get(key).map(|(_, v)| v.as_deref())
+    }
+
+    /// Every remembered entry (any order).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+        self.entries
+            .iter()
+            .map(|(k, (_, v))| (k.as_str(), v.as_deref()))
+    }
+
+    /// Per range set, where the next dynamic search starts.
+    pub fn positions(&self) -> &BTreeMap<usize, u128> {
+        &self.positions
+    }
+
+    /// Replaces the search positions.
+    pub fn set_positions(&mut self, positions: BTreeMap<usize, u128>) {
+        self.positions = positions;
+    }
+
+    /// Moves the search position of range set `set`.
+    pub fn set_position(&mut self, set: usize, offset: u128) {
+        self.positions.insert(set, offset);
+    }
+
+    /// Remembers the value of `key` (`None`: absent). Absent owner records
+    /// are forgotten instead: an owner's absence is never relied on.
+    pub fn remember(&mut self, ks: &Keyspace, key: &str, value: Option<&[u8]>) {
+        let class = class_of(ks, key);
+        if class == Class::Owner && value.is_none() {
+            self.entries.remove(key);
+            return;
+        }
+        self.clock += 1;
+        self.entries
+            .insert(key.to_string(), (self.clock, value.map(<[u8]>::to_vec)));
+        self.bound(ks, &class);
+    }
+
+    /// Forgets `key` (its state is unknown, e.g. after a lost reply).
+    pub fn forget(&mut self, key: &str) {
+        self.entries.remove(key);
+    }
+
+    /// Evicts the least recently used entries of `class` beyond its bound.
+    fn bound(&mut self, ks: &Keyspace, class: &Class) {
+        let limit = match class {
+            Class::Chunk => MAX_CHUNKS,
+            Class::Owner => MAX_OWNERS,
+            Class::Other => return,
+        };
+        let mut of_class: Vec<(u64, Key)> = self
+            .entries
+            .iter()
+            .filter(|(k, _)| class_of(ks, k) == *class)
+            .map(|(k, (t, _))| (*t, k.clone()))
+            .collect();
+        if of_class.len() <= limit {
+            return;
+        }
+        of_class.sort_unstable();
+        let excess = of_class.len() - limit;
+        for (_, key) in of_class.into_iter().take(excess) {
+            self.entries.remove(&key);
+        }
+    }
+
+    /// The byte form (see the module docs), for `ks` and chunk size `k`.
+    pub fn encode(&self, ks: &Keyspace, k: u8) -> Vec<u8> {
+        let mut entries: Vec<(&u64, &Key, &Option<Vec<u8>>)> = self
+            .entries
+            .iter()
+            .map(|(key, (t, v))| (t, key, v))
+            .collect();
+        entries.sort_unstable();
+        let form = Form {
+            format: FORMAT.into(),
+            version: VERSION,
+            root: ks.root().to_string(),
+            chunk_bits: k,
+            positions: self
+                .positions
+                .iter()
+                .map(|(set, pos)| (set.to_string(), format!("{pos:x}")))
+                .collect(),
+            entries: entries
+                .into_iter()
+                .map(|(_, key, v)| (key.clone(), v.as_deref().map(hex)))
+                .collect(),
+        };
+        serde_json::to_vec(&form).unwrap_or_default()
+    }
+
+    /// Reads the byte form back; `None` when it does not decode or belongs
+    /// to another network root or chunk size. Entries whose keys lie outside
+    /// the network's root are dropped.
+    pub fn decode(bytes: &[u8], ks: &Keyspace, k: u8) -> Option<NodeCache> {
+        let form: Form = serde_json::from_slice(bytes).ok()?;
+        if form.format != FORMAT
+            || form.version != VERSION
+            || form.root != ks.root()
+            || form.chunk_bits != k
+        {
+            return None;
+        }
+        let mut cache = NodeCache::new();
+        for (set, pos) in &form.positions {
+            cache
+                .positions
+                .insert(set.parse().ok()?, u128::from_str_radix(pos, 16).ok()?);
+        }
+        let inside = format!("{}/", ks.root());
+        for (key, value) in form.entries {
+            if !key.starts_with(&inside) {
+                continue;
+            }
+            let value = match value {
+                Some(h) => Some(unhex(&h)?),
+                None => None,
+            };
+            cache.remember(ks, &key, value.as_deref());
+        }
+        Some(cache)
+    }
+}
+
+fn class_of(ks: &Keyspace, key: &str) -> Class {
+    if key.starts_with(&ks.owners_prefix()) {
+        Class::Owner
+    } else if key.starts_with(&format!("{}/chunks/", ks.root())) {
+        Class::Chunk
+    } else {
+        Class::Other
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|d| u8::from_str_radix(d, 16).ok()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ks() -> Keyspace {
+        Keyspace::new("/p", "net").unwrap()
+    }
+
+    #[test]
+    fn round_trip() {
+        let ks = ks();
+        let mut c = NodeCache::new();
+        c.remember(&ks, &ks.meta(), Some(b"{\"k\":8}"));
+        c.remember(&ks, "/p/net/chunks/4/0a000000", None);
+        c.remember(&ks, "/p/net/owners/c1/eth0", Some(b"{}"));
+        c.set_position(1, u128::MAX - 3);
+        let bytes = c.encode(&ks, 8);
+        let back = NodeCache::decode(&bytes, &ks, 8).unwrap();
+        assert_eq!(back.get(&ks.meta()), Some(Some(&b"{\"k\":8}"[..])));
+        assert_eq!(back.get("/p/net/chunks/4/0a000000"), Some(None));
+        assert_eq!(back.get("/p/net/owners/c1/eth0"), Some(Some(&b"{}"[..])));
+        assert_eq!(back.positions(), c.positions());
+    }
+
+    #[test]
+    fn foreign_garbage_and_truncated_are_ignored() {
+        let ks = ks();
+        let mut c = NodeCache::new();
+        c.remember(&ks, &ks.meta(), Some(b"m"));
+        let bytes = c.encode(&ks, 8);
+        let other = Keyspace::new("/p", "other").unwrap();
+        assert!(NodeCache::decode(&bytes, &other, 8).is_none());
+        assert!(NodeCache::decode(&bytes, &ks, 9).is_none());
+        for cut in 0..bytes.len() {
+            assert!(NodeCache::decode(&bytes[..cut], &ks, 8).is_none());
+        }
+        assert!(NodeCache::decode(b"\xff\x00garbage", &ks, 8).is_none());
+        let odd = String::from_utf8(bytes).unwrap().replace("\"6d\"", "\"6\"");
+        assert!(NodeCache::decode(odd.as_bytes(), &ks, 8).is_none());
+        // Keys outside the network are dropped.
+        let smuggled = format!(
+            r#"{{"format":"{FORMAT}","version":1,"root":"/p/net","chunkBits":8,"positions":{{}},"entries":[["/p/other/meta","00"],["/p/netx/meta","00"]]}}"#
+        );
+        let c = NodeCache::decode(smuggled.as_bytes(), &ks, 8).unwrap();
+        assert!(c.entries().next().is_none());
+    }
+
+    #[test]
+    fn bounded_and_absent_owners_forgotten() {
+        let ks = ks();
+        let mut c = NodeCache::new();
+        for i in 0..(MAX_CHUNKS + 10) {
+            c.remember(&ks, &format!("/p/net/chunks/4/{i:08x}"), Some(b"x"));
+        }
+        for i in 0..(MAX_OWNERS + 10) {
+            c.remember(&ks, &format!("/p/net/owners/c{i}/eth0"), Some(b"x"));
+        }
+        let chunks = c.entries().filter(|(k, _)| k.contains("/chunks/")).count();
+        let owners = c.entries().filter(|(k, _)| k.contains("/owners/")).count();
+        assert_eq!((chunks, owners), (MAX_CHUNKS, MAX_OWNERS));
+        // The oldest went first.
+        assert!(c.get("/p/net/chunks/4/00000000").is_none());
+        assert!(c
+            .get(&format!("/p/net/chunks/4/{:08x}", MAX_CHUNKS + 9))
+            .is_some());
+        c.remember(&ks, "/p/net/owners/c300/eth0", None);
+        assert!(c.get("/p/net/owners/c300/eth0").is_none());
+    }
+}
