@@ -61,7 +61,8 @@ pub struct Ctx<'a> {
 /// How many chunks at the start of a range set a node's first search may
 /// start in: nodes spread over this many chunks (fewer conflicts between
 /// nodes) while addresses stay short (an IPv6 /64 hands out `…::2`…`…::ffff`
-/// at k = 8). Chosen by measurement; see BENCHMARKS.md ("Start window").
+/// at k = 8). The collision rates behind the choice are in BENCHMARKS.md
+/// ("Start window").
 pub const START_WINDOW: u128 = 256;
 
 impl Ctx<'_> {

@@ -193,7 +193,7 @@ impl Known {
             return self.owners.contains_key(key);
         }
         if self.full.contains_key(key) {
-            return true;
+            return self.full_known(key);
         }
         [Family::V4, Family::V6].into_iter().any(|family| {
             self.ks
@@ -241,6 +241,9 @@ impl Known {
         match self.chunks.get(&(family, index)) {
             Some(v) => match v.get(|b| decode_chunk(b, self.k)) {
                 Ok(c) => Lookup::Present(c),
+                // Remembered bytes that do not decode say nothing about
+                // the store: read the chunk.
+                Err(_) if !v.fresh => Lookup::Unknown,
                 Err(e) => Lookup::Corrupt(e),
             },
             None if self
@@ -256,7 +259,7 @@ impl Known {
 
     /// Whether the full-set `key` has been read.
     pub fn full_known(&self, key: &str) -> bool {
-        self.full.contains_key(key)
+        !matches!(self.full(key), FullLookup::Unknown)
     }
 
     /// The state of one full-set.
@@ -266,6 +269,7 @@ impl Known {
             Some(None) => FullLookup::Absent,
             Some(Some(l)) => match l.get(fullset::decode) {
                 Ok(set) => FullLookup::Present(set),
+                Err(_) if !l.fresh => FullLookup::Unknown,
                 Err(e) => FullLookup::Corrupt(e),
             },
         }

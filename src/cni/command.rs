@@ -9,7 +9,7 @@ use super::args::{push_unique, CniArgs};
 use super::config::{requested_version, NetConf, StoreConf};
 use super::env::{Command, Env};
 use super::error::CniError;
-use super::hints;
+use super::node::{NodeFiles, LOCK_WAIT_MAX};
 use super::resolv::{self, Dns};
 use super::result::{version_json, CniResult};
 use super::version::CniVersion;
@@ -112,7 +112,8 @@ async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError>
         Command::Add => add(env, conf).await,
         Command::Del => {
             let owner = env.owner()?;
-            allocator(conf).await?.release(&owner).await?;
+            let allocator = allocator(conf).await?;
+            with_node_state(conf, &allocator, allocator.release(&owner)).await?;
             Ok(None)
         }
         Command::Check => check(env, conf).await,
@@ -144,11 +145,6 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
         None => Dns::default(),
     };
     let allocator = allocator(conf).await?;
-    let hint_dir = conf.ipam.hint_dir.as_deref();
-    if let Some(dir) = hint_dir {
-        allocator.set_hints(hints::load(dir));
-    }
-    let before = allocator.hints();
     let request = AllocRequest {
         owner,
         stage: args.stage(),
@@ -156,13 +152,7 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
         pod_namespace: args.pod_namespace.clone(),
         pod_name: args.pod_name.clone(),
     };
-    let allocation = allocator.allocate(&request).await?;
-    if let Some(dir) = hint_dir {
-        let after = allocator.hints();
-        if after != before {
-            hints::save(dir, &after);
-        }
-    }
+    let allocation = with_node_state(conf, &allocator, allocator.allocate(&request)).await?;
     let result =
         CniResult::from_allocation(&allocation, allocator.network(), &conf.ipam.routes, dns)?;
     Ok(Some(result.encode(conf.cni_version)))
@@ -218,6 +208,31 @@ async fn status(conf: &NetConf) -> Result<Option<String>, CniError> {
         .await
         .map_err(|e| unavailable(CniError::from(e)))?;
     Ok(None)
+}
+
+/// Runs one allocator operation with the node-local state around it: under
+/// the node lock (etcd only; the embedded store has its own exclusive lock)
+/// and from the node cache file, which is written back afterwards. The store
+/// connection is already up, so the lock covers the protocol only.
+async fn with_node_state<T>(
+    conf: &NetConf,
+    allocator: &Allocator<AnyStore>,
+    op: impl std::future::Future<Output = Result<T, crate::allocator::AllocError>>,
+) -> Result<T, CniError> {
+    let files = NodeFiles::new(&conf.ipam.node_dir, &conf.name);
+    let k = allocator.network().chunk_bits;
+    let _lock = match conf.ipam.store {
+        StoreConf::Etcd(_) => files.lock((conf.ipam.budget / 4).min(LOCK_WAIT_MAX)),
+        StoreConf::Local { .. } => None,
+    };
+    let before = files.load(allocator.keyspace(), k);
+    allocator.set_node_cache(before.clone());
+    let out = op.await;
+    let after = allocator.node_cache();
+    if after != before {
+        files.save(allocator.keyspace(), k, &after);
+    }
+    Ok(out?)
 }
 
 async fn allocator(conf: &NetConf) -> Result<Allocator<AnyStore>, CniError> {

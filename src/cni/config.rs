@@ -111,9 +111,10 @@ pub struct IpamConf {
     pub budget: Duration,
     /// CAS attempts per operation.
     pub max_attempts: u32,
-    /// Where node-local start hints are kept: the embedded store's
-    /// directory, or with etcd an explicitly configured `dataDir`.
-    pub hint_dir: Option<PathBuf>,
+    /// Where the node-local state (node cache, node lock) is kept: the
+    /// embedded store's directory, or with etcd `dataDir` if given, else
+    /// `/var/lib/cni/host-etcd/<name>`.
+    pub node_dir: PathBuf,
 }
 
 /// Decodes stdin as JSON; syntax errors are code 6 with line and column.
@@ -309,12 +310,12 @@ fn parse_ipam(ipam: &Obj<'_>, name: &str) -> Result<IpamConf, CniError> {
     };
 
     let store = parse_store(ipam, name, budget)?;
-    let hint_dir = match &store {
-        StoreConf::Local { data_dir, .. } => Some(data_dir.clone()),
+    let node_dir = match &store {
+        StoreConf::Local { data_dir, .. } => data_dir.clone(),
         StoreConf::Etcd(_) => ipam
             .str("dataDir")?
             .filter(|s| !s.is_empty())
-            .map(PathBuf::from),
+            .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR).join(name), PathBuf::from),
     };
     Ok(IpamConf {
         range_sets,
@@ -328,7 +329,7 @@ fn parse_ipam(ipam: &Obj<'_>, name: &str) -> Result<IpamConf, CniError> {
         chunk_bits,
         budget,
         max_attempts,
-        hint_dir,
+        node_dir,
     })
 }
 

@@ -13,7 +13,7 @@
 //! | [`resolv`] | `resolv.conf` → `dns` |
 //! | [`result`] | allocation → result JSON per version; `VERSION` answer |
 //! | [`error`] | [`CniError`] → code, `msg`, error JSON |
-//! | [`hints`] | node-local start hints (`start-hints.json`) |
+//! | [`node`] | node-local state: the node cache file and the node lock |
 //! | [`command`] | ADD / DEL / CHECK / VERSION / GC / STATUS |
 //!
 //! ## Error codes
@@ -41,8 +41,8 @@ pub mod command;
 pub mod config;
 pub mod env;
 pub mod error;
-pub mod hints;
 mod json;
+pub mod node;
 pub mod resolv;
 pub mod result;
 pub mod version;

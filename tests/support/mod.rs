@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod contract;
+pub mod etcd_metrics;
 pub mod faults;
 pub mod pki_extra;
 pub mod plugin;
