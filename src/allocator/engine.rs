@@ -29,6 +29,7 @@ impl<S: Store> Allocator<S> {
             net: &self.network,
             ks: &self.keyspace,
             seed: self.options.node_seed,
+            node: &self.options.node_name,
             read_limit: self.options.read_limit.max(1),
             now: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
