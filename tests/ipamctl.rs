@@ -582,18 +582,31 @@ async fn owners_name_their_node_and_release_by_node() {
     assert_eq!(node_a.owners().await.unwrap().len(), 4);
 
     // Flags that exclude each other.
-    let out = ipamctl(&["--config", cfg, "release", "--node", "x", "--ip", "10.20.0.9"]);
+    let out = ipamctl(&[
+        "--config",
+        cfg,
+        "release",
+        "--node",
+        "x",
+        "--ip",
+        "10.20.0.9",
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let out = ipamctl(&["--config", cfg, "release", "--node", "", "--yes"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
     // An unknown node frees nothing.
-    let out = expect(0, &["--config", cfg, "release", "--node", "node-z", "--yes"]);
+    let out = expect(
+        0,
+        &["--config", cfg, "release", "--node", "node-z", "--yes"],
+    );
     assert!(out.contains("no owner record of node node-z"), "{out}");
 
     let released = json(
         0,
-        &["--config", cfg, "release", "--node", "node-a", "--yes", "--json"],
+        &[
+            "--config", cfg, "release", "--node", "node-a", "--yes", "--json",
+        ],
     );
     let mut gone: Vec<&str> = released
         .as_array()
@@ -648,13 +661,30 @@ async fn dry_runs_print_the_plan_and_write_nothing() {
     let before = snapshot(&etcd, alloc.store(), prefix).await;
     assert!(before.0.len() >= 5, "{:?}", before.0);
 
-    let out = expect(0, &["--config", cfg, "release", "--node", "node-a", "--dry-run"]);
-    assert!(out.contains("would release 2 owners of node node-a"), "{out}");
-    assert!(out.contains(&c1.to_string()) && out.contains(&c2.to_string()), "{out}");
+    let out = expect(
+        0,
+        &["--config", cfg, "release", "--node", "node-a", "--dry-run"],
+    );
+    assert!(
+        out.contains("would release 2 owners of node node-a"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&c1.to_string()) && out.contains(&c2.to_string()),
+        "{out}"
+    );
     assert!(!out.contains("c3"), "{out}");
     let plan = json(
         0,
-        &["--config", cfg, "release", "--node", "node-a", "--dry-run", "--json"],
+        &[
+            "--config",
+            cfg,
+            "release",
+            "--node",
+            "node-a",
+            "--dry-run",
+            "--json",
+        ],
     );
     assert_eq!(plan.as_array().unwrap().len(), 2);
     let out = expect(
@@ -662,12 +692,22 @@ async fn dry_runs_print_the_plan_and_write_nothing() {
         &["--config", cfg, "release", "--container", "c1", "--dry-run"],
     );
     assert!(
-        out.contains(&format!("would release {c1} of container c1 interface eth0")),
+        out.contains(&format!(
+            "would release {c1} of container c1 interface eth0"
+        )),
         "{out}"
     );
     let plan = json(
         0,
-        &["--config", cfg, "release", "--ip", &c2.to_string(), "--dry-run", "--json"],
+        &[
+            "--config",
+            cfg,
+            "release",
+            "--ip",
+            &c2.to_string(),
+            "--dry-run",
+            "--json",
+        ],
     );
     assert_eq!(plan["container_id"], "c2");
 
@@ -676,7 +716,10 @@ async fn dry_runs_print_the_plan_and_write_nothing() {
     let vf = valid.to_str().unwrap();
     let out = expect(0, &["--config", cfg, "gc", "--valid", vf, "--dry-run"]);
     assert!(out.contains("would release 2 owners not in"), "{out}");
-    let plan = json(0, &["--config", cfg, "gc", "--valid", vf, "--dry-run", "--json"]);
+    let plan = json(
+        0,
+        &["--config", cfg, "gc", "--valid", vf, "--dry-run", "--json"],
+    );
     let mut ids: Vec<&str> = plan
         .as_array()
         .unwrap()
@@ -692,8 +735,14 @@ async fn dry_runs_print_the_plan_and_write_nothing() {
         "{out}"
     );
     assert!(out.contains("WOULD REPAIR corrupt full-set"), "{out}");
-    assert!(out.contains("would repair 2, would leave 0; nothing written"), "{out}");
-    let plan = json(1, &["--config", cfg, "check", "--repair", "--dry-run", "--json"]);
+    assert!(
+        out.contains("would repair 2, would leave 0; nothing written"),
+        "{out}"
+    );
+    let plan = json(
+        1,
+        &["--config", cfg, "check", "--repair", "--dry-run", "--json"],
+    );
     assert_eq!(plan["would_repair"].as_array().unwrap().len(), 2, "{plan}");
     assert_eq!(plan["repaired"], 0);
     // --dry-run alone is a usage error (plain check writes nothing anyway).
@@ -707,7 +756,10 @@ async fn dry_runs_print_the_plan_and_write_nothing() {
     let fixed = json(0, &["--config", cfg, "check", "--repair", "--json"]);
     assert_eq!(fixed["repaired"], 2);
     assert_ne!(snapshot(&etcd, alloc.store(), prefix).await.1, after.1);
-    let released = json(0, &["--config", cfg, "gc", "--valid", vf, "--yes", "--json"]);
+    let released = json(
+        0,
+        &["--config", cfg, "gc", "--valid", vf, "--yes", "--json"],
+    );
     assert_eq!(released.as_array().unwrap().len(), 2);
     assert_eq!(alloc.owners().await.unwrap().len(), 1);
 }

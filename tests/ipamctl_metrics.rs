@@ -284,7 +284,10 @@ async fn prometheus_scrapes_the_exporter() {
     ];
     assert_eq!(sample(&text, "host_etcd_ipam_addresses_used", &net1), 7.0);
     let size = sample(&text, "host_etcd_ipam_addresses_size", &net1);
-    assert_eq!(sample(&text, "host_etcd_ipam_addresses_free", &net1), size - 7.0);
+    assert_eq!(
+        sample(&text, "host_etcd_ipam_addresses_free", &net1),
+        size - 7.0
+    );
     let ratio = sample(&text, "host_etcd_ipam_utilization_ratio", &net1);
     assert!((ratio - 7.0 / size).abs() < 1e-12, "{ratio}");
     assert_eq!(sample(&text, "host_etcd_ipam_chunks_stored", &net1), 1.0);
@@ -311,9 +314,16 @@ async fn prometheus_scrapes_the_exporter() {
         ),
         0.0
     );
-    assert_eq!(sample(&text, "host_etcd_ipam_up", &["network=\"net2\""]), 1.0);
     assert_eq!(
-        sample(&text, "host_etcd_ipam_scrape_errors_total", &["network=\"net1\""]),
+        sample(&text, "host_etcd_ipam_up", &["network=\"net2\""]),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "host_etcd_ipam_scrape_errors_total",
+            &["network=\"net1\""]
+        ),
         0.0
     );
     assert!(text.contains("# TYPE host_etcd_ipam_scrape_errors_total counter\n"));
@@ -325,7 +335,11 @@ async fn prometheus_scrapes_the_exporter() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    lint.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    lint.stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let lint = lint.wait_with_output().unwrap();
     assert!(
         lint.status.success() && lint.stdout.is_empty() && lint.stderr.is_empty(),
@@ -410,19 +424,22 @@ async fn prometheus_scrapes_the_exporter() {
     // The rules were loaded (Prometheus validates them on start).
     let (code, rules) = get(&prom_addr, "/api/v1/rules");
     assert_eq!(code, 200);
-    assert!(rules.contains("HostEtcdIpamRangeNearlyExhausted"), "{rules}");
+    assert!(
+        rules.contains("HostEtcdIpamRangeNearlyExhausted"),
+        "{rules}"
+    );
 
     // Garbage, wrong methods and paths, slow and oversized requests: an
     // error status (or a closed connection), never a crash.
     let status = |answer: &str| answer.split_whitespace().nth(1).map(str::to_string);
     assert_eq!(
-        status(&raw(&addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n")),
+        status(&raw(
+            &addr,
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"
+        )),
         Some("400".into())
     );
-    assert_eq!(
-        status(&raw(&addr, b"hello\n\n")),
-        Some("400".into())
-    );
+    assert_eq!(status(&raw(&addr, b"hello\n\n")), Some("400".into()));
     assert_eq!(
         status(&raw(&addr, b"POST /metrics HTTP/1.1\r\n\r\n")),
         Some("405".into())
@@ -460,7 +477,10 @@ async fn prometheus_scrapes_the_exporter() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
-        assert!(err.contains(&format!("cannot listen on {bad}")), "{bad}: {err}");
+        assert!(
+            err.contains(&format!("cannot listen on {bad}")),
+            "{bad}: {err}"
+        );
     }
     drop(exporter);
 }
@@ -491,9 +511,16 @@ async fn an_unreachable_store_is_up_0_and_counted() {
         &dir.path().join("exporter.log"),
     );
     let (_, text) = get(&addr, "/metrics");
-    assert_eq!(sample(&text, "host_etcd_ipam_up", &["network=\"net1\""]), 1.0);
     assert_eq!(
-        sample(&text, "host_etcd_ipam_addresses_used", &["network=\"net1\""]),
+        sample(&text, "host_etcd_ipam_up", &["network=\"net1\""]),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "host_etcd_ipam_addresses_used",
+            &["network=\"net1\""]
+        ),
         2.0
     );
     assert!(!text.contains("host_etcd_ipam_check_problems"), "{text}");
@@ -501,9 +528,16 @@ async fn an_unreachable_store_is_up_0_and_counted() {
     etcd.stop();
     let (code, text) = get(&addr, "/metrics");
     assert_eq!(code, 200, "{text}");
-    assert_eq!(sample(&text, "host_etcd_ipam_up", &["network=\"net1\""]), 0.0);
     assert_eq!(
-        sample(&text, "host_etcd_ipam_scrape_errors_total", &["network=\"net1\""]),
+        sample(&text, "host_etcd_ipam_up", &["network=\"net1\""]),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "host_etcd_ipam_scrape_errors_total",
+            &["network=\"net1\""]
+        ),
         1.0
     );
     assert!(!text.contains("host_etcd_ipam_addresses_used"), "{text}");
@@ -514,10 +548,20 @@ async fn an_unreachable_store_is_up_0_and_counted() {
         let (_, text) = get(&addr, "/metrics");
         if sample(&text, "host_etcd_ipam_up", &["network=\"net1\""]) == 1.0 {
             assert_eq!(
-                sample(&text, "host_etcd_ipam_addresses_used", &["network=\"net1\""]),
+                sample(
+                    &text,
+                    "host_etcd_ipam_addresses_used",
+                    &["network=\"net1\""]
+                ),
                 2.0
             );
-            assert!(sample(&text, "host_etcd_ipam_scrape_errors_total", &["network=\"net1\""]) >= 1.0);
+            assert!(
+                sample(
+                    &text,
+                    "host_etcd_ipam_scrape_errors_total",
+                    &["network=\"net1\""]
+                ) >= 1.0
+            );
             break;
         }
         assert!(Instant::now() < deadline, "never up again:\n{text}");

@@ -478,9 +478,9 @@ pub fn repairable(p: &Problem, all: &[Problem]) -> bool {
         Problem::OwnerWithoutBit { ip, .. } => !all
             .iter()
             .any(|q| matches!(q, Problem::SharedAddress { ip: shared, .. } if shared == ip)),
-        Problem::SharedAddress { .. } | Problem::CorruptOwner { .. } | Problem::CorruptMeta { .. } => {
-            false
-        }
+        Problem::SharedAddress { .. }
+        | Problem::CorruptOwner { .. }
+        | Problem::CorruptMeta { .. } => false,
     }
 }
 

@@ -90,10 +90,7 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
 /// assert_eq!(parse_request(b"\x16\x03\x01garbage"), Err(BAD_REQUEST));
 /// ```
 pub fn parse_request(head: &[u8]) -> Result<Request, Status> {
-    let line_end = head
-        .iter()
-        .position(|b| *b == b'\n')
-        .unwrap_or(head.len());
+    let line_end = head.iter().position(|b| *b == b'\n').unwrap_or(head.len());
     let line = std::str::from_utf8(&head[..line_end]).map_err(|_| BAD_REQUEST)?;
     let line = line.strip_suffix('\r').unwrap_or(line);
     let mut parts = line.split(' ');
@@ -255,19 +252,16 @@ pub async fn run(
     };
     let client_timeout = secs("--client-timeout-secs", args.client_timeout_secs, 0.001)?;
     let collector = Arc::new(Collector::new(targets, options)?);
-    let listener =
-        TcpListener::bind(args.listen.as_str())
-            .await
-            .map_err(|source| AdminError::Listen {
-                addr: args.listen.clone(),
-                source,
-            })?;
-    let local = listener
-        .local_addr()
+    let listener = TcpListener::bind(args.listen.as_str())
+        .await
         .map_err(|source| AdminError::Listen {
             addr: args.listen.clone(),
             source,
         })?;
+    let local = listener.local_addr().map_err(|source| AdminError::Listen {
+        addr: args.listen.clone(),
+        source,
+    })?;
     writeln!(
         out,
         "serving metrics of network {} on http://{local}/metrics",

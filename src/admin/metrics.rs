@@ -478,7 +478,11 @@ impl Collector {
         self.report(source, (!errors.is_empty()).then(|| errors.join("; ")));
         out.add(&UP, &[net], u64::from(!failed));
         out.add(&SCRAPE_DURATION, &[net], started.elapsed().as_secs_f64());
-        out.add(&SCRAPE_ERRORS, &[net], source.errors.load(Ordering::Relaxed));
+        out.add(
+            &SCRAPE_ERRORS,
+            &[net],
+            source.errors.load(Ordering::Relaxed),
+        );
     }
 
     /// Prints a network's error when it differs from the last one, and
@@ -524,10 +528,7 @@ mod tests {
                 "{}",
                 def.name
             );
-            assert!(def
-                .name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!(def.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
             assert!(!def.help.is_empty());
         }
         let names: BTreeSet<_> = ALL.iter().map(|d| d.name).collect();
@@ -538,10 +539,18 @@ mod tests {
     fn families_are_grouped_with_help_and_type_once() {
         let mut s = Samples::default();
         s.add(&SCRAPE_ERRORS, &["b"], 2u64);
-        s.add(&ADDRESSES_USED, &["a", "0", "10.0.0.1-10.0.0.9", "ipv4"], 3u128);
+        s.add(
+            &ADDRESSES_USED,
+            &["a", "0", "10.0.0.1-10.0.0.9", "ipv4"],
+            3u128,
+        );
         s.add(&SCRAPE_ERRORS, &["a"], 0u64);
         let text = s.render();
-        assert_eq!(text.matches("# TYPE host_etcd_ipam_scrape_errors_total counter").count(), 1);
+        assert_eq!(
+            text.matches("# TYPE host_etcd_ipam_scrape_errors_total counter")
+                .count(),
+            1
+        );
         let used = text.find("host_etcd_ipam_addresses_used{").unwrap();
         let errs = text.find("host_etcd_ipam_scrape_errors_total{").unwrap();
         assert!(used < errs, "{text}");
