@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing host-etcd needs and is missing:
 # protoc (etcd-client's build), etcd (tests run real etcd servers), the
-# reference host-local plugin (differential tests), openssl (TLS tests).
+# reference host-local plugin (differential tests), openssl (TLS tests),
+# prometheus and promtool (the ipamctl metrics test scrapes with a real
+# Prometheus and checks the exposition and the example alert rules).
 set -euo pipefail
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
@@ -9,6 +11,7 @@ command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 [ -x /usr/lib/cni/host-local ] || need+=(containernetworking-plugins)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   sudo=""

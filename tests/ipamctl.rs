@@ -1,6 +1,7 @@
 //! `ipamctl` as a subprocess against real etcd: show, list, get, release
 //! (confirmed and refused), check (clean, planted inconsistencies, repair),
-//! gc and a tiny bench.
+//! gc and a tiny bench; owner records naming their node, `release --node`,
+//! and `--dry-run` of release, gc and `check --repair` writing nothing.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -432,4 +433,333 @@ fn bench_reports_every_figure_in_json() {
 
     let out = ipamctl(&["--endpoints", &url, "bench", "--prefill", "1.5"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+/// A config like [`write_config`] under another key prefix.
+fn write_config_prefix(dir: &Path, etcd: &EtcdServer, prefix: &str) -> PathBuf {
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "net1",
+        "type": "host-etcd",
+        "ipam": {"type": "host-etcd", "endpoints": [etcd.url()], "prefix": prefix,
+                 "subnet": "10.20.0.0/24", "chunkBits": 8}
+    });
+    let path = dir.join("node.conf");
+    std::fs::write(&path, serde_json::to_vec_pretty(&conf).unwrap()).unwrap();
+    path
+}
+
+/// The allocator of `config` as node `node` (empty: records name no node).
+async fn allocator_on(config: &Path, node: &str) -> Allocator<EtcdStore> {
+    let conf = NetConf::parse(&std::fs::read(config).unwrap()).unwrap();
+    let host_etcd::cni::config::StoreConf::Etcd(etcd) = &conf.ipam.store else {
+        panic!("config must use etcd");
+    };
+    let store = EtcdStore::connect(etcd).await.unwrap();
+    let options = host_etcd::allocator::Options {
+        node_name: node.to_string(),
+        ..conf.options()
+    };
+    Allocator::new(store, conf.network().unwrap(), options).unwrap()
+}
+
+async fn add(alloc: &Allocator<EtcdStore>, id: &str) -> IpAddr {
+    alloc
+        .allocate(&AllocRequest {
+            owner: OwnerId {
+                container_id: id.into(),
+                ifname: "eth0".into(),
+            },
+            ..AllocRequest::default()
+        })
+        .await
+        .unwrap()
+        .assigned[0]
+        .ip
+}
+
+/// Every key under `prefix` with its value and revisions, and etcd's
+/// current revision (any write, even an identical put, raises it).
+async fn snapshot(
+    etcd: &EtcdServer,
+    store: &EtcdStore,
+    prefix: &str,
+) -> (Vec<(String, host_etcd::store::Versioned)>, i64) {
+    use host_etcd::store::{Read, ReadResult};
+    let mut end = prefix.to_string();
+    end.push('\u{10FFFF}');
+    let res = store
+        .read(&[Read::Range {
+            start: prefix.to_string(),
+            end,
+            limit: 0,
+        }])
+        .await
+        .unwrap();
+    let Some(ReadResult::Range { kvs, more: false }) = res.into_iter().next() else {
+        panic!("unexpected read result");
+    };
+    let out = etcd.etcdctl(&["endpoint", "status", "-w", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let revision = status[0]["Status"]["header"]["revision"].as_i64().unwrap();
+    (kvs, revision)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_name_their_node_and_release_by_node() {
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_prefix(dir.path(), &etcd, "/cli-node");
+    let cfg = config.to_str().unwrap();
+    let node_a = allocator_on(&config, "node-a").await;
+    let node_b = allocator_on(&config, "node-b").await;
+    let no_node = allocator_on(&config, "").await;
+    let a1 = add(&node_a, "a1").await;
+    add(&node_a, "a2").await;
+    let b1 = add(&node_b, "b1").await;
+    add(&no_node, "old").await;
+
+    // The default node name is this host's name.
+    let default = allocator(&config).await;
+    add(&default, "here").await;
+    let here = default
+        .owner(&OwnerId {
+            container_id: "here".into(),
+            ifname: "eth0".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let hostname = host_etcd::allocator::local_hostname();
+    assert!(!hostname.is_empty());
+    assert_eq!(here.node.as_deref(), Some(hostname.as_str()));
+    default
+        .release(&OwnerId {
+            container_id: "here".into(),
+            ifname: "eth0".into(),
+        })
+        .await
+        .unwrap();
+
+    // list and get show the node; a record without one has no "node" key.
+    let all = json(0, &["--config", cfg, "list", "--json"]);
+    let node_of = |id: &str| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["container_id"] == id)
+            .unwrap()
+            .get("node")
+            .cloned()
+    };
+    assert_eq!(node_of("a1"), Some(Value::from("node-a")));
+    assert_eq!(node_of("b1"), Some(Value::from("node-b")));
+    assert_eq!(node_of("old"), None);
+    let table = expect(0, &["--config", cfg, "list"]);
+    assert!(table.lines().next().unwrap().contains("NODE"), "{table}");
+    let b1_line = table.lines().find(|l| l.starts_with("b1")).unwrap();
+    assert!(b1_line.contains("node-b"), "{table}");
+    let col = table.lines().next().unwrap().find("NODE").unwrap();
+    let old_line = table.lines().find(|l| l.starts_with("old")).unwrap();
+    assert!(old_line[col..].starts_with("- "), "{table}");
+    assert!(b1_line[col..].starts_with("node-b "), "{table}");
+    assert_eq!(
+        json(0, &["--config", cfg, "get", &b1.to_string(), "--json"])["node"],
+        "node-b"
+    );
+    assert!(expect(0, &["--config", cfg, "get", &a1.to_string()]).contains("node-a"));
+
+    // Without a terminal and without --yes: refused, nothing released.
+    let out = ipamctl(&["--config", cfg, "release", "--node", "node-a"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("release 2 owners of node node-a") && err.contains("--yes"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(node_a.owners().await.unwrap().len(), 4);
+
+    // Flags that exclude each other.
+    let out = ipamctl(&[
+        "--config",
+        cfg,
+        "release",
+        "--node",
+        "x",
+        "--ip",
+        "10.20.0.9",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = ipamctl(&["--config", cfg, "release", "--node", "", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // An unknown node frees nothing.
+    let out = expect(
+        0,
+        &["--config", cfg, "release", "--node", "node-z", "--yes"],
+    );
+    assert!(out.contains("no owner record of node node-z"), "{out}");
+
+    let released = json(
+        0,
+        &[
+            "--config", cfg, "release", "--node", "node-a", "--yes", "--json",
+        ],
+    );
+    let mut gone: Vec<&str> = released
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["container_id"].as_str().unwrap())
+        .collect();
+    gone.sort();
+    assert_eq!(gone, ["a1", "a2"]);
+    let mut left: Vec<String> = node_a
+        .owners()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.container_id)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["b1", "old"]);
+    assert!(node_a.holder_of(a1).await.unwrap().is_none());
+    // The bits were released too: consistent, and 2 addresses in use.
+    expect(0, &["--config", cfg, "check"]);
+    assert_eq!(json(0, &["--config", cfg, "show", "--json"])[0]["used"], 2);
+    // a1's address can be allocated again.
+    let again = add(&node_b, "b2").await;
+    assert_ne!(again, b1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_runs_print_the_plan_and_write_nothing() {
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "/cli-dry";
+    let config = write_config_prefix(dir.path(), &etcd, prefix);
+    let cfg = config.to_str().unwrap();
+    let alloc = allocator_on(&config, "node-a").await;
+    let other = allocator_on(&config, "node-b").await;
+    let c1 = add(&alloc, "c1").await;
+    let c2 = add(&alloc, "c2").await;
+    add(&other, "c3").await;
+    // Plant a bit without owner (repairable) and a bad full-set hint.
+    let lost = add(&alloc, "lost").await;
+    let lost_key = alloc.keyspace().owner("lost", "eth0").unwrap();
+    let full_key = format!("{}/full/junk", alloc.keyspace().root());
+    alloc
+        .store()
+        .txn(Txn {
+            ops: vec![Op::Delete(lost_key), Op::Put(full_key, b"junk".to_vec())],
+            ..Txn::default()
+        })
+        .await
+        .unwrap();
+    let before = snapshot(&etcd, alloc.store(), prefix).await;
+    assert!(before.0.len() >= 5, "{:?}", before.0);
+
+    let out = expect(
+        0,
+        &["--config", cfg, "release", "--node", "node-a", "--dry-run"],
+    );
+    assert!(
+        out.contains("would release 2 owners of node node-a"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&c1.to_string()) && out.contains(&c2.to_string()),
+        "{out}"
+    );
+    assert!(!out.contains("c3"), "{out}");
+    let plan = json(
+        0,
+        &[
+            "--config",
+            cfg,
+            "release",
+            "--node",
+            "node-a",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(plan.as_array().unwrap().len(), 2);
+    let out = expect(
+        0,
+        &["--config", cfg, "release", "--container", "c1", "--dry-run"],
+    );
+    assert!(
+        out.contains(&format!(
+            "would release {c1} of container c1 interface eth0"
+        )),
+        "{out}"
+    );
+    let plan = json(
+        0,
+        &[
+            "--config",
+            cfg,
+            "release",
+            "--ip",
+            &c2.to_string(),
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(plan["container_id"], "c2");
+
+    let valid = dir.path().join("valid.json");
+    std::fs::write(&valid, r#"[{"containerID": "c3", "ifname": "eth0"}]"#).unwrap();
+    let vf = valid.to_str().unwrap();
+    let out = expect(0, &["--config", cfg, "gc", "--valid", vf, "--dry-run"]);
+    assert!(out.contains("would release 2 owners not in"), "{out}");
+    let plan = json(
+        0,
+        &["--config", cfg, "gc", "--valid", vf, "--dry-run", "--json"],
+    );
+    let mut ids: Vec<&str> = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["container_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["c1", "c2"]);
+
+    let out = expect(1, &["--config", cfg, "check", "--repair", "--dry-run"]);
+    assert!(
+        out.contains(&format!("WOULD REPAIR {lost} is marked taken")),
+        "{out}"
+    );
+    assert!(out.contains("WOULD REPAIR corrupt full-set"), "{out}");
+    assert!(
+        out.contains("would repair 2, would leave 0; nothing written"),
+        "{out}"
+    );
+    let plan = json(
+        1,
+        &["--config", cfg, "check", "--repair", "--dry-run", "--json"],
+    );
+    assert_eq!(plan["would_repair"].as_array().unwrap().len(), 2, "{plan}");
+    assert_eq!(plan["repaired"], 0);
+    // --dry-run alone is a usage error (plain check writes nothing anyway).
+    let out = ipamctl(&["--config", cfg, "check", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    let after = snapshot(&etcd, alloc.store(), prefix).await;
+    assert_eq!(before, after, "a dry run wrote to the store");
+
+    // The real runs then do what the dry runs said.
+    let fixed = json(0, &["--config", cfg, "check", "--repair", "--json"]);
+    assert_eq!(fixed["repaired"], 2);
+    assert_ne!(snapshot(&etcd, alloc.store(), prefix).await.1, after.1);
+    let released = json(
+        0,
+        &["--config", cfg, "gc", "--valid", vf, "--yes", "--json"],
+    );
+    assert_eq!(released.as_array().unwrap().len(), 2);
+    assert_eq!(alloc.owners().await.unwrap().len(), 1);
 }

@@ -28,9 +28,9 @@ pub struct Cli {
 #[derive(Debug, Clone, Default, Args)]
 pub struct TargetArgs {
     /// The plugin's network config JSON (`.conf`, or a `.conflist` whose
-    /// plugin with an `ipam` section is used).
-    #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// plugin with an `ipam` section is used). Only `metrics` takes several.
+    #[arg(long, global = true, value_name = "FILE", action = clap::ArgAction::Append)]
+    pub config: Vec<PathBuf>,
     /// etcd endpoints, comma-separated (`host:port` or `http(s)://host:port`).
     #[arg(long, global = true, value_name = "E", value_delimiter = ',')]
     pub endpoints: Vec<String>,
@@ -80,6 +80,9 @@ pub enum Command {
         /// Fix what is safe to fix (compare-and-swap on each chunk).
         #[arg(long)]
         repair: bool,
+        /// With `--repair`: print what would be repaired, write nothing.
+        #[arg(long, requires = "repair")]
+        dry_run: bool,
     },
     /// Release every owner not in a list of valid attachments.
     Gc {
@@ -90,7 +93,13 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Print what would be released, release nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
+    /// Serve Prometheus metrics of one or more networks over HTTP
+    /// (`GET /metrics`, text exposition format).
+    Metrics(MetricsArgs),
     /// Measure allocation throughput against etcd, with the raw CAS limit
     /// and the naive one-key-per-IP baseline in the same run.
     Bench(BenchArgs),
@@ -114,17 +123,52 @@ pub struct ListArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ReleaseArgs {
     /// The container ID.
-    #[arg(long, conflicts_with = "ip", required_unless_present = "ip")]
+    #[arg(
+        long,
+        conflicts_with_all = ["ip", "node"],
+        required_unless_present_any = ["ip", "node"]
+    )]
     pub container: Option<String>,
     /// The interface (with `--container`).
     #[arg(long, default_value = "eth0", requires = "container")]
     pub ifname: String,
     /// Release whoever holds this address.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "node")]
     pub ip: Option<std::net::IpAddr>,
+    /// Release every owner record allocated by this node (a node that is
+    /// gone); records without a node are never touched.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Print what would be released, release nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Options of `metrics`.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Address to serve on, `HOST:PORT` (e.g. `127.0.0.1:9654`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// Reuse the figures of a scrape for this many seconds (0: read the
+    /// store on every scrape; concurrent scrapes always share one read).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    pub cache_secs: f64,
+    /// Skip the consistency check (a full scan of chunks and owner
+    /// records) on every scrape; no `check_problems` metrics then.
+    #[arg(long)]
+    pub no_check: bool,
+    /// Give up on a network's store reads after this many seconds (that
+    /// network's `up` is then 0).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub scrape_timeout_secs: f64,
+    /// A client must send its request, and take the answer, within this
+    /// many seconds (slow clients are disconnected).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub client_timeout_secs: f64,
 }
 
 /// Options of `bench`.

@@ -1,6 +1,8 @@
 //! The inspection and repair commands: `show`, `list`, `get`, `release`,
 //! `check`, `gc`. Each writes a human table or JSON to `out` and returns the
-//! exit status.
+//! exit status. `release`, `gc` and `check --repair` take `--dry-run`:
+//! they then print exactly what they would release or repair (the same
+//! table or JSON shape as the real run) and write nothing to the store.
 
 use std::collections::HashSet;
 use std::io::{BufRead, IsTerminal, Write};
@@ -172,17 +174,41 @@ fn pod(rec: &OwnerRecord) -> String {
 }
 
 fn owner_table(records: &[OwnerRecord]) -> String {
-    let mut t = Table::new(&["CONTAINER", "IFNAME", "ADDRESSES", "POD", "CREATED"]);
+    let mut t = Table::new(&["CONTAINER", "IFNAME", "ADDRESSES", "POD", "NODE", "CREATED"]);
     for r in records {
         t.row(vec![
             r.container_id.clone(),
             r.ifname.clone(),
             ips(r),
             pod(r),
+            r.node.clone().unwrap_or_else(|| "-".into()),
             utc(r.created),
         ]);
     }
     t.render()
+}
+
+fn id_of(rec: &OwnerRecord) -> OwnerId {
+    OwnerId {
+        container_id: rec.container_id.clone(),
+        ifname: rec.ifname.clone(),
+    }
+}
+
+/// Every owner record of the network that decodes, and the number of
+/// records that do not (those are `check`'s `corruptOwner` problems).
+pub async fn owners_lenient<S: Store>(
+    alloc: &Allocator<S>,
+) -> Result<(Vec<OwnerRecord>, usize), AdminError> {
+    let mut good = Vec::new();
+    let mut corrupt = 0;
+    for (_, v) in alloc.scan(&alloc.keyspace().owners_prefix(), 1000).await? {
+        match serde_json::from_slice::<OwnerRecord>(&v.value) {
+            Ok(rec) => good.push(rec),
+            Err(_) => corrupt += 1,
+        }
+    }
+    Ok((good, corrupt))
 }
 
 /// Whether `rec` passes the filters of `list`.
@@ -252,7 +278,8 @@ pub async fn get<S: Store>(
     Ok(EXIT_OK)
 }
 
-/// `release`.
+/// `release`: one container interface (`--container`), the holder of an
+/// address (`--ip`), or every owner record of a node (`--node`).
 pub async fn release<S: Store>(
     alloc: &Allocator<S>,
     args: &ReleaseArgs,
@@ -260,6 +287,9 @@ pub async fn release<S: Store>(
     confirm: &mut dyn Confirm,
     out: &mut dyn Write,
 ) -> Result<u8, AdminError> {
+    if let Some(node) = &args.node {
+        return release_node(alloc, node, args, json, confirm, out).await;
+    }
     let found = match (&args.container, args.ip) {
         (Some(c), _) => {
             alloc
@@ -272,7 +302,7 @@ pub async fn release<S: Store>(
         (None, Some(ip)) => alloc.holder_of(ip).await?,
         (None, None) => {
             return Err(AdminError::Usage(
-                "release needs --container ID or --ip IP".into(),
+                "release needs --container ID, --ip IP or --node NAME".into(),
             ))
         }
     };
@@ -284,21 +314,25 @@ pub async fn release<S: Store>(
         }
         return Ok(EXIT_OK);
     };
-    let question = format!(
-        "release {} of container {} interface {}",
+    let what = format!(
+        "{} of container {} interface {}",
         ips(&rec),
         rec.container_id,
         rec.ifname
     );
+    if args.dry_run {
+        if json {
+            json_line(out, &rec)?;
+        } else {
+            writeln!(out, "dry run: would release {what}")?;
+        }
+        return Ok(EXIT_OK);
+    }
+    let question = format!("release {what}");
     if !args.yes && !confirm.ask(&question)? {
         return Err(AdminError::Refused(format!("{question}: not confirmed")));
     }
-    let released = alloc
-        .release(&OwnerId {
-            container_id: rec.container_id.clone(),
-            ifname: rec.ifname.clone(),
-        })
-        .await?;
+    let released = alloc.release(&id_of(&rec)).await?;
     if json {
         json_line(out, &released)?;
     } else {
@@ -314,6 +348,102 @@ pub async fn release<S: Store>(
         }
     }
     Ok(EXIT_OK)
+}
+
+/// `release --node NAME`: lists the node's owner records, asks (unless
+/// `--yes`), and releases exactly those, each with the allocator's normal
+/// compare-and-swap release. Every listed owner is tried; the first
+/// failure is returned after the others were released.
+async fn release_node<S: Store>(
+    alloc: &Allocator<S>,
+    node: &str,
+    args: &ReleaseArgs,
+    json: bool,
+    confirm: &mut dyn Confirm,
+    out: &mut dyn Write,
+) -> Result<u8, AdminError> {
+    if node.is_empty() {
+        return Err(AdminError::Usage("--node: the node name is empty".into()));
+    }
+    let (all, corrupt) = owners_lenient(alloc).await?;
+    let mut mine: Vec<OwnerRecord> = all
+        .into_iter()
+        .filter(|r| r.node.as_deref() == Some(node))
+        .collect();
+    mine.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
+    if corrupt > 0 {
+        eprintln!(
+            "ipamctl: skipped {corrupt} owner records that do not decode (see `ipamctl check`)"
+        );
+    }
+    if mine.is_empty() {
+        if json {
+            json_line(out, &mine)?;
+        } else {
+            writeln!(out, "nothing to release: no owner record of node {node}")?;
+        }
+        return Ok(EXIT_OK);
+    }
+    if args.dry_run {
+        if json {
+            json_line(out, &mine)?;
+        } else {
+            writeln!(
+                out,
+                "dry run: would release {} owners of node {node}",
+                mine.len()
+            )?;
+            write!(out, "{}", owner_table(&mine))?;
+        }
+        return Ok(EXIT_OK);
+    }
+    if !args.yes {
+        if !json {
+            write!(out, "{}", owner_table(&mine))?;
+            out.flush()?;
+        }
+        let question = format!("release {} owners of node {node}", mine.len());
+        if !confirm.ask(&question)? {
+            return Err(AdminError::Refused(format!("{question}: not confirmed")));
+        }
+    }
+    let (released, first_err) = release_each(alloc, &mine).await;
+    if json {
+        json_line(out, &released)?;
+    } else {
+        writeln!(out, "released {} owners of node {node}", released.len())?;
+        if !released.is_empty() {
+            write!(out, "{}", owner_table(&released))?;
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(EXIT_OK),
+    }
+}
+
+/// Releases each record's owner (compare-and-swap, as the plugin's DEL);
+/// returns what was released and the first failure.
+async fn release_each<S: Store>(
+    alloc: &Allocator<S>,
+    records: &[OwnerRecord],
+) -> (Vec<OwnerRecord>, Option<AdminError>) {
+    let mut released = Vec::new();
+    let mut first_err = None;
+    for r in records {
+        match alloc.release(&id_of(r)).await {
+            Ok(Some(rec)) => released.push(rec),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!(
+                    "ipamctl: releasing container {} interface {}: {e}",
+                    r.container_id, r.ifname
+                );
+                first_err.get_or_insert(AdminError::from(e));
+            }
+        }
+    }
+    (released, first_err)
 }
 
 /// One problem as a line of text.
@@ -335,18 +465,99 @@ pub fn describe(p: &Problem) -> String {
     }
 }
 
-/// `check [--repair]`: exit 1 when problems remain.
+/// Whether `check --repair` fixes `p` (given every problem of the same
+/// report): bits without owner are cleared, bits of owners set (unless the
+/// address is shared), corrupt chunks rebuilt from the owner records and
+/// corrupt full-sets deleted; shared addresses and corrupt owner or meta
+/// records are left for an operator.
+pub fn repairable(p: &Problem, all: &[Problem]) -> bool {
+    match p {
+        Problem::BitWithoutOwner { .. }
+        | Problem::CorruptChunk { .. }
+        | Problem::CorruptFullSet { .. } => true,
+        Problem::OwnerWithoutBit { ip, .. } => !all
+            .iter()
+            .any(|q| matches!(q, Problem::SharedAddress { ip: shared, .. } if shared == ip)),
+        Problem::SharedAddress { .. }
+        | Problem::CorruptOwner { .. }
+        | Problem::CorruptMeta { .. } => false,
+    }
+}
+
+/// `check --repair --dry-run --json`: the check's report and how
+/// `--repair` would treat each problem.
+#[derive(Debug, Serialize)]
+pub struct RepairPlan {
+    /// The (read-only) check.
+    #[serde(flatten)]
+    pub report: CheckReport,
+    /// Problems `--repair` would fix.
+    pub would_repair: Vec<Problem>,
+    /// Problems `--repair` would leave.
+    pub would_leave: Vec<Problem>,
+}
+
+/// `check [--repair [--dry-run]]`: exit 1 when problems remain (for a dry
+/// run: when problems were found).
 pub async fn check<S: Store>(
     alloc: &Allocator<S>,
     repair: bool,
+    dry_run: bool,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<u8, AdminError> {
-    let report: CheckReport = if repair {
+    let report: CheckReport = if repair && !dry_run {
         alloc.repair().await?
     } else {
         alloc.check().await?
     };
+    let status = if report.is_clean() {
+        EXIT_OK
+    } else {
+        EXIT_PROBLEMS
+    };
+    if repair && dry_run {
+        let (would_repair, would_leave): (Vec<Problem>, Vec<Problem>) = report
+            .problems
+            .iter()
+            .cloned()
+            .partition(|p| repairable(p, &report.problems));
+        let plan = RepairPlan {
+            report,
+            would_repair,
+            would_leave,
+        };
+        if json {
+            json_line(out, &plan)?;
+            return Ok(status);
+        }
+        let r = &plan.report;
+        writeln!(
+            out,
+            "{} chunks, {} owner records, {} addresses marked taken",
+            r.chunks, r.owners, r.allocated
+        )?;
+        for p in &plan.would_repair {
+            writeln!(out, "WOULD REPAIR {}", describe(p))?;
+        }
+        for p in &plan.would_leave {
+            writeln!(out, "WOULD LEAVE {}", describe(p))?;
+        }
+        if r.in_flux > 0 {
+            writeln!(
+                out,
+                "{} findings changed during the check (concurrent writes); run it again to decide",
+                r.in_flux
+            )?;
+        }
+        writeln!(
+            out,
+            "dry run: would repair {}, would leave {}; nothing written",
+            plan.would_repair.len(),
+            plan.would_leave.len()
+        )?;
+        return Ok(status);
+    }
     if json {
         json_line(out, &report)?;
     } else {
@@ -374,11 +585,7 @@ pub async fn check<S: Store>(
             writeln!(out, "{} problems", report.problems.len())?;
         }
     }
-    Ok(if report.is_clean() {
-        EXIT_OK
-    } else {
-        EXIT_PROBLEMS
-    })
+    Ok(status)
 }
 
 /// Reads a valid-attachments file: a JSON list of
@@ -421,6 +628,7 @@ pub async fn gc<S: Store>(
     alloc: &Allocator<S>,
     valid_file: &Path,
     yes: bool,
+    dry_run: bool,
     json: bool,
     confirm: &mut dyn Confirm,
     out: &mut dyn Write,
@@ -430,13 +638,24 @@ pub async fn gc<S: Store>(
         .owners()
         .await?
         .into_iter()
-        .filter(|r| {
-            !valid.contains(&OwnerId {
-                container_id: r.container_id.clone(),
-                ifname: r.ifname.clone(),
-            })
-        })
+        .filter(|r| !valid.contains(&id_of(r)))
         .collect();
+    if dry_run {
+        if json {
+            json_line(out, &stale)?;
+        } else {
+            writeln!(
+                out,
+                "dry run: would release {} owners not in {}",
+                stale.len(),
+                valid_file.display()
+            )?;
+            if !stale.is_empty() {
+                write!(out, "{}", owner_table(&stale))?;
+            }
+        }
+        return Ok(EXIT_OK);
+    }
     if !stale.is_empty() && !yes {
         let question = format!(
             "release {} owners not in {}",
@@ -451,16 +670,7 @@ pub async fn gc<S: Store>(
             return Err(AdminError::Refused(format!("{question}: not confirmed")));
         }
     }
-    let mut released = Vec::new();
-    for r in &stale {
-        let id = OwnerId {
-            container_id: r.container_id.clone(),
-            ifname: r.ifname.clone(),
-        };
-        if let Some(rec) = alloc.release(&id).await? {
-            released.push(rec);
-        }
-    }
+    let (released, first_err) = release_each(alloc, &stale).await;
     if json {
         json_line(out, &released)?;
     } else {
@@ -469,5 +679,8 @@ pub async fn gc<S: Store>(
             write!(out, "{}", owner_table(&released))?;
         }
     }
-    Ok(EXIT_OK)
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(EXIT_OK),
+    }
 }

@@ -55,6 +55,14 @@ pub enum AdminError {
         /// What went wrong.
         detail: String,
     },
+    /// The metrics address cannot be listened on.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address as given.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Writing the output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -67,7 +75,8 @@ impl AdminError {
             AdminError::Usage(_)
             | AdminError::Config { .. }
             | AdminError::Input { .. }
-            | AdminError::Refused(_) => EXIT_USAGE,
+            | AdminError::Refused(_)
+            | AdminError::Listen { .. } => EXIT_USAGE,
             _ => EXIT_FAILED,
         }
     }

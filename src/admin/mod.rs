@@ -1,6 +1,7 @@
 //! The operator CLI `ipamctl`, as a library: inspect a network's
 //! allocation state (`show`, `list`, `get`), fix it (`release`, `check
-//! --repair`, `gc`), and measure throughput (`bench`). Built on the
+//! --repair`, `gc`, each with `--dry-run`), export it to Prometheus
+//! (`metrics`), and measure throughput (`bench`). Built on the
 //! [`allocator`](crate::allocator) API, never on the CNI layer; it reads the
 //! same network config file as the plugin ([`crate::cni::config`]).
 //!
@@ -9,14 +10,16 @@
 //! | [`cli`] | the command line (clap derive) |
 //! | [`target`] | config file or flags → network, store, chunk size |
 //! | [`commands`] | `show`, `list`, `get`, `release`, `check`, `gc` |
+//! | [`metrics`] | `metrics`: figures in the Prometheus text format |
+//! | [`exporter`] | `metrics`: the HTTP server |
 //! | [`bench`] | `bench`: ours vs raw compare-and-swap vs naive |
 //! | [`naive`] | the naive one-key-per-IP baseline |
 //! | [`table`] | human tables |
 //! | [`error`] | errors and exit statuses |
 //!
 //! Exit statuses: 0 success; 1 `check` found problems; 2 bad usage, bad
-//! input or a refused (unconfirmed) operation; 3 the store or allocator
-//! failed.
+//! input, a refused (unconfirmed) operation, or a metrics address that
+//! cannot be listened on; 3 the store or allocator failed.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -27,6 +30,8 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod exporter;
+pub mod metrics;
 pub mod naive;
 pub mod table;
 pub mod target;
@@ -46,6 +51,9 @@ pub async fn run(
     if let Command::Bench(args) = &cli.command {
         return bench::run(&cli.target, args, cli.json, out).await;
     }
+    if let Command::Metrics(args) = &cli.command {
+        return exporter::run(Target::resolve_all(&cli.target)?, args, out).await;
+    }
     let target = Target::resolve(&cli.target, None)?;
     if let Command::Show = &cli.command {
         target.require_ranges("show")?;
@@ -56,11 +64,15 @@ pub async fn run(
         Command::List(filter) => commands::list(&alloc, filter, cli.json, out).await,
         Command::Get { ip } => commands::get(&alloc, *ip, cli.json, out).await,
         Command::Release(args) => commands::release(&alloc, args, cli.json, confirm, out).await,
-        Command::Check { repair } => commands::check(&alloc, *repair, cli.json, out).await,
-        Command::Gc { valid, yes } => {
-            commands::gc(&alloc, valid, *yes, cli.json, confirm, out).await
+        Command::Check { repair, dry_run } => {
+            commands::check(&alloc, *repair, *dry_run, cli.json, out).await
         }
-        Command::Bench(_) => Ok(error::EXIT_OK),
+        Command::Gc {
+            valid,
+            yes,
+            dry_run,
+        } => commands::gc(&alloc, valid, *yes, *dry_run, cli.json, confirm, out).await,
+        Command::Bench(_) | Command::Metrics(_) => Ok(error::EXIT_OK),
     }
 }
 

@@ -81,7 +81,12 @@ impl Target {
     /// Resolves the flags. `default_network` is used when neither
     /// `--config` nor `--network` names one (the benchmark's own network).
     pub fn resolve(args: &TargetArgs, default_network: Option<&str>) -> Result<Target, AdminError> {
-        let (mut target, explicit_store) = match &args.config {
+        if args.config.len() > 1 {
+            return Err(AdminError::Usage(
+                "only `metrics` takes several --config files; give one".into(),
+            ));
+        }
+        let (mut target, explicit_store) = match args.config.first() {
             Some(path) => {
                 for (given, flag) in [
                     (args.network.is_some(), "--network"),
@@ -196,6 +201,24 @@ impl Target {
             }
         }
         Ok(target)
+    }
+
+    /// Resolves one target per `--config` file (each with the same store
+    /// and TLS flags), or the one network the flags name.
+    pub fn resolve_all(args: &TargetArgs) -> Result<Vec<Target>, AdminError> {
+        if args.config.len() <= 1 {
+            return Ok(vec![Target::resolve(args, None)?]);
+        }
+        args.config
+            .iter()
+            .map(|path| {
+                let one = TargetArgs {
+                    config: vec![path.clone()],
+                    ..args.clone()
+                };
+                Target::resolve(&one, None)
+            })
+            .collect()
     }
 
     /// Whether the network has ranges (needed by `show` and `bench`).

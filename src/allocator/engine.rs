@@ -32,6 +32,7 @@ impl<S: Store> Allocator<S> {
             net: &self.network,
             ks: &self.keyspace,
             seed: self.options.node_seed,
+            node: &self.options.node_name,
             read_limit: self.options.read_limit.max(1),
             window: START_WINDOW,
             now: SystemTime::now()

@@ -83,6 +83,10 @@ pub struct OwnerRecord {
     /// K8S_POD_NAME, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
+    /// Host name of the node that allocated ([`Options::node_name`]), when
+    /// known. Records written before this field existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// One allocation request.
@@ -138,6 +142,9 @@ pub struct Options {
     pub budget: Duration,
     /// Stable per-node value spreading nodes over chunks (hostname hash).
     pub node_seed: u64,
+    /// This node's name, recorded in new owner records (default: the host
+    /// name; empty: none recorded).
+    pub node_name: String,
     /// Present chunks fetched per range read while searching.
     pub read_limit: usize,
     /// Start operations from the [`NodeCache`] (what this allocator last
@@ -158,6 +165,7 @@ impl Default for Options {
             max_attempts: 64,
             budget: Duration::from_secs(10),
             node_seed: geometry::node_seed_from(&local_hostname()),
+            node_name: local_hostname(),
             read_limit: 8,
             node_cache: true,
         }

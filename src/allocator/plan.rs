@@ -50,6 +50,8 @@ pub struct Ctx<'a> {
     pub read_limit: usize,
     /// Seconds since the epoch, for new owner records.
     pub now: u64,
+    /// This node's name for new owner records (empty: none).
+    pub node: &'a str,
     /// Per set: the address offset this node's next search starts at (one
     /// past its last dynamic allocation).
     pub hints: &'a BTreeMap<usize, u128>,
@@ -568,6 +570,7 @@ pub fn plan_add(
             created: ctx.now,
             pod_namespace: req.pod_namespace.clone(),
             pod_name: req.pod_name.clone(),
+            node: Some(ctx.node.to_string()).filter(|n| !n.is_empty()),
         };
         txn.compares.push(Compare {
             key: key.clone(),

@@ -1,0 +1,573 @@
+//! `ipamctl metrics` against real etcd and a real Prometheus (Debian's
+//! `prometheus` package; `scripts/setup.sh` installs it): the exposition
+//! passes `promtool check metrics`, Prometheus scrapes it and its query API
+//! returns the allocator's numbers (and follows new allocations), the
+//! example alert rules pass `promtool check rules` and `promtool test
+//! rules`, garbage and slow HTTP clients get an error status or a closed
+//! connection while the exporter keeps serving, and an address that cannot
+//! be listened on is a clear error.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use host_etcd::allocator::{AllocRequest, Allocator, OwnerId};
+use host_etcd::cni::config::{NetConf, StoreConf};
+use host_etcd::store::etcd::EtcdStore;
+use serde_json::Value;
+use support::{free_port, EtcdServer};
+
+const EXE: &str = env!("CARGO_BIN_EXE_ipamctl");
+const RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/prometheus/host-etcd-ipam.rules.yml"
+);
+const RULES_TEST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/prometheus/host-etcd-ipam.rules.test.yml"
+);
+
+/// A child process killed (and reaped) on drop.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    log: Option<PathBuf>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            if let Some(log) = &self.log {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("--- {} log tail ---", self.name);
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    let path = Path::new("/usr/bin").join(name);
+    assert!(
+        path.is_file(),
+        "{name} not found: install it with `apt-get install prometheus` \
+         (scripts/setup.sh, run by the README's test command, does this)"
+    );
+    path
+}
+
+/// A network config on this etcd.
+fn write_config(dir: &Path, etcd: &EtcdServer, name: &str, ranges: Value) -> PathBuf {
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "host-etcd",
+        "ipam": {"type": "host-etcd", "endpoints": [etcd.url()], "prefix": "/metrics-test",
+                 "ranges": ranges, "chunkBits": 8}
+    });
+    let path = dir.join(format!("{name}.conf"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&conf).unwrap()).unwrap();
+    path
+}
+
+async fn allocator_on(config: &Path, node: &str) -> Allocator<EtcdStore> {
+    let conf = NetConf::parse(&std::fs::read(config).unwrap()).unwrap();
+    let StoreConf::Etcd(etcd) = &conf.ipam.store else {
+        panic!("config must use etcd");
+    };
+    let store = EtcdStore::connect(etcd).await.unwrap();
+    let options = host_etcd::allocator::Options {
+        node_name: node.to_string(),
+        ..conf.options()
+    };
+    Allocator::new(store, conf.network().unwrap(), options).unwrap()
+}
+
+async fn add(alloc: &Allocator<EtcdStore>, ids: std::ops::Range<usize>) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for i in ids {
+        let a = alloc
+            .allocate(&AllocRequest {
+                owner: OwnerId {
+                    container_id: format!("{}-{i}", alloc.options().node_name),
+                    ifname: "eth0".into(),
+                },
+                ..AllocRequest::default()
+            })
+            .await
+            .unwrap();
+        out.extend(a.assigned.iter().map(|a| a.ip));
+    }
+    out
+}
+
+/// Starts `ipamctl ARGS metrics --listen ADDR ...`; returns the process
+/// and the address it says it serves on.
+fn start_exporter(args: &[&str], log: &Path) -> (Proc, String) {
+    let mut child = Command::new(EXE)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout: ChildStdout = child.stdout.take().unwrap();
+    let proc = Proc {
+        name: "ipamctl metrics",
+        child,
+        log: Some(log.to_path_buf()),
+    };
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    (proc, addr)
+}
+
+/// Sends raw bytes, returns everything the server answers until it closes.
+fn try_raw(addr: &str, request: &[u8]) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(request)?;
+    let mut out = Vec::new();
+    // A reset after the answer is fine; the answer is what counts.
+    let _ = s.read_to_end(&mut out);
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn raw(addr: &str, request: &[u8]) -> String {
+    try_raw(addr, request).unwrap_or_else(|e| panic!("{addr}: {e}"))
+}
+
+/// GET `path` (HTTP/1.0, so the body ends with the connection): status
+/// code and body.
+fn try_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let answer = try_raw(
+        addr,
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes(),
+    )?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status in {answer:?}")))?;
+    Ok((code, body.to_string()))
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    try_get(addr, path).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"))
+}
+
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"_-.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The value of every series of an instant query, by the given label.
+fn query(prom: &str, q: &str, by: &str) -> Option<Vec<(String, f64)>> {
+    let (code, body) = try_get(prom, &format!("/api/v1/query?query={}", encode(q))).ok()?;
+    if code != 200 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&body).ok()?;
+    let mut out: Vec<(String, f64)> = v["data"]["result"]
+        .as_array()?
+        .iter()
+        .map(|r| {
+            (
+                r["metric"][by].as_str().unwrap_or("").to_string(),
+                r["value"][1].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(out)
+}
+
+/// Polls `q` until it returns `want` (by label `by`).
+fn wait_for(prom: &str, q: &str, by: &str, want: &[(&str, f64)]) {
+    let want: Vec<(String, f64)> = want.iter().map(|(l, v)| (l.to_string(), *v)).collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = query(prom, q, by);
+        if last.as_ref() == Some(&want) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("Prometheus query {q}: wanted {want:?}, last answer {last:?}");
+}
+
+/// The sample of `name` whose line contains every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} with {labels:?} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_exporter() {
+    let promtool = bin("promtool");
+    let prometheus = bin("prometheus");
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let v4 = write_config(
+        dir.path(),
+        &etcd,
+        "net1",
+        serde_json::json!([[{"subnet": "10.30.0.0/24"}]]),
+    );
+    let dual = write_config(
+        dir.path(),
+        &etcd,
+        "net2",
+        serde_json::json!([[{"subnet": "10.31.0.0/28"}], [{"subnet": "fd00:31::/120"}]]),
+    );
+    let a = allocator_on(&v4, "node-a").await;
+    let b = allocator_on(&v4, "node-b").await;
+    let c = allocator_on(&dual, "node-a").await;
+    add(&a, 0..5).await;
+    add(&b, 0..2).await;
+    add(&c, 0..3).await;
+
+    let (exporter, addr) = start_exporter(
+        &[
+            "--config",
+            v4.to_str().unwrap(),
+            "--config",
+            dual.to_str().unwrap(),
+            "metrics",
+            "--listen",
+            "127.0.0.1:0",
+            "--client-timeout-secs",
+            "1",
+        ],
+        &dir.path().join("exporter.log"),
+    );
+
+    // The exposition: the figures, and promtool's lint is silent.
+    let (code, text) = get(&addr, "/metrics");
+    assert_eq!(code, 200, "{text}");
+    let net1 = [
+        "network=\"net1\"",
+        "range_set=\"0\"",
+        "range=\"10.30.0.2-10.30.0.254\"",
+        "family=\"ipv4\"",
+    ];
+    assert_eq!(sample(&text, "host_etcd_ipam_addresses_used", &net1), 7.0);
+    let size = sample(&text, "host_etcd_ipam_addresses_size", &net1);
+    assert_eq!(
+        sample(&text, "host_etcd_ipam_addresses_free", &net1),
+        size - 7.0
+    );
+    let ratio = sample(&text, "host_etcd_ipam_utilization_ratio", &net1);
+    assert!((ratio - 7.0 / size).abs() < 1e-12, "{ratio}");
+    assert_eq!(sample(&text, "host_etcd_ipam_chunks_stored", &net1), 1.0);
+    assert!(sample(&text, "host_etcd_ipam_chunks_stored_bytes", &net1) > 0.0);
+    let v6 = ["network=\"net2\"", "range_set=\"1\"", "family=\"ipv6\""];
+    assert_eq!(sample(&text, "host_etcd_ipam_addresses_used", &v6), 3.0);
+    assert_eq!(
+        sample(&text, "host_etcd_ipam_owner_records", &["network=\"net1\""]),
+        7.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "host_etcd_ipam_node_owner_records",
+            &["network=\"net1\"", "node=\"node-b\""]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "host_etcd_ipam_check_problems",
+            &["network=\"net2\"", "kind=\"bitWithoutOwner\""]
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(&text, "host_etcd_ipam_up", &["network=\"net2\""]),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "host_etcd_ipam_scrape_errors_total",
+            &["network=\"net1\""]
+        ),
+        0.0
+    );
+    assert!(text.contains("# TYPE host_etcd_ipam_scrape_errors_total counter\n"));
+    assert!(text.contains("# TYPE host_etcd_ipam_scrape_duration_seconds gauge\n"));
+    let mut lint = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    lint.stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let lint = lint.wait_with_output().unwrap();
+    assert!(
+        lint.status.success() && lint.stdout.is_empty() && lint.stderr.is_empty(),
+        "promtool check metrics:\n{}{}\n{text}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
+    // The example alert rules.
+    for args in [["check", "rules", RULES], ["test", "rules", RULES_TEST]] {
+        let out = Command::new(&promtool).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A real Prometheus scraping every second, with the rules loaded.
+    let prom_addr = format!("127.0.0.1:{}", free_port());
+    let prom_conf = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_conf,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {RULES}\n\
+             scrape_configs:\n  - job_name: ipam\n    static_configs:\n      - targets: ['{addr}']\n"
+        ),
+    )
+    .unwrap();
+    let prom_log = dir.path().join("prometheus.log");
+    let _prom = Proc {
+        name: "prometheus",
+        child: Command::new(&prometheus)
+            .arg(format!("--config.file={}", prom_conf.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={prom_addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&prom_log).unwrap())
+            .spawn()
+            .unwrap(),
+        log: Some(prom_log),
+    };
+    wait_for(
+        &prom_addr,
+        "host_etcd_ipam_addresses_used{family=\"ipv4\"}",
+        "network",
+        &[("net1", 7.0), ("net2", 3.0)],
+    );
+    wait_for(
+        &prom_addr,
+        "host_etcd_ipam_node_owner_records{network=\"net1\"}",
+        "node",
+        &[("node-a", 5.0), ("node-b", 2.0)],
+    );
+    wait_for(&prom_addr, "up{job=\"ipam\"}", "job", &[("ipam", 1.0)]);
+    wait_for(
+        &prom_addr,
+        "min(host_etcd_ipam_up)",
+        "network",
+        &[("", 1.0)],
+    );
+    // Every scrape reads the store: new allocations show up.
+    add(&b, 2..6).await;
+    wait_for(
+        &prom_addr,
+        "host_etcd_ipam_addresses_used{network=\"net1\"}",
+        "network",
+        &[("net1", 11.0)],
+    );
+    wait_for(
+        &prom_addr,
+        "sum(host_etcd_ipam_owner_records)",
+        "network",
+        &[("", 14.0)],
+    );
+    // The rules were loaded (Prometheus validates them on start).
+    let (code, rules) = get(&prom_addr, "/api/v1/rules");
+    assert_eq!(code, 200);
+    assert!(
+        rules.contains("HostEtcdIpamRangeNearlyExhausted"),
+        "{rules}"
+    );
+
+    // Garbage, wrong methods and paths, slow and oversized requests: an
+    // error status (or a closed connection), never a crash.
+    let status = |answer: &str| answer.split_whitespace().nth(1).map(str::to_string);
+    assert_eq!(
+        status(&raw(
+            &addr,
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"
+        )),
+        Some("400".into())
+    );
+    assert_eq!(status(&raw(&addr, b"hello\n\n")), Some("400".into()));
+    assert_eq!(
+        status(&raw(&addr, b"POST /metrics HTTP/1.1\r\n\r\n")),
+        Some("405".into())
+    );
+    assert_eq!(get(&addr, "/nothing").0, 404);
+    let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+    let answer = raw(&addr, huge.as_bytes());
+    assert!(
+        answer.is_empty() || status(&answer) == Some("431".into()),
+        "{answer}"
+    );
+    // A client that sends half a request and stalls is cut off.
+    let started = Instant::now();
+    let answer = raw(&addr, b"GET /metr");
+    assert_eq!(status(&answer), Some("408".into()), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Connects and closes without a byte.
+    drop(TcpStream::connect(&addr).unwrap());
+    let (code, head) = {
+        let answer = raw(&addr, b"HEAD /metrics HTTP/1.1\r\n\r\n");
+        (status(&answer), answer)
+    };
+    assert_eq!(code, Some("200".into()), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "{head}");
+    let (code, text) = get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(sample(&text, "host_etcd_ipam_addresses_used", &net1), 11.0);
+
+    // An address that cannot be listened on: taken, or not an address.
+    for bad in [addr.as_str(), "not-an-address", "127.0.0.1:99999"] {
+        let out = Command::new(EXE)
+            .args(["--config", v4.to_str().unwrap(), "metrics", "--listen", bad])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(
+            err.contains(&format!("cannot listen on {bad}")),
+            "{bad}: {err}"
+        );
+    }
+    drop(exporter);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_is_up_0_and_counted() {
+    let mut etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &etcd,
+        "net1",
+        serde_json::json!([[{"subnet": "10.32.0.0/24"}]]),
+    );
+    let a = allocator_on(&config, "n1").await;
+    add(&a, 0..2).await;
+    let (_exporter, addr) = start_exporter(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "metrics",
+            "--listen",
+            "127.0.0.1:0",
+            "--scrape-timeout-secs",
+            "2",
+            "--no-check",
+        ],
+        &dir.path().join("exporter.log"),
+    );
+    let (_, text) = get(&addr, "/metrics");
+    assert_eq!(
+        sample(&text, "host_etcd_ipam_up", &["network=\"net1\""]),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "host_etcd_ipam_addresses_used",
+            &["network=\"net1\""]
+        ),
+        2.0
+    );
+    assert!(!text.contains("host_etcd_ipam_check_problems"), "{text}");
+
+    etcd.stop();
+    let (code, text) = get(&addr, "/metrics");
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(
+        sample(&text, "host_etcd_ipam_up", &["network=\"net1\""]),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "host_etcd_ipam_scrape_errors_total",
+            &["network=\"net1\""]
+        ),
+        1.0
+    );
+    assert!(!text.contains("host_etcd_ipam_addresses_used"), "{text}");
+
+    etcd.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = get(&addr, "/metrics");
+        if sample(&text, "host_etcd_ipam_up", &["network=\"net1\""]) == 1.0 {
+            assert_eq!(
+                sample(
+                    &text,
+                    "host_etcd_ipam_addresses_used",
+                    &["network=\"net1\""]
+                ),
+                2.0
+            );
+            assert!(
+                sample(
+                    &text,
+                    "host_etcd_ipam_scrape_errors_total",
+                    &["network=\"net1\""]
+                ) >= 1.0
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never up again:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(dir.path().join("exporter.log")).unwrap();
+    assert!(log.contains("network net1:"), "{log}");
+    assert!(log.contains("scrapes succeed again"), "{log}");
+}
