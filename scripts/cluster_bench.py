@@ -27,6 +27,7 @@ import json
 import math
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -274,8 +275,12 @@ class Nodes:
             p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                  start_new_session=True)
             self.procs.append(p)
-        for p in self.procs:
-            self._read(p, "ready")
+        try:
+            for p in self.procs:
+                self._read(p, "ready")
+        except BaseException:
+            self.abort()
+            raise
 
     def _read(self, p, what):
         line = p.stdout.readline()
@@ -293,6 +298,17 @@ class Nodes:
             p.stdin.flush()
         return [self._read(p, cmd) for p in targets]
 
+    def abort(self):
+        """Kills every node helper with its plugin processes (each helper
+        leads its own process group)."""
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            p.wait()
+
     def close(self):
         for p in self.procs:
             try:
@@ -304,7 +320,7 @@ class Nodes:
             try:
                 p.wait(timeout=PROC_TIMEOUT + 10)
             except subprocess.TimeoutExpired:
-                os.killpg(p.pid, 9)
+                os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
 
 
@@ -323,6 +339,7 @@ def run_plugin(a, kind, plugin, endpoint, etcd_pid, tck):
     """ADD phase then DEL phase of one plugin over all nodes."""
     nodes = Nodes(a, kind, plugin, a.work, endpoint)
     out = {}
+    done = False
     try:
         warm = nodes.send("WARM", only_first=True)[0]
         for w in (warm["add"], warm["del"]):
@@ -352,8 +369,12 @@ def run_plugin(a, kind, plugin, endpoint, etcd_pid, tck):
             out[cmd.lower()] = s
         if kind == "host-etcd":
             out["duplicate_addresses"] = len(all_ips) - len(set(all_ips))
+        done = True
     finally:
-        nodes.close()
+        if done:
+            nodes.close()
+        else:
+            nodes.abort()
     return out
 
 
@@ -408,8 +429,12 @@ def run_raw(a, endpoint, etcd_pid, tck):
 
 
 def scenario_main(a):
+    # SIGTERM unwinds like Ctrl-C, so node helpers are killed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tck = os.sysconf("SC_CLK_TCK")
     a.work = os.path.abspath(a.work)
+    a.plugin = os.path.abspath(a.plugin)
+    a.host_local = a.host_local and os.path.abspath(a.host_local)
     a.run_id = "r%d" % int(time.time())
     report = {
         "schema": 1, "label": a.label, "scenario": "n%d-p%d" % (a.nodes, a.procs),
@@ -527,7 +552,7 @@ def plot_main(a):
     """Three panels, one group of bars per report: processes/s; etcd txns
     per op (Txn and Range stacked); etcd CPU ms per op (with raw CAS)."""
     reps = [json.load(open(p)) for p in a.files]
-    W, H = 1000, 430
+    W, H = 1000, 445
     top, bottom, gap = 50, 95, 50
     pw = (W - 60 - 2 * gap - 20) / 3
     ph = H - top - bottom
@@ -562,8 +587,11 @@ def plot_main(a):
         gw = pw / max(1, len(groups))
         for g, (label, bars) in enumerate(groups):
             bw = gw * 0.8 / max(1, len(bars))
-            for b, stack in enumerate(bars):
+            for b, (caption, stack) in enumerate(bars):
                 x = x0 + g * gw + gw * 0.1 + b * bw
+                if caption:
+                    svg.append('<text x="%.1f" y="%.1f" text-anchor="middle" font-size="9">%s</text>'
+                               % (x + bw / 2, top + ph + 11, caption))
                 y = top + ph
                 total = 0
                 for name, v in stack:
@@ -579,7 +607,7 @@ def plot_main(a):
                            % (x + bw / 2, y - 3, total))
             for j, part in enumerate(label.split("\n")):
                 svg.append('<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>'
-                           % (x0 + g * gw + gw / 2, top + ph + 15 + 13 * j, part))
+                           % (x0 + g * gw + gw / 2, top + ph + 25 + 13 * j, part))
         svg.append('<rect x="%.1f" y="%d" width="%.1f" height="%.1f" fill="none" stroke="#444"/>'
                    % (x0, top, pw, ph))
 
@@ -591,22 +619,24 @@ def plot_main(a):
     m1 = m2 = m3 = 0
     for r in reps:
         he, hl = r["host_etcd"], r.get("host_local")
-        bars = [[("etcd ADD", he["add"]["ok_per_sec"])], [("etcd DEL", he["del"]["ok_per_sec"])]]
+        bars = [("A", [("etcd ADD", he["add"]["ok_per_sec"])]),
+                ("D", [("etcd DEL", he["del"]["ok_per_sec"])])]
         if hl:
-            bars += [[("local ADD", hl["add"]["ok_per_sec"])], [("local DEL", hl["del"]["ok_per_sec"])]]
+            bars += [("A", [("local ADD", hl["add"]["ok_per_sec"])]),
+                     ("D", [("local DEL", hl["del"]["ok_per_sec"])])]
         g1.append((label(r), bars))
-        m1 = max([m1] + [v for b in bars for _, v in b if v])
-        bars = [[("Txn", he[ph]["etcd"]["txn_per_op"]), ("Range", he[ph]["etcd"]["range_per_op"])]
-                for ph in ("add", "del")]
+        m1 = max([m1] + [v for _, b in bars for _, v in b if v])
+        bars = [(ph.upper(), [("Txn", he[ph]["etcd"]["txn_per_op"]),
+                              ("Range", he[ph]["etcd"]["range_per_op"])]) for ph in ("add", "del")]
         g2.append((label(r), bars))
-        m2 = max([m2] + [sum(v or 0 for _, v in b) for b in bars])
-        bars = [[("etcd ADD", he["add"]["etcd"]["cpu_ms_per_op"])],
-                [("etcd DEL", he["del"]["etcd"]["cpu_ms_per_op"])]]
+        m2 = max([m2] + [sum(v or 0 for _, v in b) for _, b in bars])
+        bars = [("ADD", [("etcd ADD", he["add"]["etcd"]["cpu_ms_per_op"])]),
+                ("DEL", [("etcd DEL", he["del"]["etcd"]["cpu_ms_per_op"])])]
         raw = r.get("raw_cas")
         if raw and "error" not in raw:
-            bars.append([("raw", raw["etcd_cpu_ms_per_txn"])])
+            bars.append(("raw", [("raw", raw["etcd_cpu_ms_per_txn"])]))
         g3.append((label(r), bars))
-        m3 = max([m3] + [v for b in bars for _, v in b if v])
+        m3 = max([m3] + [v for _, b in bars for _, v in b if v])
     panel(0, "plugin processes per second", g1, m1)
     panel(1, "etcd calls per op (Txn + Range)", g2, m2)
     panel(2, "etcd CPU ms per op", g3, m3)

@@ -18,9 +18,9 @@
 #   --nodes N        simulated nodes (default 2)
 #   --procs P        concurrent plugin processes per node (default 4)
 #   --count N        ADDs (then as many DELs) per node (default 100)
-#   --scenario S     seq      = 1 node x 1 process,   N = 200 (sequential ADDs)
-#                    one-node = 1 node x 16 processes, N = 320
-#                    cluster  = 8 nodes x 8 processes, N = 60 per node
+#   --scenario S     seq      = 1 node x 1 process,   N = 300 (sequential ADDs)
+#                    one-node = 1 node x 16 processes, N = 480
+#                    cluster  = 8 nodes x 8 processes, N = 100 per node
 #                    (--count after --scenario overrides its N)
 #   --all            the three scenarios in turn (a fresh etcd for each),
 #                    then the plot; about 2-4 minutes on a quiet 2-core VM
@@ -53,9 +53,9 @@ extra=() scenarios=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 preset() {
     case "$1" in
-        seq) echo "1 1 200" ;;
-        one-node) echo "1 16 320" ;;
-        cluster) echo "8 8 60" ;;
+        seq) echo "1 1 300" ;;
+        one-node) echo "1 16 480" ;;
+        cluster) echo "8 8 100" ;;
         *) echo "unknown scenario $1 (seq, one-node, cluster)" >&2; exit 2 ;;
     esac
 }
@@ -143,6 +143,7 @@ run_one() { # nodes procs count
     [ "$label" = current ] || name="$name.$label"
     dir="$work/$name"
     mkdir -p "$dir" "$out"
+    rm -f "$out/$name.json"
     start_etcd "$dir"
     local rc=0
     python3 scripts/cluster_bench.py scenario --nodes "$1" --procs "$2" --count "$3" \
@@ -151,7 +152,7 @@ run_one() { # nodes procs count
         --host-local "$host_local" --cni-path "$bin:/usr/lib/cni" --label "$label" \
         --repo "$repo" --work "$dir" --out "$out/$name.json" ${extra[@]+"${extra[@]}"} || rc=$?
     stop_etcd
-    echo "wrote $out/$name.json"
+    if [ -f "$out/$name.json" ]; then echo "wrote $out/$name.json"; fi
     return $rc
 }
 
