@@ -514,8 +514,18 @@ def text_table(r):
     return "\n".join(lines)
 
 
+def load_sorted(files):
+    """Reports ordered by scenario size, then date (a re-run comes after)."""
+    reps = []
+    for p in files:
+        with open(p) as f:
+            reps.append(json.load(f))
+    return sorted(reps, key=lambda r: (r["params"]["nodes"] * r["params"]["procs_per_node"],
+                                       r["params"]["nodes"], r["date"]))
+
+
 def table_main(a):
-    reps = [json.load(open(p)) for p in a.files]
+    reps = load_sorted(a.files)
     print("| scenario | op | processes | failed | ops/s | p50 ms | p99 ms | etcd txns/op "
           "(Txn + Range) | etcd CPU ms/op | plugin CPU ms/op | host-local ops/s | host-local "
           "p50 / p99 ms |")
@@ -524,6 +534,8 @@ def table_main(a):
         p = r["params"]
         name = "%d node%s × %d proc%s" % (p["nodes"], "s" if p["nodes"] > 1 else "",
                                          p["procs_per_node"], "s" if p["procs_per_node"] > 1 else "")
+        if r["label"] != "current":
+            name += " [%s]" % r["label"]
         for ph in ("add", "del"):
             s = r["host_etcd"][ph]
             e = s["etcd"]
@@ -543,7 +555,8 @@ def table_main(a):
         raw = r.get("raw_cas")
         if raw and "error" not in raw:
             print("| %s | %d | %.0f | %.2f / %.2f | %s |" % (
-                r["scenario"], raw["clients"], raw["txns_per_sec"], raw["latency_ms"]["p50"],
+                r["scenario"] + ("" if r["label"] == "current" else " [%s]" % r["label"]),
+                raw["clients"], raw["txns_per_sec"], raw["latency_ms"]["p50"],
                 raw["latency_ms"]["p99"], fmt(raw["etcd_cpu_ms_per_txn"], "%.3f")))
     return 0
 
@@ -551,7 +564,7 @@ def table_main(a):
 def plot_main(a):
     """Three panels, one group of bars per report: processes/s; etcd txns
     per op (Txn and Range stacked); etcd CPU ms per op (with raw CAS)."""
-    reps = [json.load(open(p)) for p in a.files]
+    reps = load_sorted(a.files)
     W, H = 1000, 445
     top, bottom, gap = 50, 95, 50
     pw = (W - 60 - 2 * gap - 20) / 3

@@ -22,8 +22,9 @@
 #                    one-node = 1 node x 16 processes, N = 480
 #                    cluster  = 8 nodes x 8 processes, N = 100 per node
 #                    (--count after --scenario overrides its N)
-#   --all            the three scenarios in turn (a fresh etcd for each),
-#                    then the plot; about 2-4 minutes on a quiet 2-core VM
+#   --all            the three scenarios in turn (a fresh etcd for each;
+#                    --nodes/--procs/--count are ignored), then the plot;
+#                    about a minute on the project's 2-core VM
 #   --label L        tag stored in the JSON and shown in the plot (default
 #                    "current"; use e.g. "after-fastpath" for a re-run)
 #   --out DIR        JSON directory (default benchmarks/results/cluster)
@@ -44,13 +45,17 @@
 # Only loopback traffic; everything lives in one temp dir (BENCH_DIR to
 # choose its parent; default /tmp, i.e. etcd's data on disk).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# Everything runs from main(), read whole before it starts: editing this file
+# during a run cannot change the running script.
+main() {
+self=$(realpath "$0")
+cd "$(dirname "$self")/.."
 repo=$(pwd)
 
 nodes=2 procs=4 count=100 label=current out=benchmarks/results/cluster
 plot=benchmarks/cluster.svg build=1 host_local=/usr/lib/cni/host-local
 extra=() scenarios=()
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n "2,/^set -euo/p" "$self" | sed "\$d; s/^# \{0,1\}//" >&2; exit 2; }
 preset() {
     case "$1" in
         seq) echo "1 1 300" ;;
@@ -173,3 +178,5 @@ if [ -n "$plot" ]; then
     fi
 fi
 exit $status
+}
+main "$@"
