@@ -43,6 +43,23 @@ KEEP_ERRORS = 3  # failures recorded per node and phase
 PROC_TIMEOUT = 60.0  # seconds; a plugin process running longer is killed, counted failed
 
 
+# Stored in every report, so a JSON file explains itself.
+DEFINITIONS = {
+    "ok_per_sec": "successful plugin processes / wall time of the phase (all nodes)",
+    "latency_ms": "per plugin process, spawn to exit, seen by the node helper",
+    "etcd.txns_per_op": "(Txn + Range calls of etcdserverpb.KV in grpc_server_handled_total, "
+                        "scraped before and after the phase) / successful operations",
+    "etcd.cpu_ms_per_op": "etcd process utime+stime over the phase (/proc/PID/stat, CLK_TCK) "
+                          "/ successful operations",
+    "plugin_cpu_ms_per_op": "user+system CPU of the plugin processes (RUSAGE_CHILDREN of the "
+                            "node helpers) / successful operations",
+    "raw_cas": "ipamctl bench raw phase (one client per nodes x procs, each a single-key "
+               "compare-mod_revision-and-put of 128 bytes); etcd_cpu_ms is the etcd CPU in the "
+               "last raw.secs seconds before ipamctl exited (sampled every 10 ms)",
+    "duplicate_addresses": "ADD results (all nodes) minus distinct addresses; must be 0",
+}
+
+
 # ---------------------------------------------------------------- helpers
 
 def percentile(sorted_vals, q):
@@ -445,6 +462,7 @@ def scenario_main(a):
                    "node_data_dir": a.node_data_dir, "etcd_data_fs": a.etcd_fs,
                    "plugin": a.plugin, "host_local": a.host_local},
         "loadavg_before": loadavg(),
+        "definitions": DEFINITIONS,
     }
     print("scenario %s: %d node(s) x %d concurrent processes, %d ADDs then %d DELs per node"
           % (report["scenario"], a.nodes, a.procs, a.count, a.count), file=sys.stderr)
@@ -706,8 +724,12 @@ def main():
     a = ap.parse_args()
     if a.sub == "scenario" and min(a.nodes, a.procs, a.count) < 1:
         ap.error("--nodes, --procs and --count must be at least 1")
-    return {"node": node_main, "scenario": scenario_main, "table": table_main,
-            "plot": plot_main}[a.sub](a)
+    try:
+        return {"node": node_main, "scenario": scenario_main, "table": table_main,
+                "plot": plot_main}[a.sub](a)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
