@@ -495,7 +495,7 @@ def text_table(r):
                 " ".join("%.1f" % x for x in r["loadavg_before"]),
                 " ".join("%.1f" % x for x in r["loadavg_after"]))]
     head = "%-16s %9s %6s %8s %8s %8s %12s %11s %11s %11s" % (
-        "", "ok/s", "failed", "p50 ms", "p99 ms", "max ms", "etcd txn/op",
+        "", "ok/s", "failed", "p50 ms", "p99 ms", "max ms", "etcd call/op",
         "(Txn+Rng)", "etcd CPU ms", "plugin CPU")
     lines.append(head)
     for kind in ("host_etcd", "host_local"):
@@ -544,7 +544,7 @@ def load_sorted(files):
 
 def table_main(a):
     reps = load_sorted(a.files)
-    print("| scenario | op | processes | failed | ops/s | p50 ms | p99 ms | etcd txns/op "
+    print("| scenario | op | processes | failed | ops/s | p50 ms | p99 ms | etcd calls/op "
           "(Txn + Range) | etcd CPU ms/op | plugin CPU ms/op | host-local ops/s | host-local "
           "p50 / p99 ms |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -583,9 +583,9 @@ def plot_main(a):
     """Three panels, one group of bars per report: processes/s; etcd txns
     per op (Txn and Range stacked); etcd CPU ms per op (with raw CAS)."""
     reps = load_sorted(a.files)
-    W, H = 1000, 445
     top, bottom, gap = 50, 95, 50
-    pw = (W - 60 - 2 * gap - 20) / 3
+    pw = max(290, 105 * len(reps))  # room for 4 bars of ~20 px per group
+    W, H = int(60 + 3 * pw + 2 * gap + 20), 445
     ph = H - top - bottom
     colors = {"etcd ADD": "#1f77b4", "etcd DEL": "#aec7e8", "local ADD": "#ff7f0e",
               "local DEL": "#ffbb78", "Txn": "#2ca02c", "Range": "#98df8a", "raw": "#d62728"}
