@@ -166,6 +166,12 @@ def git_rev(repo):
         return {"rev": "?", "src_dirty": None}
 
 
+def shown_path(path, repo):
+    """A path inside the repository relative to it (reports carry no checkout paths)."""
+    rel = os.path.relpath(path, os.path.abspath(repo))
+    return path if rel.startswith("..") else rel
+
+
 def net_config(kind, endpoint, data_dir):
     ipam = {"type": kind, "ranges": [[{"subnet": V4_RANGE}], [{"subnet": V6_RANGE}]],
             "routes": [{"dst": "0.0.0.0/0"}]}
@@ -460,7 +466,7 @@ def scenario_main(a):
         "params": {"nodes": a.nodes, "procs_per_node": a.procs, "count_per_node": a.count,
                    "ranges": [V4_RANGE, V6_RANGE], "cni_version": CNI_VERSION,
                    "node_data_dir": a.node_data_dir, "etcd_data_fs": a.etcd_fs,
-                   "plugin": a.plugin, "host_local": a.host_local},
+                   "plugin": shown_path(a.plugin, a.repo), "host_local": a.host_local},
         "loadavg_before": loadavg(),
         "definitions": DEFINITIONS,
     }
