@@ -429,7 +429,7 @@ def run_raw(a, endpoint, etcd_pid, tck):
         th.join()
     m1 = scrape(endpoint)
     if p.returncode != 0:
-        return {"command": " ".join(cmd), "error": (p.stdout + p.stderr)[-1000:]}
+        return {"command": " ".join(cmd), "error": (p.stdout + p.stderr)[-1000:]}  # full path: a clue
     rep = json.loads(p.stdout)
     raw = rep["raw"]
     start = t_exit - raw["secs"]
@@ -439,7 +439,8 @@ def run_raw(a, endpoint, etcd_pid, tck):
     cpu_ms = (c_end - c_start) * 1000 / tck
     d = metrics_delta(m0, m1)
     ours = rep["ours"]
-    return {"command": " ".join(cmd), "clients": clients,
+    shown = " ".join([shown_path(a.ipamctl, a.repo)] + cmd[1:])
+    return {"command": shown, "clients": clients,
             "txns": raw["txns"], "errors": raw["errors"], "secs": raw["secs"],
             "txns_per_sec": raw["txns_per_sec"], "latency_ms": raw["latency_ms"],
             "etcd_cpu_ms": cpu_ms, "etcd_cpu_ms_per_txn": per(cpu_ms, raw["txns"]),
