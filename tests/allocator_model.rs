@@ -3,6 +3,11 @@
 //! against a plain HashMap/HashSet model. No address is ever given twice;
 //! every release frees exactly what was held; exhaustion is reported exactly
 //! when the model has no free address.
+//!
+//! Several nodes (allocators with their own seeds and node caches) share the
+//! store; before a step a node's cache may be made stale (an old snapshot),
+//! swapped with another node's, or filled with garbage values: the same
+//! invariants must hold.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use host_etcd::allocator::{
-    AllocError, AllocRequest, Allocator, Network, Options, OwnerId, DEFAULT_PREFIX,
+    AllocError, AllocRequest, Allocator, Network, NodeCache, Options, OwnerId, DEFAULT_PREFIX,
 };
 use host_etcd::range::{to_u128, Range, RangeSet, RangeSpec};
 use host_etcd::store::memory::{Fault, MemoryStore};
@@ -28,7 +33,14 @@ enum OpKind {
 struct Step {
     op: OpKind,
     faults: Vec<u8>,
+    /// Which node runs the step.
+    node: u8,
+    /// What happens to that node's cache first: 0..=5 nothing, 6 an old
+    /// snapshot, 7 another node's cache, 8 garbage values, 9 emptied.
+    perturb: u8,
 }
+
+const NODES: usize = 3;
 
 fn op() -> impl Strategy<Value = OpKind> {
     prop_oneof![
@@ -40,7 +52,18 @@ fn op() -> impl Strategy<Value = OpKind> {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    (op(), prop::collection::vec(0u8..4, 0..3)).prop_map(|(op, faults)| Step { op, faults })
+    (
+        op(),
+        prop::collection::vec(0u8..4, 0..3),
+        0u8..NODES as u8,
+        0u8..10,
+    )
+        .prop_map(|(op, faults, node, perturb)| Step {
+            op,
+            faults,
+            node,
+            perturb,
+        })
 }
 
 fn fault(b: u8) -> Fault {
@@ -121,9 +144,38 @@ fn run(steps: Vec<Step>, chunk_bits: u8) {
         .unwrap();
     rt.block_on(async move {
         let store = MemoryStore::new();
-        let a = Allocator::new(&store, network(chunk_bits), Options::default()).unwrap();
+        let nodes: Vec<Allocator<&MemoryStore>> = (0..NODES)
+            .map(|i| {
+                Allocator::new(
+                    &store,
+                    network(chunk_bits),
+                    Options {
+                        node_seed: i as u64 * 7919,
+                        ..Options::default()
+                    },
+                )
+                .unwrap()
+            })
+            .collect();
+        let mut snapshots: Vec<NodeCache> = vec![NodeCache::new()];
         let mut m = Model::default();
-        for s in steps {
+        for (n, s) in steps.into_iter().enumerate() {
+            let a = &nodes[s.node as usize];
+            match s.perturb {
+                6 => a.set_node_cache(snapshots[n % snapshots.len()].clone()),
+                7 => a.set_node_cache(nodes[(s.node as usize + 1) % NODES].node_cache()),
+                8 => {
+                    let mut c = a.node_cache();
+                    let keys: Vec<String> = c.entries().map(|(k, _)| k.to_string()).collect();
+                    for (i, k) in keys.iter().enumerate() {
+                        let junk = vec![i as u8; i % 5];
+                        c.remember(a.keyspace(), k, Some(&junk));
+                    }
+                    a.set_node_cache(c);
+                }
+                9 => a.set_node_cache(NodeCache::new()),
+                _ => {}
+            }
             store.inject(s.faults.iter().map(|b| fault(*b)));
             match s.op {
                 OpKind::Add { owner: o, stage } => {
@@ -225,6 +277,7 @@ fn run(steps: Vec<Step>, chunk_bits: u8) {
             }
             let report = a.check().await.unwrap();
             assert!(report.is_clean(), "{report:?}");
+            snapshots.push(a.node_cache());
             assert_eq!(report.allocated as usize, 2 * m.held.len());
             let all: Vec<u128> = m.held.values().flatten().map(|ip| to_u128(*ip)).collect();
             let distinct: HashSet<&u128> = all.iter().collect();

@@ -360,7 +360,10 @@ fn check_bench(report: &Value, count: u64) {
     assert_eq!(ours["allocations"], count, "{report}");
     assert_eq!(ours["errors"], 0, "{report}");
     assert!(ours["allocations_per_sec"].as_f64().unwrap() > 0.0);
-    assert!(ours["round_trips_per_allocation"].as_f64().unwrap() >= 2.0);
+    // One transaction per warm allocation, a read and a transaction for a
+    // client's first.
+    let rt = ours["round_trips_per_allocation"].as_f64().unwrap();
+    assert!((1.0..=2.5).contains(&rt), "{rt} round trips per allocation");
     assert!(ours["cas_retries_per_allocation"].as_f64().unwrap() >= 0.0);
     assert!(ours["bytes_written"].as_u64().unwrap() > 0);
     for f in ["p50", "p99", "max"] {

@@ -17,12 +17,15 @@
 //! The byte form (used by the plugin's node-local file) is JSON:
 //!
 //! ```json
-//! {"format":"host-etcd-node-cache","version":1,"root":"/host-etcd/net","chunkBits":8,
+//! {"format":"host-etcd-node-cache","version":1,"store":"etcd 10.0.0.5:2379",
+//!  "root":"/host-etcd/net","chunkBits":8,
 //!  "positions":{"0":"a000102"},
 //!  "entries":[["/host-etcd/net/meta","7b2263…"],["/host-etcd/net/chunks/4/…",null]]}
 //! ```
 //!
-//! `positions` maps a range set's index to the next address to try (hex
+//! `store` names the store the values came from (the caller's choice, e.g.
+//! the etcd endpoints): a cache of another store is ignored, positions
+//! included. `positions` maps a range set's index to the next address to try (hex
 //! offset); `entries` lists keys oldest first with their hex value (`null`:
 //! known absent).
 
@@ -55,6 +58,7 @@ pub struct NodeCache {
 struct Form {
     format: String,
     version: u32,
+    store: String,
     root: String,
     #[serde(rename = "chunkBits")]
     chunk_bits: u8,
@@ -151,8 +155,9 @@ impl NodeCache {
         }
     }
 
-    /// The byte form (see the module docs), for `ks` and chunk size `k`.
-    pub fn encode(&self, ks: &Keyspace, k: u8) -> Vec<u8> {
+    /// The byte form (see the module docs), for values of `store` under
+    /// `ks` at chunk size `k`.
+    pub fn encode(&self, store: &str, ks: &Keyspace, k: u8) -> Vec<u8> {
         let mut entries: Vec<(&u64, &Key, &Option<Vec<u8>>)> = self
             .entries
             .iter()
@@ -162,6 +167,7 @@ impl NodeCache {
         let form = Form {
             format: FORMAT.into(),
             version: VERSION,
+            store: store.to_string(),
             root: ks.root().to_string(),
             chunk_bits: k,
             positions: self
@@ -178,12 +184,13 @@ impl NodeCache {
     }
 
     /// Reads the byte form back; `None` when it does not decode or belongs
-    /// to another network root or chunk size. Entries whose keys lie outside
-    /// the network's root are dropped.
-    pub fn decode(bytes: &[u8], ks: &Keyspace, k: u8) -> Option<NodeCache> {
+    /// to another store, network root or chunk size. Entries whose keys lie
+    /// outside the network's root are dropped.
+    pub fn decode(bytes: &[u8], store: &str, ks: &Keyspace, k: u8) -> Option<NodeCache> {
         let form: Form = serde_json::from_slice(bytes).ok()?;
         if form.format != FORMAT
             || form.version != VERSION
+            || form.store != store
             || form.root != ks.root()
             || form.chunk_bits != k
         {
@@ -255,8 +262,8 @@ mod tests {
         c.remember(&ks, "/p/net/chunks/4/0a000000", None);
         c.remember(&ks, "/p/net/owners/c1/eth0", Some(b"{}"));
         c.set_position(1, u128::MAX - 3);
-        let bytes = c.encode(&ks, 8);
-        let back = NodeCache::decode(&bytes, &ks, 8).unwrap();
+        let bytes = c.encode("s", &ks, 8);
+        let back = NodeCache::decode(&bytes, "s", &ks, 8).unwrap();
         assert_eq!(back.get(&ks.meta()), Some(Some(&b"{\"k\":8}"[..])));
         assert_eq!(back.get("/p/net/chunks/4/0a000000"), Some(None));
         assert_eq!(back.get("/p/net/owners/c1/eth0"), Some(Some(&b"{}"[..])));
@@ -268,21 +275,22 @@ mod tests {
         let ks = ks();
         let mut c = NodeCache::new();
         c.remember(&ks, &ks.meta(), Some(b"m"));
-        let bytes = c.encode(&ks, 8);
+        let bytes = c.encode("s", &ks, 8);
         let other = Keyspace::new("/p", "other").unwrap();
-        assert!(NodeCache::decode(&bytes, &other, 8).is_none());
-        assert!(NodeCache::decode(&bytes, &ks, 9).is_none());
+        assert!(NodeCache::decode(&bytes, "s", &other, 8).is_none());
+        assert!(NodeCache::decode(&bytes, "s", &ks, 9).is_none());
+        assert!(NodeCache::decode(&bytes, "another store", &ks, 8).is_none());
         for cut in 0..bytes.len() {
-            assert!(NodeCache::decode(&bytes[..cut], &ks, 8).is_none());
+            assert!(NodeCache::decode(&bytes[..cut], "s", &ks, 8).is_none());
         }
-        assert!(NodeCache::decode(b"\xff\x00garbage", &ks, 8).is_none());
+        assert!(NodeCache::decode(b"\xff\x00garbage", "s", &ks, 8).is_none());
         let odd = String::from_utf8(bytes).unwrap().replace("\"6d\"", "\"6\"");
-        assert!(NodeCache::decode(odd.as_bytes(), &ks, 8).is_none());
+        assert!(NodeCache::decode(odd.as_bytes(), "s", &ks, 8).is_none());
         // Keys outside the network are dropped.
         let smuggled = format!(
-            r#"{{"format":"{FORMAT}","version":1,"root":"/p/net","chunkBits":8,"positions":{{}},"entries":[["/p/other/meta","00"],["/p/netx/meta","00"]]}}"#
+            r#"{{"format":"{FORMAT}","version":1,"store":"s","root":"/p/net","chunkBits":8,"positions":{{}},"entries":[["/p/other/meta","00"],["/p/netx/meta","00"]]}}"#
         );
-        let c = NodeCache::decode(smuggled.as_bytes(), &ks, 8).unwrap();
+        let c = NodeCache::decode(smuggled.as_bytes(), "s", &ks, 8).unwrap();
         assert!(c.entries().next().is_none());
     }
 

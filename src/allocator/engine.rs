@@ -124,6 +124,7 @@ impl<S: Store> Allocator<S> {
         let mut attempts = 0u32;
         let mut transient = 0u32;
         let mut reads = 0u32;
+        let mut contested = false;
         let mut last = String::from("none");
         loop {
             if Instant::now() >= deadline {
@@ -176,10 +177,27 @@ impl<S: Store> Allocator<S> {
             let ops = plan.txn.ops.clone();
             match self.call(self.store.txn(plan.txn), deadline, &last).await {
                 Ok(TxnOutcome::Committed { .. }) => {
-                    learned.committed(ops, plan.moved);
+                    let mut moved = plan.moved;
+                    if contested {
+                        // Another node allocates in the chunk this one
+                        // remembered: its next search starts elsewhere in
+                        // the window, so the two stop invalidating each
+                        // other's caches (one read there, then warm again).
+                        let seed = fastrand::u64(..);
+                        for (set, pos) in &mut moved {
+                            if let Some(p) = plan::respread_position(&self.ctx(&hints), *set, seed)
+                            {
+                                *pos = p;
+                            }
+                        }
+                    }
+                    learned.committed(ops, moved);
                     return Ok(plan.result);
                 }
                 Ok(TxnOutcome::Conflict { current }) => {
+                    contested |= current
+                        .iter()
+                        .any(|(key, value)| known.contested(key, value.as_ref()));
                     learned.current(&current);
                     for (key, value) in current {
                         known.absorb_key(&key, value);

@@ -511,6 +511,16 @@ fn candidates(ctx: &Ctx<'_>, i: usize, set: &RangeSet, stage: Option<&str>) -> (
     }
 }
 
+/// A new position for set `set_index`: the start of a chunk drawn by `seed`
+/// from the first `ctx.window` chunks (a node moving away from a chunk
+/// another node allocates in).
+pub fn respread_position(ctx: &Ctx<'_>, set_index: usize, seed: u64) -> Option<u128> {
+    let set = ctx.net.sets.get(set_index)?;
+    let c = geometry::normal_candidates(set, ctx.k());
+    let ord = geometry::spread(seed, set_index, c.count().min(ctx.window.max(1)));
+    c.nth(ord).map(|idx| idx << ctx.k())
+}
+
 /// Plans an ADD of a batch of requests (one transaction).
 pub fn plan_add(
     ctx: &Ctx<'_>,

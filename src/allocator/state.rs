@@ -215,6 +215,34 @@ impl Known {
             .collect()
     }
 
+    /// Whether `current`, a conflict answer for `key`, shows addresses taken
+    /// in a chunk that were free in the remembered (cached) value: another
+    /// node allocates in this chunk too.
+    pub fn contested(&self, key: &str, current: Option<&Versioned>) -> bool {
+        let Some(current) = current else {
+            return false;
+        };
+        [Family::V4, Family::V6].into_iter().any(|family| {
+            let Some(idx) = self.ks.parse_chunk(family, self.k, key) else {
+                return false;
+            };
+            let Some(old) = self.chunks.get(&(family, idx)).filter(|l| !l.fresh) else {
+                return false;
+            };
+            let (Ok(old), Ok(new)) = (
+                old.get(|b| decode_chunk(b, self.k)),
+                decode_chunk(&current.value, self.k),
+            ) else {
+                return false;
+            };
+            old.bits
+                .words()
+                .iter()
+                .zip(new.bits.words())
+                .any(|(o, n)| n & !o != 0)
+        })
+    }
+
     /// What a transaction relying on the current state of chunk `index`
     /// compares.
     pub fn chunk_expect(&self, family: Family, index: u128) -> Expect {

@@ -101,6 +101,34 @@ async fn cold_add_is_two_round_trips_warm_add_and_del_one() {
         (0, 2),
         "stale: conflict + retry"
     );
+    // Garbage remembered for every chunk: the chunks are read again.
+    let mut bad = b.node_cache();
+    let keys: Vec<String> = bad
+        .entries()
+        .filter(|(k, _)| k.contains("/chunks/"))
+        .map(|(k, _)| k.to_string())
+        .collect();
+    assert!(!keys.is_empty());
+    for k in &keys {
+        bad.remember(b.keyspace(), k, Some(b"\x01junk"));
+    }
+    b.set_node_cache(bad);
+    store.reset();
+    b.allocate(&req("c4")).await.unwrap();
+    assert_eq!(
+        (store.reads(), store.txns()),
+        (1, 1),
+        "garbage chunks: re-read"
+    );
+    // Another network's cache: ignored (no meta of ours), a cold ADD.
+    let mut other_net = a.network().clone();
+    other_net.name = "othernet".into();
+    let other = alloc_of(&store, other_net);
+    other.allocate(&req("o1")).await.unwrap();
+    b.set_node_cache(other.node_cache());
+    store.reset();
+    b.allocate(&req("c5")).await.unwrap();
+    assert_eq!((store.reads(), store.txns()), (1, 1), "foreign cache: cold");
     assert!(a.check().await.unwrap().is_clean());
 }
 
@@ -633,13 +661,13 @@ async fn round_robin_walks_the_whole_set_before_reuse() {
         let mut got = Vec::new();
         for i in 0..40 {
             let a = alloc_of(&store, n.clone());
-            if let Some(c) = NodeCache::decode(&bytes, a.keyspace(), k) {
+            if let Some(c) = NodeCache::decode(&bytes, "mem", a.keyspace(), k) {
                 a.set_node_cache(c);
             }
             let r = req(&format!("p{i}"));
             got.push(a.allocate(&r).await.unwrap().assigned[0].ip);
             a.release(&r.owner).await.unwrap();
-            bytes = a.node_cache().encode(a.keyspace(), k);
+            bytes = a.node_cache().encode("mem", a.keyspace(), k);
         }
         let distinct: HashSet<_> = got.iter().collect();
         assert_eq!(distinct.len(), 40, "k={k} through the cache file");

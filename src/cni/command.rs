@@ -219,7 +219,11 @@ async fn with_node_state<T>(
     allocator: &Allocator<AnyStore>,
     op: impl std::future::Future<Output = Result<T, crate::allocator::AllocError>>,
 ) -> Result<T, CniError> {
-    let files = NodeFiles::new(&conf.ipam.node_dir, &conf.name);
+    let store = match &conf.ipam.store {
+        StoreConf::Etcd(c) => format!("etcd {}", c.endpoints.join(",")),
+        StoreConf::Local { data_dir, .. } => format!("local {}", data_dir.display()),
+    };
+    let files = NodeFiles::new(&conf.ipam.node_dir, &conf.name, &store);
     let k = allocator.network().chunk_bits;
     let _lock = match conf.ipam.store {
         StoreConf::Etcd(_) => files.lock((conf.ipam.budget / 4).min(LOCK_WAIT_MAX)),

@@ -40,14 +40,17 @@ pub const LOCK_WAIT_MAX: Duration = Duration::from_secs(1);
 pub struct NodeFiles {
     cache: PathBuf,
     lock: PathBuf,
+    store: String,
 }
 
 impl NodeFiles {
-    /// The files of network `name` in `dir`.
-    pub fn new(dir: &Path, name: &str) -> Self {
+    /// The files of network `name` in `dir`, for values of the store named
+    /// `store` (a cache written for another store is ignored).
+    pub fn new(dir: &Path, name: &str, store: &str) -> Self {
         NodeFiles {
             cache: dir.join(format!("node-cache.{name}.json")),
             lock: dir.join(format!("node.{name}.lock")),
+            store: store.to_string(),
         }
     }
 
@@ -60,7 +63,7 @@ impl NodeFiles {
     pub fn load(&self, ks: &Keyspace, k: u8) -> NodeCache {
         std::fs::read(&self.cache)
             .ok()
-            .and_then(|bytes| NodeCache::decode(&bytes, ks, k))
+            .and_then(|bytes| NodeCache::decode(&bytes, &self.store, ks, k))
             .unwrap_or_default()
     }
 
@@ -75,7 +78,7 @@ impl NodeFiles {
         let tmp = self
             .cache
             .with_extension(format!("json.{}.tmp", std::process::id()));
-        if std::fs::write(&tmp, cache.encode(ks, k)).is_err()
+        if std::fs::write(&tmp, cache.encode(&self.store, ks, k)).is_err()
             || std::fs::rename(&tmp, &self.cache).is_err()
         {
             let _ = std::fs::remove_file(&tmp);
@@ -131,7 +134,7 @@ mod tests {
     fn cache_round_trip_garbage_and_foreign() {
         let dir = tempfile::tempdir().unwrap();
         let ks = Keyspace::new("/p", "net").unwrap();
-        let files = NodeFiles::new(dir.path(), "net");
+        let files = NodeFiles::new(dir.path(), "net", "etcd a:1");
         assert!(files.load(&ks, 8).is_empty(), "missing file");
         let mut c = NodeCache::new();
         c.set_position(0, 42);
@@ -142,6 +145,8 @@ mod tests {
         let other = Keyspace::new("/p", "other").unwrap();
         assert!(files.load(&other, 8).is_empty());
         assert!(files.load(&ks, 9).is_empty());
+        let elsewhere = NodeFiles::new(dir.path(), "net", "etcd b:1");
+        assert!(elsewhere.load(&ks, 8).is_empty(), "another store");
         // Garbage and truncation.
         std::fs::write(files.cache_path(), b"{garbage").unwrap();
         assert!(files.load(&ks, 8).is_empty());
@@ -161,7 +166,7 @@ mod tests {
     #[test]
     fn lock_is_exclusive_bounded_and_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
-        let files = NodeFiles::new(dir.path(), "net");
+        let files = NodeFiles::new(dir.path(), "net", "s");
         let held = files.lock(Duration::ZERO).expect("free lock");
         let started = Instant::now();
         assert!(files.lock(Duration::from_millis(30)).is_none());
@@ -169,7 +174,7 @@ mod tests {
         drop(held);
         assert!(files.lock(Duration::ZERO).is_some());
         // A directory that cannot be created: no lock, no error.
-        let blocked = NodeFiles::new(&dir.path().join("f/sub"), "net");
+        let blocked = NodeFiles::new(&dir.path().join("f/sub"), "net", "s");
         std::fs::write(dir.path().join("f"), b"a file").unwrap();
         assert!(blocked.lock(Duration::ZERO).is_none());
     }
