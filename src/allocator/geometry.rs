@@ -133,17 +133,18 @@ fn in_chunk(ip: IpAddr, index: u128, k: u8) -> Option<usize> {
 }
 
 /// Allowed mask of chunk `index` for ordinary requests on `set`: every
-/// address inside some range's `start..=end`, minus gateways, network and
-/// broadcast addresses, minus every stage-reserved address of the set.
+/// address inside some range's `start..=end`, minus its `exclude` entries,
+/// minus gateways, network and broadcast addresses, minus every
+/// stage-reserved address of the set.
 pub fn normal_mask(set: &RangeSet, k: u8, index: u128) -> Bitmap {
     let size = 1usize << k;
     let base = index << k;
     let top = base + (size as u128 - 1);
     let mut mask = Bitmap::new(size);
     for r in set.ranges() {
-        let lo = r.first().max(base);
-        let hi = r.last().min(top);
-        if lo <= hi {
+        // Only the exclusion entries touching this chunk are visited, so the
+        // cost is O(chunk) however large the excluded CIDRs are.
+        for (lo, hi) in r.unexcluded_runs(base, top) {
             mask.set_range((lo - base) as usize, (hi - base) as usize);
         }
     }
@@ -165,7 +166,8 @@ pub fn normal_mask(set: &RangeSet, k: u8, index: u128) -> Bitmap {
 }
 
 /// Allowed mask of chunk `index` for a request of `stage` on `set`: only
-/// that stage's reserved addresses.
+/// that stage's reserved addresses (never excluded ones: parsing refuses a
+/// reservation that is excluded, and `is_allocatable` checks again).
 pub fn staged_mask(set: &RangeSet, stage: &str, k: u8, index: u128) -> Bitmap {
     let mut mask = Bitmap::new(1usize << k);
     for r in set.ranges() {

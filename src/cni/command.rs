@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::args::{push_unique, CniArgs};
-use super::config::{requested_version, NetConf, StoreConf};
+use super::config::{refuse_excluded, requested_version, NetConf, StoreConf};
 use super::env::{Command, Env};
 use super::error::CniError;
 use super::hints;
@@ -144,6 +144,9 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
         None => Dns::default(),
     };
     let allocator = allocator(conf).await?;
+    // The allocator refuses an excluded address too (its masks leave it
+    // out), but this names the exclusion.
+    refuse_excluded(allocator.network(), &requested)?;
     let hint_dir = conf.ipam.hint_dir.as_deref();
     if let Some(dir) = hint_dir {
         allocator.set_hints(hints::load(dir));

@@ -36,6 +36,7 @@ fn spec_with(
         range_end: end.map(str::to_owned),
         gateway: gateway.map(str::to_owned),
         stages: BTreeMap::new(),
+        exclude: Vec::new(),
     }
 }
 
