@@ -48,10 +48,10 @@ use super::error::CniError;
 use super::json::{as_items, as_obj, as_str, join, Obj};
 use super::result::Route;
 use super::version::CniVersion;
+use crate::allocator::AllocError;
 use crate::allocator::{
     Network, Options, OwnerId, CHUNK_BITS_RANGE, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX,
 };
-use crate::allocator::AllocError;
 use crate::range::{check_sets, Family, Range, RangeSet, RangeSpec};
 use crate::store::etcd::EtcdConfig;
 
@@ -548,9 +548,9 @@ fn parse_whereabouts(ipam: &Obj<'_>) -> Result<Vec<Vec<RangeConf>>, CniError> {
     }
     if let Some(gw_s) = ipam.str("gateway")? {
         let field = ipam.field("gateway");
-        let gw = gw_s
-            .parse::<IpAddr>()
-            .map_err(|_| CniError::config(field.as_str(), format!("{gw_s:?} is not an IP address")))?;
+        let gw = gw_s.parse::<IpAddr>().map_err(|_| {
+            CniError::config(field.as_str(), format!("{gw_s:?} is not an IP address"))
+        })?;
         let holder = ranges.iter_mut().find(|r| {
             r.spec
                 .subnet
@@ -590,7 +590,9 @@ fn parse_whereabouts_range(o: &Obj<'_>) -> Result<RangeConf, CniError> {
     let (subnet, mut start, mut end) = match raw.split_once('-') {
         Some((a, b)) => {
             let first = a.trim().parse::<IpAddr>().map_err(|_| {
-                bad(format!("start {a:?} is not an IP address (want start-end/prefix)"))
+                bad(format!(
+                    "start {a:?} is not an IP address (want start-end/prefix)"
+                ))
             })?;
             let written = cidr(b)?;
             let (subnet, last) = (written.trunc(), written.addr());

@@ -68,12 +68,12 @@ fn parse_exclude(
     for (index, value) in values.iter().enumerate() {
         let net = match IpNet::from_str(value) {
             Ok(n) => n.trunc(),
-            Err(_) => IpAddr::from_str(value)
-                .map(IpNet::from)
-                .map_err(|_| RangeError::InvalidExclude {
+            Err(_) => IpAddr::from_str(value).map(IpNet::from).map_err(|_| {
+                RangeError::InvalidExclude {
                     index,
                     value: value.clone(),
-                })?,
+                }
+            })?,
         };
         if Family::of(net.network()) != family {
             return Err(RangeError::ExcludeWrongFamily {
@@ -111,10 +111,21 @@ fn parse_exclude(
 /// a run of more than three unexcluded addresses always holds one that is
 /// none of those three.
 fn check_not_all_excluded(range: &Range) -> Result<(), RangeError> {
-    for (lo, hi) in range.unexcluded_runs(range.first(), range.last()) {
-        if hi - lo >= 3 || (lo..=hi).any(|v| range.reserved_kind_u128(v).is_none()) {
-            return Ok(());
-        }
+    let usable = |(lo, hi): (u128, u128)| {
+        hi - lo >= 3 || (lo..=hi).any(|v| range.reserved_kind_u128(v).is_none())
+    };
+    // A range with nothing to hand out even without exclusions (say
+    // rangeStart = rangeEnd = the gateway) is accepted, as host-local does;
+    // only exclusions that take the last addresses are refused.
+    if range.excluded.is_empty() || !usable((range.first(), range.last())) {
+        return Ok(());
+    }
+    if range
+        .unexcluded_runs(range.first(), range.last())
+        .into_iter()
+        .any(usable)
+    {
+        return Ok(());
     }
     Err(RangeError::ExcludesWholeRange {
         start: range.start,
