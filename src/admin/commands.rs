@@ -537,7 +537,16 @@ mod tests {
         // .2..=.14 minus .4-.7 and .11: 8 addresses.
         assert_eq!(
             got,
-            ["10.0.0.2", "10.0.0.3", "10.0.0.8", "10.0.0.9", "10.0.0.10", "10.0.0.12", "10.0.0.13", "10.0.0.14"]
+            [
+                "10.0.0.2",
+                "10.0.0.3",
+                "10.0.0.8",
+                "10.0.0.9",
+                "10.0.0.10",
+                "10.0.0.12",
+                "10.0.0.13",
+                "10.0.0.14"
+            ]
         );
         let mut out = Vec::new();
         show(&alloc, true, &mut out).await.unwrap();
@@ -545,10 +554,16 @@ mod tests {
         assert_eq!(rows[0]["size"], 8);
         assert_eq!(rows[0]["used"], 8);
         assert_eq!(rows[0]["free"], 0);
-        assert_eq!(rows[0]["exclude"], serde_json::json!(["10.0.0.4/30", "10.0.0.11/32"]));
+        assert_eq!(
+            rows[0]["exclude"],
+            serde_json::json!(["10.0.0.4/30", "10.0.0.11/32"])
+        );
         let mut out = Vec::new();
         show(&alloc, false, &mut out).await.unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("EXCLUDE") && text.contains("10.0.0.4/30,10.0.0.11/32"), "{text}");
+        assert!(
+            text.contains("EXCLUDE") && text.contains("10.0.0.4/30,10.0.0.11/32"),
+            "{text}"
+        );
     }
 }
