@@ -56,13 +56,13 @@ pub(super) fn parse(spec: &RangeSpec) -> Result<Range, RangeError> {
     Ok(range)
 }
 
+/// Exclusions as written (canonical) and as merged integer intervals.
+type Exclusions = (Vec<IpNet>, Vec<(u128, u128)>);
+
 /// The `exclude` list: each entry a CIDR (host bits cleared) or an address,
 /// of the subnet's family, entirely inside the subnet. Returns the entries
 /// (canonical, config order) and their union as sorted, merged intervals.
-fn parse_exclude(
-    subnet: IpNet,
-    values: &[String],
-) -> Result<(Vec<IpNet>, Vec<(u128, u128)>), RangeError> {
+fn parse_exclude(subnet: IpNet, values: &[String]) -> Result<Exclusions, RangeError> {
     let family = Family::of(subnet.network());
     let mut nets = Vec::with_capacity(values.len());
     for (index, value) in values.iter().enumerate() {
