@@ -641,6 +641,7 @@ fn spec(subnet: &str, start: Option<&str>, end: Option<&str>, gw: Option<&str>) 
         range_end: end.map(Into::into),
         gateway: gw.map(Into::into),
         stages: BTreeMap::new(),
+        exclude: Vec::new(),
     }
 }
 

@@ -797,14 +797,20 @@ fn malformed_input_is_a_cni_error_never_a_panic() {
             "cniVersion",
         ),
         (
-            "ipRanges capability",
+            "whereabouts etcd_host",
+            base(json!({"range": "10.7.0.0/24", "etcd_host": "10.0.0.1:2379"})),
+            2,
+            "ipam.etcd_host",
+        ),
+        (
+            "ipRanges capability overlapping ipam.ranges",
             {
                 let mut c = base(json!({"ranges": [[{"subnet": "10.7.0.0/24"}]]}));
-                c["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.7.1.0/24"}]]});
+                c["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.7.0.0/16"}]]});
                 c
             },
-            2,
-            "ipRanges",
+            7,
+            "overlaps",
         ),
         ("not an object", json!([1, 2]), 7, ""),
     ];

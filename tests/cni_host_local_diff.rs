@@ -2,8 +2,9 @@
 //! `host-local` plugin (Debian's containernetworking-plugins, in
 //! `/usr/lib/cni/host-local`) on the configuration surface they share:
 //! `ranges` (range sets, `rangeStart`/`rangeEnd`/`gateway`, dual-stack),
-//! `routes`, `resolvConf`, and static addresses from `CNI_ARGS` `IP=` and
-//! `args.cni.ips`.
+//! `routes`, `resolvConf`, static addresses from `CNI_ARGS` `IP=` and
+//! `args.cni.ips`, and the `ipRanges` capability (`runtimeConfig.ipRanges`,
+//! prepended to the configured range sets by both).
 //!
 //! Both plugins get the same stdin (it carries both host-local's `dataDir`
 //! and host-etcd's `endpoints`; each ignores the other's key) and the same
@@ -22,6 +23,7 @@
 //! |---|---|---|
 //! | missing `ranges`, bad CIDR, host bits set, empty/overlapping sets, rangeStart outside subnet, /31 | 7 | 999 |
 //! | `gateway` outside the subnet | 7 | accepted (hands out `.1`) |
+//! | `runtimeConfig.ipRanges` overlapping the configured ranges | 7 | 999 |
 //! | pool exhausted | 101 | 999 |
 //! | static address taken | 100 | 999 |
 //! | static address outside every range | 100 | 999 ("no IP addresses available") |
@@ -77,10 +79,19 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// The range sets of an `ipam` section: the `subnet` shorthand (if any)
-/// first, then `ranges`, as both plugins read them.
-fn range_sets(ipam: &Value) -> Vec<Vec<Value>> {
+/// The range sets of a config: `runtimeConfig.ipRanges` (if any) first,
+/// then the `ipam` section's `subnet` shorthand (if any), then `ranges`, as
+/// both plugins read them.
+fn range_sets(conf: &Value) -> Vec<Vec<Value>> {
+    let ipam = &conf["ipam"];
     let mut sets = Vec::new();
+    for set in conf["runtimeConfig"]["ipRanges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        sets.push(set.as_array().unwrap().clone());
+    }
     if ipam.get("subnet").is_some() {
         let mut r = json!({});
         for k in ["subnet", "rangeStart", "rangeEnd", "gateway"] {
@@ -97,8 +108,8 @@ fn range_sets(ipam: &Value) -> Vec<Vec<Value>> {
 }
 
 /// Which range of set `set` an address falls in.
-fn range_of(ipam: &Value, set: usize, addr: IpAddr) -> Option<usize> {
-    let sets = range_sets(ipam);
+fn range_of(conf: &Value, set: usize, addr: IpAddr) -> Option<usize> {
+    let sets = range_sets(conf);
     sets.get(set)?.iter().position(|r| {
         let subnet: IpNet = r["subnet"].as_str().unwrap().parse().unwrap();
         let start = r["rangeStart"].as_str().map(ip);
@@ -116,14 +127,14 @@ fn range_of(ipam: &Value, set: usize, addr: IpAddr) -> Option<usize> {
 /// starts at a per-node point, possibly in a later range of the set, so the
 /// range, its prefix and its gateway may differ, each consistent with the
 /// config). Requested (static) addresses are kept exactly.
-fn normalize(result: &Value, ipam: &Value, statics: &[IpAddr]) -> Value {
-    let sets = range_sets(ipam);
+fn normalize(result: &Value, conf: &Value, statics: &[IpAddr]) -> Value {
+    let sets = range_sets(conf);
     let mut out = result.clone();
     for (set, entry) in out["ips"].as_array_mut().unwrap().iter_mut().enumerate() {
         let address = entry["address"].as_str().unwrap().to_string();
         let (addr, prefix) = address.split_once('/').unwrap();
         let addr: IpAddr = addr.parse().unwrap();
-        let r = range_of(ipam, set, addr)
+        let r = range_of(conf, set, addr)
             .unwrap_or_else(|| panic!("{addr} is outside range set {set}: {result}"));
         let range = &sets[set][r];
         let subnet: IpNet = range["subnet"].as_str().unwrap().parse().unwrap();
@@ -244,6 +255,24 @@ fn cases(resolv: &Path) -> Vec<Case> {
             cni_args: None,
             statics: vec![ip("10.24.0.150"), ip("fd00:24::150")],
         },
+        Case {
+            // The ipRanges capability: prepended to the configured sets.
+            name: "runtime-ip-ranges",
+            ipam: json!({"subnet": "10.26.0.0/24", "ranges": [[{"subnet": "fd00:26::/64"}]]}),
+            top: json!({"runtimeConfig": {"ipRanges": [
+                [{"subnet": "10.27.0.0/24", "rangeStart": "10.27.0.10", "rangeEnd": "10.27.0.20"}, {"subnet": "10.28.0.0/24"}],
+                [{"subnet": "fd00:27::/64", "gateway": "fd00:27::fffe"}]
+            ]}}),
+            cni_args: None,
+            statics: vec![],
+        },
+        Case {
+            name: "runtime-ip-ranges-only",
+            ipam: json!({}),
+            top: json!({"runtimeConfig": {"ipRanges": [[{"subnet": "10.29.0.0/24"}]], "ips": []}}),
+            cni_args: None,
+            statics: vec![],
+        },
     ]
 }
 
@@ -288,8 +317,8 @@ fn results_match_host_local_apart_from_the_address_chosen() {
                 });
                 let (hl, he) = (hl.ok_json(), he.ok_json());
                 assert_eq!(
-                    normalize(&hl, &c["ipam"], &case.statics),
-                    normalize(&he, &c["ipam"], &case.statics),
+                    normalize(&hl, &c, &case.statics),
+                    normalize(&he, &c, &case.statics),
                     "{what} attachment {n}\nhost-local: {hl}\nhost-etcd: {he}"
                 );
                 held[0].extend(ips(&hl));
@@ -435,6 +464,21 @@ fn both_refuse_invalid_input() {
     let (hl, he) = pair.run(|exe| Call::new(exe, "DEL", "never", "eth0").config(&slash30));
     hl.ok_empty();
     he.ok_empty();
+
+    // A runtimeConfig.ipRanges set overlapping a configured one: both
+    // refuse (host-local 999 "range set 0 overlaps with 1", host-etcd 7).
+    let overlap = pair.conf(
+        "1.0.0",
+        "diff-rt-overlap",
+        &json!({"ranges": [[{"subnet": "10.36.0.0/24"}]]}),
+        &json!({"runtimeConfig": {"ipRanges": [[{"subnet": "10.36.0.0/16"}]]}}),
+    );
+    let (hl, he) = pair.run(|exe| Call::new(exe, "ADD", "c1", "eth0").config(&overlap));
+    table.push(format!(
+        "runtimeConfig.ipRanges overlapping ipam.ranges: host-local {}, host-etcd 7",
+        hl.error()["code"]
+    ));
+    he.err(7);
 
     // A gateway outside the subnet: host-etcd refuses it; host-local 1.1.1
     // accepts it (and then hands out .1). Recorded, not asserted, for

@@ -225,3 +225,204 @@ fn example_config_runs_add_then_is_idempotent() {
     assert_eq!(v, again);
     assert!(run("DEL", "demo", &conf).status.success());
 }
+
+fn bare(address: &str) -> IpAddr {
+    address.split('/').next().unwrap().parse().unwrap()
+}
+
+/// The error JSON of a failed call: (code, details).
+fn failed(out: &Output) -> (u64, String) {
+    assert!(!out.status.success(), "expected a failure");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["code"].as_u64().unwrap(),
+        v["details"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+fn conf_with(data_dir: &Path, ipam: Value, top: Value) -> String {
+    let mut ipam = ipam;
+    ipam["type"] = "host-etcd".into();
+    ipam["dataDir"] = data_dir.to_str().unwrap().into();
+    let mut c = serde_json::json!({"cniVersion": "1.0.0", "name": "localnet", "ipam": ipam});
+    for (k, v) in top.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c.to_string()
+}
+
+/// Exhausts a small range with exclusions through the plugin: every
+/// allocatable address exactly once, no excluded one, then code 101.
+#[test]
+fn exclusions_are_never_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("state");
+    let conf = conf_with(
+        &data,
+        serde_json::json!({"ranges": [[{"subnet": "10.30.0.0/27",
+            "exclude": ["10.30.0.8/29", "10.30.0.20", "10.30.0.29/30"]}]]}),
+        serde_json::json!({}),
+    );
+    let excluded = |ip: IpAddr| {
+        let v = match ip {
+            IpAddr::V4(a) => u32::from(a) & 0xff,
+            IpAddr::V6(_) => panic!("{ip}"),
+        };
+        (8..16).contains(&v) || v == 20 || (28..32).contains(&v)
+    };
+    // .2 ..= .30 minus .8-.15, .20 and .28-.31: 29 - 8 - 1 - 3 = 17.
+    let mut got = HashSet::new();
+    for i in 0..17 {
+        let ip = added_ip(&run("ADD", &format!("c{i}"), &conf));
+        assert!(!excluded(ip), "excluded {ip} handed out");
+        assert!(got.insert(ip), "{ip} twice");
+    }
+    let (code, details) = failed(&run("ADD", "one-too-many", &conf));
+    assert_eq!(code, 101, "{details}");
+    // Released addresses come back; excluded ones still never.
+    assert!(run("DEL", "c3", &conf).status.success());
+    let again = added_ip(&run("ADD", "c3b", &conf));
+    assert!(!excluded(again) && got.contains(&again));
+}
+
+/// A static request for an excluded address fails with code 100 naming
+/// the address and the exclusion; nothing is allocated.
+#[test]
+fn static_request_for_an_excluded_address_is_code_100() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("state");
+    let ipam = serde_json::json!({"subnet": "10.31.0.0/24", "exclude": ["10.31.0.64/26"]});
+    let conf = conf_with(
+        &data,
+        ipam.clone(),
+        serde_json::json!({"runtimeConfig": {"ips": ["10.31.0.70/24"]}}),
+    );
+    let (code, details) = failed(&run("ADD", "s1", &conf));
+    assert_eq!(code, 100, "{details}");
+    assert!(
+        details.contains("10.31.0.70")
+            && details.contains("excluded")
+            && details.contains("10.31.0.64/26"),
+        "{details}"
+    );
+    // CNI_ARGS IP= takes the same path.
+    let plain = conf_with(&data, ipam, serde_json::json!({}));
+    let out = Command::new(BIN)
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "s2")
+        .env("CNI_NETNS", "/var/run/netns/test")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env("CNI_ARGS", "IgnoreUnknown=1;IP=10.31.0.127")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(plain.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let (code, details) = failed(&out);
+    assert_eq!(code, 100, "{details}");
+    assert!(
+        details.contains("10.31.0.127") && details.contains("excluded"),
+        "{details}"
+    );
+    // Nothing was allocated: a dynamic ADD gets the first address.
+    assert_eq!(added_ip(&run("ADD", "s3", &plain)).to_string(), "10.31.0.2");
+}
+
+/// A whereabouts-style section (`range` in `a-b/nn` form, `exclude`,
+/// `ipRanges`) works with the type changed and nothing else but
+/// `dataDir`: the whole range, minus exclusions, one set per entry.
+#[test]
+fn whereabouts_style_config_allocates_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("state");
+    let conf = conf_with(
+        &data,
+        serde_json::json!({"range": "192.168.2.225-192.168.2.230/28",
+            "exclude": ["192.168.2.226/31"], "log_level": "debug",
+            "ipRanges": [{"range": "fd00:2::/120", "range_start": "fd00:2::10", "range_end": "fd00:2::11"}]}),
+        serde_json::json!({}),
+    );
+    let mut v4 = Vec::new();
+    for i in 0..2 {
+        let out = run("ADD", &format!("w{i}"), &conf);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ips: Vec<&str> = v["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(ips.len(), 2, "{v}");
+        assert!(
+            ips[1].starts_with("fd00:2::1") && ips[1].ends_with("/120"),
+            "{v}"
+        );
+        v4.push(ips[0].to_string());
+    }
+    v4.sort();
+    // .225-.230 minus .226/.227 (excluded) and .225 (the gateway defaults
+    // to network + 1, never handed out); .230 is left.
+    assert_eq!(v4, ["192.168.2.228/28", "192.168.2.229/28"]);
+    // The IPv6 entry has two addresses; a third ADD finds it exhausted.
+    let (code, details) = failed(&run("ADD", "w2", &conf));
+    assert_eq!(code, 101, "{details}");
+}
+
+/// `runtimeConfig.ipRanges` (the `ipRanges` capability) is prepended to the
+/// configured range sets, as host-local does: one address per set, the
+/// runtime's first.
+#[test]
+fn runtime_ip_ranges_add_range_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("state");
+    let conf = conf_with(
+        &data,
+        serde_json::json!({"subnet": "10.32.0.0/24"}),
+        serde_json::json!({"runtimeConfig": {"ipRanges": [[{"subnet": "10.33.0.0/24", "rangeStart": "10.33.0.50"}]]}}),
+    );
+    let out = run("ADD", "r1", &conf);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ips: Vec<&str> = v["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(ips, ["10.33.0.50/24", "10.32.0.2/24"]);
+    // DEL with the same runtime config releases both.
+    assert!(run("DEL", "r1", &conf).status.success());
+    let again = run("ADD", "r2", &conf);
+    let v: Value = serde_json::from_slice(&again.stdout).unwrap();
+    let first = bare(v["ips"][0]["address"].as_str().unwrap());
+    assert!(
+        first.to_string().starts_with("10.33.0.")
+            && first >= "10.33.0.50".parse::<IpAddr>().unwrap(),
+        "{v}"
+    );
+    // A bad runtime range names its field (code 7).
+    let bad = conf_with(
+        &data,
+        serde_json::json!({"subnet": "10.32.0.0/24"}),
+        serde_json::json!({"runtimeConfig": {"ipRanges": [[{"subnet": "10.33.0.0/24", "exclude": ["10.34.0.1"]}]]}}),
+    );
+    let (code, details) = failed(&run("ADD", "r3", &bad));
+    assert_eq!(code, 7, "{details}");
+    assert!(
+        details.starts_with("runtimeConfig.ipRanges[0][0].exclude[0]:"),
+        "{details}"
+    );
+}

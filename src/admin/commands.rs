@@ -103,6 +103,8 @@ pub struct ShowRow {
     pub free: u128,
     /// `used / size` in percent.
     pub utilization: f64,
+    /// The range's `exclude` entries (canonical CIDRs), never handed out.
+    pub exclude: Vec<String>,
 }
 
 /// `show`.
@@ -118,6 +120,13 @@ pub async fn show<S: Store>(
         .map(|u| ShowRow {
             free: u.size.saturating_sub(u.used),
             utilization: percent(u.used, u.size),
+            exclude: alloc
+                .network()
+                .sets
+                .get(u.set)
+                .and_then(|s| s.ranges().get(u.range))
+                .map(|r| r.exclude.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
             usage: u,
         })
         .collect();
@@ -134,7 +143,7 @@ pub async fn show<S: Store>(
     )?;
     let mut t = Table::new(&[
         "SET", "RANGE", "SUBNET", "START", "END", "SIZE", "USED", "FREE", "UTIL%", "CHUNKS",
-        "BYTES",
+        "BYTES", "EXCLUDE",
     ]);
     for r in &rows {
         let u = &r.usage;
@@ -150,6 +159,11 @@ pub async fn show<S: Store>(
             format!("{:.2}", r.utilization),
             u.chunks.to_string(),
             u.bytes.to_string(),
+            if r.exclude.is_empty() {
+                "-".into()
+            } else {
+                r.exclude.join(",")
+            },
         ]);
     }
     write!(out, "{}", t.render())?;
@@ -682,5 +696,87 @@ pub async fn gc<S: Store>(
     match first_err {
         Some(e) => Err(e),
         None => Ok(EXIT_OK),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::allocator::{AllocError, AllocRequest, Network, Options};
+    use crate::range::{Range, RangeSet, RangeSpec};
+    use crate::store::memory::MemoryStore;
+
+    /// `show` lists a range's exclusions and leaves them out of its size;
+    /// allocating the whole range never hands one out.
+    #[tokio::test]
+    async fn show_lists_exclusions_and_sizes_without_them() {
+        let range = Range::parse(&RangeSpec {
+            subnet: "10.0.0.0/28".into(),
+            exclude: vec!["10.0.0.4/30".into(), "10.0.0.11".into()],
+            ..RangeSpec::default()
+        })
+        .unwrap();
+        let network = Network {
+            name: "n".into(),
+            prefix: "/t".into(),
+            sets: vec![RangeSet::new(vec![range]).unwrap()],
+            chunk_bits: 6,
+        };
+        let alloc = Allocator::new(MemoryStore::new(), network, Options::default()).unwrap();
+        let mut got = Vec::new();
+        // At most one more request than there are addresses.
+        for i in 0..20 {
+            let req = AllocRequest {
+                owner: OwnerId {
+                    container_id: format!("c{i}"),
+                    ifname: "eth0".into(),
+                },
+                stage: None,
+                requested: vec![],
+                pod_namespace: None,
+                pod_name: None,
+            };
+            match alloc.allocate(&req).await {
+                Ok(a) => got.extend(a.assigned.iter().map(|x| x.ip.to_string())),
+                Err(e) => {
+                    assert!(matches!(e, AllocError::Exhausted { .. }), "{e}");
+                    break;
+                }
+            }
+        }
+        got.sort_by_key(|s| s.parse::<IpAddr>().unwrap());
+        // .2..=.14 minus .4-.7 and .11: 8 addresses.
+        assert_eq!(
+            got,
+            [
+                "10.0.0.2",
+                "10.0.0.3",
+                "10.0.0.8",
+                "10.0.0.9",
+                "10.0.0.10",
+                "10.0.0.12",
+                "10.0.0.13",
+                "10.0.0.14"
+            ]
+        );
+        let mut out = Vec::new();
+        show(&alloc, true, &mut out).await.unwrap();
+        let rows: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(rows[0]["size"], 8);
+        assert_eq!(rows[0]["used"], 8);
+        assert_eq!(rows[0]["free"], 0);
+        assert_eq!(
+            rows[0]["exclude"],
+            serde_json::json!(["10.0.0.4/30", "10.0.0.11/32"])
+        );
+        let mut out = Vec::new();
+        show(&alloc, false, &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("EXCLUDE") && text.contains("10.0.0.4/30,10.0.0.11/32"),
+            "{text}"
+        );
     }
 }

@@ -114,7 +114,7 @@ pub struct RangeUsage {
     pub start: IpAddr,
     /// `rangeEnd`.
     pub end: IpAddr,
-    /// Addresses in `start..=end`.
+    /// Addresses in `start..=end` that no `exclude` entry covers.
     pub size: u128,
     /// Of those, marked taken.
     pub used: u128,
@@ -423,7 +423,7 @@ impl<S: Store> Allocator<S> {
                     subnet: r.subnet.to_string(),
                     start: r.start,
                     end: r.end,
-                    size: r.len(),
+                    size: r.len() - r.excluded_len(),
                     used,
                     chunks,
                     bytes,

@@ -109,12 +109,15 @@ pub fn bit_of(ip: IpAddr, k: u8) -> usize {
     (to_u128(ip) & ((1u128 << k) - 1)) as usize
 }
 
-/// Chunks of a set for ordinary (unstaged) requests.
+/// Chunks of a set for ordinary (unstaged) requests: those holding an
+/// address of some range's `start..=end` that no `exclude` entry covers
+/// (so an excluded /65 of a /64 is never walked). O(ranges + entries).
 pub fn normal_candidates(set: &RangeSet, k: u8) -> Candidates {
     let mut iv: Vec<(u128, u128)> = set
         .ranges()
         .iter()
-        .map(|r| (r.first() >> k, r.last() >> k))
+        .flat_map(|r| r.unexcluded_runs(r.first(), r.last()))
+        .map(|(lo, hi)| (lo >> k, hi >> k))
         .collect();
     iv.sort_unstable();
     let mut merged: Vec<(u128, u128)> = Vec::with_capacity(iv.len());
@@ -156,17 +159,18 @@ fn in_chunk(ip: IpAddr, index: u128, k: u8) -> Option<usize> {
 }
 
 /// Allowed mask of chunk `index` for ordinary requests on `set`: every
-/// address inside some range's `start..=end`, minus gateways, network and
-/// broadcast addresses, minus every stage-reserved address of the set.
+/// address inside some range's `start..=end`, minus its `exclude` entries,
+/// minus gateways, network and broadcast addresses, minus every
+/// stage-reserved address of the set.
 pub fn normal_mask(set: &RangeSet, k: u8, index: u128) -> Bitmap {
     let size = 1usize << k;
     let base = index << k;
     let top = base + (size as u128 - 1);
     let mut mask = Bitmap::new(size);
     for r in set.ranges() {
-        let lo = r.first().max(base);
-        let hi = r.last().min(top);
-        if lo <= hi {
+        // Only the exclusion entries touching this chunk are visited, so the
+        // cost is O(chunk) however large the excluded CIDRs are.
+        for (lo, hi) in r.unexcluded_runs(base, top) {
             mask.set_range((lo - base) as usize, (hi - base) as usize);
         }
     }
@@ -188,7 +192,8 @@ pub fn normal_mask(set: &RangeSet, k: u8, index: u128) -> Bitmap {
 }
 
 /// Allowed mask of chunk `index` for a request of `stage` on `set`: only
-/// that stage's reserved addresses.
+/// that stage's reserved addresses (never excluded ones: parsing refuses a
+/// reservation that is excluded, and `is_allocatable` checks again).
 pub fn staged_mask(set: &RangeSet, stage: &str, k: u8, index: u128) -> Bitmap {
     let mut mask = Bitmap::new(1usize << k);
     for r in set.ranges() {
@@ -238,6 +243,70 @@ mod tests {
         assert_eq!(node_seed_from(""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(node_seed_from("a"), 0xaf63_dc4c_8601_ec8c);
         assert_ne!(node_seed_from("node-1"), node_seed_from("node-2"));
+    }
+
+    fn excluded_set(subnet: &str, exclude: &[&str]) -> RangeSet {
+        let spec = crate::range::RangeSpec {
+            subnet: subnet.into(),
+            exclude: exclude.iter().map(|s| (*s).to_string()).collect(),
+            ..Default::default()
+        };
+        RangeSet::new(vec![Range::parse(&spec).unwrap()]).unwrap()
+    }
+
+    #[test]
+    fn exclusions_leave_the_mask() {
+        let set = excluded_set(
+            "10.0.0.0/24",
+            &["10.0.0.16/28", "10.0.0.100", "10.0.0.64/27"],
+        );
+        let k = 6; // chunks of 64: .0-.63, .64-.127, ...
+        let c0 = normal_mask(&set, k, 0x0a00_0000 >> k);
+        let ones: Vec<usize> = c0.iter_ones().collect();
+        let want: Vec<usize> = (2..16).chain(32..64).collect();
+        assert_eq!(ones, want);
+        let c1 = normal_mask(&set, k, (0x0a00_0040) >> k);
+        let ones: Vec<usize> = c1.iter_ones().collect();
+        let want: Vec<usize> = (32..64).filter(|b| *b != 36).collect();
+        assert_eq!(ones, want);
+        // An excluded address is never a free allowed bit; a chunk whose
+        // free addresses are all excluded counts as full (what `is_full`
+        // checks: no free bit under the mask).
+        let set = excluded_set("10.0.0.0/24", &["10.0.0.64/26"]);
+        let mask = normal_mask(&set, k, 0x0a00_0040 >> k);
+        assert_eq!(mask.count_ones(), 0);
+        assert_eq!(Bitmap::new(64).count_free(&mask), 0);
+    }
+
+    /// An IPv6 /64 with a /65 and a /66 excluded: masks are built from the
+    /// few intervals touching the chunk (O(chunk) by construction; a walk
+    /// over the range would not end).
+    #[test]
+    fn huge_v6_exclusions_cost_a_chunk() {
+        let set = excluded_set("fd00::/64", &["fd00::/65", "fd00::8000:0:0:0/66"]);
+        let k = 8;
+        let boundary = to_u128("fd00::c000:0:0:0".parse().unwrap());
+        let inside = normal_mask(&set, k, (boundary >> k) - 1);
+        assert_eq!(inside.count_ones(), 0);
+        let first_free = normal_mask(&set, k, boundary >> k);
+        assert_eq!(first_free.count_ones(), 256);
+        let last = normal_mask(&set, k, (boundary >> k) + (1u128 << 54) - 1);
+        assert_eq!(last.count_ones(), 256);
+        // Candidates skip the excluded quarter-plus-half: one interval.
+        let c = normal_candidates(&set, k);
+        assert_eq!(
+            c,
+            Candidates::Intervals(vec![(boundary >> k, ((boundary >> k) + (1u128 << 54) - 1))])
+        );
+        assert_eq!(c.count(), 1u128 << 54);
+        let set = excluded_set("10.0.0.0/24", &["10.0.0.64/26"]);
+        assert_eq!(
+            normal_candidates(&set, 6),
+            Candidates::Intervals(vec![
+                (0x0a00_0000 >> 6, 0x0a00_0000 >> 6),
+                (0x0a00_0080 >> 6, 0x0a00_00c0 >> 6)
+            ])
+        );
     }
 
     #[test]

@@ -624,6 +624,11 @@ fn pick_static(
             )));
         }
     }
+    if let Some(entry) = range.excluded_by(ip) {
+        return Err(unavailable(format!(
+            "it is excluded (exclude entry {entry} of range {range})"
+        )));
+    }
     // The same masks as dynamic allocation, so a static request can never
     // get what a dynamic one would not (e.g. another range's gateway).
     let (idx, bit) = (geometry::chunk_of(ip, k), geometry::bit_of(ip, k));

@@ -9,9 +9,13 @@
 //! | `cniVersion` | string | required, one of [`SUPPORTED`](super::version::SUPPORTED) (else code 1) |
 //! | `name` | string | required; alphanumeric first, then alphanumerics, `_`, `.`, `-` |
 //! | `ipam.ranges` | `[[range]]` | range sets; one address per set |
-//! | `ipam.subnet`, `ipam.rangeStart`, `ipam.rangeEnd`, `ipam.gateway` (+ stage lists) | | old single-range shorthand, prepended as the first set (as host-local does) |
+//! | `ipam.subnet`, `ipam.rangeStart`, `ipam.rangeEnd`, `ipam.gateway`, `ipam.exclude` (+ stage lists) | | old single-range shorthand, prepended as the first set (as host-local does) |
 //! | range `subnet`, `rangeStart`, `rangeEnd`, `gateway` | strings | see [`RangeSpec`] |
 //! | range `sandbox`, `smallflow` | `[string]` | addresses reserved for pods of that stage |
+//! | range `exclude` | `[string]` | CIDRs or addresses inside the subnet, never handed out |
+//! | `ipam.range`, `ipam.range_start`, `ipam.range_end`, `ipam.exclude`, `ipam.gateway` | strings | whereabouts' single range (`range` a CIDR or `a-b/nn`), one set |
+//! | `ipam.ipRanges` | `[{range, range_start, range_end, exclude}]` | whereabouts' ranges, one set per entry |
+//! | `runtimeConfig.ipRanges` | `[[range]]` | the `ipRanges` capability: range sets prepended to the configured ones (as host-local does) |
 //! | `ipam.routes` | `[{dst, gw?}]` | copied to the result |
 //! | `ipam.resolvConf` | string | path of a `resolv.conf` for the result's `dns` |
 //! | `ipam.endpoints` | `[string]` or comma-separated string | etcd endpoints; absent or empty: embedded store |
@@ -27,6 +31,10 @@
 //! | `args.cni.ips`, `runtimeConfig.ips` | `[string]` | requested addresses, `ip` or `ip/prefix` |
 //! | `prevResult.ips[].address` | string | CHECK: what ADD returned |
 //! | `cni.dev/valid-attachments` (or `cni.dev/attachments`) | `[{containerID, ifname}]` | GC |
+//!
+//! whereabouts' fields that would change behaviour silently are refused
+//! (code 2, naming the field, see [`WHEREABOUTS_REFUSED`]); its logging and
+//! leader-election tuning fields are ignored.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -43,11 +51,51 @@ use super::version::CniVersion;
 use crate::allocator::{
     Network, Options, OwnerId, CHUNK_BITS_RANGE, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX,
 };
-use crate::range::{check_sets, Range, RangeSet, RangeSpec};
+use crate::range::{check_sets, Family, Range, RangeSet, RangeSpec};
 use crate::store::etcd::EtcdConfig;
 
 /// Stage names whose lists a range object may carry.
 pub const STAGES: [&str; 2] = ["sandbox", "smallflow"];
+
+/// whereabouts `ipam` fields that are refused (code 2) because ignoring
+/// them would change behaviour silently, each with what to do instead.
+pub const WHEREABOUTS_REFUSED: [(&str, &str); 14] = [
+    ("etcd_host", "whereabouts' etcd datastore; host-etcd uses endpoints"),
+    ("etcd_username", "whereabouts' etcd datastore; host-etcd uses username"),
+    ("etcd_password", "whereabouts' etcd datastore; host-etcd uses password"),
+    ("etcd_cert_file", "whereabouts' etcd datastore; host-etcd uses certfile"),
+    ("etcd_key_file", "whereabouts' etcd datastore; host-etcd uses keyfile"),
+    ("etcd_ca_cert_file", "whereabouts' etcd datastore; host-etcd uses trustedcafile"),
+    (
+        "datastore",
+        "state lives in etcd (endpoints) or the embedded store (dataDir); remove it",
+    ),
+    (
+        "kubernetes",
+        "state lives in etcd (endpoints) or the embedded store (dataDir), not in Kubernetes; remove it",
+    ),
+    (
+        "configuration_path",
+        "host-etcd reads no flat configuration file; move its fields into the ipam section",
+    ),
+    (
+        "network_name",
+        "allocation state is keyed by the network's name; remove network_name and set name",
+    ),
+    (
+        "addresses",
+        "static addresses come from args.cni.ips, runtimeConfig.ips or CNI_ARGS IP=",
+    ),
+    (
+        "node_slice_size",
+        "node slices are not supported; nodes already start in different chunks",
+    ),
+    (
+        "enable_overlapping_ranges",
+        "addresses are unique per network only; set it to false or remove it",
+    ),
+    ("dns", "host-etcd takes the result's DNS from resolvConf"),
+];
 
 /// Where embedded-store directories live by default (`<this>/<name>`).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/host-etcd";
@@ -142,7 +190,7 @@ pub fn requested_version(bytes: &[u8]) -> Option<CniVersion> {
 
 impl NetConf {
     /// Parses stdin: JSON (6), then `cniVersion` (1), then the rest (7, or 2
-    /// for `runtimeConfig.ipRanges`). Ranges are not validated here; see
+    /// for a refused whereabouts field). Ranges are not validated here; see
     /// [`NetConf::network`].
     pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
         let doc = decode(bytes)?;
@@ -159,7 +207,8 @@ impl NetConf {
         let ipam_v = root
             .get("ipam")
             .ok_or_else(|| CniError::config("ipam", "missing"))?;
-        let ipam = parse_ipam(&as_obj("ipam", ipam_v)?, name)?;
+        let runtime_sets = parse_runtime_ranges(&root)?;
+        let ipam = parse_ipam(&as_obj("ipam", ipam_v)?, name, runtime_sets)?;
         Ok(NetConf {
             cni_version,
             name: name.to_string(),
@@ -178,7 +227,10 @@ impl NetConf {
                 .iter()
                 .map(|r| {
                     Range::parse(&r.spec).map_err(|source| CniError::Range {
-                        field: r.path.clone(),
+                        field: match source.exclude_index() {
+                            Some(i) => format!("{}[{i}]", join(&r.path, "exclude")),
+                            None => r.path.clone(),
+                        },
                         source,
                     })
                 })
@@ -211,10 +263,15 @@ impl NetConf {
     }
 }
 
-/// `ipam.ranges[0]` for `ipam.ranges[0][1]`; `ipam` for the shorthand.
+/// The set's path for a range's path: `ipam.ranges[0]` for
+/// `ipam.ranges[0][1]` (likewise `runtimeConfig.ipRanges`); the path itself
+/// for a one-range set (`ipam`, `ipam.ipRanges[2]`).
 fn set_path(range_path: &str) -> String {
+    let nested = ["ipam.ranges", "runtimeConfig.ipRanges"]
+        .iter()
+        .any(|p| range_path.starts_with(p));
     match range_path.rfind('[') {
-        Some(i) if range_path.starts_with("ipam.ranges") => range_path[..i].to_string(),
+        Some(i) if nested => range_path[..i].to_string(),
         _ => range_path.to_string(),
     }
 }
@@ -236,23 +293,113 @@ fn check_name(name: &str) -> Result<(), CniError> {
     }
 }
 
-fn parse_ipam(ipam: &Obj<'_>, name: &str) -> Result<IpamConf, CniError> {
-    let mut range_sets = Vec::new();
+/// Range sets in host-local's `[[range]]` form (`ipam.ranges`,
+/// `runtimeConfig.ipRanges`).
+fn parse_range_sets(sets: &[(String, &Value)]) -> Result<Vec<Vec<RangeConf>>, CniError> {
+    let mut out = Vec::with_capacity(sets.len());
+    for (set_path, set_v) in sets {
+        let items = as_items(set_path, set_v)?;
+        if items.is_empty() {
+            return Err(CniError::config(set_path.as_str(), "empty range set"));
+        }
+        let set = items
+            .iter()
+            .map(|(p, v)| parse_range(&as_obj(p, v)?))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(set);
+    }
+    Ok(out)
+}
+
+/// `runtimeConfig.ipRanges` (the `ipRanges` capability): range sets in
+/// host-local's form. host-local prepends them to the configured sets; an
+/// empty list is ignored.
+fn parse_runtime_ranges(root: &Obj<'_>) -> Result<Vec<Vec<RangeConf>>, CniError> {
+    let Some(rc_v) = root.get("runtimeConfig") else {
+        return Ok(Vec::new());
+    };
+    let rc = as_obj("runtimeConfig", rc_v)?;
+    match rc.items("ipRanges")? {
+        None => Ok(Vec::new()),
+        Some(sets) => parse_range_sets(&sets),
+    }
+}
+
+/// Refuses the whereabouts fields of [`WHEREABOUTS_REFUSED`] (code 2).
+/// `enable_overlapping_ranges` is accepted when `false`; `dns` only matters
+/// in a whereabouts-style section (host-local ignores it too).
+fn refuse_whereabouts_fields(ipam: &Obj<'_>, whereabouts: bool) -> Result<(), CniError> {
+    for (key, reason) in WHEREABOUTS_REFUSED {
+        let Some(v) = ipam.get(key) else { continue };
+        let refused = match key {
+            "enable_overlapping_ranges" => match v {
+                Value::Bool(b) => *b,
+                _ => {
+                    return Err(CniError::config(
+                        ipam.field(key),
+                        "expected a boolean (false; host-etcd cannot honour true)",
+                    ))
+                }
+            },
+            "dns" => whereabouts,
+            _ => true,
+        };
+        if refused {
+            return Err(CniError::UnsupportedField {
+                field: ipam.field(key),
+                reason: reason.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn parse_ipam(
+    ipam: &Obj<'_>,
+    name: &str,
+    runtime_sets: Vec<Vec<RangeConf>>,
+) -> Result<IpamConf, CniError> {
+    let whereabouts = ipam.get("range").is_some() || ipam.get("ipRanges").is_some();
+    refuse_whereabouts_fields(ipam, whereabouts)?;
+    let host_local = ipam.get("subnet").is_some() || ipam.get("ranges").is_some();
+    if whereabouts && host_local {
+        let key = if ipam.get("range").is_some() {
+            "range"
+        } else {
+            "ipRanges"
+        };
+        return Err(CniError::config(
+            ipam.field(key),
+            "whereabouts-style ranges (range, ipRanges) cannot be combined with subnet or ranges; use one style",
+        ));
+    }
+    if ipam.get("range").is_none() {
+        for key in ["range_start", "range_end"] {
+            if ipam.get(key).is_some() {
+                return Err(CniError::config(
+                    ipam.field(key),
+                    "needs ipam.range (the whereabouts range it narrows)",
+                ));
+            }
+        }
+        if ipam.get("exclude").is_some() && ipam.get("subnet").is_none() {
+            return Err(CniError::config(
+                ipam.field("exclude"),
+                "applies to the top-level range (ipam.subnet or ipam.range), and there is none; put exclude in each range object",
+            ));
+        }
+    }
+    // As host-local: runtimeConfig.ipRanges first, then the shorthand, then
+    // ranges.
+    let mut range_sets = runtime_sets;
     if ipam.get("subnet").is_some() {
         range_sets.push(vec![parse_range(ipam)?]);
     }
     if let Some(sets) = ipam.items("ranges")? {
-        for (set_path, set_v) in &sets {
-            let items = as_items(set_path, set_v)?;
-            if items.is_empty() {
-                return Err(CniError::config(set_path.as_str(), "empty range set"));
-            }
-            let set = items
-                .iter()
-                .map(|(p, v)| parse_range(&as_obj(p, v)?))
-                .collect::<Result<Vec<_>, _>>()?;
-            range_sets.push(set);
-        }
+        range_sets.extend(parse_range_sets(&sets)?);
+    }
+    if whereabouts {
+        range_sets.extend(parse_whereabouts(ipam)?);
     }
     if range_sets.is_empty() {
         return Err(CniError::config(
@@ -342,6 +489,7 @@ fn parse_range(r: &Obj<'_>) -> Result<RangeConf, CniError> {
         range_start: r.str("rangeStart")?.map(str::to_string),
         range_end: r.str("rangeEnd")?.map(str::to_string),
         gateway: r.str("gateway")?.map(str::to_string),
+        exclude: r.strs("exclude")?.unwrap_or_default(),
         ..RangeSpec::default()
     };
     for stage in STAGES {
@@ -352,6 +500,140 @@ fn parse_range(r: &Obj<'_>) -> Result<RangeConf, CniError> {
     Ok(RangeConf {
         path: r.path().to_string(),
         spec,
+    })
+}
+
+/// whereabouts' ranges: the top-level `range` (with `range_start`,
+/// `range_end`, `exclude`) first, then one set per `ipRanges` entry; the
+/// top-level `gateway` goes to the range whose subnet holds it.
+fn parse_whereabouts(ipam: &Obj<'_>) -> Result<Vec<Vec<RangeConf>>, CniError> {
+    let mut ranges = Vec::new();
+    if ipam.get("range").is_some() {
+        ranges.push(parse_whereabouts_range(ipam)?);
+    }
+    for (p, v) in ipam.items("ipRanges")?.unwrap_or_default() {
+        ranges.push(parse_whereabouts_range(&as_obj(&p, v)?)?);
+    }
+    if let Some(gw_s) = ipam.str("gateway")? {
+        let field = ipam.field("gateway");
+        let gw = gw_s.parse::<IpAddr>().map_err(|_| {
+            CniError::config(field.as_str(), format!("{gw_s:?} is not an IP address"))
+        })?;
+        let holder = ranges.iter_mut().find(|r| {
+            r.spec
+                .subnet
+                .parse::<IpNet>()
+                .is_ok_and(|n| n.contains(&gw))
+        });
+        match holder {
+            Some(r) => r.spec.gateway = Some(gw_s.to_string()),
+            None => {
+                return Err(CniError::config(
+                    field.as_str(),
+                    format!("{gw} is not inside the subnet of any range (range, ipRanges); the gateway must be inside its range's subnet"),
+                ))
+            }
+        }
+    }
+    Ok(ranges.into_iter().map(|r| vec![r]).collect())
+}
+
+/// One whereabouts range object (`ipam` itself or an `ipRanges` entry):
+/// `range` is a CIDR (host bits ignored, as whereabouts does) or
+/// `start-end/prefix` (the subnet is `end/prefix`; `start` and `end` are
+/// the inclusive bounds); `range_start` / `range_end` narrow a CIDR form.
+fn parse_whereabouts_range(o: &Obj<'_>) -> Result<RangeConf, CniError> {
+    let field = o.field("range");
+    let raw = o
+        .str("range")?
+        .ok_or_else(|| CniError::config(field.as_str(), "missing"))?;
+    let bad = |why: String| CniError::config(field.as_str(), format!("{raw:?}: {why}"));
+    let cidr = |s: &str| {
+        s.trim().parse::<IpNet>().map_err(|_| {
+            bad(format!(
+                "{s:?} is not a CIDR such as 192.168.2.0/24 or fd00::/64"
+            ))
+        })
+    };
+    let (subnet, mut start, mut end) = match raw.split_once('-') {
+        Some((a, b)) => {
+            let first = a.trim().parse::<IpAddr>().map_err(|_| {
+                bad(format!(
+                    "start {a:?} is not an IP address (want start-end/prefix)"
+                ))
+            })?;
+            let written = cidr(b)?;
+            let (subnet, last) = (written.trunc(), written.addr());
+            if Family::of(first) != Family::of(last) {
+                return Err(bad(format!(
+                    "start {first} and end {last} are of different address families"
+                )));
+            }
+            if !subnet.contains(&first) {
+                return Err(bad(format!("start {first} is not in subnet {subnet}")));
+            }
+            if first > last {
+                return Err(bad(format!("start {first} is after end {last}")));
+            }
+            for key in ["range_start", "range_end"] {
+                if o.get(key).is_some() {
+                    return Err(CniError::config(
+                        o.field(key),
+                        "cannot be combined with the start-end/prefix form of range",
+                    ));
+                }
+            }
+            (subnet, Some(first), Some(last))
+        }
+        None => (cidr(raw)?.trunc(), None, None),
+    };
+    if subnet.prefix_len() > subnet.max_prefix_len().saturating_sub(2) {
+        return Err(bad(format!(
+            "subnet {subnet} is too small to allocate from (IPv4 needs a /30 or shorter prefix, IPv6 a /126 or shorter)"
+        )));
+    }
+    let bound = |key: &str| -> Result<Option<IpAddr>, CniError> {
+        let Some(v) = o.str(key)? else {
+            return Ok(None);
+        };
+        let ip = v
+            .parse::<IpAddr>()
+            .map_err(|_| CniError::config(o.field(key), format!("{v:?} is not an IP address")))?;
+        if Family::of(ip) != Family::of(subnet.network()) {
+            return Err(CniError::config(
+                o.field(key),
+                format!("{ip} is not of the address family of range {subnet}"),
+            ));
+        }
+        if !subnet.contains(&ip) {
+            return Err(CniError::config(
+                o.field(key),
+                format!("{ip} is not in range {subnet}"),
+            ));
+        }
+        Ok(Some(ip))
+    };
+    if start.is_none() {
+        start = bound("range_start")?;
+        end = bound("range_end")?;
+        if let (Some(a), Some(b)) = (start, end) {
+            if a > b {
+                return Err(CniError::config(
+                    o.field("range_end"),
+                    format!("{b} is before range_start {a}"),
+                ));
+            }
+        }
+    }
+    Ok(RangeConf {
+        path: o.path().to_string(),
+        spec: RangeSpec {
+            subnet: subnet.to_string(),
+            range_start: start.map(|a| a.to_string()),
+            range_end: end.map(|a| a.to_string()),
+            exclude: o.strs("exclude")?.unwrap_or_default(),
+            ..RangeSpec::default()
+        },
     })
 }
 
@@ -430,7 +712,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// `args.cni.ips` then `runtimeConfig.ips`. Unknown content of `args` is
-/// ignored, as the spec asks; `runtimeConfig.ipRanges` is refused (code 2).
+/// ignored, as the spec asks.
 fn parse_requested(root: &Obj<'_>) -> Result<Vec<IpAddr>, CniError> {
     let mut out = Vec::new();
     let mut add = |list: Vec<(String, &Value)>| -> Result<(), CniError> {
@@ -454,12 +736,6 @@ fn parse_requested(root: &Obj<'_>) -> Result<Vec<IpAddr>, CniError> {
         let rc = as_obj("runtimeConfig", rc_v)?;
         if let Some(ips) = rc.items("ips")? {
             add(ips)?;
-        }
-        if rc.items("ipRanges")?.is_some_and(|r| !r.is_empty()) {
-            return Err(CniError::UnsupportedField {
-                field: rc.field("ipRanges"),
-                reason: "the ipRanges capability is not implemented; configure ipam.ranges".into(),
-            });
         }
     }
     Ok(out)

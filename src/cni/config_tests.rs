@@ -371,11 +371,6 @@ fn requested_ips_from_args_and_runtime_config() {
     );
     assert_eq!(code, 7);
     assert!(details.starts_with("runtimeConfig.ips[0]:"), "{details}");
-    let (code, details) = err(
-        r#"{"cniVersion":"1.0.0","name":"n","ipam":{"subnet":"10.7.0.0/24"},"runtimeConfig":{"ipRanges":[[{"subnet":"10.1.0.0/16"}]]}}"#,
-    );
-    assert_eq!(code, 2);
-    assert!(details.starts_with("runtimeConfig.ipRanges"), "{details}");
 }
 
 #[test]
@@ -433,5 +428,383 @@ fn valid_attachments() {
 #[test]
 fn set_paths_for_range_set_errors() {
     assert_eq!(set_path("ipam.ranges[3][1]"), "ipam.ranges[3]");
+    assert_eq!(
+        set_path("runtimeConfig.ipRanges[2][0]"),
+        "runtimeConfig.ipRanges[2]"
+    );
+    assert_eq!(set_path("ipam.ipRanges[2]"), "ipam.ipRanges[2]");
     assert_eq!(set_path("ipam"), "ipam");
+}
+
+/// The code and text of the first error of `parse` then `network`.
+fn net_err(s: &str) -> (u32, String) {
+    match parse(s).and_then(|c| c.network()) {
+        Ok(n) => panic!("expected an error, got {n:?}"),
+        Err(e) => (e.code(), e.to_string()),
+    }
+}
+
+fn conf(ipam: &str) -> String {
+    format!(r#"{{"cniVersion":"1.0.0","name":"n","ipam":{ipam}}}"#)
+}
+
+#[test]
+fn runtime_ip_ranges_are_prepended_like_host_local() {
+    let c = parse(
+        r#"{"cniVersion":"1.0.0","name":"n","ipam":{"subnet":"10.7.0.0/24","ranges":[[{"subnet":"10.8.0.0/24"}]]},
+            "runtimeConfig":{"ipRanges":[[{"subnet":"10.1.0.0/16","rangeStart":"10.1.0.9"},{"subnet":"10.2.0.0/24"}],[{"subnet":"fd00::/64","exclude":["fd00::/120"]}]]}}"#,
+    )
+    .expect("parses");
+    let subnets: Vec<Vec<&str>> = c
+        .ipam
+        .range_sets
+        .iter()
+        .map(|s| s.iter().map(|r| r.spec.subnet.as_str()).collect())
+        .collect();
+    assert_eq!(
+        subnets,
+        vec![
+            vec!["10.1.0.0/16", "10.2.0.0/24"],
+            vec!["fd00::/64"],
+            vec!["10.7.0.0/24"],
+            vec!["10.8.0.0/24"]
+        ]
+    );
+    assert_eq!(c.ipam.range_sets[0][1].path, "runtimeConfig.ipRanges[0][1]");
+    assert_eq!(c.ipam.range_sets[1][0].spec.exclude, ["fd00::/120"]);
+    let net = c.network().expect("valid");
+    assert_eq!(net.sets.len(), 4);
+    assert_eq!(net.sets[0].ranges()[0].start, ip("10.1.0.9"));
+
+    // The capability alone is enough (no ranges in ipam), as in host-local.
+    let c = parse(
+        r#"{"cniVersion":"1.0.0","name":"n","ipam":{},"runtimeConfig":{"ipRanges":[[{"subnet":"10.5.0.0/24"}]]}}"#,
+    )
+    .expect("parses");
+    assert_eq!(specs(&c), vec![vec![spec("10.5.0.0/24")]]);
+    // An empty list is ignored.
+    let c = parse(
+        r#"{"cniVersion":"1.0.0","name":"n","ipam":{"subnet":"10.7.0.0/24"},"runtimeConfig":{"ipRanges":[]}}"#,
+    )
+    .expect("parses");
+    assert_eq!(specs(&c), vec![vec![spec("10.7.0.0/24")]]);
+
+    // Bad input names the field.
+    let rc = |v: &str| {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","ipam":{{"subnet":"10.7.0.0/24"}},"runtimeConfig":{{"ipRanges":{v}}}}}"#
+        )
+    };
+    let cases = [
+        (
+            rc(r#"{"subnet":"10.1.0.0/16"}"#),
+            "runtimeConfig.ipRanges: expected an array",
+        ),
+        (
+            rc(r#"[{"subnet":"10.1.0.0/16"}]"#),
+            "runtimeConfig.ipRanges[0]: expected an array",
+        ),
+        (rc("[[]]"), "runtimeConfig.ipRanges[0]: empty range set"),
+        (
+            rc(r#"[[{"rangeStart":"10.1.0.1"}]]"#),
+            "runtimeConfig.ipRanges[0][0].subnet: missing",
+        ),
+        (
+            rc(r#"[[{"subnet":"10.1.0.0/16","exclude":"10.1.0.1"}]]"#),
+            "runtimeConfig.ipRanges[0][0].exclude: expected an array",
+        ),
+    ];
+    for (input, want) in &cases {
+        let (code, details) = err(input);
+        assert_eq!(code, 7, "{input}");
+        assert!(
+            details.starts_with(want),
+            "{input}\n got: {details}\nwant: {want}"
+        );
+    }
+    let (code, details) = net_err(&rc(r#"[[{"subnet":"10.1.0.0/33"}]]"#));
+    assert_eq!(code, 7);
+    assert!(
+        details.starts_with("runtimeConfig.ipRanges[0][0]: subnet"),
+        "{details}"
+    );
+    // Overlap with the configured ranges is refused, as host-local does.
+    let (code, details) = net_err(&rc(r#"[[{"subnet":"10.7.0.0/16"}]]"#));
+    assert_eq!(code, 7);
+    assert!(details.contains("overlaps"), "{details}");
+}
+
+#[test]
+fn exclude_lists_parse_and_validate() {
+    let c = parse(&conf(
+        r#"{"ranges":[[{"subnet":"10.0.0.0/24","exclude":["10.0.0.16/28","10.0.0.99"]}]],"subnet":"10.9.0.0/24","exclude":["10.9.0.5"]}"#,
+    ))
+    .expect("parses");
+    assert_eq!(c.ipam.range_sets[0][0].spec.exclude, ["10.9.0.5"]);
+    assert_eq!(
+        c.ipam.range_sets[1][0].spec.exclude,
+        ["10.0.0.16/28", "10.0.0.99"]
+    );
+    let net = c.network().expect("valid");
+    let r = &net.sets[1].ranges()[0];
+    assert!(r.is_excluded(ip("10.0.0.20")) && !r.is_allocatable(ip("10.0.0.20")));
+    assert!(r.is_allocatable(ip("10.0.0.32")));
+    assert_eq!(r.excluded_len(), 17);
+
+    let cases = [
+        (
+            r#"{"ranges":[[{"subnet":"10.0.0.0/24"},{"subnet":"10.1.0.0/24","exclude":["10.1.0.1","10.1.0.2","10.2.0.0/28"]}]]}"#,
+            "ipam.ranges[0][1].exclude[2]: exclude entry \"10.2.0.0/28\": not inside subnet 10.1.0.0/24",
+        ),
+        (
+            r#"{"subnet":"10.1.0.0/24","exclude":["nope"]}"#,
+            "ipam.exclude[0]: exclude entry \"nope\": not a CIDR or an IP address",
+        ),
+        (
+            r#"{"subnet":"10.1.0.0/24","exclude":["fd00::/64"]}"#,
+            "ipam.exclude[0]: exclude entry \"fd00::/64\": not of the address family of subnet 10.1.0.0/24",
+        ),
+        (
+            r#"{"subnet":"10.1.0.0/24","exclude":["10.1.0.0/23"]}"#,
+            "ipam.exclude[0]: exclude entry \"10.1.0.0/23\": not inside subnet 10.1.0.0/24",
+        ),
+        (
+            r#"{"subnet":"10.1.0.0/24","exclude":["10.1.0.0/25","10.1.0.128/25"]}"#,
+            "ipam: exclude: covers every allocatable address of the range 10.1.0.2-10.1.0.254",
+        ),
+        (
+            // Everything but the gateway: still nothing to hand out.
+            r#"{"ranges":[[{"subnet":"10.1.0.0/24","rangeStart":"10.1.0.10","rangeEnd":"10.1.0.20","gateway":"10.1.0.15","exclude":["10.1.0.8/29","10.1.0.16/29"]}]]}"#,
+            "ipam.ranges[0][0]: exclude: covers every allocatable address",
+        ),
+        (
+            r#"{"subnet":"10.1.0.0/24","sandbox":["10.1.0.7"],"exclude":["10.1.0.4/30"]}"#,
+            "ipam: stage \"sandbox\" address \"10.1.0.7\": is excluded (exclude entry 10.1.0.4/30)",
+        ),
+    ];
+    for (ipam, want) in cases {
+        let (code, details) = net_err(&conf(ipam));
+        assert_eq!(code, 7, "{ipam}");
+        assert!(
+            details.starts_with(want),
+            "{ipam}\n got: {details}\nwant: {want}"
+        );
+    }
+    let (code, details) = err(&conf(r#"{"subnet":"10.1.0.0/24","exclude":[5]}"#));
+    assert_eq!(
+        (code, details.as_str()),
+        (7, "ipam.exclude[0]: expected a string, found a number")
+    );
+    let (code, details) = err(&conf(
+        r#"{"ranges":[[{"subnet":"10.1.0.0/24"}]],"exclude":["10.1.0.5"]}"#,
+    ));
+    assert_eq!(code, 7);
+    assert!(
+        details.starts_with("ipam.exclude: applies to the top-level range"),
+        "{details}"
+    );
+}
+
+#[test]
+fn whereabouts_single_range() {
+    // The whereabouts README's example, with endpoints instead of etcd_host
+    // and the gateway moved inside the range's subnet.
+    let c = parse(&conf(
+        r#"{"type":"whereabouts","endpoints":"https://e1:2379","range":"192.168.2.225/28",
+            "exclude":["192.168.2.229/30","192.168.2.236/32"],"log_file":"/tmp/w.log","log_level":"debug",
+            "gateway":"192.168.2.238","leader_lease_duration":1500,"enable_overlapping_ranges":false}"#,
+    ))
+    .expect("parses");
+    let want = RangeSpec {
+        subnet: "192.168.2.224/28".into(),
+        gateway: Some("192.168.2.238".into()),
+        exclude: vec!["192.168.2.229/30".into(), "192.168.2.236/32".into()],
+        ..RangeSpec::default()
+    };
+    assert_eq!(specs(&c), vec![vec![want]]);
+    assert_eq!(c.ipam.range_sets[0][0].path, "ipam");
+    let net = c.network().expect("valid");
+    let r = &net.sets[0].ranges()[0];
+    let usable: Vec<String> = (r.first()..=r.last())
+        .filter(|v| r.is_allocatable_u128(*v))
+        .map(|v| format!("{}", std::net::Ipv4Addr::from(v as u32)))
+        .collect();
+    assert_eq!(
+        usable,
+        [
+            "192.168.2.226",
+            "192.168.2.227",
+            "192.168.2.232",
+            "192.168.2.233",
+            "192.168.2.234",
+            "192.168.2.235",
+            "192.168.2.237"
+        ]
+    );
+
+    // start-end/prefix: the subnet is end/prefix, both bounds inclusive.
+    let c = parse(&conf(r#"{"range":"192.168.2.225-192.168.2.230/28"}"#)).expect("parses");
+    let want = RangeSpec {
+        subnet: "192.168.2.224/28".into(),
+        range_start: Some("192.168.2.225".into()),
+        range_end: Some("192.168.2.230".into()),
+        ..RangeSpec::default()
+    };
+    assert_eq!(specs(&c), vec![vec![want]]);
+    let r = c.network().expect("valid").sets[0].ranges()[0].clone();
+    assert_eq!((r.start, r.end), (ip("192.168.2.225"), ip("192.168.2.230")));
+
+    // range_start / range_end narrow the CIDR form.
+    let c = parse(&conf(
+        r#"{"range":"fd00::/64","range_start":"fd00::10","range_end":"fd00::20"}"#,
+    ))
+    .expect("parses");
+    let r = c.network().expect("valid").sets[0].ranges()[0].clone();
+    assert_eq!((r.start, r.end), (ip("fd00::10"), ip("fd00::20")));
+}
+
+#[test]
+fn whereabouts_ip_ranges_one_set_per_entry() {
+    let c = parse(&conf(
+        r#"{"range":"10.0.0.0/24","ipRanges":[{"range":"10.1.0.0/24","exclude":["10.1.0.0/28"]},
+            {"range":"fd00::/64","range_start":"fd00::5"}],"gateway":"10.1.0.254"}"#,
+    ))
+    .expect("parses");
+    let paths: Vec<Vec<&str>> = c
+        .ipam
+        .range_sets
+        .iter()
+        .map(|s| s.iter().map(|r| r.path.as_str()).collect())
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            vec!["ipam"],
+            vec!["ipam.ipRanges[0]"],
+            vec!["ipam.ipRanges[1]"]
+        ]
+    );
+    let gateways: Vec<Option<&str>> = c
+        .ipam
+        .range_sets
+        .iter()
+        .map(|s| s[0].spec.gateway.as_deref())
+        .collect();
+    assert_eq!(gateways, [None, Some("10.1.0.254"), None]);
+    let net = c.network().expect("valid");
+    assert_eq!(net.sets.len(), 3);
+    assert_eq!(net.sets[2].ranges()[0].start, ip("fd00::5"));
+    let (code, details) = err(&conf(
+        r#"{"ipRanges":[{"range":"10.1.0.0/24"}],"range_start":"10.1.0.9"}"#,
+    ));
+    assert_eq!(code, 7);
+    assert!(
+        details.starts_with("ipam.range_start: needs ipam.range"),
+        "{details}"
+    );
+}
+
+#[test]
+fn whereabouts_bad_input_names_the_field() {
+    let cases = [
+        (r#"{"range":5}"#, "ipam.range: expected a string, found a number"),
+        (r#"{"range":"10.0.0.0"}"#, "ipam.range: \"10.0.0.0\": \"10.0.0.0\" is not a CIDR"),
+        (r#"{"range":"10.0.0.9-10.0.0.3/24"}"#, "ipam.range: \"10.0.0.9-10.0.0.3/24\": start 10.0.0.9 is after end 10.0.0.3"),
+        (r#"{"range":"10.0.1.9-10.0.0.30/24"}"#, "ipam.range: \"10.0.1.9-10.0.0.30/24\": start 10.0.1.9 is not in subnet 10.0.0.0/24"),
+        (r#"{"range":"10.0.0.9-fd00::9/64"}"#, "ipam.range: \"10.0.0.9-fd00::9/64\": start 10.0.0.9 and end fd00::9 are of different address families"),
+        (r#"{"range":"x-10.0.0.30/24"}"#, "ipam.range: \"x-10.0.0.30/24\": start \"x\" is not an IP address"),
+        (r#"{"range":"10.0.0.9-10.0.0.30"}"#, "ipam.range: \"10.0.0.9-10.0.0.30\": \"10.0.0.30\" is not a CIDR"),
+        (r#"{"range":"10.0.0.9-10.0.0.30/24","range_end":"10.0.0.40"}"#, "ipam.range_end: cannot be combined with the start-end/prefix form"),
+        (r#"{"range":"10.0.0.0/31"}"#, "ipam.range: \"10.0.0.0/31\": subnet 10.0.0.0/31 is too small"),
+        (r#"{"range":"10.0.0.0/24","range_start":"10.0.1.5"}"#, "ipam.range_start: 10.0.1.5 is not in range 10.0.0.0/24"),
+        (r#"{"range":"10.0.0.0/24","range_start":"fd00::5"}"#, "ipam.range_start: fd00::5 is not of the address family of range 10.0.0.0/24"),
+        (r#"{"range":"10.0.0.0/24","range_end":"ten"}"#, "ipam.range_end: \"ten\" is not an IP address"),
+        (r#"{"range":"10.0.0.0/24","range_start":"10.0.0.50","range_end":"10.0.0.40"}"#, "ipam.range_end: 10.0.0.40 is before range_start 10.0.0.50"),
+        (r#"{"range":"10.0.0.0/24","exclude":"10.0.0.5"}"#, "ipam.exclude: expected an array, found a string"),
+        (r#"{"range":"10.0.0.0/24","gateway":"192.168.2.1"}"#, "ipam.gateway: 192.168.2.1 is not inside the subnet of any range"),
+        (r#"{"range":"10.0.0.0/24","gateway":"x"}"#, "ipam.gateway: \"x\" is not an IP address"),
+        (r#"{"ipRanges":{"range":"10.0.0.0/24"}}"#, "ipam.ipRanges: expected an array, found an object"),
+        (r#"{"ipRanges":[{"range_start":"10.0.0.5"}]}"#, "ipam.ipRanges[0].range: missing"),
+        (r#"{"ipRanges":[{"range":"10.0.0.0/24","range_start":"10.9.0.5"}]}"#, "ipam.ipRanges[0].range_start: 10.9.0.5 is not in range"),
+        (r#"{"ipRanges":[]}"#, "ipam.ranges: no IP ranges specified"),
+        (r#"{"range":"10.0.0.0/24","subnet":"10.1.0.0/24"}"#, "ipam.range: whereabouts-style ranges (range, ipRanges) cannot be combined with subnet or ranges"),
+        (r#"{"ipRanges":[{"range":"10.0.0.0/24"}],"ranges":[[{"subnet":"10.1.0.0/24"}]]}"#, "ipam.ipRanges: whereabouts-style ranges"),
+        (r#"{"range":"10.0.0.0/24","enable_overlapping_ranges":"no"}"#, "ipam.enable_overlapping_ranges: expected a boolean"),
+    ];
+    for (ipam, want) in cases {
+        let (code, details) = err(&conf(ipam));
+        assert_eq!(code, 7, "{ipam}");
+        assert!(
+            details.starts_with(want),
+            "{ipam}\n got: {details}\nwant: {want}"
+        );
+    }
+    let (code, details) = net_err(&conf(
+        r#"{"ipRanges":[{"range":"10.0.0.0/24","exclude":["10.0.0.5","10.0.1.0/24"]}]}"#,
+    ));
+    assert_eq!(code, 7);
+    assert!(
+        details.starts_with("ipam.ipRanges[0].exclude[1]: exclude entry \"10.0.1.0/24\": not inside subnet 10.0.0.0/24"),
+        "{details}"
+    );
+    let (code, details) = net_err(&conf(r#"{"range":"10.0.0.0/30","exclude":["10.0.0.2"]}"#));
+    assert_eq!(code, 7);
+    assert!(
+        details.starts_with("ipam: exclude: covers every allocatable address"),
+        "{details}"
+    );
+}
+
+#[test]
+fn whereabouts_fields_that_would_change_behaviour_are_refused() {
+    for (key, _) in WHEREABOUTS_REFUSED {
+        let value = match key {
+            "enable_overlapping_ranges" => "true",
+            "kubernetes" => r#"{"kubeconfig":"/etc/k"}"#,
+            "addresses" => r#"[{"address":"10.0.0.5/24"}]"#,
+            "dns" => r#"{"nameservers":["10.0.0.53"]}"#,
+            _ => r#""x""#,
+        };
+        let (code, details) = err(&conf(&format!(
+            r#"{{"range":"10.0.0.0/24","{key}":{value}}}"#
+        )));
+        assert_eq!(code, 2, "{key}: {details}");
+        assert!(
+            details.starts_with(&format!("ipam.{key}: ")),
+            "{key}: {details}"
+        );
+    }
+    // etcd_host is refused in any style, with the replacement named.
+    let (code, details) = err(&conf(r#"{"subnet":"10.0.0.0/24","etcd_host":"e:2379"}"#));
+    assert_eq!(code, 2);
+    assert!(details.contains("endpoints"), "{details}");
+    // dns only matters to whereabouts; host-local ignores it, so do we.
+    assert!(parse(&conf(
+        r#"{"subnet":"10.0.0.0/24","dns":{"nameservers":["1.1.1.1"]}}"#
+    ))
+    .is_ok());
+    // Harmless whereabouts tuning is ignored.
+    let c = parse(&conf(
+        r#"{"range":"10.0.0.0/24","log_file":"/tmp/x","log_level":"debug","leader_lease_duration":1,
+            "leader_renew_deadline":1,"leader_retry_period":1,"reconciler_cron_expression":"* * * * *",
+            "sleep_for_race":0,"enable_overlapping_ranges":false}"#,
+    ));
+    assert!(c.is_ok(), "{c:?}");
+}
+
+#[test]
+fn requested_excluded_address_is_code_100() {
+    let c = parse(&conf(
+        r#"{"subnet":"10.0.0.0/24","exclude":["10.0.0.16/28"]}"#,
+    ))
+    .expect("parses");
+    let net = c.network().expect("valid");
+    let e = refuse_excluded(&net, &[ip("10.0.0.40"), ip("10.0.0.17")]).expect_err("excluded");
+    assert_eq!(e.code(), 100);
+    let text = e.to_string();
+    assert!(
+        text.contains("10.0.0.17") && text.contains("excluded") && text.contains("10.0.0.16/28"),
+        "{text}"
+    );
+    refuse_excluded(&net, &[ip("10.0.0.40"), ip("10.9.0.1")]).expect("not excluded");
 }

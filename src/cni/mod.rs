@@ -21,7 +21,7 @@
 //! | code | meaning | raised for |
 //! |---|---|---|
 //! | 1 | incompatible CNI version | `cniVersion` missing or not one of 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0; CHECK before 0.4.0, GC or STATUS before 1.1.0 |
-//! | 2 | unsupported field | `runtimeConfig.ipRanges` |
+//! | 2 | unsupported field | a whereabouts field host-etcd cannot honour (`etcd_host`, `kubernetes`, ...; see [`config::WHEREABOUTS_REFUSED`]) |
 //! | 3 | container unknown | CHECK of an attachment holding nothing |
 //! | 4 | invalid environment variables | missing/invalid `CNI_*`, bad `CNI_ARGS` |
 //! | 5 | I/O failure | stdin, `resolvConf`, embedded store files |
@@ -29,7 +29,7 @@
 //! | 7 | invalid network config | missing field, wrong type, bad value, invalid ranges, store config |
 //! | 11 | try again later | store unavailable, budget exceeded |
 //! | 50 | plugin not available | STATUS when the store does not answer |
-//! | 100 | requested address unavailable | (allocator) a requested IP is taken or outside every range |
+//! | 100 | requested address unavailable | (allocator) a requested IP is taken, outside every range or excluded |
 //! | 101 | address pool exhausted | (allocator) a range set has no free address |
 //! | 102 | stored state corrupt | corrupt database or chunk (the key is named) |
 //! | 103 | addresses differ from prevResult | CHECK (also: a recorded address not marked in its chunk) |

@@ -213,6 +213,66 @@ pub enum RangeError {
         subnet: IpNet,
     },
 
+    /// An `exclude` entry is neither a CIDR nor an IP address.
+    #[error("exclude entry {value:?}: not a CIDR or an IP address")]
+    InvalidExclude {
+        /// Position in the `exclude` list.
+        index: usize,
+        /// What the config says.
+        value: String,
+    },
+
+    /// An `exclude` entry is not of the subnet's family.
+    #[error("exclude entry {value:?}: not of the address family of subnet {subnet}")]
+    ExcludeWrongFamily {
+        /// Position in the `exclude` list.
+        index: usize,
+        /// What the config says.
+        value: String,
+        /// The subnet.
+        subnet: IpNet,
+    },
+
+    /// An `exclude` entry is not entirely inside the subnet.
+    #[error("exclude entry {value:?}: not inside subnet {subnet}")]
+    ExcludeOutsideSubnet {
+        /// Position in the `exclude` list.
+        index: usize,
+        /// What the config says.
+        value: String,
+        /// The subnet.
+        subnet: IpNet,
+    },
+
+    /// The exclusions leave nothing to hand out in `rangeStart..=rangeEnd`
+    /// (the gateway, network and broadcast addresses aside).
+    #[error(
+        "exclude: covers every allocatable address of the range {start}-{end} (subnet {subnet})"
+    )]
+    ExcludesWholeRange {
+        /// The first address of the range.
+        start: IpAddr,
+        /// The last address of the range.
+        end: IpAddr,
+        /// The subnet.
+        subnet: IpNet,
+    },
+
+    /// A stage reservation is also excluded.
+    #[error(
+        "stage {stage:?} address {value:?}: is excluded (exclude entry {entry}), never handed out"
+    )]
+    StageExcluded {
+        /// The stage name.
+        stage: String,
+        /// What the config says.
+        value: String,
+        /// The `exclude` entry covering it (canonical).
+        entry: IpNet,
+        /// The subnet.
+        subnet: IpNet,
+    },
+
     /// A range set has no ranges.
     #[error("range set: no ranges specified")]
     EmptySet,
@@ -273,4 +333,29 @@ pub enum RangeError {
         /// The later range's last address.
         second_end: IpAddr,
     },
+}
+
+impl RangeError {
+    /// The position in the `exclude` list of the entry at fault, for errors
+    /// about one entry (so a caller can name `….exclude[2]`).
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let err = Range::parse(&RangeSpec {
+    ///     subnet: "10.0.0.0/24".into(),
+    ///     exclude: vec!["10.0.0.5".into(), "10.0.1.0/28".into()],
+    ///     ..Default::default()
+    /// })
+    /// .unwrap_err();
+    /// assert_eq!(err.exclude_index(), Some(1));
+    /// assert_eq!(err.to_string(), "exclude entry \"10.0.1.0/28\": not inside subnet 10.0.0.0/24");
+    /// ```
+    pub fn exclude_index(&self) -> Option<usize> {
+        match self {
+            RangeError::InvalidExclude { index, .. }
+            | RangeError::ExcludeWrongFamily { index, .. }
+            | RangeError::ExcludeOutsideSubnet { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! Range math, host-local compatible: `subnet` / `rangeStart` / `rangeEnd` /
 //! `gateway` over [`ipnet`], addresses as `u128` offsets so an IPv6 /64 (or
-//! /0) works, validation with errors that name the field and the value, and
-//! staged-rollout reservations (`sandbox` / `smallflow` lists).
+//! /0) works, validation with errors that name the field and the value,
+//! staged-rollout reservations (`sandbox` / `smallflow` lists) and
+//! exclusions (`exclude`: CIDRs and addresses never handed out), kept as
+//! merged intervals so a huge excluded CIDR costs two integers.
 //!
 //! Pure: no I/O.
 
@@ -135,6 +137,9 @@ pub struct RangeSpec {
     /// Staged-rollout reservations: stage name (`sandbox`, `smallflow`) →
     /// addresses reserved for pods of that stage.
     pub stages: BTreeMap<String, Vec<String>>,
+    /// Exclusions: CIDRs (host bits ignored, as whereabouts does) or single
+    /// addresses inside the subnet, never handed out.
+    pub exclude: Vec<String>,
 }
 
 /// A validated range: built only by [`Range::parse`] in normal use (the
@@ -150,8 +155,15 @@ pub struct Range {
     /// The gateway, never handed out.
     pub gateway: IpAddr,
     /// Stage name → reserved addresses (sorted, deduplicated, each inside
-    /// `start..=end`, none the gateway, no address in two stages).
+    /// `start..=end`, none the gateway, none excluded, no address in two
+    /// stages).
     pub stages: BTreeMap<String, Vec<IpAddr>>,
+    /// The exclusions as written (canonical: host bits cleared; a single
+    /// address is a /32 or /128), in config order, each inside `subnet`.
+    pub exclude: Vec<IpNet>,
+    /// The exclusions as sorted, disjoint, non-adjacent inclusive intervals
+    /// of addresses (integers), for O(log n) lookups and O(chunk) masks.
+    excluded: Vec<(u128, u128)>,
 }
 
 /// A validated, non-empty list of ranges of one family that do not overlap:
@@ -236,7 +248,8 @@ impl Range {
         to_u128(self.end)
     }
 
-    /// Number of addresses in `start..=end` (gateway etc. included).
+    /// Number of addresses in `start..=end` (gateway, exclusions etc.
+    /// included; see [`Range::excluded_len`]).
     /// Saturates at `u128::MAX` for the one range that would hold 2^128
     /// addresses (`::/0` with `rangeStart` `::` and `rangeEnd` the last
     /// address).
@@ -340,7 +353,122 @@ impl Range {
     /// # Ok::<(), host_etcd::range::RangeError>(())
     /// ```
     pub fn is_allocatable_u128(&self, value: u128) -> bool {
-        self.first() <= value && value <= self.last() && self.reserved_kind_u128(value).is_none()
+        self.first() <= value
+            && value <= self.last()
+            && self.reserved_kind_u128(value).is_none()
+            && !self.is_excluded_u128(value)
+    }
+
+    /// Whether `ip` is covered by an `exclude` entry (of the range's
+    /// family). O(log n) in the number of entries.
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let r = Range::parse(&RangeSpec {
+    ///     subnet: "10.0.0.0/24".into(),
+    ///     exclude: vec!["10.0.0.16/28".into(), "10.0.0.99".into()],
+    ///     ..Default::default()
+    /// })?;
+    /// assert!(r.is_excluded("10.0.0.31".parse()?));
+    /// assert!(r.is_excluded("10.0.0.99".parse()?));
+    /// assert!(!r.is_excluded("10.0.0.32".parse()?));
+    /// assert!(!r.is_allocatable("10.0.0.20".parse()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_excluded(&self, ip: IpAddr) -> bool {
+        Family::of(ip) == self.family() && self.is_excluded_u128(to_u128(ip))
+    }
+
+    /// [`Range::is_excluded`] for an address in integer form.
+    pub fn is_excluded_u128(&self, value: u128) -> bool {
+        let i = self.excluded.partition_point(|&(_, hi)| hi < value);
+        self.excluded.get(i).is_some_and(|&(lo, _)| lo <= value)
+    }
+
+    /// The first `exclude` entry (as written, canonical) that covers `ip`,
+    /// for messages.
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let r = Range::parse(&RangeSpec {
+    ///     subnet: "10.0.0.0/24".into(),
+    ///     exclude: vec!["10.0.0.17/28".into()],
+    ///     ..Default::default()
+    /// })?;
+    /// assert_eq!(r.excluded_by("10.0.0.20".parse()?).map(|n| n.to_string()), Some("10.0.0.16/28".into()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn excluded_by(&self, ip: IpAddr) -> Option<IpNet> {
+        self.exclude.iter().find(|n| n.contains(&ip)).copied()
+    }
+
+    /// The excluded addresses as sorted, disjoint, non-adjacent inclusive
+    /// intervals of integers (possibly reaching outside `start..=end`, never
+    /// outside the subnet).
+    pub fn excluded_intervals(&self) -> &[(u128, u128)] {
+        &self.excluded
+    }
+
+    /// How many addresses of `start..=end` are excluded. O(entries).
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let r = Range::parse(&RangeSpec {
+    ///     subnet: "10.0.0.0/24".into(),
+    ///     exclude: vec!["10.0.0.0/28".into(), "10.0.0.8".into(), "10.0.0.200".into()],
+    ///     ..Default::default()
+    /// })?;
+    /// assert_eq!(r.excluded_len(), 14 + 1); // .2..=.15 and .200
+    /// assert_eq!(r.len() - r.excluded_len(), 238);
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
+    pub fn excluded_len(&self) -> u128 {
+        self.excluded
+            .iter()
+            .filter_map(|&(lo, hi)| {
+                let (lo, hi) = (lo.max(self.first()), hi.min(self.last()));
+                (lo <= hi).then(|| (hi - lo).saturating_add(1))
+            })
+            .fold(0u128, u128::saturating_add)
+    }
+
+    /// The runs of `start..=end` inside `lo..=hi` that no `exclude` entry
+    /// covers, in order, as inclusive integer intervals. Costs
+    /// O(log n + runs): only the entries touching `lo..=hi` are visited, so
+    /// a chunk's mask is O(chunk) however large the excluded CIDRs are.
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSpec};
+    /// let r = Range::parse(&RangeSpec {
+    ///     subnet: "0.0.1.0/24".into(),
+    ///     exclude: vec!["0.0.1.16/28".into(), "0.0.1.40".into()],
+    ///     ..Default::default()
+    /// })?;
+    /// let runs = r.unexcluded_runs(0x100, 0x13f);
+    /// assert_eq!(runs, vec![(0x102, 0x10f), (0x120, 0x127), (0x129, 0x13f)]);
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
+    pub fn unexcluded_runs(&self, lo: u128, hi: u128) -> Vec<(u128, u128)> {
+        let (mut from, to) = (lo.max(self.first()), hi.min(self.last()));
+        let mut out = Vec::new();
+        if from > to {
+            return out;
+        }
+        let first = self.excluded.partition_point(|&(_, e_hi)| e_hi < from);
+        for &(e_lo, e_hi) in &self.excluded[first..] {
+            if e_lo > to {
+                break;
+            }
+            if e_lo > from {
+                out.push((from, e_lo - 1));
+            }
+            match e_hi.checked_add(1) {
+                Some(next) if e_hi < to => from = next,
+                _ => return out,
+            }
+        }
+        out.push((from, to));
+        out
     }
 
     /// Which never-handed-out address `ip` is, if any: `"gateway"`,

@@ -1,5 +1,6 @@
 //! [`RangeSpec`] → [`Range`]: parsing, host-local's defaults, validation of
-//! `rangeStart` / `rangeEnd` / `gateway` and of the stage reservation lists.
+//! `rangeStart` / `rangeEnd` / `gateway`, of the `exclude` list and of the
+//! stage reservation lists.
 //!
 //! All arithmetic is on `u128` with checked operations, so a `::/0` or an
 //! IPv4 `0.0.0.0/0` is as safe as a /24; nothing here can panic.
@@ -46,9 +47,91 @@ pub(super) fn parse(spec: &RangeSpec) -> Result<Range, RangeError> {
         end,
         gateway,
         stages: BTreeMap::new(),
+        exclude: Vec::new(),
+        excluded: Vec::new(),
     };
+    (range.exclude, range.excluded) = parse_exclude(subnet, &spec.exclude)?;
+    check_not_all_excluded(&range)?;
     range.stages = parse_stages(&range, &spec.stages)?;
     Ok(range)
+}
+
+/// Exclusions as written (canonical) and as merged integer intervals.
+type Exclusions = (Vec<IpNet>, Vec<(u128, u128)>);
+
+/// The `exclude` list: each entry a CIDR (host bits cleared) or an address,
+/// of the subnet's family, entirely inside the subnet. Returns the entries
+/// (canonical, config order) and their union as sorted, merged intervals.
+fn parse_exclude(subnet: IpNet, values: &[String]) -> Result<Exclusions, RangeError> {
+    let family = Family::of(subnet.network());
+    let mut nets = Vec::with_capacity(values.len());
+    for (index, value) in values.iter().enumerate() {
+        let net = match IpNet::from_str(value) {
+            Ok(n) => n.trunc(),
+            Err(_) => IpAddr::from_str(value).map(IpNet::from).map_err(|_| {
+                RangeError::InvalidExclude {
+                    index,
+                    value: value.clone(),
+                }
+            })?,
+        };
+        if Family::of(net.network()) != family {
+            return Err(RangeError::ExcludeWrongFamily {
+                index,
+                value: value.clone(),
+                subnet,
+            });
+        }
+        if !subnet.contains(&net) {
+            return Err(RangeError::ExcludeOutsideSubnet {
+                index,
+                value: value.clone(),
+                subnet,
+            });
+        }
+        nets.push(net);
+    }
+    let mut iv: Vec<(u128, u128)> = nets
+        .iter()
+        .map(|n| (to_u128(n.network()), to_u128(n.broadcast())))
+        .collect();
+    iv.sort_unstable();
+    let mut merged: Vec<(u128, u128)> = Vec::with_capacity(iv.len());
+    for (lo, hi) in iv {
+        match merged.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    Ok((nets, merged))
+}
+
+/// Refuses exclusions that leave no address of `start..=end` to hand out
+/// (the gateway, network and broadcast addresses never are). O(entries):
+/// a run of more than three unexcluded addresses always holds one that is
+/// none of those three.
+fn check_not_all_excluded(range: &Range) -> Result<(), RangeError> {
+    let usable = |(lo, hi): (u128, u128)| {
+        hi - lo >= 3 || (lo..=hi).any(|v| range.reserved_kind_u128(v).is_none())
+    };
+    // A range with nothing to hand out even without exclusions (say
+    // rangeStart = rangeEnd = the gateway) is accepted, as host-local does;
+    // only exclusions that take the last addresses are refused.
+    if range.excluded.is_empty() || !usable((range.first(), range.last())) {
+        return Ok(());
+    }
+    if range
+        .unexcluded_runs(range.first(), range.last())
+        .into_iter()
+        .any(usable)
+    {
+        return Ok(());
+    }
+    Err(RangeError::ExcludesWholeRange {
+        start: range.start,
+        end: range.end,
+        subnet: range.subnet,
+    })
 }
 
 /// `subnet`: a CIDR, canonical, large enough to allocate from.
@@ -151,6 +234,14 @@ fn parse_stages(
                     stage: stage.clone(),
                     value: value.clone(),
                     what,
+                    subnet,
+                });
+            }
+            if let Some(entry) = range.excluded_by(ip) {
+                return Err(RangeError::StageExcluded {
+                    stage: stage.clone(),
+                    value: value.clone(),
+                    entry,
                     subnet,
                 });
             }

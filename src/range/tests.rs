@@ -36,6 +36,7 @@ fn spec_with(
         range_end: end.map(str::to_owned),
         gateway: gateway.map(str::to_owned),
         stages: BTreeMap::new(),
+        exclude: Vec::new(),
     }
 }
 
@@ -796,4 +797,169 @@ fn u128_conversions_edges() {
     assert_eq!(Family::V4.as_str(), "4");
     assert_eq!(Field::Subnet.to_string(), "subnet");
     assert_eq!(Field::RangeEnd.to_string(), "rangeEnd");
+}
+
+fn with_exclude(mut s: RangeSpec, entries: &[&str]) -> RangeSpec {
+    s.exclude = entries.iter().map(|v| (*v).to_owned()).collect();
+    s
+}
+
+#[test]
+fn exclude_entries_canonical_and_merged() {
+    let r = parse(&with_exclude(
+        spec("10.0.0.0/24"),
+        &["10.0.0.17/28", "10.0.0.99", "10.0.0.32/28", "10.0.0.20"],
+    ));
+    assert_eq!(
+        r.exclude,
+        vec![
+            net("10.0.0.16/28"),
+            net("10.0.0.99/32"),
+            net("10.0.0.32/28"),
+            net("10.0.0.20/32")
+        ]
+    );
+    // .16/28 and .32/28 are adjacent: one interval; .20 is inside it.
+    assert_eq!(
+        r.excluded_intervals(),
+        &[(0x0a00_0010, 0x0a00_002f), (0x0a00_0063, 0x0a00_0063)]
+    );
+    assert_eq!(r.excluded_len(), 33);
+    assert!(r.is_excluded(ip("10.0.0.47")) && !r.is_excluded(ip("10.0.0.48")));
+    assert!(!r.is_excluded(ip("fd00::10")));
+    assert_eq!(r.excluded_by(ip("10.0.0.20")), Some(net("10.0.0.16/28")));
+    assert_eq!(r.excluded_by(ip("10.0.0.21")), Some(net("10.0.0.16/28")));
+    assert_eq!(r.excluded_by(ip("10.0.0.50")), None);
+}
+
+#[test]
+fn exclude_errors_name_the_entry() {
+    let e = err(&with_exclude(spec("10.0.0.0/24"), &["10.0.0.1", "x/8"]));
+    assert_eq!(e.exclude_index(), Some(1));
+    assert_eq!(
+        e.to_string(),
+        "exclude entry \"x/8\": not a CIDR or an IP address"
+    );
+    let e = err(&with_exclude(spec("10.0.0.0/24"), &["fd00::1"]));
+    assert!(matches!(e, RangeError::ExcludeWrongFamily { index: 0, .. }));
+    let e = err(&with_exclude(spec("10.0.0.0/24"), &["10.0.0.0/16"]));
+    assert!(matches!(
+        e,
+        RangeError::ExcludeOutsideSubnet { index: 0, .. }
+    ));
+    let e = err(&with_exclude(spec("fd00::/64"), &["fd00:0:0:1::/64"]));
+    assert!(matches!(e, RangeError::ExcludeOutsideSubnet { .. }));
+    // The whole range, but not the gateway/network/broadcast, is enough.
+    let e = err(&with_exclude(
+        spec("10.0.0.0/24"),
+        &[
+            "10.0.0.2/31",
+            "10.0.0.4/30",
+            "10.0.0.8/29",
+            "10.0.0.16/28",
+            "10.0.0.32/27",
+            "10.0.0.64/26",
+            "10.0.0.128/25",
+        ],
+    ));
+    assert_eq!(
+        e.to_string(),
+        "exclude: covers every allocatable address of the range 10.0.0.2-10.0.0.254 (subnet 10.0.0.0/24)"
+    );
+    assert_eq!(e.exclude_index(), None);
+    // One address left: accepted.
+    let r = parse(&with_exclude(
+        spec("10.0.0.0/24"),
+        &[
+            "10.0.0.0/25",
+            "10.0.0.129/32",
+            "10.0.0.130/31",
+            "10.0.0.132/30",
+            "10.0.0.136/29",
+            "10.0.0.144/28",
+            "10.0.0.160/27",
+            "10.0.0.192/26",
+        ],
+    ));
+    let left: Vec<u128> = (r.first()..=r.last())
+        .filter(|v| r.is_allocatable_u128(*v))
+        .collect();
+    assert_eq!(left, vec![0x0a00_0080]);
+    // Excluding the whole subnet of a range already empty of allocatable
+    // addresses is no new error (the range itself is accepted, as before).
+    let s = with_exclude(
+        spec_with("10.0.0.0/30", Some("10.0.0.1"), Some("10.0.0.1"), None),
+        &["10.0.0.0/30"],
+    );
+    assert!(Range::parse(&s).is_ok());
+    // A stage reservation may not be excluded.
+    let s = with_exclude(
+        with_stages(spec("10.0.0.0/24"), &[("sandbox", &["10.0.0.9"])]),
+        &["10.0.0.8/29"],
+    );
+    assert_eq!(
+        err(&s).to_string(),
+        "stage \"sandbox\" address \"10.0.0.9\": is excluded (exclude entry 10.0.0.8/29), never handed out"
+    );
+}
+
+/// An IPv6 /64 with CIDRs excluding almost all of it: every query is
+/// answered from the few merged intervals (a walk over the addresses would
+/// never finish, so this is O(entries) by construction).
+#[test]
+fn huge_v6_exclusions_are_intervals() {
+    let r = parse(&with_exclude(
+        spec("fd00::/64"),
+        &[
+            "fd00::/65",
+            "fd00::8000:0:0:0/66",
+            "fd00::c000:0:0:0/67",
+            "fd00::ffff:ffff:ffff:ff00/120",
+        ],
+    ));
+    let base = to_u128(ip("fd00::"));
+    assert_eq!(
+        r.excluded_intervals(),
+        &[
+            (base, base + (7u128 << 61) - 1),
+            (base + 0xffff_ffff_ffff_ff00, base + 0xffff_ffff_ffff_ffff)
+        ]
+    );
+    // start..=end is fd00::2 ..= the last address.
+    assert_eq!(r.excluded_len(), (7u128 << 61) - 2 + 256);
+    assert_eq!(
+        r.unexcluded_runs(r.first(), r.last()),
+        vec![(base + (7u128 << 61), base + 0xffff_ffff_ffff_feff)]
+    );
+    // A window straddling the first boundary, and one entirely excluded.
+    let b = base + (7u128 << 61);
+    assert_eq!(r.unexcluded_runs(b - 16, b + 15), vec![(b, b + 15)]);
+    assert_eq!(r.unexcluded_runs(base + 1000, base + 2000), vec![]);
+    assert!(r.is_excluded_u128(b - 1) && !r.is_excluded_u128(b));
+    assert!(r.is_allocatable_u128(b));
+}
+
+#[test]
+fn unexcluded_runs_edges() {
+    // Exclusions at the very ends of ::/0 (the u128 overflow edges).
+    let s = with_exclude(
+        spec_with(
+            "::/0",
+            Some("::"),
+            Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            None,
+        ),
+        &["::/126", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124"],
+    );
+    let r = parse(&s);
+    assert_eq!(r.unexcluded_runs(0, u128::MAX), vec![(4, u128::MAX - 16)]);
+    assert_eq!(r.unexcluded_runs(u128::MAX - 3, u128::MAX), vec![]);
+    assert_eq!(r.unexcluded_runs(0, 3), vec![]);
+    // Windows outside start..=end are empty.
+    let r = parse(&with_exclude(spec("10.0.0.0/24"), &["10.0.0.100"]));
+    assert_eq!(r.unexcluded_runs(0, 0x0a00_0001), vec![]);
+    assert_eq!(
+        r.unexcluded_runs(0x0a00_0060, 0x0a00_0070),
+        vec![(0x0a00_0060, 0x0a00_0063), (0x0a00_0065, 0x0a00_0070)]
+    );
 }
