@@ -42,6 +42,12 @@ fn conf(etcd: &EtcdServer, name: &str, dir: &Path) -> Value {
     })
 }
 
+/// The plugin's node cache file for `network` on this host.
+fn cache_file(dir: &Path, network: &str) -> std::path::PathBuf {
+    let host = host_etcd::allocator::local_hostname();
+    dir.join(format!("node-cache.{network}.{host}.json"))
+}
+
 fn add(conf: &Value, id: &str) -> Vec<IpAddr> {
     let result = Call::add(id, "eth0").config(conf).run().ok_json();
     addresses(&result).iter().map(|a| bare_ip(a)).collect()
@@ -96,7 +102,7 @@ async fn warm_add_and_del_cost_one_transaction_and_bursts_stay_in_target() {
         KvCounts { range: 1, txn: 1 },
         "cold ADD"
     );
-    assert!(dir.path().join("node-cache.nodefast.json").is_file());
+    assert!(cache_file(dir.path(), "nodefast").is_file());
 
     // Sequential warm ADDs and DELs: one transaction each, no read.
     let before = kv_counts(&etcd.url());
@@ -147,7 +153,7 @@ async fn bad_cache_files_are_ignored_and_rewritten() {
     let etcd = EtcdServer::start();
     let dir = tempfile::tempdir().unwrap();
     let c = conf(&etcd, "nodecache", dir.path());
-    let file = dir.path().join("node-cache.nodecache.json");
+    let file = cache_file(dir.path(), "nodecache");
     let mut got = vec![add(&c, "first")];
     let good = std::fs::read(&file).unwrap();
 
@@ -155,7 +161,7 @@ async fn bad_cache_files_are_ignored_and_rewritten() {
     let other_dir = tempfile::tempdir().unwrap();
     let other = conf(&etcd, "nodeother", other_dir.path());
     add(&other, "o");
-    let foreign = std::fs::read(other_dir.path().join("node-cache.nodeother.json")).unwrap();
+    let foreign = std::fs::read(cache_file(other_dir.path(), "nodeother")).unwrap();
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("garbage", b"\x00\xffnot json at all".to_vec()),

@@ -716,3 +716,28 @@ async fn ipv6_starts_in_the_window_at_the_start_of_the_range() {
     // ... and nodes still spread over many chunks of it.
     assert!(starts.len() > 40, "{} distinct start chunks", starts.len());
 }
+
+#[tokio::test]
+async fn excluded_static_request_names_the_exclude_entry() {
+    let mut s = spec("10.0.0.0/24");
+    s.exclude = vec!["10.0.0.16/28".into()];
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, net(vec![set(&[s])]));
+    let mut r = req("x");
+    r.requested = vec![ip("10.0.0.17")];
+    let e = a.allocate(&r).await.unwrap_err();
+    assert!(
+        matches!(e, AllocError::RequestedUnavailable { ip: bad, .. } if bad == ip("10.0.0.17")),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("excluded") && text.contains("10.0.0.16/28"),
+        "{text}"
+    );
+    r.requested = vec![ip("10.0.0.40")];
+    assert_eq!(
+        a.allocate(&r).await.unwrap().assigned[0].ip,
+        ip("10.0.0.40")
+    );
+}

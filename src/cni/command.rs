@@ -223,7 +223,12 @@ async fn with_node_state<T>(
         StoreConf::Etcd(c) => format!("etcd {}", c.endpoints.join(",")),
         StoreConf::Local { data_dir, .. } => format!("local {}", data_dir.display()),
     };
-    let files = NodeFiles::new(&conf.ipam.node_dir, &conf.name, &store);
+    let files = NodeFiles::new(
+        &conf.ipam.node_dir,
+        &conf.name,
+        &crate::allocator::local_hostname(),
+        &store,
+    );
     let k = allocator.network().chunk_bits;
     let _lock = match conf.ipam.store {
         StoreConf::Etcd(_) => files.lock((conf.ipam.budget / 4).min(LOCK_WAIT_MAX)),

@@ -791,20 +791,3 @@ fn whereabouts_fields_that_would_change_behaviour_are_refused() {
     ));
     assert!(c.is_ok(), "{c:?}");
 }
-
-#[test]
-fn requested_excluded_address_is_code_100() {
-    let c = parse(&conf(
-        r#"{"subnet":"10.0.0.0/24","exclude":["10.0.0.16/28"]}"#,
-    ))
-    .expect("parses");
-    let net = c.network().expect("valid");
-    let e = refuse_excluded(&net, &[ip("10.0.0.40"), ip("10.0.0.17")]).expect_err("excluded");
-    assert_eq!(e.code(), 100);
-    let text = e.to_string();
-    assert!(
-        text.contains("10.0.0.17") && text.contains("excluded") && text.contains("10.0.0.16/28"),
-        "{text}"
-    );
-    refuse_excluded(&net, &[ip("10.0.0.40"), ip("10.9.0.1")]).expect("not excluded");
-}

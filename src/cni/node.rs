@@ -2,12 +2,12 @@
 //! embedded store's `dataDir`, or with etcd `dataDir` if given, else
 //! `/var/lib/cni/host-etcd/<name>`):
 //!
-//! * `node-cache.<network>.json` — the allocator's [`NodeCache`] (values this
+//! * `node-cache.<network>.<host>.json` — the allocator's [`NodeCache`] (values this
 //!   node last saw, search positions), so the next plugin process starts
 //!   warm: one etcd transaction per ADD and per DEL. Written after every
 //!   ADD and DEL to a temporary file and renamed over the old one, so a
 //!   reader sees the old or the new file, never half of one.
-//! * `node.<network>.lock` — the node lock: plugin processes of one node
+//! * `node.<network>.<host>.lock` — the node lock: plugin processes of one node
 //!   that work on the same network take turns for the allocation protocol
 //!   (read the cache, one transaction, write the cache). Without it, a burst
 //!   of processes (a kubelet starting pods) would all start from the same
@@ -18,6 +18,10 @@
 //!   the protocol (about one etcd round trip), never around connect or the
 //!   whole budget; it is an `flock`, so the kernel releases it when a
 //!   process dies, kill -9 included.
+//!
+//! `<host>` is this node's host name, so nodes that share a directory (a
+//! network file system, or simulated nodes in UTS namespaces on one host)
+//! never share a cache or a lock.
 //!
 //! Both are optimizations only. A cache file that is missing, stale, from
 //! another network, truncated or garbage is ignored (and rewritten); the
@@ -44,12 +48,24 @@ pub struct NodeFiles {
 }
 
 impl NodeFiles {
-    /// The files of network `name` in `dir`, for values of the store named
-    /// `store` (a cache written for another store is ignored).
-    pub fn new(dir: &Path, name: &str, store: &str) -> Self {
+    /// The files of network `name` and node `host` in `dir`, for values of
+    /// the store named `store` (a cache written for another store is
+    /// ignored). A host name that is not a plain DNS name is replaced by `_`
+    /// in the file names.
+    pub fn new(dir: &Path, name: &str, host: &str, store: &str) -> Self {
+        let host = if !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+            && !host.starts_with('.')
+        {
+            host
+        } else {
+            "_"
+        };
         NodeFiles {
-            cache: dir.join(format!("node-cache.{name}.json")),
-            lock: dir.join(format!("node.{name}.lock")),
+            cache: dir.join(format!("node-cache.{name}.{host}.json")),
+            lock: dir.join(format!("node.{name}.{host}.lock")),
             store: store.to_string(),
         }
     }
@@ -134,7 +150,7 @@ mod tests {
     fn cache_round_trip_garbage_and_foreign() {
         let dir = tempfile::tempdir().unwrap();
         let ks = Keyspace::new("/p", "net").unwrap();
-        let files = NodeFiles::new(dir.path(), "net", "etcd a:1");
+        let files = NodeFiles::new(dir.path(), "net", "n1", "etcd a:1");
         assert!(files.load(&ks, 8).is_empty(), "missing file");
         let mut c = NodeCache::new();
         c.set_position(0, 42);
@@ -145,7 +161,7 @@ mod tests {
         let other = Keyspace::new("/p", "other").unwrap();
         assert!(files.load(&other, 8).is_empty());
         assert!(files.load(&ks, 9).is_empty());
-        let elsewhere = NodeFiles::new(dir.path(), "net", "etcd b:1");
+        let elsewhere = NodeFiles::new(dir.path(), "net", "n1", "etcd b:1");
         assert!(elsewhere.load(&ks, 8).is_empty(), "another store");
         // Garbage and truncation.
         std::fs::write(files.cache_path(), b"{garbage").unwrap();
@@ -166,15 +182,23 @@ mod tests {
     #[test]
     fn lock_is_exclusive_bounded_and_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
-        let files = NodeFiles::new(dir.path(), "net", "s");
+        let files = NodeFiles::new(dir.path(), "net", "n1", "s");
         let held = files.lock(Duration::ZERO).expect("free lock");
         let started = Instant::now();
         assert!(files.lock(Duration::from_millis(30)).is_none());
         assert!(started.elapsed() >= Duration::from_millis(30));
+        // Another node's lock in the same directory is another file.
+        let other = NodeFiles::new(dir.path(), "net", "n2", "s");
+        assert!(other.lock(Duration::ZERO).is_some());
         drop(held);
         assert!(files.lock(Duration::ZERO).is_some());
+        // Odd host names still give file names inside the directory.
+        for host in ["", "../../etc", ".hidden", "a/b"] {
+            let f = NodeFiles::new(dir.path(), "net", host, "s");
+            assert_eq!(f.cache_path().parent(), Some(dir.path()), "{host:?}");
+        }
         // A directory that cannot be created: no lock, no error.
-        let blocked = NodeFiles::new(&dir.path().join("f/sub"), "net", "s");
+        let blocked = NodeFiles::new(&dir.path().join("f/sub"), "net", "n1", "s");
         std::fs::write(dir.path().join("f"), b"a file").unwrap();
         assert!(blocked.lock(Duration::ZERO).is_none());
     }
