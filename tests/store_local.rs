@@ -481,7 +481,11 @@ fn damaged_store_is_corrupt_with_the_integrity_check() {
         "damaged file changed"
     );
     // The default open reads little, but what it reads here is damaged.
-    let detail = assert_corrupt(LocalStore::open(tmp.path(), WAIT), &file, "damaged, default");
+    let detail = assert_corrupt(
+        LocalStore::open(tmp.path(), WAIT),
+        &file,
+        "damaged, default",
+    );
     assert!(!detail.is_empty());
     assert!(
         std::fs::read(&file).unwrap() == bytes,

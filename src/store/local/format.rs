@@ -195,7 +195,10 @@ mod tests {
             assert!(empty.is_ok_and(|v| v.value.is_empty()), "{f:?}");
         }
         assert_eq!(RecordFormat::of_version(1), Some(RecordFormat::V1));
-        assert_eq!(RecordFormat::of_version(FORMAT_VERSION), Some(RecordFormat::V2));
+        assert_eq!(
+            RecordFormat::of_version(FORMAT_VERSION),
+            Some(RecordFormat::V2)
+        );
         assert_eq!(RecordFormat::of_version(3), None);
     }
 
@@ -222,7 +225,10 @@ mod tests {
             for flip in [0x01u8, 0x80, 0xff] {
                 let mut bad = good.clone();
                 bad[i] ^= flip;
-                assert!(decode_record(f, "/key", &bad).is_err(), "byte {i} ^ {flip:#x}");
+                assert!(
+                    decode_record(f, "/key", &bad).is_err(),
+                    "byte {i} ^ {flip:#x}"
+                );
             }
         }
         // The same bytes under another key are refused too.

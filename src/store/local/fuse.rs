@@ -1,15 +1,14 @@
 //! The database file behind a fuse: once the store has seen damage, no
 //! byte of the file is written again.
 //!
-//! [`FusedFile`] is the redb storage backend of an open [`LocalStore`]
-//! (super::LocalStore): a plain file backend whose writes, length changes
-//! and syncs fail once its [`Fuse`] is blown. The store blows the fuse when
-//! a read finds damage (a redb error, a record that fails its check, or a
-//! panic inside redb on a damaged page). From then on redb cannot commit,
-//! cannot record its allocator state on close and cannot write its clean
-//! shutdown header: the file keeps exactly the bytes it had when the damage
-//! was found, and the next open has to go through recovery, which reads the
-//! whole file and refuses it.
+//! [`FusedFile`] is the redb storage backend of an open `LocalStore`: a
+//! plain file backend whose writes, length changes and syncs fail once its
+//! [`Fuse`] is blown. The store blows the fuse when a read finds damage (a
+//! redb error, a record that fails its check, or a panic inside redb on a
+//! damaged page). From then on redb cannot commit, cannot record its
+//! allocator state on close and cannot write its shutdown header: the file
+//! keeps exactly the bytes it had when the damage was found. Reads are
+//! passed through (the store itself refuses further calls).
 
 use std::fmt;
 use std::fs::File;
@@ -27,7 +26,10 @@ pub(super) struct Fuse(Arc<Mutex<Option<String>>>);
 impl Fuse {
     /// Blows the fuse, keeping the first reason given.
     pub(super) fn blow(&self, reason: &str) {
-        let mut slot = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slot = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if slot.is_none() {
             *slot = Some(reason.to_string());
         }

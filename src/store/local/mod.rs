@@ -447,8 +447,8 @@ fn open_database(path: &Path, fuse: &Fuse) -> Result<Database, StoreError> {
             .write(true)
             .open(path)
             .map_err(|source| io_error(path, source))?;
-        let backend =
-            FusedFile::new(file, fuse.clone()).map_err(|e| backend_error(path, "open database", e))?;
+        let backend = FusedFile::new(file, fuse.clone())
+            .map_err(|e| backend_error(path, "open database", e))?;
         // The file is not empty (the check opened it), so this opens it and
         // never initializes a new database over it.
         Database::builder()
