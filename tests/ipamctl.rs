@@ -765,4 +765,41 @@ async fn dry_runs_print_the_plan_and_write_nothing() {
     );
     assert_eq!(released.as_array().unwrap().len(), 2);
     assert_eq!(alloc.owners().await.unwrap().len(), 1);
+
+#[test]
+fn bench_runs_on_the_embedded_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let dir = dir.to_str().unwrap();
+    let common = ["-n", "20", "-c", "2", "--baseline-secs", "2", "--json"];
+
+    // Without prefill: the default network and subnet.
+    let mut args = vec!["--data-dir", dir, "bench"];
+    args.extend(common);
+    let report = json(0, &args);
+    check_bench(&report, 20);
+    assert_eq!(report["prefilled"], 0);
+
+    // With prefill, on a small range, in the same directory (a second run
+    // reopens the store the first one closed).
+    let mut args = vec![
+        "--data-dir",
+        dir,
+        "--subnet",
+        "10.77.0.0/24",
+        "bench",
+        "--network-per-run",
+        "--prefill",
+        "0.2",
+    ];
+    args.extend(common);
+    let report = json(0, &args);
+    check_bench(&report, 20);
+    assert_eq!(report["prefilled"], 50);
+    assert_eq!(report["naive"]["prefilled"], 50);
+
+    // Worker processes would wait for this process's lock: refused.
+    let out = ipamctl(&["--data-dir", dir, "bench", "-n", "4", "--processes", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--processes"), "{}", text(&out));
 }

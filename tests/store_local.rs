@@ -381,7 +381,7 @@ fn plant_redb(file: &Path, meta: &[(&str, &[u8])], with_kv: bool) {
 fn redb_databases_without_our_marker_are_refused() {
     let rev0 = 0i64.to_le_bytes();
     let v1 = 1u32.to_le_bytes();
-    let v2 = 2u32.to_le_bytes();
+    let v3 = 3u32.to_le_bytes();
     type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, &'a str);
     let cases: [Case; 4] = [
         ("no meta table", vec![], "marker"),
@@ -398,10 +398,10 @@ fn redb_databases_without_our_marker_are_refused() {
             "unknown version",
             vec![
                 ("magic", b"host-etcd-local"),
-                ("format_version", &v2),
+                ("format_version", &v3),
                 ("revision", &rev0),
             ],
-            "format version 2",
+            "format version 3",
         ),
         (
             "no revision",
@@ -470,12 +470,276 @@ fn damaged_store_is_corrupt_with_the_integrity_check() {
         *b ^= 0x5a;
     }
     std::fs::write(&file, &bytes).unwrap();
-    let detail = assert_corrupt(LocalStore::open(tmp.path(), WAIT), &file, "damaged");
+    let verify = LocalOptions {
+        verify_on_open: true,
+        ..LocalOptions::new(WAIT)
+    };
+    let detail = assert_corrupt(LocalStore::open_with(tmp.path(), &verify), &file, "damaged");
     assert!(!detail.is_empty());
     assert!(
         std::fs::read(&file).unwrap() == bytes,
         "damaged file changed"
     );
+    // The default open reads little, but what it reads here is damaged.
+    let detail = assert_corrupt(
+        LocalStore::open(tmp.path(), WAIT),
+        &file,
+        "damaged, default",
+    );
+    assert!(!detail.is_empty());
+    assert!(
+        std::fs::read(&file).unwrap() == bytes,
+        "damaged file changed by the default open"
+    );
+}
+
+// ------------------------------------------------------------ large stores
+
+/// Records in the large stores below.
+const MANY: usize = 20_000;
+
+fn many_key(i: usize) -> String {
+    format!("/many/{i:06}")
+}
+
+/// A value that names its key, so its bytes can be found in the file.
+fn many_value(i: usize) -> Vec<u8> {
+    format!("value-of-{i:06}|").repeat(6).into_bytes()
+}
+
+/// Fills a store with [`MANY`] records in batches, closes it, and returns
+/// the database file.
+fn fill_many(dir: &Path) -> PathBuf {
+    let store = open(dir);
+    for batch in 0..MANY / 500 {
+        let puts = (batch * 500..(batch + 1) * 500)
+            .map(|i| put(&many_key(i), &many_value(i)))
+            .collect();
+        commit(&store, ops(puts));
+    }
+    // A last commit elsewhere in the key space, so that the previous commit
+    // slot shares the pages of the records with the current one.
+    commit(&store, ops(vec![put("/zz", b"last")]));
+    drop(store);
+    db_file(dir)
+}
+
+/// Offsets of every occurrence of `needle` in `haystack` (old copies of a
+/// page may remain in free space; the live one is among them).
+fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
+    haystack
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[test]
+fn a_store_with_many_records_opens_and_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = fill_many(tmp.path());
+    assert!(std::fs::metadata(&file).unwrap().len() > 2 << 20);
+    for round in 0..3 {
+        let store = open(tmp.path());
+        let revision = store.revision().unwrap();
+        assert_eq!(revision, (MANY / 500) as i64 + 1 + round);
+        for i in [0, 1, MANY / 3, MANY / 2, MANY - 1] {
+            let v = get(&store, &many_key(i)).unwrap();
+            assert_eq!(v.value, many_value(i), "{i}");
+        }
+        let (keys, more) = range(&store, "/many/", "/many0", 0);
+        assert!(!more);
+        assert_eq!(keys.len(), MANY);
+        assert_eq!(keys[MANY / 2], many_key(MANY / 2));
+        let (keys, more) = range(&store, &many_key(100), "/many0", 10);
+        assert!(more);
+        assert_eq!(keys.len(), 10);
+        assert_eq!(keys[9], many_key(109));
+        let rev = commit(&store, ops(vec![put(&format!("/round/{round}"), b"r")]));
+        assert_eq!(rev, revision + 1);
+    }
+    // The full integrity check agrees the file is sound.
+    let verify = LocalOptions {
+        verify_on_open: true,
+        ..LocalOptions::new(WAIT)
+    };
+    let store = LocalStore::open_with(tmp.path(), &verify).unwrap();
+    assert_eq!(range(&store, "/round/", "/round0", 0).0.len(), 3);
+}
+
+/// Opens `dir` (cheaply: the damage is not where the open reads), expects
+/// `read` to report the damage as corrupt, and checks that from then on
+/// nothing is served or written: the file keeps the bytes it had while the
+/// store was open. Twice, since the store is opened again after a refusal
+/// (each time the damage is found again when read); then the full integrity
+/// check refuses the file on open, without writing either.
+///
+/// redb built with debug assertions (this test profile's default) walks
+/// every page on a writable open; there the open itself may be the read
+/// that finds the damage, and then it must refuse the file untouched.
+fn expect_damage_found_on_read(dir: &Path, what: &str, read: impl Fn(&LocalStore)) {
+    let file = db_file(dir);
+    for attempt in 0..2 {
+        let what = format!("{what} (open {attempt})");
+        let before = std::fs::read(&file).unwrap();
+        let store = match LocalStore::open(dir, WAIT) {
+            Ok(store) => store,
+            Err(e) if cfg!(debug_assertions) => {
+                assert_corrupt(Err(e), &file, &what);
+                assert!(
+                    std::fs::read(&file).unwrap() == before,
+                    "{what}: file changed by a refused open"
+                );
+                continue;
+            }
+            Err(e) => panic!("{what}: the open should not read the damage: {e}"),
+        };
+        // Untouched records are still served.
+        assert_eq!(get(&store, "/zz").unwrap().value, b"last", "{what}");
+        let while_open = std::fs::read(&file).unwrap();
+        read(&store);
+        // Sealed: reads and writes are refused, nothing is committed.
+        match block_on(store.read(&[Read::Get("/zz".into())])) {
+            Err(StoreError::CorruptDatabase { path, detail }) => {
+                assert_eq!(path, file, "{what}");
+                assert!(detail.contains("found damage earlier"), "{what}: {detail}");
+            }
+            other => panic!("{what}: expected CorruptDatabase after the damage, got {other:?}"),
+        }
+        let txn = block_on(store.txn(ops(vec![put("/after", b"x")])));
+        assert!(
+            matches!(txn, Err(StoreError::CorruptDatabase { .. })),
+            "{what}: {txn:?}"
+        );
+        drop(store);
+        assert!(
+            std::fs::read(&file).unwrap() == while_open,
+            "{what}: file written after the damage was found"
+        );
+    }
+    let before = std::fs::read(&file).unwrap();
+    let verify = LocalOptions {
+        verify_on_open: true,
+        ..LocalOptions::new(WAIT)
+    };
+    assert_corrupt(LocalStore::open_with(dir, &verify), &file, what);
+    assert!(
+        std::fs::read(&file).unwrap() == before,
+        "{what}: file changed by the refused full check"
+    );
+}
+
+#[test]
+fn a_damaged_value_deep_in_a_large_store_is_found_when_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = fill_many(tmp.path());
+    let victim = MANY * 3 / 4;
+    let mut bytes = std::fs::read(&file).unwrap();
+    let needle = format!("value-of-{victim:06}|").into_bytes();
+    let hits = find_all(&bytes, &needle);
+    assert!(!hits.is_empty());
+    assert!(
+        hits.iter().all(|&at| at > bytes.len() / 8),
+        "the damage is not where the open reads"
+    );
+    for at in hits {
+        bytes[at + 3] ^= 0x01; // "value" -> "valte"
+    }
+    std::fs::write(&file, &bytes).unwrap();
+
+    expect_damage_found_on_read(tmp.path(), "damaged value", |store| {
+        // The neighbours on the same page are intact.
+        let next = get(store, &many_key(victim + 1)).unwrap();
+        assert_eq!(next.value, many_value(victim + 1));
+        match block_on(store.read(&[Read::Get(many_key(victim))])) {
+            Err(StoreError::CorruptDatabase { detail, .. }) => {
+                assert!(detail.contains(&many_key(victim)), "{detail}");
+                assert!(detail.contains("checksum"), "{detail}");
+            }
+            other => panic!("expected CorruptDatabase, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn a_damaged_page_deep_in_a_large_store_is_found_when_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = fill_many(tmp.path());
+    let victim = MANY / 2;
+    let mut bytes = std::fs::read(&file).unwrap();
+    let needle = format!("value-of-{victim:06}|").into_bytes();
+    let mut pages: Vec<usize> = find_all(&bytes, &needle)
+        .into_iter()
+        .map(|at| at / 4096 * 4096)
+        .collect();
+    pages.dedup();
+    assert!(!pages.is_empty());
+    // Every page holding the record, whole: its type byte, its offsets and
+    // its keys are garbage too.
+    let len = bytes.len();
+    for page in pages {
+        for b in &mut bytes[page..(page + 4096).min(len)] {
+            *b ^= 0x5a;
+        }
+    }
+    std::fs::write(&file, &bytes).unwrap();
+
+    expect_damage_found_on_read(tmp.path(), "damaged page", |store| {
+        let read = Read::Range {
+            start: "/many/".into(),
+            end: "/many0".into(),
+            limit: 0,
+        };
+        match block_on(store.read(&[read])) {
+            Err(StoreError::CorruptDatabase { detail, .. }) => assert!(!detail.is_empty()),
+            other => panic!("expected CorruptDatabase, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn a_format_1_store_is_read_and_written_as_format_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = db_file(tmp.path());
+    {
+        let db = redb::Database::create(&file).unwrap();
+        let wtx = db.begin_write().unwrap();
+        {
+            let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+            let mut meta = wtx.open_table(meta).unwrap();
+            meta.insert("magic", b"host-etcd-local".as_slice()).unwrap();
+            meta.insert("format_version", 1u32.to_le_bytes().as_slice())
+                .unwrap();
+            meta.insert("revision", 3i64.to_le_bytes().as_slice())
+                .unwrap();
+            let kv: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("kv");
+            let mut kv = wtx.open_table(kv).unwrap();
+            // mod 3 | create 2 | value, without a checksum.
+            let mut record = 3i64.to_le_bytes().to_vec();
+            record.extend_from_slice(&2i64.to_le_bytes());
+            record.extend_from_slice(b"old");
+            kv.insert("/old", record.as_slice()).unwrap();
+        }
+        wtx.commit().unwrap();
+    }
+    {
+        let store = open(tmp.path());
+        let old = get(&store, "/old").unwrap();
+        assert_eq!(
+            (old.value.as_slice(), old.mod_revision, old.create_revision),
+            (&b"old"[..], 3, 2)
+        );
+        assert_eq!(commit(&store, ops(vec![put("/new", b"new")])), 4);
+    }
+    // Written in format 1: 16 header bytes, no checksum.
+    let db = redb::Database::open(&file).unwrap();
+    let rtx = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let kv: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("kv");
+    let kv = rtx.open_table(kv).unwrap();
+    let new = kv.get("/new").unwrap().unwrap();
+    assert_eq!(new.value().len(), 16 + 3);
+    assert_eq!(&new.value()[16..], b"new");
 }
 
 #[test]

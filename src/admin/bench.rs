@@ -16,6 +16,11 @@
 //! naive run that completes no allocation in that time is reported as the
 //! estimate `probes/s ÷ (prefilled + 1)` (each allocation must probe past
 //! every taken address), marked `estimated`.
+//!
+//! With the embedded store (`--data-dir`) the whole run, prefill and
+//! baselines included, shares one open store: its directory lock admits one
+//! holder, so a second open in the same run would wait for the first, and
+//! `--processes` above 1 is refused.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -31,6 +36,7 @@ use super::naive::NaiveAllocator;
 use super::target::{open_store, subnet_set, Target};
 use crate::allocator::geometry::node_seed_from;
 use crate::allocator::{AllocRequest, Allocator, Network, Options, OwnerId};
+use crate::cni::config::StoreConf;
 use crate::store::any::AnyStore;
 use crate::store::counting::CountingStore;
 use crate::store::{Compare, Expect, Op, Store, Txn, TxnOutcome};
@@ -47,7 +53,7 @@ const PREFILL_CALL: usize = 1000;
 /// Bytes of each raw compare-and-swap value.
 const RAW_VALUE_BYTES: usize = 128;
 
-type Shared = Arc<CountingStore<AnyStore>>;
+type Shared = Arc<CountingStore<Arc<AnyStore>>>;
 
 /// Latency figures, milliseconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -586,9 +592,20 @@ pub async fn run(
         )));
     }
     let target = bench_target(targs, args)?;
-    let inner = open_store(&target.store).await?;
+    // The embedded store admits one process at a time (its directory lock is
+    // held for as long as the store is open), so this process opens it once
+    // and measures everything on that one handle; worker processes would
+    // only wait for the lock this process holds.
+    let embedded = matches!(target.store, StoreConf::Local { .. });
+    if embedded && args.processes > 1 {
+        return Err(AdminError::Usage(
+            "--processes above 1 needs etcd: the embedded store (--data-dir) admits one process at a time"
+                .into(),
+        ));
+    }
+    let inner = Arc::new(open_store(&target.store).await?);
     let network = target.checked_network(&inner).await?;
-    let store: Shared = Arc::new(CountingStore::new(inner));
+    let store: Shared = Arc::new(CountingStore::new(inner.clone()));
 
     if let Some(worker) = args.worker {
         let r = run_ours(
@@ -678,7 +695,12 @@ pub async fn run(
     let root = format!("{}/.bench/{}", network.prefix, network.name);
     let clients = args.concurrency * args.processes;
     let limit = Duration::from_secs_f64(args.baseline_secs);
-    let raw_store = Arc::new(open_store(&target.store).await?);
+    // etcd: a connection of their own; the embedded store: the same handle.
+    let raw_store = if embedded {
+        inner
+    } else {
+        Arc::new(open_store(&target.store).await?)
+    };
     let raw = if args.no_raw {
         None
     } else {

@@ -15,18 +15,79 @@
 //!   the revision bump share one atomic redb commit, killing the process at
 //!   any point leaves either the whole transaction or none of it.
 //!
-//! A file at `store.redb` that is not a redb database, or a redb database
-//! without the host-etcd marker or with another format version, is reported
-//! as [`StoreError::CorruptDatabase`] and left byte-for-byte untouched: the
-//! marker is checked through a read-only handle, or on an in-memory copy of
-//! the file when redb would have to write to open it (repair after a crash,
-//! integrity check), and only then is the file opened for writing.
+//! # Opening costs the same at any size
+//!
+//! A plugin process opens the store once per CNI call, so opening reads a
+//! bounded amount, whatever the number of records: redb's header, its
+//! allocator state (recorded by the last clean close), and our marker
+//! records. In order:
+//!
+//! 1. The file is opened through a **read-only** redb handle, which never
+//!    writes. A file that is not a redb database (redb's magic number and
+//!    header are checked by redb), or a redb database without the host-etcd
+//!    marker, without the `kv` table or of an unknown format version, is
+//!    reported as [`StoreError::CorruptDatabase`] and left byte-for-byte
+//!    untouched.
+//! 2. Only then is the file opened for writing, behind a fuse (`local/fuse.rs`).
+//!
+//! Damage inside the file (a byte changed outside redb) is found when the
+//! damaged data is read, not on open:
+//!
+//! * every record of a format 2 store carries a CRC-32 over its key,
+//!   revisions and value, checked on every read (records of format 1 stores
+//!   only have their revisions checked);
+//! * redb reports structural damage it meets as an error, and may panic on
+//!   some damaged pages: every redb call of the store runs under
+//!   [`std::panic::catch_unwind`], and a panic is reported as
+//!   [`StoreError::CorruptDatabase`] (the panic message is still printed by
+//!   the process's panic hook);
+//! * on the first [`StoreError::CorruptDatabase`] the fuse is blown: from
+//!   then on every call of that [`LocalStore`] fails with
+//!   [`StoreError::CorruptDatabase`], and no byte of the file is written
+//!   again, not even by redb's close. A later open is as cheap as ever and
+//!   finds the damage again when it reads it.
+//!
+//! What this does not catch: redb verifies page checksums only in its full
+//! integrity check, so damage inside a branch page that still decodes (a
+//! changed separator key or child pointer) can route a lookup to the wrong
+//! page, which then answers "absent" for a present key. The records' own
+//! checksums rule out returning a wrong value, not a wrong absence.
+//! [`LocalOptions::verify_on_open`] runs the full check (it reads the whole
+//! file) for callers that want it.
+//!
+//! # Crashes
+//!
+//! The store relies on redb's crash safety. A commit with immediate
+//! durability writes the new pages copy-on-write (never over a page of the
+//! committed state), then the header's inactive commit slot naming the new
+//! roots with their checksums, makes it the primary slot and fsyncs before
+//! `txn` returns. A process killed at any moment (`kill -9`) cannot tear a
+//! write the kernel already accepted, so it leaves the last completed commit
+//! or the one being made, and nothing in between; after a power loss, redb's
+//! recovery checks the primary slot's checksums and falls back to the
+//! previous slot if the commit was torn. A writable open sets a "recovery required" flag in redb's
+//! header that only a clean close clears. After a kill the flag is still
+//! set, redb refuses the read-only open of step 1, and the open instead:
+//!
+//! 1. checks the marker on an **in-memory copy** of the file, where redb
+//!    runs its recovery (which verifies the checksums of every page of the
+//!    committed trees and rebuilds the allocator state) without touching the
+//!    file; a file that fails is reported as corrupt and left as is;
+//! 2. opens the file for writing, where redb runs the same recovery on the
+//!    file itself.
+//!
+//! That one open after a crash reads the whole file (twice) and holds a copy
+//! of it in memory; the next clean close makes opening cheap again. A crash
+//! while a new store is created is covered by building it under another
+//! name first (`local/format.rs`).
 
 mod format;
+mod fuse;
 mod lock;
 
 use std::fmt;
 use std::fs;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,9 +95,10 @@ use redb::backends::InMemoryBackend;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, StorageBackend};
 
 use self::format::{
-    decode_format, decode_record, decode_revision, encode_record, DB_FILE, FORMAT_VERSION, KV,
-    LOCK_FILE, MAGIC, META, META_FORMAT, META_MAGIC, META_REVISION, NEW_FILE,
+    decode_format, decode_record, decode_revision, encode_record, RecordFormat, DB_FILE,
+    FORMAT_VERSION, KV, LOCK_FILE, MAGIC, META, META_FORMAT, META_MAGIC, META_REVISION, NEW_FILE,
 };
+use self::fuse::{Fuse, FusedFile};
 use self::lock::DirLock;
 use super::{Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned};
 
@@ -46,21 +108,22 @@ pub struct LocalOptions {
     /// How long to wait for another process holding the directory's lock.
     pub lock_wait: Duration,
     /// Verify the checksum of every page of the database on open (redb's
-    /// integrity check, run on an in-memory copy of the file), so that a
-    /// file damaged outside redb is reported as
-    /// [`StoreError::CorruptDatabase`] instead of being trusted. Costs one
-    /// read of the whole file per open. When `false`, a file that starts
-    /// with redb's magic number is trusted as redb trusts it (redb may panic
-    /// on a file damaged outside redb); crash recovery is unaffected.
+    /// integrity check, run on an in-memory copy of the file), so that
+    /// damage anywhere in the file is reported as
+    /// [`StoreError::CorruptDatabase`] by the open itself. Costs one read of
+    /// the whole file, and a copy of it in memory, per open. When `false`
+    /// (the default) the open reads a bounded amount and damage is reported
+    /// when the damaged data is read (see the module documentation); crash
+    /// recovery is the same either way.
     pub verify_on_open: bool,
 }
 
 impl LocalOptions {
-    /// Options with the given lock wait and the integrity check on.
+    /// Options with the given lock wait and no full integrity check.
     pub fn new(lock_wait: Duration) -> Self {
         LocalOptions {
             lock_wait,
-            verify_on_open: true,
+            verify_on_open: false,
         }
     }
 }
@@ -90,6 +153,10 @@ pub struct LocalStore {
     // is released.
     db: Database,
     path: PathBuf,
+    /// The record layout of this store's format version.
+    format: RecordFormat,
+    /// Blown on the first damage found; then nothing is written.
+    fuse: Fuse,
     _lock: DirLock,
 }
 
@@ -97,20 +164,23 @@ impl fmt::Debug for LocalStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalStore")
             .field("path", &self.path)
+            .field("format", &self.format)
+            .field("fuse", &self.fuse)
             .finish_non_exhaustive()
     }
 }
 
 impl LocalStore {
     /// Opens (creating if needed) the store in `dir`, waiting at most
-    /// `lock_wait` for other processes holding it. Runs the integrity check
-    /// of [`LocalOptions::verify_on_open`].
+    /// `lock_wait` for other processes holding it, without the full
+    /// integrity check ([`LocalOptions::new`]).
     ///
     /// Errors: [`StoreError::Io`] naming the path when the directory, lock
     /// file or database cannot be created or read;
     /// [`StoreError::Unavailable`] when the lock is still held after
     /// `lock_wait`; [`StoreError::CorruptDatabase`] when `store.redb` is not
-    /// a host-etcd database of format version 1 (the file is left as is).
+    /// a host-etcd database of format version 1 or 2 (the file is left as
+    /// is).
     pub fn open(dir: &Path, lock_wait: Duration) -> Result<LocalStore, StoreError> {
         Self::open_with(dir, &LocalOptions::new(lock_wait))
     }
@@ -124,17 +194,42 @@ impl LocalStore {
         let exists = path
             .try_exists()
             .map_err(|source| io_error(&path, source))?;
-        if exists {
-            check_existing(&path, options.verify_on_open)?;
+        let format = if exists {
+            check_existing(&path, options.verify_on_open)?
         } else {
             create_database(dir, &path)?;
-        }
-        let db = open_database(&path)?;
+            RecordFormat::V2
+        };
+        let fuse = Fuse::default();
+        let db = open_database(&path, &fuse)?;
         Ok(LocalStore {
             db,
             path,
+            format,
+            fuse,
             _lock: lock,
         })
+    }
+
+    /// Runs `f`, a piece of work on the database, unless damage was found
+    /// before; a panic inside redb becomes [`StoreError::CorruptDatabase`],
+    /// and any [`StoreError::CorruptDatabase`] blows the fuse.
+    fn guarded<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if let Some(reason) = self.fuse.blown() {
+            return Err(corrupt(
+                &self.path,
+                format!("{what}: refused, the store found damage earlier: {reason}"),
+            ));
+        }
+        let result = without_panics(&self.path, what, f);
+        if let Err(StoreError::CorruptDatabase { detail, .. }) = &result {
+            self.fuse.blow(detail);
+        }
+        result
     }
 
     /// The database file, `<dir>/store.redb`.
@@ -144,18 +239,20 @@ impl LocalStore {
 
     /// The current global revision (`0` for a store never written).
     pub fn revision(&self) -> Result<i64, StoreError> {
-        let rtx = self
-            .db
-            .begin_read()
-            .map_err(|e| backend_error(&self.path, "begin read", e))?;
-        let meta = rtx
-            .open_table(META)
-            .map_err(|e| backend_error(&self.path, "open meta table", e))?;
-        read_revision(&meta, &self.path)
+        self.guarded("read the revision", || {
+            let rtx = self
+                .db
+                .begin_read()
+                .map_err(|e| backend_error(&self.path, "begin read", e))?;
+            let meta = rtx
+                .open_table(META)
+                .map_err(|e| backend_error(&self.path, "open meta table", e))?;
+            read_revision(&meta, &self.path)
+        })
     }
 
     fn read_sync(&self, reads: &[Read]) -> Result<Vec<ReadResult>, StoreError> {
-        let path = &self.path;
+        let (path, format) = (&self.path, self.format);
         let rtx = self
             .db
             .begin_read()
@@ -166,14 +263,14 @@ impl LocalStore {
         reads
             .iter()
             .map(|read| match read {
-                Read::Get(key) => Ok(ReadResult::Get(get(&kv, key, path)?)),
-                Read::Range { start, end, limit } => range(&kv, start, end, *limit, path),
+                Read::Get(key) => Ok(ReadResult::Get(get(&kv, key, format, path)?)),
+                Read::Range { start, end, limit } => range(&kv, start, end, *limit, format, path),
             })
             .collect()
     }
 
     fn txn_sync(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
-        let path = &self.path;
+        let (path, format) = (&self.path, self.format);
         let mut wtx = self
             .db
             .begin_write()
@@ -189,8 +286,17 @@ impl LocalStore {
                 .map_err(|e| backend_error(path, "open meta table", e))?;
             let mut holds = true;
             for compare in &txn.compares {
+<<<<<<< HEAD
                 let current = get(&kv, &compare.key, path)?;
                 let ok = compare.expect.holds(current.as_ref());
+=======
+                let current = get(&kv, &compare.key, format, path)?;
+                let ok = match (current, compare.expect) {
+                    (None, Expect::Absent) => true,
+                    (Some(v), Expect::ModRevision(r)) => v.mod_revision == r,
+                    _ => false,
+                };
+>>>>>>> h/local
                 if !ok {
                     holds = false;
                     break;
@@ -199,7 +305,7 @@ impl LocalStore {
             if !holds {
                 let mut current = Vec::with_capacity(txn.read_on_conflict.len());
                 for key in &txn.read_on_conflict {
-                    current.push((key.clone(), get(&kv, key, path)?));
+                    current.push((key.clone(), get(&kv, key, format, path)?));
                 }
                 TxnOutcome::Conflict { current }
             } else if txn.ops.is_empty() {
@@ -211,7 +317,7 @@ impl LocalStore {
                     .checked_add(1)
                     .ok_or_else(|| corrupt(path, "the global revision overflowed".into()))?;
                 for op in &txn.ops {
-                    apply(&mut kv, op, revision, path)?;
+                    apply(&mut kv, op, revision, format, path)?;
                 }
                 meta.insert(META_REVISION, revision.to_le_bytes().as_slice())
                     .map_err(|e| backend_error(path, "store the revision", e))?;
@@ -230,11 +336,11 @@ impl LocalStore {
 
 impl Store for LocalStore {
     async fn read(&self, reads: &[Read]) -> Result<Vec<ReadResult>, StoreError> {
-        self.read_sync(reads)
+        self.guarded("read", || self.read_sync(reads))
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
-        self.txn_sync(txn)
+        self.guarded("transaction", || self.txn_sync(txn))
     }
 }
 
@@ -283,25 +389,42 @@ fn create_database(dir: &Path, path: &Path) -> Result<(), StoreError> {
         .map_err(|source| io_error(dir, source))
 }
 
+/// Cache of the handles that only check a file before it is opened for
+/// writing: they read a few pages, or walk the file once.
+const CHECK_CACHE: usize = 4 << 20;
+/// Cache of the open store.
+const STORE_CACHE: usize = 64 << 20;
+
 /// Checks that the existing file at `path` is a host-etcd database, without
-/// writing to it: first through a read-only redb handle; when redb cannot
-/// open the file read-only (it was not shut down cleanly and needs a repair,
-/// which writes) or `verify` asks for redb's integrity check (which commits),
-/// on an in-memory copy of the file, so neither touches a file that may be
-/// foreign.
-fn check_existing(path: &Path, verify: bool) -> Result<(), StoreError> {
-    if !verify {
-        match Database::builder().open_read_only(path) {
-            Ok(db) => {
-                check_marker(&db, path)?;
-                return db
-                    .close()
-                    .map_err(|e| backend_error(path, "close read-only handle", e));
+/// writing to it, and returns its record layout: through a read-only redb
+/// handle, which reads a bounded amount; when redb cannot open the file
+/// read-only (it was not shut down cleanly and needs a recovery, which
+/// writes) or `verify` asks for redb's integrity check (which commits), on an
+/// in-memory copy of the file, so neither touches a file that may be foreign.
+fn check_existing(path: &Path, verify: bool) -> Result<RecordFormat, StoreError> {
+    without_panics(path, "check the database", || {
+        if !verify {
+            match Database::builder()
+                .set_cache_size(CHECK_CACHE)
+                .open_read_only(path)
+            {
+                Ok(db) => {
+                    let format = check_marker(&db, path)?;
+                    db.close()
+                        .map_err(|e| backend_error(path, "close read-only handle", e))?;
+                    return Ok(format);
+                }
+                Err(redb::DatabaseError::RepairAborted) => {}
+                Err(e) => return Err(backend_error(path, "open database read-only", e)),
             }
-            Err(redb::DatabaseError::RepairAborted) => {}
-            Err(e) => return Err(backend_error(path, "open database read-only", e)),
         }
-    }
+        check_copy(path, verify)
+    })
+}
+
+/// [`check_existing`] on an in-memory copy of the file, where redb may run
+/// its recovery (and, with `verify`, its integrity check).
+fn check_copy(path: &Path, verify: bool) -> Result<RecordFormat, StoreError> {
     let bytes = fs::read(path).map_err(|source| io_error(path, source))?;
     if bytes.is_empty() {
         return Err(corrupt(path, "an empty file, not a redb database".into()));
@@ -313,22 +436,65 @@ fn check_existing(path: &Path, verify: bool) -> Result<(), StoreError> {
         .map_err(|e| backend_error(path, "copy database to memory", redb::StorageError::from(e)))?;
     drop(bytes);
     let db = Database::builder()
+        .set_cache_size(CHECK_CACHE)
         .set_check_integrity_on_open(verify)
         .create_with_backend(copy)
         .map_err(|e| backend_error(path, "open a copy of the database", e))?;
     check_marker(&db, path)
 }
 
-/// Opens an existing database file that [`check_existing`] accepted.
-fn open_database(path: &Path) -> Result<Database, StoreError> {
-    Database::builder()
-        .set_cache_size(64 << 20)
-        .open(path)
-        .map_err(|e| backend_error(path, "open database", e))
+/// Opens for writing, behind `fuse`, an existing database file that
+/// [`check_existing`] accepted.
+fn open_database(path: &Path, fuse: &Fuse) -> Result<Database, StoreError> {
+    let result = without_panics(path, "open database", || {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|source| io_error(path, source))?;
+        let backend = FusedFile::new(file, fuse.clone())
+            .map_err(|e| backend_error(path, "open database", e))?;
+        // The file is not empty (the check opened it), so this opens it and
+        // never initializes a new database over it.
+        Database::builder()
+            .set_cache_size(STORE_CACHE)
+            .create_with_backend(backend)
+            .map_err(|e| backend_error(path, "open database", e))
+    });
+    if let Err(StoreError::CorruptDatabase { detail, .. }) = &result {
+        fuse.blow(detail);
+    }
+    result
 }
 
-/// Checks the host-etcd marker, the format version and the tables.
-fn check_marker(db: &impl ReadableDatabase, path: &Path) -> Result<(), StoreError> {
+/// Runs `f`, reporting a panic (redb on some damaged pages) as
+/// [`StoreError::CorruptDatabase`] of `path` while doing `what`.
+fn without_panics<T>(
+    path: &Path,
+    what: &str,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    // Nothing of the unwound call is used afterwards except through the
+    // fuse, which refuses all further work on the database.
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|m| m.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(corrupt(
+                path,
+                format!("{what}: the database engine failed on damaged data (panic: {message})"),
+            ))
+        }
+    }
+}
+
+/// Checks the host-etcd marker, the format version and the tables, and
+/// returns the record layout of the format version.
+fn check_marker(db: &impl ReadableDatabase, path: &Path) -> Result<RecordFormat, StoreError> {
     let rtx = db
         .begin_read()
         .map_err(|e| backend_error(path, "begin read", e))?;
@@ -357,15 +523,15 @@ fn check_marker(db: &impl ReadableDatabase, path: &Path) -> Result<(), StoreErro
         .map_err(|e| backend_error(path, "read the format version", e))?
         .ok_or_else(|| corrupt(path, "the format version is missing".into()))?;
     let version = decode_format(format.value()).map_err(|d| corrupt(path, d))?;
-    if version != FORMAT_VERSION {
-        return Err(corrupt(
+    let layout = RecordFormat::of_version(version).ok_or_else(|| {
+        corrupt(
             path,
-            format!("unknown format version {version} (this build reads {FORMAT_VERSION})"),
-        ));
-    }
+            format!("unknown format version {version} (this build reads 1 to {FORMAT_VERSION})"),
+        )
+    })?;
     read_revision(&meta, path)?;
     match rtx.open_table(KV) {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(layout),
         Err(redb::TableError::TableDoesNotExist(_)) => {
             Err(corrupt(path, "the \"kv\" table is missing".into()))
         }
@@ -387,6 +553,7 @@ fn read_revision(
 fn get(
     kv: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
+    format: RecordFormat,
     path: &Path,
 ) -> Result<Option<Versioned>, StoreError> {
     let Some(stored) = kv
@@ -395,7 +562,7 @@ fn get(
     else {
         return Ok(None);
     };
-    decode_record(stored.value())
+    decode_record(format, key, stored.value())
         .map(Some)
         .map_err(|d| corrupt(path, format!("key {key:?}: {d}")))
 }
@@ -405,6 +572,7 @@ fn range(
     start: &str,
     end: &str,
     limit: usize,
+    format: RecordFormat,
     path: &Path,
 ) -> Result<ReadResult, StoreError> {
     let mut kvs = Vec::new();
@@ -421,8 +589,8 @@ fn range(
         }
         let (key, value) = entry.map_err(|e| backend_error(path, &what(), e))?;
         let key = key.value();
-        let versioned =
-            decode_record(value.value()).map_err(|d| corrupt(path, format!("key {key:?}: {d}")))?;
+        let versioned = decode_record(format, key, value.value())
+            .map_err(|d| corrupt(path, format!("key {key:?}: {d}")))?;
         kvs.push((Key::from(key), versioned));
     }
     Ok(ReadResult::Range { kvs, more: false })
@@ -432,12 +600,13 @@ fn apply(
     kv: &mut redb::Table<'_, &'static str, &'static [u8]>,
     op: &Op,
     revision: i64,
+    format: RecordFormat,
     path: &Path,
 ) -> Result<(), StoreError> {
     match op {
         Op::Put(key, value) => {
-            let create = get(kv, key, path)?.map_or(revision, |v| v.create_revision);
-            let record = encode_record(revision, create, value);
+            let create = get(kv, key, format, path)?.map_or(revision, |v| v.create_revision);
+            let record = encode_record(format, key, revision, create, value);
             kv.insert(key.as_str(), record.as_slice())
                 .map_err(|e| backend_error(path, &format!("write key {key:?}"), e))?;
         }
