@@ -360,10 +360,15 @@ fn check_bench(report: &Value, count: u64) {
     assert_eq!(ours["allocations"], count, "{report}");
     assert_eq!(ours["errors"], 0, "{report}");
     assert!(ours["allocations_per_sec"].as_f64().unwrap() > 0.0);
-    // One transaction per warm allocation, a read and a transaction for a
-    // client's first.
+    // One transaction per warm allocation (and per warm release in the
+    // alloc+release loop), a read and a transaction for a client's first.
     let rt = ours["round_trips_per_allocation"].as_f64().unwrap();
-    assert!((1.0..=2.5).contains(&rt), "{rt} round trips per allocation");
+    let bounds = if report["release"] == true {
+        2.0..=5.0
+    } else {
+        1.0..=2.5
+    };
+    assert!(bounds.contains(&rt), "{rt} round trips per allocation");
     assert!(ours["cas_retries_per_allocation"].as_f64().unwrap() >= 0.0);
     assert!(ours["bytes_written"].as_u64().unwrap() > 0);
     for f in ["p50", "p99", "max"] {
@@ -765,6 +770,7 @@ async fn dry_runs_print_the_plan_and_write_nothing() {
     );
     assert_eq!(released.as_array().unwrap().len(), 2);
     assert_eq!(alloc.owners().await.unwrap().len(), 1);
+}
 
 #[test]
 fn bench_runs_on_the_embedded_store() {

@@ -1,6 +1,8 @@
 //! etcd's own count of the requests it handled, read from its `/metrics`
 //! endpoint (`grpc_server_handled_total`), so tests count transactions the
-//! way an operator would, not through the client.
+//! way an operator would, not through the client. The etcd store sends its
+//! multi-key consistent reads as read-only transactions, so etcd counts a
+//! read as a `Txn` too: [`KvCounts::calls`] is what costs etcd a request.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -16,6 +18,11 @@ pub struct KvCounts {
 }
 
 impl KvCounts {
+    /// Every KV request (reads and writes alike).
+    pub fn calls(self) -> u64 {
+        self.range + self.txn
+    }
+
     /// What happened between `before` and `self`.
     pub fn since(self, before: KvCounts) -> KvCounts {
         KvCounts {

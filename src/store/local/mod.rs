@@ -286,17 +286,8 @@ impl LocalStore {
                 .map_err(|e| backend_error(path, "open meta table", e))?;
             let mut holds = true;
             for compare in &txn.compares {
-<<<<<<< HEAD
-                let current = get(&kv, &compare.key, path)?;
-                let ok = compare.expect.holds(current.as_ref());
-=======
                 let current = get(&kv, &compare.key, format, path)?;
-                let ok = match (current, compare.expect) {
-                    (None, Expect::Absent) => true,
-                    (Some(v), Expect::ModRevision(r)) => v.mod_revision == r,
-                    _ => false,
-                };
->>>>>>> h/local
+                let ok = compare.expect.holds(current.as_ref());
                 if !ok {
                     holds = false;
                     break;
