@@ -11,6 +11,7 @@ pub struct CountingStore<S> {
     inner: S,
     reads: AtomicU64,
     txns: AtomicU64,
+    conflicts: AtomicU64,
     bytes_written: AtomicU64,
 }
 
@@ -21,6 +22,7 @@ impl<S> CountingStore<S> {
             inner,
             reads: AtomicU64::new(0),
             txns: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
         }
     }
@@ -33,6 +35,11 @@ impl<S> CountingStore<S> {
     /// `txn` calls so far.
     pub fn txns(&self) -> u64 {
         self.txns.load(Ordering::Relaxed)
+    }
+
+    /// `txn` calls answered with a conflict so far (CAS retries).
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
     }
 
     /// Round trips so far (`reads + txns`).
@@ -49,6 +56,7 @@ impl<S> CountingStore<S> {
     pub fn reset(&self) {
         self.reads.store(0, Ordering::Relaxed);
         self.txns.store(0, Ordering::Relaxed);
+        self.conflicts.store(0, Ordering::Relaxed);
         self.bytes_written.store(0, Ordering::Relaxed);
     }
 
@@ -76,6 +84,10 @@ impl<S: Store> Store for CountingStore<S> {
             .sum();
         self.bytes_written
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        self.inner.txn(txn).await
+        let out = self.inner.txn(txn).await;
+        if matches!(out, Ok(TxnOutcome::Conflict { .. })) {
+            self.conflicts.fetch_add(1, Ordering::Relaxed);
+        }
+        out
     }
 }
