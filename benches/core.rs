@@ -4,7 +4,8 @@
 //! size k and the encodings can be chosen by measurement.
 //!
 //! Run: `cargo bench --bench core -- --warm-up-time 1 --measurement-time 2`
-//! (results are recorded in `src/codec/FORMAT.md`, "Measurements").
+//! (results are recorded in `src/codec/FORMAT.md`, "Measurements" and
+//! "Performance"; `'_k16/'` selects the k = 16 encode/decode cases).
 
 use std::hint::black_box;
 
@@ -97,38 +98,49 @@ fn bench_find_free(c: &mut Criterion) {
     g.finish();
 }
 
+/// The chunks the codec benches run on at chunk size `k`: random fills at
+/// [`FILLS`], plus at k = 16 the adversarial "alt" pattern (every other bit
+/// set: 32,768 one-bit runs, the worst case for run counting).
+fn codec_cases(k: u8) -> Vec<(String, Chunk)> {
+    let mut cases: Vec<(String, Chunk)> = FILLS
+        .iter()
+        .map(|&pct| (format!("{pct}%"), chunk(random_fill(k, pct))))
+        .collect();
+    if k == 16 {
+        let len = 1usize << k;
+        let words = vec![0x5555_5555_5555_5555u64; len / 64];
+        if let Some(bits) = Bitmap::from_words(len, &words) {
+            cases.push(("alt".to_string(), chunk(bits)));
+        }
+    }
+    cases
+}
+
 fn bench_codec(c: &mut Criterion) {
-    for k in [10u8, 12] {
+    for k in [10u8, 12, 16] {
+        let cases = codec_cases(k);
         let mut enc = c.benchmark_group(format!("encode_k{k}"));
         enc.throughput(Throughput::Elements(1));
-        for pct in FILLS {
-            let ch = chunk(random_fill(k, pct));
-            enc.bench_with_input(
-                BenchmarkId::new("smallest", format!("{pct}%")),
-                &ch,
-                |b, ch| b.iter(|| encode(black_box(ch))),
-            );
+        for (name, ch) in &cases {
+            enc.bench_with_input(BenchmarkId::new("smallest", name), ch, |b, ch| {
+                b.iter(|| encode(black_box(ch)))
+            });
             for e in Encoding::ALL {
-                enc.bench_with_input(
-                    BenchmarkId::new(e.name(), format!("{pct}%")),
-                    &ch,
-                    |b, ch| b.iter(|| encode_as(black_box(ch), e)),
-                );
+                enc.bench_with_input(BenchmarkId::new(e.name(), name), ch, |b, ch| {
+                    b.iter(|| encode_as(black_box(ch), e))
+                });
             }
         }
         enc.finish();
 
         let mut dec = c.benchmark_group(format!("decode_k{k}"));
         dec.throughput(Throughput::Elements(1));
-        for pct in FILLS {
-            let ch = chunk(random_fill(k, pct));
+        for (name, ch) in &cases {
             for e in Encoding::ALL {
-                let bytes = encode_as(&ch, e);
-                dec.bench_with_input(
-                    BenchmarkId::new(e.name(), format!("{pct}%")),
-                    &bytes,
-                    |b, bytes| b.iter(|| decode(black_box(bytes))),
-                );
+                let bytes = encode_as(ch, e);
+                dec.bench_with_input(BenchmarkId::new(e.name(), name), &bytes, |b, bytes| {
+                    b.iter(|| decode(black_box(bytes)))
+                });
             }
         }
         dec.finish();

@@ -21,9 +21,64 @@
 use bitvec::prelude::*;
 
 /// A fixed-length bit set backed by `u64` words (LSB first).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// Equality and hashing work on the backing words (the dead bits past `len`
+/// are always zero, so equal bitmaps have equal words).
+#[derive(Clone, Debug)]
 pub struct Bitmap {
     bits: BitVec<u64, Lsb0>,
+}
+
+impl PartialEq for Bitmap {
+    fn eq(&self, other: &Bitmap) -> bool {
+        self.len() == other.len() && self.words() == other.words()
+    }
+}
+
+impl Eq for Bitmap {}
+
+impl std::hash::Hash for Bitmap {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.len().hash(state);
+        self.words().hash(state);
+    }
+}
+
+/// Ascending indices of the set bits of LSB-first words, found a word at a
+/// time (`trailing_zeros`): O(words + ones).
+#[derive(Clone, Debug)]
+pub struct Ones<'a> {
+    words: &'a [u64],
+    /// Index of the word `current` came from.
+    at: usize,
+    /// The not yet reported bits of word `at`.
+    current: u64,
+}
+
+impl<'a> Ones<'a> {
+    /// The set bits of `words`.
+    pub(crate) fn new(words: &'a [u64]) -> Ones<'a> {
+        Ones {
+            words,
+            at: 0,
+            current: words.first().copied().unwrap_or(0),
+        }
+    }
+}
+
+impl Iterator for Ones<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.current == 0 {
+            self.at += 1;
+            self.current = *self.words.get(self.at)?;
+        }
+        let bit = self.current.trailing_zeros() as usize;
+        // Clear the lowest set bit.
+        self.current &= self.current - 1;
+        Some(self.at * 64 + bit)
+    }
 }
 
 /// Mask of the valid bits in the last word of a `len`-bit bitmap.
@@ -124,9 +179,7 @@ impl Bitmap {
             return;
         }
         let end = hi.min(len - 1);
-        if let Some(slice) = self.bits.get_mut(lo..=end) {
-            slice.fill(true);
-        }
+        set_word_range(self.bits.as_raw_mut_slice(), lo, end);
     }
 
     /// The first index `i` at or after `from` (wrapping to 0 after the end,
@@ -199,9 +252,9 @@ impl Bitmap {
         }
     }
 
-    /// Indices of set bits, ascending.
-    pub fn iter_ones(&self) -> impl Iterator<Item = usize> + '_ {
-        self.bits.iter_ones()
+    /// Indices of set bits, ascending. Word-at-a-time: O(len / 64 + ones).
+    pub fn iter_ones(&self) -> Ones<'_> {
+        Ones::new(self.words())
     }
 
     /// The backing words (LSB-first); bits past `len` are zero.
@@ -219,6 +272,11 @@ impl Bitmap {
     /// assert!(Bitmap::from_words(65, &[0]).is_none()); // needs 2 words
     /// ```
     pub fn from_words(len: usize, words: &[u64]) -> Option<Self> {
+        Bitmap::from_word_vec(len, words.to_vec())
+    }
+
+    /// [`Bitmap::from_words`] taking ownership of the words (no copy).
+    pub(crate) fn from_word_vec(len: usize, words: Vec<u64>) -> Option<Self> {
         if words.len() != len.div_ceil(64) {
             return None;
         }
@@ -227,9 +285,36 @@ impl Bitmap {
                 return None;
             }
         }
-        let mut bits = BitVec::<u64, Lsb0>::try_from_vec(words.to_vec()).ok()?;
+        let mut bits = BitVec::<u64, Lsb0>::try_from_vec(words).ok()?;
         bits.truncate(len);
         Some(Bitmap { bits })
+    }
+}
+
+/// Sets bits `lo..=hi` of LSB-first `words`, a word at a time; indices past
+/// the slice are ignored. `lo > hi` is a no-op.
+pub(crate) fn set_word_range(words: &mut [u64], lo: usize, hi: usize) {
+    if lo > hi {
+        return;
+    }
+    let (first, last) = (lo / 64, hi / 64);
+    let low_mask = u64::MAX << (lo % 64);
+    let high_mask = u64::MAX >> (63 - hi % 64);
+    if first == last {
+        if let Some(w) = words.get_mut(first) {
+            *w |= low_mask & high_mask;
+        }
+        return;
+    }
+    if let Some(w) = words.get_mut(first) {
+        *w |= low_mask;
+    }
+    let middle_end = last.min(words.len());
+    if let Some(middle) = words.get_mut(first + 1..middle_end) {
+        middle.fill(u64::MAX);
+    }
+    if let Some(w) = words.get_mut(last) {
+        *w |= high_mask;
     }
 }
 
@@ -378,6 +463,21 @@ mod tests {
         })
     }
 
+    #[test]
+    fn set_word_range_edges() {
+        let mut w = [0u64; 3];
+        set_word_range(&mut w, 63, 64);
+        assert_eq!(w, [1 << 63, 1, 0]);
+        let mut w = [0u64; 3];
+        set_word_range(&mut w, 0, 191);
+        assert_eq!(w, [u64::MAX; 3]);
+        let mut w = [0u64; 2];
+        set_word_range(&mut w, 70, 1000); // past the slice: ignored
+        assert_eq!(w, [0, u64::MAX << 6]);
+        set_word_range(&mut w, 5, 4);
+        assert_eq!(w, [0, u64::MAX << 6]);
+    }
+
     proptest! {
         #[test]
         fn find_free_matches_naive_scan(
@@ -389,6 +489,32 @@ mod tests {
             let n = taken.len().min(allowed.len());
             let naive_count = (0..n).filter(|&i| !taken.get(i) && allowed.get(i)).count();
             prop_assert_eq!(taken.count_free(&allowed), naive_count);
+        }
+
+        /// The word-at-a-time paths agree with per-bit references.
+        #[test]
+        fn word_paths_match_per_bit(
+            b in bitmap_strategy(),
+            lo in 0usize..320,
+            hi in 0usize..320,
+        ) {
+            let per_bit: Vec<usize> = (0..b.len()).filter(|&i| b.get(i)).collect();
+            prop_assert_eq!(b.iter_ones().collect::<Vec<_>>(), per_bit);
+            let mut fast = b.clone();
+            fast.set_range(lo, hi);
+            let mut slow = b.clone();
+            if lo <= hi {
+                for i in lo..=hi.min(b.len().saturating_sub(1)) {
+                    slow.set(i);
+                }
+            }
+            prop_assert_eq!(&fast, &slow);
+            prop_assert_eq!(
+                (0..fast.len()).filter(|&i| fast.get(i)).count(),
+                fast.count_ones()
+            );
+            // Dead bits stay zero, so words compare as bitmaps do.
+            prop_assert_eq!(Bitmap::from_words(fast.len(), fast.words()), Some(fast.clone()));
         }
 
         #[test]

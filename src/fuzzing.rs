@@ -817,11 +817,18 @@ fn probe_list(net: &Network) -> Vec<IpAddr> {
 /// right pool, exhaustion is reported exactly when the pool is empty, static
 /// ADDs are granted exactly when the model allows, releases free exactly
 /// what was held.
+///
+/// With the `fuzz-paused-time` feature (enabled by `fuzz/` and this crate's
+/// tests) the body runs on tokio's paused clock: the allocator's retry
+/// back-off sleeps advance virtual time at once instead of sleeping, so
+/// injected faults cost no real time. Nothing else changes: the allocator's
+/// budget is measured with `std::time::Instant`, which keeps running.
 pub fn allocator(input: &AllocatorInput) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_time();
+    #[cfg(feature = "fuzz-paused-time")]
+    builder.start_paused(true);
+    let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => panic!("tokio runtime: {e}"),
     };

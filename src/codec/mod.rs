@@ -48,6 +48,7 @@
 mod error;
 mod header;
 mod payload;
+mod roaring_words;
 
 #[cfg(test)]
 mod proptests;
@@ -141,10 +142,12 @@ impl Chunk {
             .clamp(1 << MIN_CHUNK_BITS, 1 << MAX_CHUNK_BITS)
             .next_power_of_two();
         let k = u8::try_from(len.trailing_zeros()).unwrap_or(MAX_CHUNK_BITS);
-        let mut bits = Bitmap::new(len);
-        for i in self.bits.iter_ones().take_while(|&i| i < len) {
-            bits.set(i);
-        }
+        // A word-at-a-time copy: bits past `len` can only be cut when `len`
+        // is 2^24, a whole number of words.
+        let nwords = len.div_ceil(64);
+        let mut words: Vec<u64> = self.bits.words().iter().copied().take(nwords).collect();
+        words.resize(nwords, 0);
+        let bits = Bitmap::from_word_vec(len, words).unwrap_or_else(|| Bitmap::new(len));
         let cursor = self.cursor % (1u32 << k);
         (k, std::borrow::Cow::Owned(bits), cursor)
     }

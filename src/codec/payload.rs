@@ -2,9 +2,11 @@
 //! their bounded decoders.
 //!
 //! - raw: `ceil(2^k / 64)` u64 words, little-endian, LSB-first.
-//! - roaring: roaring's portable serialization of the set indices, built
-//!   canonically (from the sorted indices, then `optimize()`, so run
-//!   containers are used exactly where they are smaller).
+//! - roaring: roaring's portable serialization of the set indices, written
+//!   canonically a word at a time (the bytes of `from_sorted_iter` +
+//!   `optimize()`: run containers exactly where they are smaller; see
+//!   [`super::roaring_words`]); decoded by validating with the `roaring` crate, then
+//!   reading the words container by container.
 //! - zstd variants: one of the above compressed at [`ZSTD_LEVEL`]; decoded
 //!   with a capacity limit equal to the largest valid uncompressed payload.
 
@@ -54,17 +56,10 @@ pub(crate) fn encode_raw(bits: &Bitmap) -> Vec<u8> {
     out
 }
 
-/// Canonical roaring payload bytes of `bits`.
+/// Canonical roaring payload bytes of `bits`, written a word at a time
+/// (see [`super::roaring_words`]).
 pub(crate) fn encode_roaring(bits: &Bitmap) -> Vec<u8> {
-    // Indices are ascending and below 2^24, so `from_sorted_iter` accepts them;
-    // the fallback exists only so no path can panic.
-    let ones = || bits.iter_ones().filter_map(|i| u32::try_from(i).ok());
-    let mut rb = RoaringBitmap::from_sorted_iter(ones()).unwrap_or_else(|_| ones().collect());
-    rb.optimize();
-    let mut out = Vec::with_capacity(rb.serialized_size());
-    // Writing into a Vec cannot fail.
-    let _ = rb.serialize_into(&mut out);
-    out
+    super::roaring_words::serialize(bits.words())
 }
 
 thread_local! {
@@ -152,7 +147,7 @@ fn decode_raw(encoding: Encoding, k: u8, payload: &[u8]) -> Result<Bitmap, Codec
             });
         }
     }
-    Bitmap::from_words(len, &words)
+    Bitmap::from_word_vec(len, words)
         .ok_or_else(|| CodecError::Payload(format!("raw payload does not form a {len}-bit bitmap")))
 }
 
@@ -175,14 +170,13 @@ fn decode_roaring(k: u8, payload: &[u8]) -> Result<Bitmap, CodecError> {
             });
         }
     }
-    let mut words = vec![0u64; len.div_ceil(64)];
-    for i in rb.iter() {
-        let i = i as usize;
-        if let Some(w) = words.get_mut(i / 64) {
-            *w |= 1u64 << (i % 64);
-        }
-    }
-    Bitmap::from_words(len, &words).ok_or_else(|| {
+    // `rb` has validated the structure (sorted keys and values, sane runs,
+    // bitmap cardinalities) and every value is below 2^k: read the words
+    // straight from the bytes, a container at a time.
+    let words = super::roaring_words::to_words(payload, len.div_ceil(64)).ok_or_else(|| {
+        CodecError::Payload("roaring: payload does not parse as a bitmap".to_string())
+    })?;
+    Bitmap::from_word_vec(len, words).ok_or_else(|| {
         CodecError::Payload(format!("roaring payload does not form a {len}-bit bitmap"))
     })
 }
