@@ -21,6 +21,12 @@ use crate::store::{
     prefix_end, Key, Op, Read, ReadResult, Store, StoreError, TxnOutcome, Versioned,
 };
 
+/// Where a node that found another node allocating in its chunk moves to: a
+/// chunk of the first `CONTESTED_WINDOW` of its range set (16 start windows:
+/// a crowded start window spills over instead of staying crowded; see
+/// BENCHMARKS.md, "Start window").
+const CONTESTED_WINDOW: u128 = 16 * START_WINDOW;
+
 /// Upper bound on reads within one operation (a safety net: planning needs
 /// O(chunks scanned / read_limit) reads at most).
 const MAX_READS: u32 = 100_000;
@@ -184,9 +190,10 @@ impl<S: Store> Allocator<S> {
                         // the window, so the two stop invalidating each
                         // other's caches (one read there, then warm again).
                         let seed = fastrand::u64(..);
+                        let mut wide = self.ctx(&hints);
+                        wide.window = CONTESTED_WINDOW;
                         for (set, pos) in &mut moved {
-                            if let Some(p) = plan::respread_position(&self.ctx(&hints), *set, seed)
-                            {
+                            if let Some(p) = plan::respread_position(&wide, *set, seed) {
                                 *pos = p;
                             }
                         }
