@@ -20,14 +20,16 @@
 //! {"format":"host-etcd-node-cache","version":1,"store":"etcd 10.0.0.5:2379",
 //!  "root":"/host-etcd/net","chunkBits":8,
 //!  "positions":{"0":"a000102"},
-//!  "entries":[["/host-etcd/net/meta","7b2263…"],["/host-etcd/net/chunks/4/…",null]]}
+//!  "entries":[["/host-etcd/net/meta","t{\"version\":1,…}"],["/host-etcd/net/chunks/4/…","x0148…"],
+//!             ["/host-etcd/net/chunks/4/…",null]]}
 //! ```
 //!
 //! `store` names the store the values came from (the caller's choice, e.g.
 //! the etcd endpoints): a cache of another store is ignored, positions
 //! included. `positions` maps a range set's index to the next address to try (hex
-//! offset); `entries` lists keys oldest first with their hex value (`null`:
-//! known absent).
+//! offset); `entries` lists keys oldest first with their value: `t` and the
+//! value as text when it is UTF-8 (owner records, meta), else `x` and hex
+//! (chunks, full-sets); `null`: known absent.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -39,7 +41,7 @@ use crate::store::Key;
 /// Chunks remembered at most.
 pub const MAX_CHUNKS: usize = 64;
 /// Owner records remembered at most (a node rarely runs more pods).
-pub const MAX_OWNERS: usize = 256;
+pub const MAX_OWNERS: usize = 512;
 
 const FORMAT: &str = "host-etcd-node-cache";
 const VERSION: u32 = 1;
@@ -47,8 +49,8 @@ const VERSION: u32 = 1;
 /// Remembered values and search positions of one node for one network.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeCache {
-    /// Key -> (last use, value; `None` = known absent).
-    entries: HashMap<Key, (u64, Option<Vec<u8>>)>,
+    /// Key -> (last use, kind, value; `None` = known absent).
+    entries: HashMap<Key, (u64, Class, Option<Vec<u8>>)>,
     /// Per range set: the address offset the next dynamic search starts at.
     positions: BTreeMap<usize, u128>,
     clock: u64,
@@ -67,7 +69,7 @@ struct Form {
 }
 
 /// What kind of key an entry is, for the bounds.
-#[derive(PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
     Chunk,
     Owner,
@@ -88,14 +90,14 @@ impl NodeCache {
     /// The remembered value of `key`: `None` if not remembered,
     /// `Some(None)` if remembered absent.
     pub fn get(&self, key: &str) -> Option<Option<&[u8]>> {
-        self.entries.get(key).map(|(_, v)| v.as_deref())
+        self.entries.get(key).map(|(_, _, v)| v.as_deref())
     }
 
     /// Every remembered entry (any order).
     pub fn entries(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
         self.entries
             .iter()
-            .map(|(k, (_, v))| (k.as_str(), v.as_deref()))
+            .map(|(k, (_, _, v))| (k.as_str(), v.as_deref()))
     }
 
     /// Per range set, where the next dynamic search starts.
@@ -116,15 +118,22 @@ impl NodeCache {
     /// Remembers the value of `key` (`None`: absent). Absent owner records
     /// are forgotten instead: an owner's absence is never relied on.
     pub fn remember(&mut self, ks: &Keyspace, key: &str, value: Option<&[u8]>) {
+        let class = self.insert(ks, key, value);
+        self.bound(class);
+    }
+
+    fn insert(&mut self, ks: &Keyspace, key: &str, value: Option<&[u8]>) -> Class {
         let class = class_of(ks, key);
         if class == Class::Owner && value.is_none() {
             self.entries.remove(key);
-            return;
+            return class;
         }
         self.clock += 1;
-        self.entries
-            .insert(key.to_string(), (self.clock, value.map(<[u8]>::to_vec)));
-        self.bound(ks, &class);
+        self.entries.insert(
+            key.to_string(),
+            (self.clock, class, value.map(<[u8]>::to_vec)),
+        );
+        class
     }
 
     /// Forgets `key` (its state is unknown, e.g. after a lost reply).
@@ -132,25 +141,30 @@ impl NodeCache {
         self.entries.remove(key);
     }
 
-    /// Evicts the least recently used entries of `class` beyond its bound.
-    fn bound(&mut self, ks: &Keyspace, class: &Class) {
+    /// Evicts the least recently used entries of `class` beyond its bound
+    /// (one pass over the entries, only when over the bound).
+    fn bound(&mut self, class: Class) {
         let limit = match class {
             Class::Chunk => MAX_CHUNKS,
             Class::Owner => MAX_OWNERS,
             Class::Other => return,
         };
+        let count = self
+            .entries
+            .values()
+            .filter(|(_, c, _)| *c == class)
+            .count();
+        if count <= limit {
+            return;
+        }
         let mut of_class: Vec<(u64, Key)> = self
             .entries
             .iter()
-            .filter(|(k, _)| class_of(ks, k) == *class)
-            .map(|(k, (t, _))| (*t, k.clone()))
+            .filter(|(_, (_, c, _))| *c == class)
+            .map(|(k, (t, _, _))| (*t, k.clone()))
             .collect();
-        if of_class.len() <= limit {
-            return;
-        }
         of_class.sort_unstable();
-        let excess = of_class.len() - limit;
-        for (_, key) in of_class.into_iter().take(excess) {
+        for (_, key) in of_class.into_iter().take(count - limit) {
             self.entries.remove(&key);
         }
     }
@@ -161,7 +175,7 @@ impl NodeCache {
         let mut entries: Vec<(&u64, &Key, &Option<Vec<u8>>)> = self
             .entries
             .iter()
-            .map(|(key, (t, v))| (t, key, v))
+            .map(|(key, (t, _, v))| (t, key, v))
             .collect();
         entries.sort_unstable();
         let form = Form {
@@ -177,7 +191,7 @@ impl NodeCache {
                 .collect(),
             entries: entries
                 .into_iter()
-                .map(|(_, key, v)| (key.clone(), v.as_deref().map(hex)))
+                .map(|(_, key, v)| (key.clone(), v.as_deref().map(value_text)))
                 .collect(),
         };
         serde_json::to_vec(&form).unwrap_or_default()
@@ -208,11 +222,13 @@ impl NodeCache {
                 continue;
             }
             let value = match value {
-                Some(h) => Some(unhex(&h)?),
+                Some(v) => Some(text_value(&v)?),
                 None => None,
             };
-            cache.remember(ks, &key, value.as_deref());
+            cache.insert(ks, &key, value.as_deref());
         }
+        cache.bound(Class::Chunk);
+        cache.bound(Class::Owner);
         Some(cache)
     }
 }
@@ -224,6 +240,23 @@ fn class_of(ks: &Keyspace, key: &str) -> Class {
         Class::Chunk
     } else {
         Class::Other
+    }
+}
+
+/// `t` + the text of a UTF-8 value, else `x` + hex.
+fn value_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => format!("t{text}"),
+        Err(_) => format!("x{}", hex(bytes)),
+    }
+}
+
+/// The inverse of [`value_text`]; `None` for anything else.
+fn text_value(s: &str) -> Option<Vec<u8>> {
+    if let Some(text) = s.strip_prefix('t') {
+        Some(text.as_bytes().to_vec())
+    } else {
+        unhex(s.strip_prefix('x')?)
     }
 }
 
@@ -284,11 +317,18 @@ mod tests {
             assert!(NodeCache::decode(&bytes[..cut], "s", &ks, 8).is_none());
         }
         assert!(NodeCache::decode(b"\xff\x00garbage", "s", &ks, 8).is_none());
-        let odd = String::from_utf8(bytes).unwrap().replace("\"6d\"", "\"6\"");
+        // A value with neither the text nor the hex tag, and odd hex.
+        let odd = String::from_utf8(bytes).unwrap().replace("\"tm\"", "\"m\"");
+        assert!(NodeCache::decode(odd.as_bytes(), "s", &ks, 8).is_none());
+        let mut bin = NodeCache::new();
+        bin.remember(&ks, &ks.meta(), Some(b"\xff\x00"));
+        let text = String::from_utf8(bin.encode("s", &ks, 8)).unwrap();
+        assert!(text.contains("\"xff00\""), "{text}");
+        let odd = text.replace("\"xff00\"", "\"xff0\"");
         assert!(NodeCache::decode(odd.as_bytes(), "s", &ks, 8).is_none());
         // Keys outside the network are dropped.
         let smuggled = format!(
-            r#"{{"format":"{FORMAT}","version":1,"store":"s","root":"/p/net","chunkBits":8,"positions":{{}},"entries":[["/p/other/meta","00"],["/p/netx/meta","00"]]}}"#
+            r#"{{"format":"{FORMAT}","version":1,"store":"s","root":"/p/net","chunkBits":8,"positions":{{}},"entries":[["/p/other/meta","x00"],["/p/netx/meta","t0"]]}}"#
         );
         let c = NodeCache::decode(smuggled.as_bytes(), "s", &ks, 8).unwrap();
         assert!(c.entries().next().is_none());

@@ -176,6 +176,13 @@ impl<S: Store> Allocator<S> {
                 }
                 Err(Stop::Fail(e)) => return Err(e),
             };
+            // Failures planned on remembered values: check them against
+            // the store before reporting them.
+            if plan.has_failures && known.uses_cache() {
+                known = fresh();
+                pending = initial.clone();
+                continue;
+            }
             if plan.txn.ops.is_empty() {
                 return Ok(plan.result);
             }
@@ -280,6 +287,53 @@ impl<S: Store> Allocator<S> {
             }));
         }
         Ok(out)
+    }
+
+    /// Allocates for many owners, each on its own: one transaction per
+    /// [`MAX_BATCH`] requests, and a request that cannot be served (static
+    /// address taken, stage list or pool exhausted, corrupt owner record)
+    /// gets its own error without failing the others. An error of the
+    /// whole transaction (store unavailable, budget exceeded) is every
+    /// request's error. Results are in request order. This is what
+    /// [`GroupCommit`](super::group::GroupCommit) commits.
+    pub async fn allocate_each(
+        &self,
+        reqs: &[AllocRequest],
+    ) -> Vec<Result<Allocation, AllocError>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for batch in reqs.chunks(MAX_BATCH) {
+            let hints = self.hints();
+            let initial = plan::initial_reads(&self.ctx(&hints), batch);
+            let owners: Vec<Key> = batch
+                .iter()
+                .filter_map(|r| {
+                    self.keyspace
+                        .owner(&r.owner.container_id, &r.owner.ifname)
+                        .ok()
+                })
+                .collect();
+            match self
+                .run(initial, &owners, |ctx, known| {
+                    plan::plan_add_each(ctx, known, batch)
+                })
+                .await
+            {
+                Ok(results) => out.extend(results.into_iter().map(|r| {
+                    r.map(|o| match o {
+                        Outcome::Existing(_, assigned) => Allocation {
+                            assigned,
+                            existing: true,
+                        },
+                        Outcome::New(_, assigned) => Allocation {
+                            assigned,
+                            existing: false,
+                        },
+                    })
+                })),
+                Err(e) => out.extend(batch.iter().map(|_| Err(e.clone()))),
+            }
+        }
+        out
     }
 
     /// Per range set, the address offset this allocator's next dynamic

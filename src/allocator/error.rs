@@ -10,7 +10,7 @@ use crate::range::RangeError;
 use crate::store::StoreError;
 
 /// Errors of the allocation protocol.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AllocError {
     /// The network's ranges are invalid.

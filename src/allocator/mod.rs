@@ -19,6 +19,7 @@ mod engine;
 pub mod error;
 pub mod fullset;
 pub mod geometry;
+pub mod group;
 pub mod keys;
 pub mod meta;
 pub mod plan;

@@ -217,6 +217,26 @@ pub enum StoreError {
     Refused(String),
 }
 
+/// A copy of the error (an I/O error is copied as its kind and message):
+/// one failed group commit answers every caller in the group.
+impl Clone for StoreError {
+    fn clone(&self) -> Self {
+        match self {
+            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+            StoreError::Io { path, source } => StoreError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            StoreError::CorruptDatabase { path, detail } => StoreError::CorruptDatabase {
+                path: path.clone(),
+                detail: detail.clone(),
+            },
+            StoreError::Config(m) => StoreError::Config(m.clone()),
+            StoreError::Refused(m) => StoreError::Refused(m.clone()),
+        }
+    }
+}
+
 /// A versioned key-value store with one-round-trip reads and multi-key
 /// compare-and-swap transactions. See the [module docs](self) for the
 /// contract every implementation keeps.

@@ -1,0 +1,177 @@
+//! Group commit: concurrent [`GroupCommit::allocate`] calls on one
+//! allocator that arrive while a transaction is in flight are committed
+//! together in the next one.
+//!
+//! One committer task at a time takes everything queued (up to
+//! [`MAX_BATCH`](super::MAX_BATCH) requests, etcd's default limit being 128
+//! operations per transaction), plans it with
+//! [`Allocator::allocate_each`] — every request gets its own result, a bad
+//! request (static address taken, stage list exhausted) never fails the
+//! others — and answers each caller. With no wait window (the default) the
+//! first request goes out at once and the requests that arrive during its
+//! round trip form the next batch, so a lone caller pays no extra latency
+//! and a burst of n callers costs about n / batch transactions. A window
+//! (`with_window`) delays each batch to collect more at low concurrency.
+//! Releases are not grouped: [`GroupCommit::release`] goes straight to the
+//! allocator (one transaction when warm).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use host_etcd::allocator::group::GroupCommit;
+//! use host_etcd::allocator::{AllocRequest, Allocator, Network, Options, OwnerId};
+//! use host_etcd::range::{Range, RangeSet, RangeSpec};
+//! use host_etcd::store::memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let range = Range::parse(&RangeSpec { subnet: "10.1.0.0/24".into(), ..RangeSpec::default() })?;
+//! let network = Network {
+//!     name: "example".into(),
+//!     prefix: "/host-etcd".into(),
+//!     sets: vec![RangeSet::new(vec![range])?],
+//!     chunk_bits: 8,
+//! };
+//! let alloc = Arc::new(Allocator::new(MemoryStore::new(), network, Options::default())?);
+//! let group = GroupCommit::new(alloc);
+//! let req = |id: &str| AllocRequest {
+//!     owner: OwnerId { container_id: id.into(), ifname: "eth0".into() },
+//!     ..AllocRequest::default()
+//! };
+//! let (a, b) = tokio::join!(group.allocate(req("a")), group.allocate(req("b")));
+//! assert_ne!(a?.assigned[0].ip, b?.assigned[0].ip);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::{AllocError, AllocRequest, Allocation, Allocator, OwnerId, OwnerRecord, MAX_BATCH};
+use crate::store::Store;
+
+/// A handle that commits concurrent allocations on one allocator together.
+/// Cheap to clone; every clone feeds the same queue.
+pub struct GroupCommit<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for GroupCommit<S> {
+    fn clone(&self) -> Self {
+        GroupCommit {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct Shared<S> {
+    alloc: Arc<Allocator<S>>,
+    window: Duration,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    /// Whether a committer task is running (it drains the queue).
+    running: bool,
+}
+
+struct Job {
+    req: AllocRequest,
+    reply: oneshot::Sender<Result<Allocation, AllocError>>,
+}
+
+impl<S: Store + 'static> GroupCommit<S> {
+    /// Groups the allocations made through this handle on `alloc`, with no
+    /// wait window.
+    pub fn new(alloc: Arc<Allocator<S>>) -> Self {
+        GroupCommit::with_window(alloc, Duration::ZERO)
+    }
+
+    /// Waits `window` before each batch to collect more requests.
+    pub fn with_window(alloc: Arc<Allocator<S>>, window: Duration) -> Self {
+        GroupCommit {
+            shared: Arc::new(Shared {
+                alloc,
+                window,
+                queue: Mutex::new(Queue::default()),
+            }),
+        }
+    }
+
+    /// The allocator.
+    pub fn allocator(&self) -> &Allocator<S> {
+        &self.shared.alloc
+    }
+
+    /// Like [`Allocator::allocate`], committed together with the other
+    /// requests queued at the same time. Needs a tokio runtime (the
+    /// committer is a spawned task).
+    pub async fn allocate(&self, req: AllocRequest) -> Result<Allocation, AllocError> {
+        let (reply, answer) = oneshot::channel();
+        let start = match self.shared.queue.lock() {
+            Ok(mut q) => {
+                q.jobs.push(Job { req, reply });
+                !std::mem::replace(&mut q.running, true)
+            }
+            Err(_) => return Err(AllocError::Contention { attempts: 0 }),
+        };
+        if start {
+            tokio::spawn(commit_loop(self.shared.clone()));
+        }
+        // The committer answers every job it takes; a dropped sender means
+        // it died (a panic): report a retryable failure.
+        answer
+            .await
+            .unwrap_or(Err(AllocError::Contention { attempts: 0 }))
+    }
+
+    /// [`Allocator::release`], not grouped.
+    pub async fn release(&self, owner: &OwnerId) -> Result<Option<OwnerRecord>, AllocError> {
+        self.shared.alloc.release(owner).await
+    }
+}
+
+/// Clears `running` when the committer dies by a panic, so the next caller
+/// starts a new one instead of queueing behind a dead one. (A committer
+/// that ends normally clears it itself, under the lock that proves the
+/// queue empty.)
+struct Running<'a>(&'a Mutex<Queue>);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(mut q) = self.0.lock() {
+                q.running = false;
+            }
+        }
+    }
+}
+
+async fn commit_loop<S: Store + 'static>(shared: Arc<Shared<S>>) {
+    let _running = Running(&shared.queue);
+    loop {
+        if !shared.window.is_zero() {
+            tokio::time::sleep(shared.window).await;
+        }
+        let jobs: Vec<Job> = match shared.queue.lock() {
+            Ok(mut q) => {
+                if q.jobs.is_empty() {
+                    q.running = false;
+                    return;
+                }
+                let n = q.jobs.len().min(MAX_BATCH);
+                q.jobs.drain(..n).collect()
+            }
+            Err(_) => return,
+        };
+        let reqs: Vec<AllocRequest> = jobs.iter().map(|j| j.req.clone()).collect();
+        let results = shared.alloc.allocate_each(&reqs).await;
+        for (job, result) in jobs.into_iter().zip(results) {
+            // A caller that went away does not matter to the others.
+            let _ = job.reply.send(result);
+        }
+    }
+}
