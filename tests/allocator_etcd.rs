@@ -248,6 +248,54 @@ async fn round_trips_of_add_idempotent_add_and_del() {
     assert!(a.check().await.unwrap().is_clean());
 }
 
+/// Group commit on real etcd: 128 concurrent callers on one allocator get
+/// distinct addresses in a handful of transactions; a bad request fails
+/// alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_on_etcd() {
+    let etcd = EtcdServer::start();
+    let store = Arc::new(CountingStore::new(connect(&etcd.url()).await));
+    let a = Arc::new(
+        Allocator::new(
+            store.clone(),
+            network("grp", &["10.3.0.0/16", "2001:db8:3::/64"]),
+            patient(5),
+        )
+        .unwrap(),
+    );
+    let group = host_etcd::allocator::group::GroupCommit::new(a.clone());
+    group.allocate(req("warm")).await.unwrap();
+    store.reset();
+    let tasks: Vec<_> = (0..128)
+        .map(|i| {
+            let g = group.clone();
+            tokio::spawn(async move { g.allocate(req(&format!("g{i}"))).await })
+        })
+        .collect();
+    let mut ips = HashSet::new();
+    for t in tasks {
+        for x in t.await.unwrap().unwrap().assigned {
+            assert!(ips.insert(x.ip), "{} twice", x.ip);
+        }
+    }
+    assert_eq!(ips.len(), 256);
+    assert!(
+        store.round_trips() <= 128 / 4,
+        "{} round trips for 128 grouped allocations",
+        store.round_trips()
+    );
+    let mut bad = req("bad");
+    bad.requested = vec!["10.9.0.1".parse().unwrap()];
+    let (x, y) = tokio::join!(group.allocate(bad), group.allocate(req("good")));
+    assert!(
+        matches!(x, Err(AllocError::RequestedUnavailable { .. })),
+        "{x:?}"
+    );
+    assert!(y.is_ok(), "{y:?}");
+    assert!(a.check().await.unwrap().is_clean());
+    assert_eq!(a.owners().await.unwrap().len(), 130);
+}
+
 // ---------------------------------------------------------------------------
 // 2./3. Multi-process proof
 // ---------------------------------------------------------------------------

@@ -35,6 +35,7 @@ use super::error::{AdminError, EXIT_OK};
 use super::naive::NaiveAllocator;
 use super::target::{open_store, subnet_set, Target};
 use crate::allocator::geometry::node_seed_from;
+use crate::allocator::group::GroupCommit;
 use crate::allocator::{AllocRequest, Allocator, Network, Options, OwnerId};
 use crate::cni::config::StoreConf;
 use crate::store::any::AnyStore;
@@ -181,6 +182,9 @@ pub struct BenchReport {
     pub release: bool,
     /// All clients shared one node seed.
     pub same_node: bool,
+    /// All clients of a process shared one group-committing allocator.
+    #[serde(default)]
+    pub group: bool,
     /// This allocator.
     pub ours: Ours,
     /// The raw compare-and-swap limit (absent with `--no-raw`).
@@ -271,6 +275,28 @@ fn seed_of(same_node: bool, worker: usize, client: usize) -> u64 {
     }
 }
 
+/// One bench client: its own allocator, or a share of a group-committing one.
+enum Client {
+    Own(Allocator<Shared>),
+    Group(GroupCommit<Shared>),
+}
+
+impl Client {
+    async fn allocate(&self, req: &AllocRequest) -> Result<(), crate::allocator::AllocError> {
+        match self {
+            Client::Own(a) => a.allocate(req).await.map(|_| ()),
+            Client::Group(g) => g.allocate(req.clone()).await.map(|_| ()),
+        }
+    }
+
+    async fn release(&self, owner: &OwnerId) -> Result<(), crate::allocator::AllocError> {
+        match self {
+            Client::Own(a) => a.release(owner).await.map(|_| ()),
+            Client::Group(g) => g.release(owner).await.map(|_| ()),
+        }
+    }
+}
+
 /// Runs `count` allocations over `concurrency` tasks on `store`.
 #[allow(clippy::too_many_arguments)]
 async fn run_ours(
@@ -286,15 +312,31 @@ async fn run_ours(
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     let start_us = epoch_us();
-    for client in 0..args.concurrency.max(1) {
+    let grouped = if args.group {
         let alloc = Allocator::new(
             store.clone(),
             network.clone(),
             Options {
-                node_seed: seed_of(args.same_node, worker, client),
+                node_seed: seed_of(true, worker, 0),
                 ..options.clone()
             },
         )?;
+        Some(GroupCommit::new(Arc::new(alloc)))
+    } else {
+        None
+    };
+    for client in 0..args.concurrency.max(1) {
+        let alloc = match &grouped {
+            Some(g) => Client::Group(g.clone()),
+            None => Client::Own(Allocator::new(
+                store.clone(),
+                network.clone(),
+                Options {
+                    node_seed: seed_of(args.same_node, worker, client),
+                    ..options.clone()
+                },
+            )?),
+        };
         let next = next.clone();
         let pb = pb.clone();
         let release = args.release;
@@ -736,6 +778,7 @@ pub async fn run(
         prefill_secs,
         release: args.release,
         same_node: args.same_node,
+        group: args.group,
         ratio_to_raw: raw.as_ref().and_then(|r| ratio(r.txns_per_sec)),
         ratio_to_naive: naive.as_ref().and_then(|n| ratio(n.allocations_per_sec)),
         ours,

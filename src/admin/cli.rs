@@ -196,6 +196,11 @@ pub struct BenchArgs {
     /// instead of one seed per client (one client per node).
     #[arg(long)]
     pub same_node: bool,
+    /// All clients of a process share one allocator behind a group-commit
+    /// handle (concurrent allocations committed together), as the node agent
+    /// does, instead of one allocator each.
+    #[arg(long)]
+    pub group: bool,
     /// Skip the raw compare-and-swap measurement.
     #[arg(long)]
     pub no_raw: bool,

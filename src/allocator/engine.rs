@@ -110,15 +110,23 @@ impl<S: Store> Allocator<S> {
         learned: &mut Learned,
     ) -> Result<T, AllocError> {
         let deadline = Instant::now() + self.options.budget;
-        let cache = self.cache_snapshot();
-        let hints = cache.positions().clone();
+        // Owner records are remembered for DEL: only those this operation
+        // reads are taken (decoding every remembered record on every ADD
+        // would cost more than the round trip saved).
+        let wanted: Vec<&Key> = initial
+            .iter()
+            .filter_map(|p| match p {
+                Pending::Get(k) => Some(k),
+                Pending::Chunks { .. } => None,
+            })
+            .collect();
+        let (hints, remembered, warm) = self.cache_view(&wanted);
         let no_hints = BTreeMap::new();
         let mut ctx = self.ctx(&hints);
         let fresh = || Known::new(self.keyspace.clone(), self.network.chunk_bits);
-        let warm = self.options.node_cache && cache.get(&self.keyspace.meta()).is_some();
         let (mut known, mut pending) = if warm {
             let mut known = fresh();
-            known.seed(cache.entries());
+            known.seed(remembered.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
             for key in assume_absent {
                 known.assume_absent(key);
             }
@@ -341,7 +349,10 @@ impl<S: Store> Allocator<S> {
     /// its whole range set before it comes back to an address it released.
     /// Part of the [node cache](Self::node_cache).
     pub fn hints(&self) -> BTreeMap<usize, u128> {
-        self.cache_snapshot().positions().clone()
+        self.cache
+            .lock()
+            .map(|c| c.positions().clone())
+            .unwrap_or_default()
     }
 
     /// Replaces the search positions (e.g. read back from a node-local
@@ -365,6 +376,35 @@ impl<S: Store> Allocator<S> {
         if let Ok(mut c) = self.cache.lock() {
             *c = cache;
         }
+    }
+
+    /// What an operation starts from: the search positions, the remembered
+    /// values it may use (everything but owner records, plus the owner
+    /// records in `owners`), and whether the cache is warm (knows meta).
+    #[allow(clippy::type_complexity)]
+    fn cache_view(
+        &self,
+        owners: &[&Key],
+    ) -> (BTreeMap<usize, u128>, Vec<(Key, Option<Vec<u8>>)>, bool) {
+        let Ok(c) = self.cache.lock() else {
+            return Default::default();
+        };
+        let positions = c.positions().clone();
+        if !self.options.node_cache || c.get(&self.keyspace.meta()).is_none() {
+            return (positions, Vec::new(), false);
+        }
+        let owner_prefix = self.keyspace.owners_prefix();
+        let mut values: Vec<(Key, Option<Vec<u8>>)> = c
+            .entries()
+            .filter(|(k, _)| !k.starts_with(&owner_prefix))
+            .map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec)))
+            .collect();
+        for key in owners {
+            if let Some(v) = c.get(key) {
+                values.push(((*key).clone(), v.map(<[u8]>::to_vec)));
+            }
+        }
+        (positions, values, true)
     }
 
     fn cache_snapshot(&self) -> NodeCache {

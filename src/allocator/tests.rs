@@ -741,3 +741,113 @@ async fn excluded_static_request_names_the_exclude_entry() {
         ip("10.0.0.40")
     );
 }
+
+#[tokio::test]
+async fn allocate_each_fails_only_the_bad_requests() {
+    // /29: .2 ..= .6 usable (5 addresses).
+    let store = CountingStore::new(MemoryStore::new());
+    let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/29")])]));
+    a.allocate(&{
+        let mut r = req("holder");
+        r.requested = vec![ip("10.0.0.4")];
+        r
+    })
+    .await
+    .unwrap();
+    store.reset();
+    let mut taken = req("wants-taken");
+    taken.requested = vec![ip("10.0.0.4")];
+    let mut outside = req("wants-outside");
+    outside.requested = vec![ip("10.9.9.9")];
+    let reqs = vec![
+        req("a"),
+        taken,
+        req("b"),
+        outside,
+        req("c"),
+        req("d"),
+        req("e"),
+    ];
+    let out = a.allocate_each(&reqs).await;
+    assert_eq!(out.len(), reqs.len());
+    // a, b, c, d take the four free addresses; e finds the pool exhausted.
+    for i in [0, 2, 4, 5] {
+        assert!(out[i].is_ok(), "{i}: {:?}", out[i]);
+    }
+    assert!(
+        matches!(out[1], Err(AllocError::RequestedUnavailable { .. })),
+        "{:?}",
+        out[1]
+    );
+    assert!(
+        matches!(out[3], Err(AllocError::RequestedUnavailable { .. })),
+        "{:?}",
+        out[3]
+    );
+    assert!(
+        matches!(out[6], Err(AllocError::Exhausted { .. })),
+        "{:?}",
+        out[6]
+    );
+    assert_eq!(store.txns(), 1, "one transaction for the whole batch");
+    let ips: HashSet<IpAddr> = out
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|x| x.assigned[0].ip)
+        .collect();
+    assert_eq!(ips.len(), 4);
+    assert!(!ips.contains(&ip("10.0.0.4")));
+    assert!(a.check().await.unwrap().is_clean());
+    assert_eq!(a.owners().await.unwrap().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_batches_concurrent_callers() {
+    let store = Arc::new(CountingStore::new(MemoryStore::new()));
+    let a = Arc::new(
+        Allocator::new(
+            store.clone(),
+            net(vec![
+                set(&[spec("10.2.0.0/16")]),
+                set(&[spec("fd00:2::/64")]),
+            ]),
+            opts(),
+        )
+        .unwrap(),
+    );
+    let group = group::GroupCommit::new(a.clone());
+    // Warm up (meta, first chunk), then 200 callers at once.
+    group.allocate(req("warm")).await.unwrap();
+    store.reset();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let g = group.clone();
+            tokio::spawn(async move { g.allocate(req(&format!("g{i}"))).await })
+        })
+        .collect();
+    let mut ips = HashSet::new();
+    for t in tasks {
+        let got = t.await.unwrap().unwrap();
+        for x in got.assigned {
+            assert!(ips.insert(x.ip), "{} twice", x.ip);
+        }
+    }
+    assert_eq!(ips.len(), 400);
+    assert!(
+        store.txns() <= 200 / 4,
+        "{} transactions for 200 concurrent allocations",
+        store.txns()
+    );
+    // A bad request in the crowd fails alone; releases go through.
+    let mut bad = req("bad");
+    bad.requested = vec![ip("10.2.0.0")];
+    let (x, y) = tokio::join!(group.allocate(bad), group.allocate(req("good")));
+    assert!(
+        matches!(x, Err(AllocError::RequestedUnavailable { .. })),
+        "{x:?}"
+    );
+    assert!(y.is_ok());
+    assert!(group.release(&req("good").owner).await.unwrap().is_some());
+    assert!(a.check().await.unwrap().is_clean());
+    assert_eq!(a.owners().await.unwrap().len(), 201);
+}
