@@ -15,9 +15,7 @@ use serde_json::Value;
 
 use super::cli::{ListArgs, ReconcileArgs, ReleaseArgs};
 use super::error::{AdminError, EXIT_OK, EXIT_PROBLEMS};
-use super::reconcile::{
-    self, Attachment, BadCacheFile, Decision, Inputs, Plan, Reason, Source,
-};
+use super::reconcile::{self, Attachment, BadCacheFile, Decision, Inputs, Plan, Reason, Source};
 use super::table::Table;
 use crate::allocator::{Allocator, CheckReport, OwnerId, OwnerRecord, Problem, RangeUsage};
 use crate::store::Store;
@@ -749,7 +747,10 @@ pub fn read_cache_dir(
     let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| bad_dir(format!("cannot be listed: {e}")))?;
-        names.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
+        names.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            entry.path(),
+        ));
     }
     names.sort();
     for (name, path) in names {
@@ -952,8 +953,7 @@ pub async fn reconcile_pass<S: Store>(
     } else {
         "RELEASE"
     };
-    let mut rows: Vec<(&str, &Decision)> =
-        report.plan.release.iter().map(|d| (verb, d)).collect();
+    let mut rows: Vec<(&str, &Decision)> = report.plan.release.iter().map(|d| (verb, d)).collect();
     if verbose {
         rows.extend(report.plan.keep.iter().map(|d| ("KEEP", d)));
     }

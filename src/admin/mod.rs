@@ -74,9 +74,7 @@ pub async fn run(
             yes,
             dry_run,
         } => commands::gc(&alloc, valid, *yes, *dry_run, cli.json, confirm, out).await,
-        Command::Reconcile(args) => {
-            commands::reconcile(&alloc, args, cli.json, confirm, out).await
-        }
+        Command::Reconcile(args) => commands::reconcile(&alloc, args, cli.json, confirm, out).await,
         Command::Bench(_) | Command::Metrics(_) => Ok(error::EXIT_OK),
     }
 }

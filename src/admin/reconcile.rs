@@ -319,7 +319,7 @@ pub struct Decision {
 
 /// Why a pass releases nothing although it found leaks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "blocked", rename_all = "camelCase")]
+#[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Blocked {
     /// Cache files of (possibly) this network do not decode.
     BadCacheFiles {
@@ -540,10 +540,7 @@ mod tests {
         let p = plan(&inputs(&records, &att, &[]));
         // `edge` is exactly grace old: released.
         assert_eq!(ids(&p.release), ["edge", "leak"]);
-        assert_eq!(
-            p.release[1].reason,
-            Reason::NotAttached { age_secs: 9_000 }
-        );
+        assert_eq!(p.release[1].reason, Reason::NotAttached { age_secs: 9_000 });
         assert_eq!(ids(&p.keep), ["adding", "live"]);
         assert_eq!(p.other_nodes, 2);
         assert_eq!(p.blocked, None);
@@ -554,10 +551,7 @@ mod tests {
         });
         assert_eq!(ids(&p.release), ["leak"]);
         let p = plan(&inputs(&records, &att, &[]));
-        assert_eq!(
-            p.keep[0].reason,
-            Reason::YoungerThanGrace { age_secs: 100 }
-        );
+        assert_eq!(p.keep[0].reason, Reason::YoungerThanGrace { age_secs: 100 });
     }
 
     /// A record exactly as old as the grace is released; one second
@@ -763,10 +757,23 @@ mod tests {
             ("2d", 172_800),
             (" 5m ", 300),
         ] {
-            assert_eq!(parse_duration(text), Ok(Duration::from_secs(secs)), "{text}");
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
         }
         assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        for bad in ["", "-1", "10x", "m", "1.5h", "10 m", "99999999999999999999", "999999999999999999d"] {
+        for bad in [
+            "",
+            "-1",
+            "10x",
+            "m",
+            "1.5h",
+            "10 m",
+            "99999999999999999999",
+            "999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert_eq!(grace_secs(Duration::from_millis(1)), 1);
