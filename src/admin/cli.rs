@@ -97,6 +97,10 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Release this node's owner records that the container runtime no
+    /// longer has (libcni's result cache, and/or a valid list), once they
+    /// are older than a grace period.
+    Reconcile(ReconcileArgs),
     /// Serve Prometheus metrics of one or more networks over HTTP
     /// (`GET /metrics`, text exposition format).
     Metrics(MetricsArgs),
@@ -145,6 +149,54 @@ pub struct ReleaseArgs {
     /// Print what would be released, release nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// Options of `reconcile`.
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    /// The node whose owner records are reconciled (default: this host's
+    /// name, as the plugin records it).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Owner records younger than this are always kept (an ADD may be in
+    /// flight): e.g. 600, 90s, 10m, 1h30m.
+    #[arg(long, value_name = "DURATION", default_value = "10m",
+          value_parser = parse_duration_arg)]
+    pub grace: std::time::Duration,
+    /// libcni's result cache: the runtime's `<cacheDir>/results`
+    /// (containerd, CRI-O and podman use /var/lib/cni/results).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/cni/results")]
+    pub cache_dir: PathBuf,
+    /// Do not read the cache; only `--valid` lists the attachments.
+    #[arg(long, requires = "valid")]
+    pub no_cache: bool,
+    /// More valid attachments: a JSON list of `{"containerID", "ifname"}`
+    /// (as `gc --valid` takes), in addition to the cache.
+    #[arg(long, value_name = "FILE")]
+    pub valid: Option<PathBuf>,
+    /// Also release attachments whose cache entry names a network
+    /// namespace that no longer exists (a runtime that dropped a container
+    /// whose DEL failed). Needs the host's mount and PID namespaces.
+    #[arg(long)]
+    pub check_netns: bool,
+    /// Release even when no attachment of this network is known at all
+    /// (refused by default: a wrong --cache-dir looks like an empty node).
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print what would be released and why, release nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run a pass every DURATION until SIGTERM or SIGINT (needs --yes or
+    /// --dry-run); one line per pass on stderr.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub interval: Option<std::time::Duration>,
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    super::reconcile::parse_duration(text)
 }
 
 /// Options of `metrics`.

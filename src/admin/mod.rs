@@ -9,7 +9,8 @@
 //! |---|---|
 //! | [`cli`] | the command line (clap derive) |
 //! | [`target`] | config file or flags → network, store, chunk size |
-//! | [`commands`] | `show`, `list`, `get`, `release`, `check`, `gc` |
+//! | [`commands`] | `show`, `list`, `get`, `release`, `check`, `gc`, `reconcile` |
+//! | [`reconcile`] | `reconcile`: the pure decision, libcni cache entries |
 //! | [`metrics`] | `metrics`: figures in the Prometheus text format |
 //! | [`exporter`] | `metrics`: the HTTP server |
 //! | [`bench`] | `bench`: ours vs raw compare-and-swap vs naive |
@@ -33,6 +34,7 @@ pub mod error;
 pub mod exporter;
 pub mod metrics;
 pub mod naive;
+pub mod reconcile;
 pub mod table;
 pub mod target;
 
@@ -72,6 +74,7 @@ pub async fn run(
             yes,
             dry_run,
         } => commands::gc(&alloc, valid, *yes, *dry_run, cli.json, confirm, out).await,
+        Command::Reconcile(args) => commands::reconcile(&alloc, args, cli.json, confirm, out).await,
         Command::Bench(_) | Command::Metrics(_) => Ok(error::EXIT_OK),
     }
 }
