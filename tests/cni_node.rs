@@ -12,6 +12,8 @@
 //!   node lock) leave a state that converges: re-ADDs succeed, `check` is
 //!   clean, DELs free everything.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::collections::HashSet;

@@ -376,7 +376,7 @@ fn reconcile_frees_exactly_the_containers_whose_del_was_lost() {
     assert_eq!(ids(&v, "keep"), all);
     // Dry runs with grace 0: exactly the leaks, nothing written.
     let v = reconcile(&["--dry-run", "--grace", "0"], 0);
-    assert_eq!(ids(&v, "release"), [lost.clone()]);
+    assert_eq!(ids(&v, "release"), std::slice::from_ref(&lost));
     assert_eq!(v["release"][0]["reason"], "notAttached");
     assert_eq!(
         ids(&v, "keep"),
@@ -396,13 +396,13 @@ fn reconcile_frees_exactly_the_containers_whose_del_was_lost() {
 
     // The real runs.
     let v = reconcile(&["--grace", "0", "--yes"], 0);
-    assert_eq!(ids(&v, "released"), [lost.clone()]);
+    assert_eq!(ids(&v, "released"), std::slice::from_ref(&lost));
     assert_eq!(
         owners(conf),
         sorted(vec![live1.clone(), live2.clone(), gone.clone()])
     );
     let v = reconcile(&["--grace", "0", "--yes", "--check-netns"], 0);
-    assert_eq!(ids(&v, "released"), [gone.clone()]);
+    assert_eq!(ids(&v, "released"), std::slice::from_ref(&gone));
     assert_eq!(owners(conf), sorted(vec![live1.clone(), live2.clone()]));
     let v = json(0, &["--config", conf, "check", "--json"]);
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
@@ -435,7 +435,7 @@ fn reconcile_frees_exactly_the_containers_whose_del_was_lost() {
         .unwrap();
     podman.remove_losing_del(&["live2"]);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while owners(conf) != [live1.clone()] {
+    while owners(conf) != std::slice::from_ref(&live1) {
         assert!(
             Instant::now() < deadline,
             "live2 never freed: {:?}",
@@ -458,5 +458,5 @@ fn reconcile_frees_exactly_the_containers_whose_del_was_lost() {
     assert!(passes >= 1, "{stderr}");
     assert!(stderr.contains("released 1"), "{stderr}");
     assert!(stderr.contains("stopped by signal"), "{stderr}");
-    assert_eq!(owners(conf), [live1.clone()]);
+    assert_eq!(owners(conf), std::slice::from_ref(&live1));
 }

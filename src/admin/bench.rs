@@ -277,7 +277,7 @@ fn seed_of(same_node: bool, worker: usize, client: usize) -> u64 {
 
 /// One bench client: its own allocator, or a share of a group-committing one.
 enum Client {
-    Own(Allocator<Shared>),
+    Own(Box<Allocator<Shared>>),
     Group(GroupCommit<Shared>),
 }
 
@@ -328,14 +328,14 @@ async fn run_ours(
     for client in 0..args.concurrency.max(1) {
         let alloc = match &grouped {
             Some(g) => Client::Group(g.clone()),
-            None => Client::Own(Allocator::new(
+            None => Client::Own(Box::new(Allocator::new(
                 store.clone(),
                 network.clone(),
                 Options {
                     node_seed: seed_of(args.same_node, worker, client),
                     ..options.clone()
                 },
-            )?),
+            )?)),
         };
         let next = next.clone();
         let pb = pb.clone();
