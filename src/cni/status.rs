@@ -1,0 +1,398 @@
+//! The STATUS policy: when a failing store makes STATUS answer "plugin not
+//! available" (code 50).
+//!
+//! A failed CNI STATUS makes the runtime (containerd 2.0.1 and later, CRI-O)
+//! report the network not ready, and the kubelet marks the node NotReady.
+//! STATUS runs on every node against the same etcd, so answering 50 on every
+//! short etcd blip would take every node of the cluster down at once. So by
+//! default ([`StatusPolicy::Grace`]) a store that does not answer is
+//! reported only once it has failed for `statusGraceMs` (default
+//! [`DEFAULT_GRACE`]):
+//!
+//! * The start of the current failure streak is kept node-locally in the
+//!   node directory, `status.<network>.<host>.json` next to the node cache
+//!   ([`StreakFile`]): `{"failingSinceMs": <Unix ms>, "error": "..."}`,
+//!   written to a temporary file and renamed, so readers see a whole file
+//!   or none.
+//! * A STATUS whose store does not answer (code 11: unreachable, no quorum,
+//!   deadline, lock wait) starts a streak if there is none, and then
+//!   succeeds (exit 0, a note on stderr and in the log) while the streak is
+//!   younger than the grace; from then on it is code 50.
+//! * Any STATUS that reaches the store clears the streak, and so does any
+//!   ADD, DEL, CHECK or GC that got an answer from it (success, or codes 3,
+//!   100, 101, 103).
+//! * A missing, unreadable or garbage file, or one whose time lies in the
+//!   future (the wall clock went back), is no streak: the failure starts a
+//!   new one now.
+//! * If the file cannot be written (the node directory is not writable),
+//!   the grace cannot be tracked, and the failure is reported at once.
+//!
+//! Errors that are not an unreachable store are never graced: a broken
+//! config (codes 1, 2, 4, 6, 7) is reported with its own code at once; any
+//! other error (I/O on the embedded store, a refused login, corrupt state)
+//! is code 50 at once. [`StatusPolicy::Strict`] (`"statusPolicy":
+//! "strict"`), or a grace of 0, reports every failure at once and keeps no
+//! file.
+//!
+//! The streak is kept per node, not shared: each node times its own view of
+//! the store. The time is the wall clock (the streak outlives processes).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::config::{NetConf, StoreConf};
+use super::error::{self, CniError};
+use super::json::Obj;
+use super::node::NodeFiles;
+
+/// Default `statusGraceMs`.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+
+/// How STATUS reports a store that does not answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusPolicy {
+    /// Code 50 only once the failure streak is this old (`statusPolicy`
+    /// `"grace"`, the default).
+    Grace(Duration),
+    /// Code 50 on every failure (`statusPolicy` `"strict"`).
+    Strict,
+}
+
+impl Default for StatusPolicy {
+    fn default() -> Self {
+        StatusPolicy::Grace(DEFAULT_GRACE)
+    }
+}
+
+impl StatusPolicy {
+    /// Reads `statusPolicy` and `statusGraceMs` of the `ipam` section.
+    pub(crate) fn parse(ipam: &Obj<'_>) -> Result<StatusPolicy, CniError> {
+        let grace = ipam.u64("statusGraceMs")?;
+        match ipam.str("statusPolicy")? {
+            None | Some("grace") => Ok(StatusPolicy::Grace(
+                grace.map_or(DEFAULT_GRACE, Duration::from_millis),
+            )),
+            Some("strict") => match grace {
+                None => Ok(StatusPolicy::Strict),
+                Some(_) => Err(CniError::config(
+                    ipam.field("statusGraceMs"),
+                    "applies to statusPolicy \"grace\" only; remove it or the strict policy",
+                )),
+            },
+            Some(other) => Err(CniError::config(
+                ipam.field("statusPolicy"),
+                format!("{other:?} is not a STATUS policy (expected \"grace\" or \"strict\")"),
+            )),
+        }
+    }
+
+    /// The grace, `None` when every failure is reported at once.
+    fn grace(self) -> Option<Duration> {
+        match self {
+            StatusPolicy::Grace(g) if !g.is_zero() => Some(g),
+            _ => None,
+        }
+    }
+}
+
+/// The failure-streak file of one network on this node.
+#[derive(Clone, Debug)]
+pub struct StreakFile {
+    path: PathBuf,
+}
+
+/// The file's content.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Streak {
+    failing_since_ms: u64,
+    #[serde(default)]
+    error: String,
+}
+
+impl StreakFile {
+    /// The file of network `name` and node `host` in `dir`: named like the
+    /// node cache of [`NodeFiles`] (same host name rule), with `status.`
+    /// in place of `node-cache.`.
+    pub fn new(dir: &Path, name: &str, host: &str) -> StreakFile {
+        let cache = NodeFiles::new(dir, name, host, "");
+        let file = cache
+            .cache_path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("node-cache."))
+            .map_or_else(|| format!("{name}._.json"), str::to_string);
+        StreakFile {
+            path: dir.join(format!("status.{file}")),
+        }
+    }
+
+    /// The file of the config's network on this host.
+    pub fn of(conf: &NetConf) -> StreakFile {
+        StreakFile::new(
+            &conf.ipam.node_dir,
+            &conf.name,
+            &crate::allocator::local_hostname(),
+        )
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// When the current streak began; `None` for a missing, unreadable or
+    /// garbage file, or a time after `now`.
+    pub fn since(&self, now: SystemTime) -> Option<SystemTime> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        let streak: Streak = serde_json::from_slice(&bytes).ok()?;
+        let since = UNIX_EPOCH.checked_add(Duration::from_millis(streak.failing_since_ms))?;
+        (since <= now).then_some(since)
+    }
+
+    /// Starts a streak at `since` (temporary file + rename).
+    pub fn start(&self, since: SystemTime, error: &str) -> std::io::Result<()> {
+        let ms = since
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let body = serde_json::to_vec(&Streak {
+            failing_since_ms: ms,
+            error: error.to_string(),
+        })
+        .map_err(std::io::Error::other)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let written = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, &self.path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Ends the streak (removes the file; a missing file is fine).
+    pub fn clear(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Codes of a broken config or invocation: STATUS reports them as they are.
+const CONFIG_CODES: [u32; 5] = [
+    error::CODE_INCOMPATIBLE_VERSION,
+    error::CODE_UNSUPPORTED_FIELD,
+    error::CODE_INVALID_ENV,
+    error::CODE_DECODE,
+    error::CODE_INVALID_CONFIG,
+];
+
+/// Codes of a command that got an answer from the store (it is up).
+const ANSWERED_CODES: [u32; 4] = [
+    error::CODE_UNKNOWN_CONTAINER,
+    error::CODE_ADDRESS_UNAVAILABLE,
+    error::CODE_POOL_EXHAUSTED,
+    error::CODE_CHECK_MISMATCH,
+];
+
+/// What STATUS answers.
+#[derive(Debug)]
+pub struct Verdict {
+    /// Success, or the error to report.
+    pub result: Result<(), CniError>,
+    /// For a failure within the grace: what was hidden, for stderr and the
+    /// log.
+    pub note: Option<String>,
+}
+
+/// Applies `policy` to the outcome of STATUS's store check at `now`,
+/// keeping `file` up to date.
+pub fn decide(
+    policy: StatusPolicy,
+    file: &StreakFile,
+    outcome: Result<(), CniError>,
+    now: SystemTime,
+) -> Verdict {
+    let verdict = |result| Verdict { result, note: None };
+    let e = match outcome {
+        Ok(()) => {
+            file.clear();
+            return verdict(Ok(()));
+        }
+        Err(e) if CONFIG_CODES.contains(&e.code()) => return verdict(Err(e)),
+        Err(e) => e,
+    };
+    let not_available = |why: String| verdict(Err(CniError::NotAvailable(why)));
+    let Some(grace) = policy
+        .grace()
+        .filter(|_| e.code() == error::CODE_TRY_AGAIN_LATER)
+    else {
+        return not_available(e.to_string());
+    };
+    let grace_ms = grace.as_millis();
+    let since = match file.since(now) {
+        Some(since) => since,
+        None => match file.start(now, &e.to_string()) {
+            Ok(()) => now,
+            Err(io) => {
+                return not_available(format!(
+                    "{e} (reported at once: the STATUS state file {} cannot be written ({io}), so statusGraceMs {grace_ms} cannot be tracked)",
+                    file.path().display()
+                ))
+            }
+        },
+    };
+    let failing = now.duration_since(since).unwrap_or_default();
+    let failing_ms = failing.as_millis();
+    if failing >= grace {
+        return not_available(format!(
+            "{e} (failing for {failing_ms} ms, statusGraceMs is {grace_ms})"
+        ));
+    }
+    Verdict {
+        result: Ok(()),
+        note: Some(format!(
+            "STATUS reports available although the store is failing: failing for {failing_ms} ms, within statusGraceMs {grace_ms} (code 50 in {} ms if it goes on): {e}",
+            (grace - failing).as_millis()
+        )),
+    }
+}
+
+/// After ADD, DEL, CHECK or GC: a command that got an answer from the store
+/// ends a failure streak.
+pub fn after_command(conf: &NetConf, outcome: &Result<Option<String>, CniError>) {
+    let answered = match outcome {
+        Ok(_) => true,
+        Err(e) => ANSWERED_CODES.contains(&e.code()),
+    };
+    if answered && conf.ipam.status.grace().is_some() {
+        StreakFile::of(conf).clear();
+    }
+}
+
+/// A short name of the store for messages (`etcd a,b` or `local <dir>`).
+pub fn store_label(store: &StoreConf) -> String {
+    match store {
+        StoreConf::Etcd(c) => format!("etcd {}", c.endpoints.join(",")),
+        StoreConf::Local { data_dir, .. } => format!("local {}", data_dir.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    fn down() -> Result<(), CniError> {
+        Err(CniError::Store(StoreError::Unavailable("etcd down".into())))
+    }
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms)
+    }
+
+    fn code(v: &Verdict) -> Option<u32> {
+        v.result.as_ref().err().map(CniError::code)
+    }
+
+    #[test]
+    fn a_streak_is_graced_then_reported_and_cleared_by_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StreakFile::new(dir.path(), "net", "n1");
+        assert_eq!(
+            file.path(),
+            dir.path().join("status.net.n1.json"),
+            "named like the node cache"
+        );
+        let policy = StatusPolicy::Grace(Duration::from_secs(60));
+        let v = decide(policy, &file, down(), at(0));
+        assert_eq!(code(&v), None);
+        assert!(v.note.as_deref().unwrap().contains("etcd down"), "{v:?}");
+        assert_eq!(file.since(at(1)), Some(at(0)));
+        let v = decide(policy, &file, down(), at(59_999));
+        assert_eq!(code(&v), None, "still within");
+        assert_eq!(
+            file.since(at(59_999)),
+            Some(at(0)),
+            "the streak keeps its start"
+        );
+        let v = decide(policy, &file, down(), at(60_000));
+        assert_eq!(code(&v), Some(50));
+        assert!(v.note.is_none());
+        let details = v.result.unwrap_err().to_string();
+        assert!(details.contains("failing for 60000 ms"), "{details}");
+        let v = decide(policy, &file, Ok(()), at(61_000));
+        assert!(v.result.is_ok());
+        assert!(!file.path().exists(), "success ends the streak");
+        let v = decide(policy, &file, down(), at(200_000));
+        assert_eq!(code(&v), None, "a new streak starts graced");
+    }
+
+    #[test]
+    fn garbage_or_future_files_are_no_streak() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StreakFile::new(dir.path(), "net", "n1");
+        let policy = StatusPolicy::Grace(Duration::from_secs(60));
+        for garbage in [
+            &b"{garbage"[..],
+            b"",
+            b"{\"failingSinceMs\": -5}",
+            b"[1,2]",
+            b"{\"failingSinceMs\": 18446744073709551615}",
+        ] {
+            std::fs::write(file.path(), garbage).unwrap();
+            assert_eq!(file.since(at(0)), None, "{garbage:?}");
+            let v = decide(policy, &file, down(), at(0));
+            assert_eq!(code(&v), None, "{garbage:?}");
+            assert_eq!(file.since(at(0)), Some(at(0)), "rewritten");
+        }
+        // The clock went back: the file's time is in the future.
+        file.start(at(10_000), "x").unwrap();
+        assert_eq!(file.since(at(0)), None);
+        // Only the file itself is left (no temporary files).
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn strict_zero_grace_config_and_other_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StreakFile::new(dir.path(), "net", "n1");
+        for policy in [StatusPolicy::Strict, StatusPolicy::Grace(Duration::ZERO)] {
+            let v = decide(policy, &file, down(), at(0));
+            assert_eq!(code(&v), Some(50), "{policy:?}");
+            assert!(!file.path().exists(), "no file kept");
+        }
+        let grace = StatusPolicy::default();
+        // A broken config keeps its own code, never graced.
+        let v = decide(grace, &file, Err(CniError::config("ipam.x", "bad")), at(0));
+        assert_eq!(code(&v), Some(7));
+        // Not an unreachable store: 50 at once.
+        let refused = Err(CniError::Store(StoreError::Refused("auth".into())));
+        assert_eq!(code(&decide(grace, &file, refused, at(0))), Some(50));
+        assert!(!file.path().exists());
+    }
+
+    #[test]
+    fn an_unwritable_directory_reports_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"a file").unwrap();
+        let file = StreakFile::new(&dir.path().join("f/sub"), "net", "n1");
+        let v = decide(StatusPolicy::default(), &file, down(), at(0));
+        assert_eq!(code(&v), Some(50));
+        let details = v.result.unwrap_err().to_string();
+        assert!(details.contains("cannot be written"), "{details}");
+    }
+
+    #[test]
+    fn odd_host_names_stay_in_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        for host in ["", "../../etc", "a/b"] {
+            let f = StreakFile::new(dir.path(), "net", host);
+            assert_eq!(f.path(), dir.path().join("status.net._.json"), "{host:?}");
+        }
+    }
+}
