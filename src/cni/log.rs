@@ -111,18 +111,19 @@ impl LogSettings {
                 ),
             ));
         }
-        let level =
-            match level {
-                None | Some("info") => LogLevel::Info,
-                Some("error") => LogLevel::Error,
-                Some("debug") => LogLevel::Debug,
-                Some(other) => return Err(CniError::config(
+        let level = match level {
+            None | Some("info") => LogLevel::Info,
+            Some("error") => LogLevel::Error,
+            Some("debug") => LogLevel::Debug,
+            Some(other) => {
+                return Err(CniError::config(
                     ipam.field("logLevel"),
                     format!(
                         "{other:?} is not a log level (expected \"error\", \"info\" or \"debug\")"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let max_bytes = match max_bytes {
             None => DEFAULT_MAX_BYTES,
             Some(0) => {
