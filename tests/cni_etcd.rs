@@ -495,7 +495,7 @@ fn log_lines_on_etcd_with_a_password_never_hold_it() {
         assert!(l["durationMs"].as_f64().unwrap() > 0.0, "{l}");
         assert_eq!(l["username"], "root", "{l}");
         assert_eq!(l["endpoints"], json!([etcd.url()]), "{l}");
-        assert_eq!(l["pid"].as_u64().is_some(), true, "{l}");
+        assert!(l["pid"].as_u64().is_some(), "{l}");
     }
     let add = &lines[0];
     assert_eq!(

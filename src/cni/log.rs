@@ -36,10 +36,12 @@
 //! `flock` on the file being rotated and checks, under it, that the path
 //! still names that file; a process that finds it already rotated reopens
 //! the path instead. A line written by a process that opened the file just
-//! before a rotation lands in `<file>.1`; no line is lost, except that two
-//! rotations racing within one line's time can each replace `<file>.1`.
-//! If the lock cannot be had within [`ROTATE_WAIT`], the line is appended
-//! without rotating.
+//! before a rotation lands in `<file>.1`. So lines go only the way rotation
+//! sends them anyway (the generation before `<file>.1`), with one race: a
+//! line that lands in `<file>.1` just as a second rotation follows the
+//! first goes with that generation. A failed rename still appends the line
+//! (and reports the failure); if the lock cannot be had within
+//! [`ROTATE_WAIT`], the line is appended without rotating.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
