@@ -412,13 +412,21 @@ fn status_grace_hides_a_short_outage_then_reports_50() {
     status(&c).ok_empty();
     let new_since = streak_since(&files[0]);
     assert!(new_since > since, "a new streak");
-    // A streak an hour old: 50 at once.
+    // A streak an hour old, failing until just now: 50 at once.
+    std::fs::write(
+        &files[0],
+        json!({"failingSinceMs": unix_ms() - 3_600_000, "lastFailureMs": unix_ms()}).to_string(),
+    )
+    .unwrap();
+    status(&c).err(50);
+    // An hour old but not seen failing since: stale, a new streak.
     std::fs::write(
         &files[0],
         json!({"failingSinceMs": unix_ms() - 3_600_000}).to_string(),
     )
     .unwrap();
-    status(&c).err(50);
+    status(&c).ok_empty();
+    assert!(streak_since(&files[0]) + 60_000 > unix_ms(), "restarted");
 
     // Recovery: the first STATUS that reaches etcd ends the streak.
     etcd.restart();

@@ -3,8 +3,8 @@
 //! runtime and the configured budget.
 //!
 //! Around the dispatch ([`respond`]): the STATUS policy
-//! ([`status`](super::status)) turns STATUS's store check into its answer,
-//! and every invocation is logged ([`log`](super::log)) with the store's
+//! ([`status`]) turns STATUS's store check into its answer,
+//! and every invocation is logged ([`log`]) with the store's
 //! round trips, counted by a [`CountingStore`] around the store.
 
 use std::collections::BTreeSet;

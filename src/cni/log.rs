@@ -20,7 +20,7 @@
 //! The log settings are read from stdin on their own ([`sniff`]), leniently,
 //! so that an invocation whose config is otherwise broken is still logged;
 //! the same fields are validated strictly with the rest of the config
-//! ([`LogSettings::parse`], code 7 naming the field), so a broken log
+//! (`LogSettings::parse`, code 7 naming the field), so a broken log
 //! setting fails the command and is never silently ignored.
 //!
 //! Writing never fails the CNI command: a log file that cannot be opened or

@@ -9,15 +9,19 @@
 //! reported only once it has failed for `statusGraceMs` (default
 //! [`DEFAULT_GRACE`]):
 //!
-//! * The start of the current failure streak is kept node-locally in the
-//!   node directory, `status.<network>.<host>.json` next to the node cache
-//!   ([`StreakFile`]): `{"failingSinceMs": <Unix ms>, "error": "..."}`,
-//!   written to a temporary file and renamed, so readers see a whole file
-//!   or none.
+//! * The current failure streak is kept node-locally in the node
+//!   directory, `status.<network>.<host>.json` next to the node cache
+//!   ([`StreakFile`]): `{"failingSinceMs": <Unix ms>, "lastFailureMs":
+//!   <Unix ms>, "error": "..."}`, written to a temporary file and renamed,
+//!   so readers see a whole file or none.
 //! * A STATUS whose store does not answer (code 11: unreachable, no quorum,
-//!   deadline, lock wait) starts a streak if there is none, and then
-//!   succeeds (exit 0, a note on stderr and in the log) while the streak is
-//!   younger than the grace; from then on it is code 50.
+//!   deadline, lock wait) starts a streak if there is none, else records
+//!   itself as the streak's last failure; it succeeds (exit 0, a note on
+//!   stderr and in the log) while the streak is younger than the grace, and
+//!   from then on it is code 50.
+//! * A streak whose last failure is older than the grace, and at least
+//!   [`STALE_AFTER_MIN`], is stale (nobody asked for a while, so nobody
+//!   knows the store failed all along): the failure starts a new streak.
 //! * Any STATUS that reaches the store clears the streak, and so does any
 //!   ADD, DEL, CHECK or GC that got an answer from it (success, or codes 3,
 //!   100, 101, 103).
@@ -49,6 +53,11 @@ use super::node::NodeFiles;
 
 /// Default `statusGraceMs`.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+
+/// A streak not seen failing for this long (or the grace, if longer) is
+/// stale: runtimes ask STATUS every few seconds, so a longer silence means
+/// nobody watched the store fail.
+pub const STALE_AFTER_MIN: Duration = Duration::from_secs(60);
 
 /// How STATUS reports a store that does not answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,8 +117,21 @@ pub struct StreakFile {
 #[serde(rename_all = "camelCase")]
 struct Streak {
     failing_since_ms: u64,
+    /// Absent in a hand-written file: the start.
+    #[serde(default)]
+    last_failure_ms: Option<u64>,
     #[serde(default)]
     error: String,
+}
+
+fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn from_ms(ms: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }
 
 impl StreakFile {
@@ -146,20 +168,30 @@ impl StreakFile {
     /// When the current streak began; `None` for a missing, unreadable or
     /// garbage file, or a time after `now`.
     pub fn since(&self, now: SystemTime) -> Option<SystemTime> {
+        self.read(now).map(|(since, _)| since)
+    }
+
+    /// The streak's start and last failure, both at or before `now`.
+    fn read(&self, now: SystemTime) -> Option<(SystemTime, SystemTime)> {
         let bytes = std::fs::read(&self.path).ok()?;
-        let streak: Streak = serde_json::from_slice(&bytes).ok()?;
-        let since = UNIX_EPOCH.checked_add(Duration::from_millis(streak.failing_since_ms))?;
-        (since <= now).then_some(since)
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        // An object only (serde would take `[since, last]` as well).
+        let streak: Streak = serde_json::from_value(v.is_object().then_some(v)?).ok()?;
+        let since = from_ms(streak.failing_since_ms)?;
+        let last = from_ms(streak.last_failure_ms.unwrap_or(streak.failing_since_ms))?;
+        (since <= last && last <= now).then_some((since, last))
     }
 
     /// Starts a streak at `since` (temporary file + rename).
     pub fn start(&self, since: SystemTime, error: &str) -> std::io::Result<()> {
-        let ms = since
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        self.write(since, since, error)
+    }
+
+    /// Writes a streak that began at `since` and last failed at `last`.
+    fn write(&self, since: SystemTime, last: SystemTime, error: &str) -> std::io::Result<()> {
         let body = serde_json::to_vec(&Streak {
-            failing_since_ms: ms,
+            failing_since_ms: to_ms(since),
+            last_failure_ms: Some(to_ms(last)),
             error: error.to_string(),
         })
         .map_err(std::io::Error::other)?;
@@ -234,18 +266,20 @@ pub fn decide(
         return not_available(e.to_string());
     };
     let grace_ms = grace.as_millis();
-    let since = match file.since(now) {
-        Some(since) => since,
-        None => match file.start(now, &e.to_string()) {
-            Ok(()) => now,
-            Err(io) => {
-                return not_available(format!(
-                    "{e} (reported at once: the STATUS state file {} cannot be written ({io}), so statusGraceMs {grace_ms} cannot be tracked)",
-                    file.path().display()
-                ))
-            }
-        },
-    };
+    // A streak goes on only if its last failure is recent; else it starts
+    // now. Either way this failure is recorded as the last one.
+    let since = file
+        .read(now)
+        .filter(|(_, last)| {
+            now.duration_since(*last).unwrap_or_default() <= grace.max(STALE_AFTER_MIN)
+        })
+        .map_or(now, |(since, _)| since);
+    if let Err(io) = file.write(since, now, &e.to_string()) {
+        return not_available(format!(
+            "{e} (reported at once: the STATUS state file {} cannot be written ({io}), so statusGraceMs {grace_ms} cannot be tracked)",
+            file.path().display()
+        ));
+    }
     let failing = now.duration_since(since).unwrap_or_default();
     let failing_ms = failing.as_millis();
     if failing >= grace {
@@ -269,7 +303,7 @@ pub fn after_command(conf: &NetConf, outcome: &Result<Option<String>, CniError>)
         Ok(_) => true,
         Err(e) => ANSWERED_CODES.contains(&e.code()),
     };
-    if answered && conf.ipam.status.grace().is_some() {
+    if answered {
         StreakFile::of(conf).clear();
     }
 }
@@ -333,6 +367,40 @@ mod tests {
     }
 
     #[test]
+    fn a_streak_not_seen_failing_for_longer_than_the_grace_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StreakFile::new(dir.path(), "net", "n1");
+        let policy = StatusPolicy::Grace(Duration::from_secs(60));
+        // Failures every 30 s: one streak, 50 after 60 s.
+        for t in [0, 30_000] {
+            assert_eq!(code(&decide(policy, &file, down(), at(t))), None);
+        }
+        assert_eq!(code(&decide(policy, &file, down(), at(60_000))), Some(50));
+        // Then nobody asks for two minutes: the next failure starts anew.
+        assert_eq!(code(&decide(policy, &file, down(), at(180_001))), None);
+        assert_eq!(file.since(at(180_001)), Some(at(180_001)));
+        // A short grace is stale only after STALE_AFTER_MIN.
+        let short = StatusPolicy::Grace(Duration::from_secs(2));
+        file.clear();
+        assert_eq!(code(&decide(short, &file, down(), at(0))), None);
+        assert_eq!(code(&decide(short, &file, down(), at(59_000))), Some(50));
+        assert_eq!(
+            code(&decide(short, &file, down(), at(119_001))),
+            None,
+            "stale"
+        );
+        // A hand-written file without lastFailureMs: its start counts.
+        std::fs::write(
+            file.path(),
+            format!("{{\"failingSinceMs\": {}}}", to_ms(at(0))),
+        )
+        .unwrap();
+        assert_eq!(code(&decide(policy, &file, down(), at(59_000))), None);
+        assert_eq!(file.since(at(59_000)), Some(at(0)));
+        assert_eq!(code(&decide(policy, &file, down(), at(61_000))), Some(50));
+    }
+
+    #[test]
     fn garbage_or_future_files_are_no_streak() {
         let dir = tempfile::tempdir().unwrap();
         let file = StreakFile::new(dir.path(), "net", "n1");
@@ -343,6 +411,7 @@ mod tests {
             b"{\"failingSinceMs\": -5}",
             b"[1,2]",
             b"{\"failingSinceMs\": 18446744073709551615}",
+            b"{\"failingSinceMs\": 5, \"lastFailureMs\": 4}",
         ] {
             std::fs::write(file.path(), garbage).unwrap();
             assert_eq!(file.since(at(0)), None, "{garbage:?}");
