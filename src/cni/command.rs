@@ -2,10 +2,10 @@
 //! [`Allocator`] on the configured store, inside a current-thread tokio
 //! runtime and the configured budget.
 //!
-//! Around the dispatch ([`respond`]): the STATUS policy
-//! ([`status`]) turns STATUS's store check into its answer,
-//! and every invocation is logged ([`log`]) with the store's
-//! round trips, counted by a [`CountingStore`] around the store.
+//! Around the dispatch ([`respond`]): the STATUS policy ([`status`]) turns
+//! STATUS's store check into its answer, and every invocation is logged
+//! ([`log`]) with the store's round trips, counted by a [`CountingStore`]
+//! around the store.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -302,7 +302,10 @@ async fn with_node_state<T>(
     allocator: &Allocator<Counted>,
     op: impl std::future::Future<Output = Result<T, crate::allocator::AllocError>>,
 ) -> Result<T, CniError> {
-    let store = status::store_label(&conf.ipam.store);
+    let store = match &conf.ipam.store {
+        StoreConf::Etcd(c) => format!("etcd {}", c.endpoints.join(",")),
+        StoreConf::Local { data_dir, .. } => format!("local {}", data_dir.display()),
+    };
     let files = NodeFiles::new(
         &conf.ipam.node_dir,
         &conf.name,

@@ -46,7 +46,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{NetConf, StoreConf};
+use super::config::NetConf;
 use super::error::{self, CniError};
 use super::json::Obj;
 use super::node::NodeFiles;
@@ -305,14 +305,6 @@ pub fn after_command(conf: &NetConf, outcome: &Result<Option<String>, CniError>)
     };
     if answered {
         StreakFile::of(conf).clear();
-    }
-}
-
-/// A short name of the store for messages (`etcd a,b` or `local <dir>`).
-pub fn store_label(store: &StoreConf) -> String {
-    match store {
-        StoreConf::Etcd(c) => format!("etcd {}", c.endpoints.join(",")),
-        StoreConf::Local { data_dir, .. } => format!("local {}", data_dir.display()),
     }
 }
 
