@@ -261,6 +261,9 @@ fn etcd_down_status_50_and_add_del_11() {
     ipam["dialTimeoutMs"] = json!(500);
     ipam["requestTimeoutMs"] = json!(500);
     ipam["budgetMs"] = json!(1500);
+    // Every failing STATUS answered at once (the default grace is covered
+    // by status_grace_* below).
+    ipam["statusPolicy"] = json!("strict");
     let c = conf(&etcd, "1.1.0", "down-net", ipam);
     Call::bare(&host_etcd(), "STATUS")
         .config(&c)
@@ -289,6 +292,256 @@ fn etcd_down_status_50_and_add_del_11() {
     assert_eq!(addresses(&again), addresses(&held));
     assert!(owner_record(&etcd, "down-net", "c2", "eth0").is_none());
     Call::del("c1", "eth0").config(&c).run().ok_empty();
+}
+
+/// The STATUS failure-streak files of a node directory (one per network
+/// and host name).
+fn streak_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().path())
+                .filter(|p| {
+                    let name = p.file_name().unwrap().to_string_lossy();
+                    name.starts_with("status.") && name.ends_with(".json")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// The start of the failure streak recorded in `file`, Unix ms.
+fn streak_since(file: &std::path::Path) -> u64 {
+    let v: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    v["failingSinceMs"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{v}"))
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The default STATUS policy against a real outage: a failing STATUS
+/// succeeds within `statusGraceMs` (saying so on stderr), answers 50 once
+/// the streak is older, and the streak ends when the store answers again.
+/// A broken config is code 7 at once, and the strict policy answers 50 at
+/// once, outage or not.
+#[test]
+fn status_grace_hides_a_short_outage_then_reports_50() {
+    let mut etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let grace_ms = 4000;
+    let mut ipam = json!({"ranges": [[{"subnet": "10.77.0.0/24"}]]});
+    ipam["dialTimeoutMs"] = json!(300);
+    ipam["requestTimeoutMs"] = json!(300);
+    ipam["budgetMs"] = json!(800);
+    ipam["dataDir"] = json!(dir.path());
+    ipam["statusGraceMs"] = json!(grace_ms);
+    let c = conf(&etcd, "1.1.0", "grace-net", ipam);
+    let mut strict = c.clone();
+    strict["ipam"]["statusPolicy"] = json!("strict");
+    strict["ipam"]
+        .as_object_mut()
+        .unwrap()
+        .remove("statusGraceMs");
+    let mut broken = c.clone();
+    broken["ipam"]["ranges"] = json!([[{"subnet": "10.77.0.0/33"}]]);
+    let status = |c: &Value| Call::bare(&host_etcd(), "STATUS").config(c).run();
+
+    status(&c).ok_empty();
+    assert!(streak_files(dir.path()).is_empty());
+    // A bad grace value is a config error naming the field.
+    let mut bad = c.clone();
+    bad["ipam"]["statusGraceMs"] = json!("60s");
+    assert!(status(&bad).details().contains("ipam.statusGraceMs"));
+    bad["ipam"]["statusGraceMs"] = json!(grace_ms);
+    bad["ipam"]["statusPolicy"] = json!("lenient");
+    assert!(status(&bad).err(7)["details"]
+        .as_str()
+        .unwrap()
+        .contains("ipam.statusPolicy"));
+
+    etcd.kill();
+    // Within the grace: success, with the hidden failure on stderr.
+    let out = status(&c);
+    out.ok_empty();
+    assert!(
+        out.stderr.contains("within statusGraceMs 4000"),
+        "{}",
+        out.stderr
+    );
+    let files = streak_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("status.grace-net."));
+    let since = streak_since(&files[0]);
+    // Again, still within: success, same streak.
+    status(&c).ok_empty();
+    assert_eq!(streak_since(&files[0]), since, "the streak keeps its start");
+    // Strict: 50 at once, and the streak is left alone.
+    let e = status(&strict).err(50);
+    assert_eq!(e["msg"], "plugin not available");
+    assert_eq!(streak_since(&files[0]), since);
+    // A broken config is never hidden by the grace.
+    let e = status(&broken).err(7);
+    assert!(
+        e["details"].as_str().unwrap().contains("ipam.ranges[0][0]"),
+        "{e}"
+    );
+    // ADD and DEL fail (11) and do not end the streak.
+    Call::add("c1", "eth0").config(&c).run().err(11);
+    assert_eq!(streak_since(&files[0]), since);
+    // Past the grace: 50.
+    let wait = (since + grace_ms + 50).saturating_sub(unix_ms());
+    std::thread::sleep(std::time::Duration::from_millis(wait));
+    let e = status(&c).err(50);
+    let details = e["details"].as_str().unwrap();
+    assert!(details.contains("statusGraceMs is 4000"), "{e}");
+    assert!(details.contains("failing for"), "{e}");
+
+    // A garbage state file is no streak: the failure starts a new one.
+    std::fs::write(&files[0], b"{not json").unwrap();
+    status(&c).ok_empty();
+    let new_since = streak_since(&files[0]);
+    assert!(new_since > since, "a new streak");
+    // A streak an hour old, failing until just now: 50 at once.
+    std::fs::write(
+        &files[0],
+        json!({"failingSinceMs": unix_ms() - 3_600_000, "lastFailureMs": unix_ms()}).to_string(),
+    )
+    .unwrap();
+    status(&c).err(50);
+    // An hour old but not seen failing since: stale, a new streak.
+    std::fs::write(
+        &files[0],
+        json!({"failingSinceMs": unix_ms() - 3_600_000}).to_string(),
+    )
+    .unwrap();
+    status(&c).ok_empty();
+    assert!(streak_since(&files[0]) + 60_000 > unix_ms(), "restarted");
+
+    // Recovery: the first STATUS that reaches etcd ends the streak.
+    etcd.restart();
+    status(&c).ok_empty();
+    assert!(streak_files(dir.path()).is_empty());
+    // So does an ADD or DEL that reaches it.
+    std::fs::write(&files[0], json!({"failingSinceMs": unix_ms()}).to_string()).unwrap();
+    Call::add("c1", "eth0").config(&c).run().ok_json();
+    assert!(streak_files(dir.path()).is_empty(), "ADD ends the streak");
+    std::fs::write(&files[0], json!({"failingSinceMs": unix_ms()}).to_string()).unwrap();
+    Call::del("c1", "eth0").config(&c).run().ok_empty();
+    assert!(streak_files(dir.path()).is_empty(), "DEL ends the streak");
+}
+
+/// The plugin log on etcd with authentication: one JSON line per
+/// invocation with the store's round trips, and the password nowhere in
+/// the file, even at level debug and for a failed login.
+#[test]
+fn log_lines_on_etcd_with_a_password_never_hold_it() {
+    const PASSWORD: &str = "Pl41n-L0g-S3cret";
+    let etcd = EtcdServer::start();
+    for args in [
+        vec!["user", "add", &format!("root:{PASSWORD}")],
+        vec!["auth", "enable"],
+    ] {
+        let args: Vec<&str> = args.iter().map(|s| s.as_ref()).collect();
+        let out = etcd.etcdctl(&args);
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log/host-etcd.log");
+    let ipam = json!({
+        "ranges": [[{"subnet": "10.78.0.0/24"}], [{"subnet": "fd00:78::/64"}]],
+        "dataDir": dir.path().join("node"),
+        "username": "root", "password": PASSWORD,
+        "logFile": log, "logLevel": "debug",
+        "dialTimeoutMs": 1500, "requestTimeoutMs": 1500, "budgetMs": 3000
+    });
+    let c = conf(&etcd, "1.1.0", "log-net", ipam);
+    let args = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0";
+    let held = addresses(
+        &Call::add("c1", "eth0")
+            .args(args)
+            .config(&c)
+            .run()
+            .ok_json(),
+    );
+    let mut prev = c.clone();
+    prev["prevResult"] = json!({"cniVersion": "1.1.0", "ips": held.iter().map(|a| json!({"address": a})).collect::<Vec<_>>()});
+    Call::check("c1", "eth0").config(&prev).run().ok_empty();
+    Call::bare(&host_etcd(), "STATUS")
+        .config(&c)
+        .run()
+        .ok_empty();
+    Call::del("c1", "eth0").config(&c).run().ok_empty();
+    let mut wrong = c.clone();
+    wrong["ipam"]["password"] = json!(format!("{PASSWORD}-wrong"));
+    Call::add("c2", "eth0").config(&wrong).run().err(104);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(PASSWORD), "password in the log:\n{text}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let commands: Vec<&str> = lines
+        .iter()
+        .map(|l| l["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(commands, ["ADD", "CHECK", "STATUS", "DEL", "ADD"], "{text}");
+    for l in &lines {
+        assert_eq!(l["network"], "log-net", "{l}");
+        assert!(l["time"].as_str().unwrap().ends_with('Z'), "{l}");
+        assert!(l["durationMs"].as_f64().unwrap() > 0.0, "{l}");
+        assert_eq!(l["username"], "root", "{l}");
+        assert_eq!(l["endpoints"], json!([etcd.url()]), "{l}");
+        assert!(l["pid"].as_u64().is_some(), "{l}");
+    }
+    let add = &lines[0];
+    assert_eq!(
+        (add["level"].as_str(), add["result"].as_str()),
+        (Some("info"), Some("ok"))
+    );
+    assert_eq!(add["containerID"], "c1");
+    assert_eq!(add["ifname"], "eth0");
+    assert_eq!(add["pod"], "default/web-0");
+    assert_eq!(add["addresses"], json!(held));
+    // A first ADD on a fresh network: meta, then the allocation; no CAS
+    // lost (nobody else writes).
+    assert!(add["txns"].as_u64().unwrap() >= 1, "{add}");
+    assert_eq!(add["casRetries"], 0, "{add}");
+    assert_eq!(
+        add["roundTrips"].as_u64(),
+        Some(add["reads"].as_u64().unwrap() + add["txns"].as_u64().unwrap())
+    );
+    assert!(
+        lines[2]["roundTrips"].as_u64().unwrap() >= 1,
+        "STATUS pings: {}",
+        lines[2]
+    );
+    let failed = &lines[4];
+    assert_eq!(
+        (failed["level"].as_str(), failed["result"].as_str()),
+        (Some("error"), Some("error"))
+    );
+    assert_eq!(failed["code"], 104);
+    assert_eq!(failed["msg"], "store refused the request");
+    assert!(
+        failed["details"]
+            .as_str()
+            .unwrap()
+            .contains("authentication failed"),
+        "{failed}"
+    );
+    assert!(failed.get("addresses").is_none());
 }
 
 #[test]

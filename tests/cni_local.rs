@@ -426,3 +426,288 @@ fn runtime_ip_ranges_add_range_sets() {
         "{details}"
     );
 }
+
+/// Runs the plugin with `CNI_ARGS` set (the helpers above set none).
+fn run_args(cmd: &str, id: &str, args: &str, conf: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", "/var/run/netns/test")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env("CNI_ARGS", args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The lines of a plugin log, each parsed as JSON (a torn or foreign line
+/// fails the test).
+fn log_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line {l:?}: {e}")))
+        .collect()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn is_rfc3339_utc_ms(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() == 24
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            23 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// ADD, CHECK, STATUS, DEL, GC and failing commands on the embedded store,
+/// each logged as one JSON line with its result, and the broken config too.
+#[test]
+fn plugin_log_has_one_line_per_invocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("state");
+    let log = dir.path().join("logs/plugin.log");
+    let ipam = serde_json::json!({
+        "ranges": [[{"subnet": "10.44.0.0/29"}]],
+        "logFile": log,
+    });
+    let top = serde_json::json!({"cniVersion": "1.1.0"});
+    let conf = conf_with(&data, ipam.clone(), top);
+    let pod = "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=web-7";
+    let added = run_args("ADD", "c1", pod, &conf);
+    let ip = added_ip(&added);
+    assert!(run("CHECK", "c1", &conf).status.success());
+    let status = run("STATUS", "c1", &conf);
+    assert!(
+        status.status.success() && status.stderr.is_empty(),
+        "{status:?}"
+    );
+    assert!(run("DEL", "c1", &conf).status.success());
+    let gc = conf_with(
+        &data,
+        ipam.clone(),
+        serde_json::json!({"cniVersion": "1.1.0", "cni.dev/valid-attachments": []}),
+    );
+    assert!(run("GC", "c1", &gc).status.success());
+    // Failing: a requested address outside the range (100), a broken range
+    // (7, logged although the config is unusable), CHECK of nothing (3).
+    let outside = conf_with(
+        &data,
+        ipam.clone(),
+        serde_json::json!({"cniVersion": "1.1.0", "args": {"cni": {"ips": ["10.45.0.9"]}}}),
+    );
+    assert_eq!(failed(&run("ADD", "c2", &outside)).0, 100);
+    let mut bad_ipam = ipam.clone();
+    bad_ipam["ranges"] = serde_json::json!([[{"subnet": "10.44.0.0/99"}]]);
+    let broken = conf_with(&data, bad_ipam, serde_json::json!({"cniVersion": "1.1.0"}));
+    assert_eq!(failed(&run("ADD", "c3", &broken)).0, 7);
+    assert_eq!(failed(&run("CHECK", "c1", &conf)).0, 3);
+
+    let lines = log_lines(&log);
+    let seen: Vec<(&str, &str, Option<u64>)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["command"].as_str().unwrap(),
+                l["result"].as_str().unwrap(),
+                l["code"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("ADD", "ok", None),
+            ("CHECK", "ok", None),
+            ("STATUS", "ok", None),
+            ("DEL", "ok", None),
+            ("GC", "ok", None),
+            ("ADD", "error", Some(100)),
+            ("ADD", "error", Some(7)),
+            ("CHECK", "error", Some(3)),
+        ]
+    );
+    for l in &lines {
+        assert!(is_rfc3339_utc_ms(l["time"].as_str().unwrap()), "{l}");
+        assert_eq!(l["network"], "localnet", "{l}");
+        assert_eq!(l["ifname"], "eth0", "{l}");
+        assert!(l["durationMs"].as_f64().unwrap() > 0.0, "{l}");
+        let failed = l["result"] == "error";
+        assert_eq!(l["level"], if failed { "error" } else { "info" }, "{l}");
+        assert_eq!(l["msg"].is_string(), failed, "{l}");
+        assert_eq!(l["details"].is_string(), failed, "{l}");
+        assert!(l.get("pid").is_none(), "debug fields at info: {l}");
+    }
+    let add = &lines[0];
+    assert_eq!(add["containerID"], "c1");
+    assert_eq!(add["pod"], "ns1/web-7");
+    assert_eq!(add["addresses"], serde_json::json!([format!("{ip}/29")]));
+    // The embedded store's first ADD: read, then one transaction.
+    assert_eq!(
+        (add["reads"].as_u64(), add["txns"].as_u64()),
+        (Some(1), Some(1)),
+        "{add}"
+    );
+    assert_eq!(add["roundTrips"], 2);
+    assert_eq!(add["casRetries"], 0);
+    assert!(
+        lines[2]["roundTrips"].as_u64().unwrap() >= 1,
+        "{}",
+        lines[2]
+    );
+    assert!(lines[5]["details"].as_str().unwrap().contains("10.45.0.9"));
+    let broken_line = &lines[6];
+    assert!(broken_line["details"]
+        .as_str()
+        .unwrap()
+        .contains("ipam.ranges[0][0]"));
+    assert!(
+        broken_line.get("roundTrips").is_none(),
+        "no store was opened: {broken_line}"
+    );
+    // Level error: only the failures.
+    let mut quiet_ipam = ipam.clone();
+    quiet_ipam["logLevel"] = "error".into();
+    quiet_ipam["logFile"] = dir.path().join("logs/errors.log").to_str().unwrap().into();
+    let quiet = conf_with(
+        &data,
+        quiet_ipam,
+        serde_json::json!({"cniVersion": "1.1.0"}),
+    );
+    added_ip(&run("ADD", "c4", &quiet));
+    assert_eq!(failed(&run("CHECK", "c9", &quiet)).0, 3);
+    let errors = log_lines(&dir.path().join("logs/errors.log"));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (errors[0]["command"].as_str(), errors[0]["code"].as_u64()),
+        (Some("CHECK"), Some(3))
+    );
+}
+
+/// Bad log settings fail the command (code 7, field named); a log file that
+/// cannot be opened never does (the result is unchanged, stderr says why).
+#[test]
+fn log_settings_are_validated_and_an_unwritable_log_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("state");
+    let base = serde_json::json!({"ranges": [[{"subnet": "10.46.0.0/29"}]]});
+    let top = serde_json::json!({"cniVersion": "1.1.0"});
+    for (fields, field) in [
+        (
+            serde_json::json!({"logFile": "relative.log"}),
+            "ipam.logFile",
+        ),
+        (
+            serde_json::json!({"logFile": "/l.log", "logLevel": "trace"}),
+            "ipam.logLevel",
+        ),
+        (
+            serde_json::json!({"logFile": "/l.log", "logMaxBytes": 0}),
+            "ipam.logMaxBytes",
+        ),
+        (
+            serde_json::json!({"logFile": "/l.log", "logMaxBytes": -10}),
+            "ipam.logMaxBytes",
+        ),
+        (serde_json::json!({"logLevel": "debug"}), "ipam.logLevel"),
+    ] {
+        let mut ipam = base.clone();
+        for (k, v) in fields.as_object().unwrap() {
+            ipam[k] = v.clone();
+        }
+        let (code, details) = failed(&run("ADD", "c1", &conf_with(&data, ipam, top.clone())));
+        assert_eq!(code, 7, "{fields}: {details}");
+        assert!(details.starts_with(field), "{fields}: {details}");
+    }
+    assert!(!Path::new("/l.log").exists());
+
+    // The log's directory is a file: ADD works and returns what it would.
+    std::fs::write(dir.path().join("a-file"), b"x").unwrap();
+    let mut ipam = base.clone();
+    ipam["logFile"] = dir.path().join("a-file/p.log").to_str().unwrap().into();
+    let conf = conf_with(&data, ipam, top.clone());
+    let out = run("ADD", "c1", &conf);
+    let ip = added_ip(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot write the log file"), "{stderr}");
+    let plain = conf_with(&data, base.clone(), top.clone());
+    let again = run("ADD", "c1", &plain);
+    assert_eq!(added_ip(&again), ip, "same allocation");
+    assert_eq!(
+        out.stdout, again.stdout,
+        "same result with and without the log"
+    );
+    // A failing command keeps its own error.
+    assert_eq!(failed(&run("CHECK", "c9", &conf)).0, 3);
+}
+
+/// A tiny `logMaxBytes`: the log rotates to `<file>.1`, both files stay
+/// near the cap, every line is whole, and the newest line is in the file.
+/// Processes run four at a time to race on the rotation.
+#[test]
+fn plugin_log_rotates_under_concurrent_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("state");
+    let log = dir.path().join("p.log");
+    let old = dir.path().join("p.log.1");
+    let cap = 1200u64;
+    let ipam = serde_json::json!({
+        "ranges": [[{"subnet": "10.47.0.0/24"}]],
+        "logFile": log, "logMaxBytes": cap,
+    });
+    let conf = conf_with(&data, ipam, serde_json::json!({"cniVersion": "1.1.0"}));
+    for round in 0..4 {
+        let children: Vec<_> = (0..4)
+            .map(|i| plugin("ADD", &format!("r{round}-{i}"), &conf))
+            .collect();
+        for c in children {
+            added_ip(&c.wait_with_output().unwrap());
+        }
+    }
+    assert!(run("DEL", "last-one", &conf).status.success());
+    let current = log_lines(&log);
+    let previous = log_lines(&old);
+    assert!(!previous.is_empty(), "rotated");
+    let longest = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .chain(
+            std::fs::read_to_string(&old)
+                .unwrap()
+                .lines()
+                .collect::<Vec<_>>(),
+        )
+        .map(str::len)
+        .max()
+        .unwrap() as u64;
+    for p in [&log, &old] {
+        let len = std::fs::metadata(p).unwrap().len();
+        assert!(
+            len <= cap + 4 * (longest + 1),
+            "{} has {len} bytes",
+            p.display()
+        );
+    }
+    assert!(
+        current.len() + previous.len() < 17,
+        "one generation is kept"
+    );
+    assert_eq!(current.last().unwrap()["containerID"], "last-one");
+    for l in current.iter().chain(&previous) {
+        assert_eq!(l["result"], "ok", "{l}");
+    }
+}

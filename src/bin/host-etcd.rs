@@ -37,6 +37,9 @@ fn main() -> ExitCode {
     if let Some(out) = &response.stdout {
         print_stdout(out);
     }
+    if let Some(text) = &response.stderr {
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    }
     if response.exit_code == 0 {
         ExitCode::SUCCESS
     } else {

@@ -1,20 +1,30 @@
 //! Command dispatch: ADD, DEL, CHECK, VERSION, GC, STATUS over an
 //! [`Allocator`] on the configured store, inside a current-thread tokio
 //! runtime and the configured budget.
+//!
+//! Around the dispatch ([`respond`]): the STATUS policy ([`status`]) turns
+//! STATUS's store check into its answer, and every invocation is logged
+//! ([`log`]) with the store's round trips, counted by a [`CountingStore`]
+//! around the store.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 use super::args::{push_unique, CniArgs};
 use super::config::{requested_version, NetConf, StoreConf};
 use super::env::{Command, Env};
 use super::error::CniError;
+use super::log::{self, Invocation, StoreCounts};
 use super::node::{NodeFiles, LOCK_WAIT_MAX};
 use super::resolv::{self, Dns};
 use super::result::{version_json, CniResult};
+use super::status::{self, StreakFile};
 use super::version::CniVersion;
 use crate::allocator::{AllocRequest, Allocator};
 use crate::store::any::AnyStore;
+use crate::store::counting::CountingStore;
 use crate::store::etcd::EtcdStore;
 use crate::store::local::LocalStore;
 use crate::store::StoreError;
@@ -24,29 +34,91 @@ use crate::store::StoreError;
 pub struct Response {
     /// Text for stdout (a result, the VERSION answer, or an error JSON).
     pub stdout: Option<String>,
+    /// Text for stderr: a failure STATUS did not report (within its grace),
+    /// a log file that cannot be written. Never needed to read the result.
+    pub stderr: Option<String>,
     /// Process exit code: 0 on success, 1 on error.
     pub exit_code: i32,
 }
 
+/// What an invocation reports besides its result (for the log and stderr).
+#[derive(Default)]
+struct Report {
+    /// The stores the command opened, counting their round trips.
+    opened: Arc<Mutex<Vec<Counted>>>,
+    /// A failure STATUS did not report.
+    note: Option<String>,
+}
+
+impl Report {
+    /// Round trips of every store opened, `None` when none was.
+    fn counts(&self) -> Option<StoreCounts> {
+        let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        (!opened.is_empty()).then(|| {
+            opened
+                .iter()
+                .fold(StoreCounts::default(), |c, s| StoreCounts {
+                    reads: c.reads + s.reads(),
+                    txns: c.txns + s.txns(),
+                    conflicts: c.conflicts + s.conflicts(),
+                })
+        })
+    }
+}
+
+/// The store as the allocator sees it: counted, and shared with the
+/// invocation's [`Report`].
+type Counted = Arc<CountingStore<AnyStore>>;
+
+tokio::task_local! {
+    /// Where [`allocator`] registers the stores it opens, for the
+    /// invocation's report (set around the whole dispatch by [`run_reported`]).
+    static OPENED: Arc<Mutex<Vec<Counted>>>;
+}
+
 /// Runs one invocation end to end, turning any error into the CNI error JSON
-/// (in the config's `cniVersion` when it is a supported one, else the latest).
+/// (in the config's `cniVersion` when it is a supported one, else the
+/// latest), and logs it when the config asks for a log.
 pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Response {
+    let started = Instant::now();
     let version = stdin
         .as_ref()
         .ok()
         .and_then(|s| requested_version(s))
         .unwrap_or(CniVersion::LATEST);
-    let outcome = match (env, stdin) {
-        (Ok(env), Ok(stdin)) => run(&env, stdin),
-        (Err(e), _) | (_, Err(e)) => Err(e),
+    let sniffed = stdin.as_ref().map(|s| log::sniff(s)).unwrap_or_default();
+    let mut report = Report::default();
+    let (env, outcome) = match (env, stdin) {
+        (Ok(env), Ok(stdin)) => {
+            let outcome = run_reported(&env, stdin, &mut report);
+            (Some(env), outcome)
+        }
+        (Ok(env), Err(e)) => (Some(env), Err(e)),
+        (Err(e), _) => (None, Err(e)),
     };
+    let log_problem = log::record(
+        &sniffed,
+        &Invocation {
+            env: env.as_ref(),
+            outcome: &outcome,
+            started,
+            counts: report.counts(),
+            note: report.note.as_deref(),
+        },
+    );
+    let stderr = [report.note.map(|n| format!("host-etcd: {n}")), log_problem]
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| format!("{a}\n{b}"));
     match outcome {
         Ok(stdout) => Response {
             stdout,
+            stderr,
             exit_code: 0,
         },
         Err(e) => Response {
             stdout: Some(e.to_json(version)),
+            stderr,
             exit_code: 1,
         },
     }
@@ -55,6 +127,10 @@ pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Re
 /// Runs one command. `Ok(Some(json))` is printed on stdout; `Ok(None)` means
 /// success with no output (DEL, CHECK, GC, STATUS).
 pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<String>, CniError> {
+    run_reported(env, stdin, &mut Report::default())
+}
+
+fn run_reported(env: &Env, stdin: &[u8], report: &mut Report) -> Result<Option<String>, CniError> {
     if env.command == Command::Version {
         let v = requested_version(stdin).unwrap_or(CniVersion::LATEST);
         return Ok(Some(version_json(v)));
@@ -68,15 +144,28 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<String>, CniError> {
     let deadline = conf.ipam.budget + connect_allowance(&conf.ipam.store);
     let budget_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
     let command = env.command;
-    runtime.block_on(async {
+    let outcome = runtime.block_on(OPENED.scope(report.opened.clone(), async {
         match tokio::time::timeout(deadline, dispatch(env, &conf)).await {
             Ok(r) => r,
-            Err(_) if command == Command::Status => Err(CniError::NotAvailable(format!(
-                "no answer within {budget_ms} ms"
+            Err(_) if command == Command::Status => Err(CniError::Store(StoreError::Unavailable(
+                format!("no answer within {budget_ms} ms"),
             ))),
             Err(_) => Err(CniError::BudgetExceeded { budget_ms }),
         }
-    })
+    }));
+    if command != Command::Status {
+        status::after_command(&conf, &outcome);
+        return outcome;
+    }
+    let file = StreakFile::of(&conf);
+    let verdict = status::decide(
+        conf.ipam.status,
+        &file,
+        outcome.map(|_| ()),
+        SystemTime::now(),
+    );
+    report.note = verdict.note;
+    verdict.result.map(|()| None)
 }
 
 /// Refuses a command the config's `cniVersion` does not define, as the
@@ -197,16 +286,10 @@ async fn check(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
     Ok(None)
 }
 
+/// STATUS's store check: the errors as they are; [`status::decide`] turns
+/// them into STATUS's answer.
 async fn status(conf: &NetConf) -> Result<Option<String>, CniError> {
-    let unavailable = |e: CniError| match e.code() {
-        super::error::CODE_INVALID_CONFIG => e,
-        _ => CniError::NotAvailable(e.to_string()),
-    };
-    let allocator = allocator(conf).await.map_err(unavailable)?;
-    allocator
-        .ping()
-        .await
-        .map_err(|e| unavailable(CniError::from(e)))?;
+    allocator(conf).await?.ping().await?;
     Ok(None)
 }
 
@@ -216,7 +299,7 @@ async fn status(conf: &NetConf) -> Result<Option<String>, CniError> {
 /// connection is already up, so the lock covers the protocol only.
 async fn with_node_state<T>(
     conf: &NetConf,
-    allocator: &Allocator<AnyStore>,
+    allocator: &Allocator<Counted>,
     op: impl std::future::Future<Output = Result<T, crate::allocator::AllocError>>,
 ) -> Result<T, CniError> {
     let store = match &conf.ipam.store {
@@ -244,9 +327,15 @@ async fn with_node_state<T>(
     Ok(out?)
 }
 
-async fn allocator(conf: &NetConf) -> Result<Allocator<AnyStore>, CniError> {
+async fn allocator(conf: &NetConf) -> Result<Allocator<Counted>, CniError> {
     let network = conf.network()?;
-    let store = open_store(&conf.ipam.store).await?;
+    let store = Arc::new(CountingStore::new(open_store(&conf.ipam.store).await?));
+    let _ = OPENED.try_with(|opened| {
+        opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(store.clone())
+    });
     Ok(Allocator::new(store, network, conf.options())?)
 }
 

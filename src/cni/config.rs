@@ -28,6 +28,8 @@
 //! | `ipam.budgetMs` | integer | whole-operation budget (default 10000) |
 //! | `ipam.lockWaitMs` | integer | embedded store lock wait (default: the budget) |
 //! | `ipam.maxAttempts` | integer | CAS attempts per operation (default 64) |
+//! | `ipam.statusPolicy`, `ipam.statusGraceMs` | `"grace"` / `"strict"`, integer | when STATUS reports a failing store (default: after 60000 ms of failure; see [`status`](super::status)) |
+//! | `ipam.logFile`, `ipam.logLevel`, `ipam.logMaxBytes` | absolute path, `error` / `info` / `debug`, integer ≥ 1 | the plugin's JSON-lines log (default: none; see [`log`](super::log)) |
 //! | `args.cni.ips`, `runtimeConfig.ips` | `[string]` | requested addresses, `ip` or `ip/prefix` |
 //! | `prevResult.ips[].address` | string | CHECK: what ADD returned |
 //! | `cni.dev/valid-attachments` (or `cni.dev/attachments`) | `[{containerID, ifname}]` | GC |
@@ -46,7 +48,9 @@ use serde_json::Value;
 use super::args::{parse_ip_or_cidr, push_unique};
 use super::error::CniError;
 use super::json::{as_items, as_obj, as_str, join, Obj};
+use super::log::LogSettings;
 use super::result::Route;
+use super::status::StatusPolicy;
 use super::version::CniVersion;
 use crate::allocator::{
     Network, Options, OwnerId, CHUNK_BITS_RANGE, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX,
@@ -163,6 +167,10 @@ pub struct IpamConf {
     /// embedded store's directory, or with etcd `dataDir` if given, else
     /// `/var/lib/cni/host-etcd/<name>`.
     pub node_dir: PathBuf,
+    /// `statusPolicy` / `statusGraceMs`.
+    pub status: StatusPolicy,
+    /// `logFile` / `logLevel` / `logMaxBytes`, when `logFile` is given.
+    pub log: Option<LogSettings>,
 }
 
 /// Decodes stdin as JSON; syntax errors are code 6 with line and column.
@@ -477,6 +485,8 @@ fn parse_ipam(
         budget,
         max_attempts,
         node_dir,
+        status: StatusPolicy::parse(ipam)?,
+        log: LogSettings::parse(ipam)?,
     })
 }
 

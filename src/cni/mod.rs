@@ -15,6 +15,8 @@
 //! | [`error`] | [`CniError`] → code, `msg`, error JSON |
 //! | [`node`] | node-local state: the node cache file and the node lock |
 //! | [`command`] | ADD / DEL / CHECK / VERSION / GC / STATUS |
+//! | [`status`] | the STATUS policy: a failing store is code 50 only after `statusGraceMs` (node-local failure-streak file), or at once (`strict`) |
+//! | [`log`] | the plugin log: one JSON line per invocation in `logFile`, size-bounded with one rotated generation |
 //!
 //! ## Error codes
 //!
@@ -28,7 +30,7 @@
 //! | 6 | failed to decode content | stdin is not JSON (details give line and column) |
 //! | 7 | invalid network config | missing field, wrong type, bad value, invalid ranges, store config |
 //! | 11 | try again later | store unavailable, budget exceeded |
-//! | 50 | plugin not available | STATUS when the store does not answer |
+//! | 50 | plugin not available | STATUS when the store has not answered for `statusGraceMs` (or at once: `strict`, or an error other than an unreachable store) |
 //! | 100 | requested address unavailable | (allocator) a requested IP is taken, outside every range or excluded |
 //! | 101 | address pool exhausted | (allocator) a range set has no free address |
 //! | 102 | stored state corrupt | corrupt database or chunk (the key is named) |
@@ -42,9 +44,11 @@ pub mod config;
 pub mod env;
 pub mod error;
 mod json;
+pub mod log;
 pub mod node;
 pub mod resolv;
 pub mod result;
+pub mod status;
 pub mod version;
 
 pub use command::{respond, run, Response};
