@@ -28,6 +28,7 @@
 //! | `ipam.budgetMs` | integer | whole-operation budget (default 10000) |
 //! | `ipam.lockWaitMs` | integer | embedded store lock wait (default: the budget) |
 //! | `ipam.maxAttempts` | integer | CAS attempts per operation (default 64) |
+//! | `ipam.stickyTtlSeconds` | integer 1..=31536000 | sticky addresses: a pod's addresses stay bound to `K8S_POD_NAMESPACE`/`K8S_POD_NAME` this long after its DEL (absent: off) |
 //! | `args.cni.ips`, `runtimeConfig.ips` | `[string]` | requested addresses, `ip` or `ip/prefix` |
 //! | `prevResult.ips[].address` | string | CHECK: what ADD returned |
 //! | `cni.dev/valid-attachments` (or `cni.dev/attachments`) | `[{containerID, ifname}]` | GC |
@@ -97,6 +98,9 @@ pub const WHEREABOUTS_REFUSED: [(&str, &str); 14] = [
     ("dns", "host-etcd takes the result's DNS from resolvConf"),
 ];
 
+/// The longest `stickyTtlSeconds` accepted (365 days).
+pub const MAX_STICKY_TTL_SECONDS: u64 = 365 * 86_400;
+
 /// Where embedded-store directories live by default (`<this>/<name>`).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/host-etcd";
 
@@ -159,6 +163,8 @@ pub struct IpamConf {
     pub budget: Duration,
     /// CAS attempts per operation.
     pub max_attempts: u32,
+    /// `stickyTtlSeconds`: sticky addresses on, with this binding lifetime.
+    pub sticky_ttl: Option<Duration>,
     /// Where the node-local state (node cache, node lock) is kept: the
     /// embedded store's directory, or with etcd `dataDir` if given, else
     /// `/var/lib/cni/host-etcd/<name>`.
@@ -258,6 +264,7 @@ impl NetConf {
         Options {
             max_attempts: self.ipam.max_attempts,
             budget: self.ipam.budget,
+            sticky_ttl: self.ipam.sticky_ttl,
             ..Options::default()
         }
     }
@@ -442,6 +449,20 @@ fn parse_ipam(
             )
         })?,
     };
+    let sticky_ttl = match ipam.u64("stickyTtlSeconds")? {
+        None => None,
+        Some(secs) if (1..=MAX_STICKY_TTL_SECONDS).contains(&secs) => {
+            Some(Duration::from_secs(secs))
+        }
+        Some(secs) => {
+            return Err(CniError::config(
+                ipam.field("stickyTtlSeconds"),
+                format!(
+                    "{secs} is out of range 1..={MAX_STICKY_TTL_SECONDS} (omit the field to turn sticky addresses off)"
+                ),
+            ))
+        }
+    };
     let prefix = match ipam.str("prefix")? {
         None => DEFAULT_PREFIX.to_string(),
         Some(p) => {
@@ -476,6 +497,7 @@ fn parse_ipam(
         chunk_bits,
         budget,
         max_attempts,
+        sticky_ttl,
         node_dir,
     })
 }
