@@ -10,6 +10,7 @@
 //! | [`cli`] | the command line (clap derive) |
 //! | [`target`] | config file or flags → network, store, chunk size |
 //! | [`commands`] | `show`, `list`, `get`, `release`, `check`, `gc` |
+//! | [`bindings`] | `bindings list\|release\|expire` (sticky addresses) |
 //! | [`metrics`] | `metrics`: figures in the Prometheus text format |
 //! | [`exporter`] | `metrics`: the HTTP server |
 //! | [`bench`] | `bench`: ours vs raw compare-and-swap vs naive |
@@ -27,6 +28,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub mod bench;
+pub mod bindings;
 pub mod cli;
 pub mod commands;
 pub mod error;
@@ -72,6 +74,7 @@ pub async fn run(
             yes,
             dry_run,
         } => commands::gc(&alloc, valid, *yes, *dry_run, cli.json, confirm, out).await,
+        Command::Bindings(cmd) => bindings::run(&alloc, cmd, cli.json, out).await,
         Command::Bench(_) | Command::Metrics(_) => Ok(error::EXIT_OK),
     }
 }
