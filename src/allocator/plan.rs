@@ -571,7 +571,14 @@ pub fn plan_add(
             // Static requests win over a sticky binding.
             let sticky = match statics.get(&i) {
                 Some(_) => None,
-                None => pick_sticky(ctx, &mut draft, i, set, &bound, req.stage.as_deref())?,
+                None => pick_sticky(
+                    ctx,
+                    &mut draft,
+                    &mut txn,
+                    (i, set),
+                    &bound,
+                    req.stage.as_deref(),
+                )?,
             };
             let a = match (statics.get(&i), sticky) {
                 // A static request does not move the node's position.
@@ -612,6 +619,10 @@ pub fn plan_add(
         return Ok(Plan::new(outcomes, Txn::default()));
     }
     draft.finish(ctx, &mut txn)?;
+    if ctx.sticky_ttl.is_some() {
+        // `pick_sticky` may compare a chunk the draft compares too.
+        dedup_keys(&mut txn);
+    }
     Ok(Plan {
         result: outcomes,
         txn,
@@ -920,8 +931,8 @@ fn sticky_step(
 fn pick_sticky(
     ctx: &Ctx<'_>,
     draft: &mut Draft<'_>,
-    set_index: usize,
-    set: &RangeSet,
+    txn: &mut Txn,
+    (set_index, set): (usize, &RangeSet),
     bound: &[IpAddr],
     stage: Option<&str>,
 ) -> Result<Option<Assigned>, Stop> {
@@ -945,7 +956,23 @@ fn pick_sticky(
                 Pending::Get(ctx.ks.full(family, idx)),
             ]))
         }
-        Lookup::Present(c) if c.bits.get(geometry::bit_of(ip, k)) => return Ok(None),
+        Lookup::Present(c) if c.bits.get(geometry::bit_of(ip, k)) => {
+            // Taken as far as a remembered (node cache) value tells: compare
+            // that value, so that a stale memory (the address was freed
+            // since) conflicts and the plan is redone on the current chunk
+            // instead of silently giving up the sticky address.
+            if !draft.chunks.contains_key(&(family, idx)) {
+                if let expect @ Expect::Value(_) = draft.known.chunk_expect(family, idx) {
+                    let key = ctx.ks.chunk(family, k, idx);
+                    txn.compares.push(Compare {
+                        key: key.clone(),
+                        expect,
+                    });
+                    txn.read_on_conflict.push(key);
+                }
+            }
+            return Ok(None);
+        }
         Lookup::Corrupt(_) => return Ok(None),
         _ => {}
     }
@@ -954,6 +981,15 @@ fn pick_sticky(
         Err(Stop::Fail(AllocError::RequestedUnavailable { .. })) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Drops repeated compares (same key and expectation) and conflict reads.
+fn dedup_keys(txn: &mut Txn) {
+    let mut seen = HashSet::new();
+    txn.compares
+        .retain(|c| seen.insert((c.key.clone(), format!("{:?}", c.expect))));
+    let mut seen = HashSet::new();
+    txn.read_on_conflict.retain(|k| seen.insert(k.clone()));
 }
 
 /// DEL: binds the released addresses to the owner's pod (a put of its
