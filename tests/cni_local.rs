@@ -494,12 +494,18 @@ fn sticky_addresses_follow_the_pod_name_across_container_ids() {
         assert!(run_pod("DEL", "c1", Some("web-0"), conf).status.success());
         let second = added_ips(&run_pod("ADD", "c2", Some("web-0"), conf));
         if is_sticky {
-            assert_eq!(second, first, "same pod name, new container: same addresses");
+            assert_eq!(
+                second, first,
+                "same pod name, new container: same addresses"
+            );
         } else {
             assert!(second.iter().all(|ip| !first.contains(ip)), "{second:?}");
         }
         // Idempotent ADD of the new container.
-        assert_eq!(added_ips(&run_pod("ADD", "c2", Some("web-0"), conf)), second);
+        assert_eq!(
+            added_ips(&run_pod("ADD", "c2", Some("web-0"), conf)),
+            second
+        );
         // Another pod name never gets them.
         assert!(run_pod("DEL", "c2", Some("web-0"), conf).status.success());
         let other = added_ips(&run_pod("ADD", "x1", Some("web-1"), conf));

@@ -833,10 +833,16 @@ async fn bindings_list_release_and_expire() {
     }
     // c3 released by a node whose clock says 1970: its binding is expired.
     let old = Allocator::new(
-        EtcdStore::connect(match &NetConf::parse(&std::fs::read(&config).unwrap()).unwrap().ipam.store {
-            host_etcd::cni::config::StoreConf::Etcd(e) => e,
-            _ => panic!("etcd"),
-        })
+        EtcdStore::connect(
+            match &NetConf::parse(&std::fs::read(&config).unwrap())
+                .unwrap()
+                .ipam
+                .store
+            {
+                host_etcd::cni::config::StoreConf::Etcd(e) => e,
+                _ => panic!("etcd"),
+            },
+        )
         .await
         .unwrap(),
         alloc.network().clone(),
@@ -862,10 +868,19 @@ async fn bindings_list_release_and_expire() {
     assert_eq!(rows[2]["expired"], true);
     let table = expect(0, &["--config", cfg, "bindings", "list"]);
     assert!(table.starts_with("POD"), "{table}");
-    assert!(table.contains("ns/p1") && table.contains("active"), "{table}");
-    assert!(table.contains("ns/p3") && table.contains("expired"), "{table}");
+    assert!(
+        table.contains("ns/p1") && table.contains("active"),
+        "{table}"
+    );
+    assert!(
+        table.contains("ns/p3") && table.contains("expired"),
+        "{table}"
+    );
     // expire --dry-run names p3 and deletes nothing.
-    let dry = json(0, &["--config", cfg, "--json", "bindings", "expire", "--dry-run"]);
+    let dry = json(
+        0,
+        &["--config", cfg, "--json", "bindings", "expire", "--dry-run"],
+    );
     assert_eq!(dry.as_array().unwrap().len(), 1, "{dry}");
     assert_eq!(dry[0]["name"], "p3");
     assert_eq!(alloc.bindings().await.unwrap().len(), 3);
@@ -873,7 +888,10 @@ async fn bindings_list_release_and_expire() {
     assert_eq!(done.as_array().unwrap().len(), 1, "{done}");
     assert_eq!(alloc.bindings().await.unwrap().len(), 2);
     // release NS/NAME.
-    let rel = json(0, &["--config", cfg, "--json", "bindings", "release", "ns/p1"]);
+    let rel = json(
+        0,
+        &["--config", cfg, "--json", "bindings", "release", "ns/p1"],
+    );
     assert_eq!(rel.as_array().unwrap().len(), 1, "{rel}");
     let left = alloc.bindings().await.unwrap();
     assert_eq!(left.len(), 1);

@@ -140,7 +140,9 @@ pub async fn run<S: Store>(
                 .await?
                 .into_iter()
                 .map(|b| {
-                    let key = ks.sticky(&b.namespace, &b.name, &b.ifname).unwrap_or_default();
+                    let key = ks
+                        .sticky(&b.namespace, &b.name, &b.ifname)
+                        .unwrap_or_default();
                     row(
                         BindingEntry {
                             key,

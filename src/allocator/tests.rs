@@ -815,7 +815,10 @@ async fn sticky_del_then_add_with_a_new_container_gets_the_same_addresses() {
     assert_eq!(ips_of(&again), ips_of(&first), "same addresses, both sets");
     assert!(!again.existing);
     assert_eq!((store.reads(), store.txns()), (0, 1), "warm, remembered");
-    assert!(binding_keys(store.inner()).is_empty(), "consumed by the ADD");
+    assert!(
+        binding_keys(store.inner()).is_empty(),
+        "consumed by the ADD"
+    );
     // Another node: the binding is compared absent, the conflict answer
     // brings it (and the chunks `a` changed), the retry takes the
     // addresses. (`b` warms up first: a node without a position starts at
@@ -862,7 +865,10 @@ async fn sticky_binding_expires() {
     assert_ne!(again.assigned[0].ip, first.assigned[0].ip);
     assert_ne!(again.assigned[1].ip, first.assigned[1].ip);
     let left = binding_keys(&store);
-    assert_eq!(left, vec![a.keyspace().sticky("ns", "db-0", "eth0").unwrap()]);
+    assert_eq!(
+        left,
+        vec![a.keyspace().sticky("ns", "db-0", "eth0").unwrap()]
+    );
     // expire_bindings: nothing before the expiry, then the rest.
     assert!(a.expire_bindings(T0 + TTL - 1).await.unwrap().is_empty());
     assert_eq!(binding_keys(&store).len(), 1);
@@ -1049,7 +1055,9 @@ async fn without_sticky_round_trips_and_keys_are_unchanged() {
     let mut got = Vec::new();
     for id in ["c1", "c2", "c3"] {
         store.reset();
-        got.push(ips_of(&s.allocate(&pod_req(id, "ns", "web-0")).await.unwrap()));
+        got.push(ips_of(
+            &s.allocate(&pod_req(id, "ns", "web-0")).await.unwrap(),
+        ));
         sticky_counts.push((store.reads(), store.txns()));
         store.reset();
         s.release(&req(id).owner).await.unwrap();

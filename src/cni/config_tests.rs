@@ -799,11 +799,19 @@ fn sticky_ttl_is_optional_and_validated() {
             r#"{{"cniVersion":"1.0.0","name":"n","ipam":{{"ranges":[[{{"subnet":"10.0.0.0/24"}}]],"stickyTtlSeconds":{v}}}}}"#
         )
     };
-    let off = parse(r#"{"cniVersion":"1.0.0","name":"n","ipam":{"ranges":[[{"subnet":"10.0.0.0/24"}]]}}"#)
-        .expect("parses");
+    let off = parse(
+        r#"{"cniVersion":"1.0.0","name":"n","ipam":{"ranges":[[{"subnet":"10.0.0.0/24"}]]}}"#,
+    )
+    .expect("parses");
     assert_eq!(off.ipam.sticky_ttl, None);
     assert_eq!(off.options().sticky_ttl, None);
-    assert_eq!(parse(&with("null")).expect("null is absent").ipam.sticky_ttl, None);
+    assert_eq!(
+        parse(&with("null"))
+            .expect("null is absent")
+            .ipam
+            .sticky_ttl,
+        None
+    );
     let on = parse(&with("600")).expect("parses");
     assert_eq!(on.ipam.sticky_ttl, Some(Duration::from_secs(600)));
     assert_eq!(on.options().sticky_ttl, Some(Duration::from_secs(600)));
@@ -818,6 +826,9 @@ fn sticky_ttl_is_optional_and_validated() {
     ] {
         let (code, details) = err(&with(&bad));
         assert_eq!(code, 7, "{bad}: {details}");
-        assert!(details.contains("ipam.stickyTtlSeconds"), "{bad}: {details}");
+        assert!(
+            details.contains("ipam.stickyTtlSeconds"),
+            "{bad}: {details}"
+        );
     }
 }
