@@ -1550,3 +1550,96 @@ async fn history_replay_catches_a_shared_address_and_a_missing_bit() {
     let text = panic_text(err.into_panic());
     assert!(text.contains("bit is false"), "{text}");
 }
+
+// ---------------------------------------------------------------------------
+// Sticky addresses
+// ---------------------------------------------------------------------------
+
+fn sticky(seed: u64, clock: &host_etcd::allocator::Clock) -> Options {
+    Options {
+        sticky_ttl: Some(Duration::from_secs(300)),
+        clock: clock.clone(),
+        ..patient(seed)
+    }
+}
+
+fn pod_req(id: &str, name: &str) -> AllocRequest {
+    AllocRequest {
+        pod_namespace: Some("ns".into()),
+        pod_name: Some(name.into()),
+        ..req(id)
+    }
+}
+
+fn ips(a: &host_etcd::allocator::Allocation) -> Vec<IpAddr> {
+    a.assigned.iter().map(|x| x.ip).collect()
+}
+
+/// On real etcd: a DEL binds a pod's addresses in its transaction, the pod's
+/// next container on another node gets them back (one conflict when warm),
+/// two new containers of the pod racing on one binding never share and
+/// exactly one of them consumes it, and expiry and release go through
+/// compare-and-swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_addresses_on_etcd() {
+    let etcd = EtcdServer::start();
+    let clock = host_etcd::allocator::Clock::manual(1_700_000_000);
+    let store = CountingStore::new(connect(&etcd.url()).await);
+    let net = network("sticky", &["10.7.0.0/16", "2001:db8:7::/64"]);
+    let a = Allocator::new(&store, net.clone(), sticky(1, &clock)).unwrap();
+    let b = Allocator::new(&store, net.clone(), sticky(2, &clock)).unwrap();
+    let first = a.allocate(&pod_req("c1", "web-0")).await.unwrap();
+    b.allocate(&pod_req("b1", "other-0")).await.unwrap();
+    store.reset();
+    a.release(&owner("c1")).await.unwrap().unwrap();
+    assert_eq!((store.reads(), store.txns()), (0, 1), "warm sticky DEL");
+    let listed = a.bindings().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].binding.as_ref().unwrap().ips, ips(&first));
+    store.reset();
+    let second = b.allocate(&pod_req("c2", "web-0")).await.unwrap();
+    assert_eq!(ips(&second), ips(&first), "other node, same addresses");
+    // Warm on another node: the binding arrives in a conflict answer; if
+    // this node remembers the bound chunks from before the DEL (here: its
+    // first range read saw them), comparing those stale values costs one
+    // more conflict, which brings the current chunks.
+    assert_eq!(store.reads(), 0);
+    assert!(
+        (2..=3).contains(&store.txns()) && store.conflicts() == store.txns() - 1,
+        "{} txns, {} conflicts",
+        store.txns(),
+        store.conflicts()
+    );
+    assert!(a.bindings().await.unwrap().is_empty());
+
+    // Race: two new containers of web-0 on two nodes, one binding.
+    b.release(&owner("c2")).await.unwrap().unwrap();
+    let (r3, r4) = (pod_req("c3", "web-0"), pod_req("c4", "web-0"));
+    let (x, y) = tokio::join!(a.allocate(&r3), b.allocate(&r4));
+    let (x, y) = (ips(&x.unwrap()), ips(&y.unwrap()));
+    assert!(x.iter().all(|ip| !y.contains(ip)), "{x:?} / {y:?}");
+    assert!(
+        x == ips(&first) || y == ips(&first),
+        "one of them got the bound addresses: {x:?} / {y:?}"
+    );
+    assert!(a.bindings().await.unwrap().is_empty(), "consumed once");
+
+    // Expiry: ADD ignores an expired binding; expire_bindings deletes it.
+    a.release(&owner("c3")).await.unwrap().unwrap();
+    b.release(&owner("c4")).await.unwrap().unwrap();
+    assert_eq!(a.bindings().await.unwrap().len(), 1, "the last DEL wins");
+    clock.advance(299);
+    assert!(a.expire_bindings(clock.now()).await.unwrap().is_empty());
+    clock.advance(1);
+    let gone = a.expire_bindings(clock.now()).await.unwrap();
+    assert_eq!(gone.len(), 1);
+    assert!(a.bindings().await.unwrap().is_empty());
+    // release_binding: a fresh container after it.
+    let c5 = a.allocate(&pod_req("c5", "web-0")).await.unwrap();
+    a.release(&owner("c5")).await.unwrap().unwrap();
+    assert_eq!(a.release_binding("ns", "web-0").await.unwrap().len(), 1);
+    let c6 = b.allocate(&pod_req("c6", "web-0")).await.unwrap();
+    assert_ne!(ips(&c6), ips(&c5));
+    let report = a.check().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}

@@ -711,3 +711,116 @@ fn plugin_log_rotates_under_concurrent_processes() {
         assert_eq!(l["result"], "ok", "{l}");
     }
 }
+
+fn run_pod(cmd: &str, id: &str, pod: Option<&str>, conf: &str) -> Output {
+    let mut c = Command::new(BIN);
+    c.env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", "/var/run/netns/test")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin");
+    if let Some(name) = pod {
+        c.env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME={name}"),
+        );
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn added_ips(out: &Output) -> Vec<IpAddr> {
+    assert!(
+        out.status.success(),
+        "ADD failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| bare(i["address"].as_str().unwrap()))
+        .collect()
+}
+
+/// `stickyTtlSeconds`: a StatefulSet pod that comes back under a new
+/// container ID gets its addresses back (both families); another pod name
+/// does not, and a network without the field behaves as before.
+#[test]
+fn sticky_addresses_follow_the_pod_name_across_container_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let ranges = serde_json::json!([[{"subnet": "10.40.0.0/24"}], [{"subnet": "fd40::/120"}]]);
+    let sticky = conf_with(
+        &dir.path().join("sticky"),
+        serde_json::json!({"ranges": ranges, "stickyTtlSeconds": 600}),
+        serde_json::json!({}),
+    );
+    let plain = conf_with(
+        &dir.path().join("plain"),
+        serde_json::json!({"ranges": ranges}),
+        serde_json::json!({}),
+    );
+    for (conf, is_sticky) in [(&sticky, true), (&plain, false)] {
+        let first = added_ips(&run_pod("ADD", "c1", Some("web-0"), conf));
+        assert_eq!(first.len(), 2);
+        added_ips(&run_pod("ADD", "o1", Some("other-0"), conf));
+        assert!(run_pod("DEL", "c1", Some("web-0"), conf).status.success());
+        let second = added_ips(&run_pod("ADD", "c2", Some("web-0"), conf));
+        if is_sticky {
+            assert_eq!(
+                second, first,
+                "same pod name, new container: same addresses"
+            );
+        } else {
+            assert!(second.iter().all(|ip| !first.contains(ip)), "{second:?}");
+        }
+        // Idempotent ADD of the new container.
+        assert_eq!(
+            added_ips(&run_pod("ADD", "c2", Some("web-0"), conf)),
+            second
+        );
+        // Another pod name never gets them.
+        assert!(run_pod("DEL", "c2", Some("web-0"), conf).status.success());
+        let other = added_ips(&run_pod("ADD", "x1", Some("web-1"), conf));
+        assert!(other.iter().all(|ip| !second.contains(ip)), "{other:?}");
+    }
+    // State: the sticky network holds web-0's binding, the plain one none.
+    for (sub, want) in [("sticky", 1), ("plain", 0)] {
+        let store = LocalStore::open(&dir.path().join(sub), Duration::from_secs(30)).unwrap();
+        let net = Network {
+            name: "localnet".into(),
+            prefix: DEFAULT_PREFIX.into(),
+            sets: vec![
+                RangeSet::new(vec![Range::parse(&RangeSpec {
+                    subnet: "10.40.0.0/24".into(),
+                    ..RangeSpec::default()
+                })
+                .unwrap()])
+                .unwrap(),
+                RangeSet::new(vec![Range::parse(&RangeSpec {
+                    subnet: "fd40::/120".into(),
+                    ..RangeSpec::default()
+                })
+                .unwrap()])
+                .unwrap(),
+            ],
+            chunk_bits: DEFAULT_CHUNK_BITS,
+        };
+        let a = Allocator::new(store, net, Options::default()).unwrap();
+        let bindings = block_on(a.bindings()).unwrap();
+        assert_eq!(bindings.len(), want, "{sub}: {bindings:?}");
+        assert!(block_on(a.check()).unwrap().is_clean());
+    }
+}

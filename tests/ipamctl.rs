@@ -809,3 +809,96 @@ fn bench_runs_on_the_embedded_store() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--processes"), "{}", text(&out));
 }
+
+/// `bindings list|release|expire` on a network with sticky addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_list_release_and_expire() {
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &etcd);
+    let mut conf: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    conf["ipam"]["stickyTtlSeconds"] = 600.into();
+    std::fs::write(&config, serde_json::to_vec(&conf).unwrap()).unwrap();
+    let cfg = config.to_str().unwrap();
+    let alloc = allocator(&config).await;
+    let ips = populate(&alloc).await;
+    for id in ["c1", "c2"] {
+        alloc
+            .release(&OwnerId {
+                container_id: id.into(),
+                ifname: "eth0".into(),
+            })
+            .await
+            .unwrap();
+    }
+    // c3 released by a node whose clock says 1970: its binding is expired.
+    let old = Allocator::new(
+        EtcdStore::connect(
+            match &NetConf::parse(&std::fs::read(&config).unwrap())
+                .unwrap()
+                .ipam
+                .store
+            {
+                host_etcd::cni::config::StoreConf::Etcd(e) => e,
+                _ => panic!("etcd"),
+            },
+        )
+        .await
+        .unwrap(),
+        alloc.network().clone(),
+        host_etcd::allocator::Options {
+            clock: host_etcd::allocator::Clock::manual(1_000),
+            ..alloc.options().clone()
+        },
+    )
+    .unwrap();
+    old.release(&OwnerId {
+        container_id: "c3".into(),
+        ifname: "eth0".into(),
+    })
+    .await
+    .unwrap();
+    let listed = json(0, &["--config", cfg, "--json", "bindings", "list"]);
+    let rows = listed.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{listed}");
+    assert_eq!(rows[0]["name"], "p1");
+    assert_eq!(rows[0]["ips"][0], ips[0].to_string());
+    assert_eq!(rows[0]["expired"], false);
+    assert_eq!(rows[2]["name"], "p3");
+    assert_eq!(rows[2]["expired"], true);
+    let table = expect(0, &["--config", cfg, "bindings", "list"]);
+    assert!(table.starts_with("POD"), "{table}");
+    assert!(
+        table.contains("ns/p1") && table.contains("active"),
+        "{table}"
+    );
+    assert!(
+        table.contains("ns/p3") && table.contains("expired"),
+        "{table}"
+    );
+    // expire --dry-run names p3 and deletes nothing.
+    let dry = json(
+        0,
+        &["--config", cfg, "--json", "bindings", "expire", "--dry-run"],
+    );
+    assert_eq!(dry.as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(dry[0]["name"], "p3");
+    assert_eq!(alloc.bindings().await.unwrap().len(), 3);
+    let done = json(0, &["--config", cfg, "--json", "bindings", "expire"]);
+    assert_eq!(done.as_array().unwrap().len(), 1, "{done}");
+    assert_eq!(alloc.bindings().await.unwrap().len(), 2);
+    // release NS/NAME.
+    let rel = json(
+        0,
+        &["--config", cfg, "--json", "bindings", "release", "ns/p1"],
+    );
+    assert_eq!(rel.as_array().unwrap().len(), 1, "{rel}");
+    let left = alloc.bindings().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].binding.as_ref().unwrap().name, "p2");
+    let none = expect(0, &["--config", cfg, "bindings", "release", "ns/p1"]);
+    assert!(none.contains("no binding of ns/p1"), "{none}");
+    expect(2, &["--config", cfg, "bindings", "release", "p1"]);
+    // The sticky keys never trouble check.
+    expect(0, &["--config", cfg, "check"]);
+}

@@ -107,6 +107,29 @@ pub enum Command {
     /// Measure allocation throughput against etcd, with the raw CAS limit
     /// and the naive one-key-per-IP baseline in the same run.
     Bench(BenchArgs),
+    /// Sticky-address bindings (a released pod's addresses kept for its
+    /// next container).
+    #[command(subcommand)]
+    Bindings(BindingsCommand),
+}
+
+/// `bindings` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BindingsCommand {
+    /// Every binding: pod, interface, addresses, times, active or expired.
+    List,
+    /// Delete a pod's bindings (every interface): its next container gets
+    /// fresh addresses.
+    Release {
+        /// The pod, as `NAMESPACE/NAME`.
+        pod: String,
+    },
+    /// Delete every expired binding.
+    Expire {
+        /// Print what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Filters of `list`.

@@ -11,6 +11,7 @@
 //! | [`target`] | config file or flags → network, store, chunk size |
 //! | [`commands`] | `show`, `list`, `get`, `release`, `check`, `gc`, `reconcile` |
 //! | [`reconcile`] | `reconcile`: the pure decision, libcni cache entries |
+//! | [`bindings`] | `bindings list\|release\|expire` (sticky addresses) |
 //! | [`metrics`] | `metrics`: figures in the Prometheus text format |
 //! | [`exporter`] | `metrics`: the HTTP server |
 //! | [`bench`] | `bench`: ours vs raw compare-and-swap vs naive |
@@ -28,6 +29,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub mod bench;
+pub mod bindings;
 pub mod cli;
 pub mod commands;
 pub mod error;
@@ -75,6 +77,7 @@ pub async fn run(
             dry_run,
         } => commands::gc(&alloc, valid, *yes, *dry_run, cli.json, confirm, out).await,
         Command::Reconcile(args) => commands::reconcile(&alloc, args, cli.json, confirm, out).await,
+        Command::Bindings(cmd) => bindings::run(&alloc, cmd, cli.json, out).await,
         Command::Bench(_) | Command::Metrics(_) => Ok(error::EXIT_OK),
     }
 }

@@ -1,6 +1,6 @@
 //! The node cache: what one node last saw of the keys it works on — the
 //! meta record, full-sets, the chunks it allocates from, the owner records
-//! it created — and, per range set, the position its next search starts
+//! it created, the sticky-address bindings it wrote — and, per range set, the position its next search starts
 //! from. With it a warm ADD or DEL is one transaction and no read.
 //!
 //! The cache is an optimization only. Every cached value is compared by its
@@ -11,8 +11,9 @@
 //! not decode, or belongs to another network, prefix or chunk size, is
 //! ignored.
 //!
-//! Bounded: at most [`MAX_CHUNKS`] chunks and [`MAX_OWNERS`] owner records
-//! are kept (the least recently used go first); meta and full-sets are few.
+//! Bounded: at most [`MAX_CHUNKS`] chunks, [`MAX_OWNERS`] owner records and
+//! [`MAX_OWNERS`] bindings are kept (the least recently used go first); meta
+//! and full-sets are few.
 //!
 //! The byte form (used by the plugin's node-local file) is JSON:
 //!
@@ -73,6 +74,7 @@ struct Form {
 enum Class {
     Chunk,
     Owner,
+    Binding,
     Other,
 }
 
@@ -124,7 +126,8 @@ impl NodeCache {
 
     fn insert(&mut self, ks: &Keyspace, key: &str, value: Option<&[u8]>) -> Class {
         let class = class_of(ks, key);
-        if class == Class::Owner && value.is_none() {
+        // Absent bindings too: a warm ADD assumes them absent anyway.
+        if matches!(class, Class::Owner | Class::Binding) && value.is_none() {
             self.entries.remove(key);
             return class;
         }
@@ -146,7 +149,7 @@ impl NodeCache {
     fn bound(&mut self, class: Class) {
         let limit = match class {
             Class::Chunk => MAX_CHUNKS,
-            Class::Owner => MAX_OWNERS,
+            Class::Owner | Class::Binding => MAX_OWNERS,
             Class::Other => return,
         };
         let count = self
@@ -236,6 +239,8 @@ impl NodeCache {
 fn class_of(ks: &Keyspace, key: &str) -> Class {
     if key.starts_with(&ks.owners_prefix()) {
         Class::Owner
+    } else if key.starts_with(&ks.sticky_prefix()) {
+        Class::Binding
     } else if key.starts_with(&format!("{}/chunks/", ks.root())) {
         Class::Chunk
     } else {

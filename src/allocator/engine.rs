@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::cache::NodeCache;
 use super::plan::{self, Ctx, Outcome, Plan, Stop, START_WINDOW};
@@ -41,9 +41,8 @@ impl<S: Store> Allocator<S> {
             node: &self.options.node_name,
             read_limit: self.options.read_limit.max(1),
             window: START_WINDOW,
-            now: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            now: self.options.clock.now(),
+            sticky_ttl: self.options.sticky_ttl.map(|d| d.as_secs().max(1)),
         }
     }
 
@@ -88,7 +87,7 @@ impl<S: Store> Allocator<S> {
     /// remembered values is not trusted: the operation starts over from a
     /// fresh read. Whatever the operation learns is remembered, also when it
     /// fails.
-    async fn run<T>(
+    pub(super) async fn run<T>(
         &self,
         initial: Vec<Pending>,
         assume_absent: &[Key],
@@ -270,7 +269,7 @@ impl<S: Store> Allocator<S> {
         for batch in reqs.chunks(MAX_BATCH) {
             let hints = self.hints();
             let initial = plan::initial_reads(&self.ctx(&hints), batch);
-            let owners: Vec<Key> = batch
+            let mut owners: Vec<Key> = batch
                 .iter()
                 .filter_map(|r| {
                     self.keyspace
@@ -278,6 +277,10 @@ impl<S: Store> Allocator<S> {
                         .ok()
                 })
                 .collect();
+            // Sticky bindings too: a warm ADD compares them absent instead
+            // of reading them (a conflict answer brings one that exists).
+            let ctx = self.ctx(&hints);
+            owners.extend(batch.iter().filter_map(|r| plan::sticky_key_of(&ctx, r)));
             let outcomes = self
                 .run(initial, &owners, |ctx, known| {
                     plan::plan_add(ctx, known, batch)

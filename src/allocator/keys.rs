@@ -6,6 +6,7 @@
 //! | `{p}/{net}/chunks/{4\|6}/{base}` | an encoded chunk ([`crate::codec`]) |
 //! | `{p}/{net}/full/{4\|6}/{region}` | roaring treemap of full chunk indices |
 //! | `{p}/{net}/owners/{containerID}/{ifname}` | JSON [`OwnerRecord`](super::OwnerRecord) |
+//! | `{p}/{net}/sticky/{namespace}/{podName}/{ifname}` | JSON [`Binding`](super::Binding) (sticky addresses only) |
 //!
 //! `{base}` is the chunk's first address as fixed-width lower-case hex (8
 //! digits for IPv4, 32 for IPv6), so byte order of keys is address order and
@@ -123,6 +124,40 @@ impl Keyspace {
         }
         Ok(format!("{}{container_id}/{ifname}", self.owners_prefix()))
     }
+
+    /// Prefix of every sticky-address binding.
+    pub fn sticky_prefix(&self) -> String {
+        format!("{}/sticky/", self.root)
+    }
+
+    /// Prefix of the bindings of one pod (every interface).
+    pub fn sticky_pod_prefix(&self, namespace: &str, name: &str) -> Result<String, BadKeyPart> {
+        if !key_safe(namespace) {
+            return Err(BadKeyPart {
+                what: "pod namespace",
+                value: namespace.into(),
+            });
+        }
+        if !key_safe(name) {
+            return Err(BadKeyPart {
+                what: "pod name",
+                value: name.into(),
+            });
+        }
+        Ok(format!("{}{namespace}/{name}/", self.sticky_prefix()))
+    }
+
+    /// The binding key of a pod's interface.
+    pub fn sticky(&self, namespace: &str, name: &str, ifname: &str) -> Result<String, BadKeyPart> {
+        let prefix = self.sticky_pod_prefix(namespace, name)?;
+        if !key_safe(ifname) {
+            return Err(BadKeyPart {
+                what: "interface name",
+                value: ifname.into(),
+            });
+        }
+        Ok(format!("{prefix}{ifname}"))
+    }
 }
 
 #[cfg(test)]
@@ -158,5 +193,16 @@ mod tests {
         assert!(ks.owner("..", "eth0").is_err());
         assert!(ks.owner("abc", "et h0").is_err());
         assert_eq!(ks.owner("abc", "eth0").unwrap(), "/p/n/owners/abc/eth0");
+        assert_eq!(
+            ks.sticky("default", "web-0", "eth0").unwrap(),
+            "/p/n/sticky/default/web-0/eth0"
+        );
+        assert!(ks.sticky("a/b", "web-0", "eth0").is_err());
+        assert!(ks.sticky("default", "", "eth0").is_err());
+        // One pod's prefix never covers another pod whose name extends it.
+        assert!(!ks
+            .sticky("default", "web-01", "eth0")
+            .unwrap()
+            .starts_with(&ks.sticky_pod_prefix("default", "web-0").unwrap()));
     }
 }

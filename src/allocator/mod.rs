@@ -4,9 +4,16 @@
 //!
 //! A cold ADD is two round trips (one read, one transaction); with a warm
 //! [`NodeCache`] an ADD or a DEL is one transaction and no read.
+//!
+//! Sticky addresses (opt-in, [`Options::sticky_ttl`]): a DEL of a pod's
+//! container leaves a [`Binding`] of its addresses to its pod name, and the
+//! pod's next container gets them back when they are still free (see
+//! [`Allocator::bindings`]).
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -24,11 +31,13 @@ pub mod keys;
 pub mod meta;
 pub mod plan;
 pub mod state;
+mod sticky;
 
 pub use cache::NodeCache;
 pub use check::{CheckReport, Problem, RangeUsage};
 pub use error::AllocError;
 pub use keys::Keyspace;
+pub use sticky::BindingEntry;
 
 /// Default chunk size exponent: a chunk covers 2^k addresses. Chosen by
 /// measurement (BENCHMARKS.md, "Chunk size"): fewest CAS retries at 64
@@ -90,6 +99,81 @@ pub struct OwnerRecord {
     pub node: Option<String>,
 }
 
+/// A released pod's addresses, kept for its next container
+/// (`{p}/{net}/sticky/{namespace}/{name}/{ifname}`, JSON). Written by the
+/// DEL (release) of an owner record that names its pod, in the transaction
+/// that frees the addresses, when [`Options::sticky_ttl`] is set; consumed
+/// (deleted) by the next ADD of that pod and interface. Only a preference:
+/// the addresses are free in their chunks meanwhile, and the ADD takes one
+/// only if its bit is still clear.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// K8S_POD_NAMESPACE.
+    pub namespace: String,
+    /// K8S_POD_NAME.
+    pub name: String,
+    /// CNI_IFNAME.
+    pub ifname: String,
+    /// The released addresses, one per range set (in set order then).
+    pub ips: Vec<IpAddr>,
+    /// Seconds since the Unix epoch at the DEL.
+    pub released_at: u64,
+    /// The binding is ignored from this time on (seconds since the epoch).
+    pub expires_at: u64,
+    /// The container that held the addresses.
+    pub container_id: String,
+}
+
+impl Binding {
+    /// Whether the binding has expired at `now` (seconds since the epoch).
+    pub fn expired(&self, now: u64) -> bool {
+        now >= self.expires_at
+    }
+}
+
+/// Where the allocator takes the time from (seconds since the Unix epoch):
+/// the system clock, or a value the caller sets (tests, simulations). Used
+/// for owner records' `created` and for binding expiry.
+#[derive(Clone, Debug, Default)]
+pub struct Clock(Option<Arc<AtomicU64>>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Clock(None)
+    }
+
+    /// A clock standing at `secs` until [`set`](Self::set) or
+    /// [`advance`](Self::advance) moves it (clones share the time).
+    pub fn manual(secs: u64) -> Self {
+        Clock(Some(Arc::new(AtomicU64::new(secs))))
+    }
+
+    /// The current time.
+    pub fn now(&self) -> u64 {
+        match &self.0 {
+            Some(t) => t.load(Ordering::SeqCst),
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+
+    /// Sets a manual clock (no effect on the system clock).
+    pub fn set(&self, secs: u64) {
+        if let Some(t) = &self.0 {
+            t.store(secs, Ordering::SeqCst);
+        }
+    }
+
+    /// Moves a manual clock forward (no effect on the system clock).
+    pub fn advance(&self, secs: u64) {
+        if let Some(t) = &self.0 {
+            t.fetch_add(secs, Ordering::SeqCst);
+        }
+    }
+}
+
 /// One allocation request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AllocRequest {
@@ -101,7 +185,8 @@ pub struct AllocRequest {
     pub requested: Vec<IpAddr>,
     /// K8S_POD_NAMESPACE, recorded in the owner record.
     pub pod_namespace: Option<String>,
-    /// K8S_POD_NAME, recorded in the owner record.
+    /// K8S_POD_NAME, recorded in the owner record (with the namespace, the
+    /// key of [sticky addresses](Options::sticky_ttl)).
     pub pod_name: Option<String>,
 }
 
@@ -151,6 +236,13 @@ pub struct Options {
     /// Start operations from the [`NodeCache`] (what this allocator last
     /// saw) instead of a read: a warm ADD or DEL is one transaction.
     pub node_cache: bool,
+    /// Sticky addresses: how long a DEL keeps a pod's addresses bound to
+    /// its namespace and name (a [`Binding`]) for the pod's next container
+    /// (whole seconds, at least 1). `None` (the default): off, no binding
+    /// is read or written.
+    pub sticky_ttl: Option<Duration>,
+    /// The time source (default: the system clock).
+    pub clock: Clock,
 }
 
 /// This host's name (Linux), or an empty string.
@@ -169,6 +261,8 @@ impl Default for Options {
             node_name: local_hostname(),
             read_limit: 8,
             node_cache: true,
+            sticky_ttl: None,
+            clock: Clock::system(),
         }
     }
 }

@@ -17,7 +17,7 @@ use super::geometry::{self, Candidates};
 use super::keys::Keyspace;
 use super::meta::Meta;
 use super::state::{FullLookup, Known, Lookup, Pending};
-use super::{fullset, AllocRequest, Assigned, Network, OwnerRecord};
+use super::{fullset, AllocRequest, Assigned, Binding, Network, OwnerRecord};
 use crate::bitmap::Bitmap;
 use crate::codec::{self, Chunk};
 use crate::range::{from_u128, Family, RangeSet};
@@ -58,6 +58,9 @@ pub struct Ctx<'a> {
     /// A node without a position starts in one of the first `window`
     /// chunks of a set (see [`START_WINDOW`]).
     pub window: u128,
+    /// Sticky addresses: seconds a DEL binds a pod's addresses to its name
+    /// (`None`: off; nothing sticky is read or written).
+    pub sticky_ttl: Option<u64>,
 }
 
 /// How many chunks at the start of a range set a node's first search may
@@ -417,6 +420,9 @@ pub fn initial_reads(ctx: &Ctx<'_>, reqs: &[AllocRequest]) -> Vec<Pending> {
         if let Ok(key) = ctx.ks.owner(&req.owner.container_id, &req.owner.ifname) {
             push(Pending::Get(key), &mut out);
         }
+        if let Some(key) = sticky_key_of(ctx, req) {
+            push(Pending::Get(key), &mut out);
+        }
         let statics = map_requested(ctx.net, &req.requested).unwrap_or_default();
         for (i, set) in ctx.net.sets.iter().enumerate() {
             let family = set.family();
@@ -604,6 +610,7 @@ pub fn plan_add(
     let mut outcomes = Vec::with_capacity(reqs.len());
     let mut moved = Vec::new();
     let mut owners_seen = HashSet::new();
+    let mut bindings_seen = HashSet::new();
     for req in reqs {
         let key = ctx
             .ks
@@ -628,12 +635,27 @@ pub fn plan_add(
             Some(None) => {}
         }
         let statics = map_requested(ctx.net, &req.requested)?;
+        let bound = sticky_step(ctx, known, req, &mut bindings_seen, &mut txn)?;
         let mut assigned = Vec::with_capacity(ctx.net.sets.len());
         for (i, set) in ctx.net.sets.iter().enumerate() {
-            let a = match statics.get(&i) {
+            // Static requests win over a sticky binding.
+            let sticky = match statics.get(&i) {
+                Some(_) => None,
+                None => pick_sticky(
+                    ctx,
+                    &mut draft,
+                    &mut txn,
+                    (i, set),
+                    &bound,
+                    req.stage.as_deref(),
+                )?,
+            };
+            let a = match (statics.get(&i), sticky) {
                 // A static request does not move the node's position.
-                Some(ip) => pick_static(ctx, &mut draft, i, set, *ip, req.stage.as_deref())?,
-                None => {
+                (Some(ip), _) => pick_static(ctx, &mut draft, i, set, *ip, req.stage.as_deref())?,
+                // Neither does a sticky address.
+                (None, Some(a)) => a,
+                (None, None) => {
                     let a = pick_dynamic(ctx, &mut draft, i, set, req.stage.as_deref())?;
                     if !req.stage.as_deref().is_some_and(|s| set.has_stage(s)) {
                         moved.push((i, crate::range::to_u128(a.ip).wrapping_add(1)));
@@ -667,6 +689,10 @@ pub fn plan_add(
         return Ok(Plan::new(outcomes, Txn::default()));
     }
     draft.finish(ctx, &mut txn)?;
+    if ctx.sticky_ttl.is_some() {
+        // `pick_sticky` may compare a chunk the draft compares too.
+        dedup_keys(&mut txn);
+    }
     Ok(Plan {
         result: outcomes,
         txn,
@@ -895,6 +921,217 @@ pub fn plan_release(
     });
     txn.ops.push(Op::Delete(key.clone()));
     txn.read_on_conflict.push(key.clone());
+    sticky_bind(ctx, known, rec, &mut txn);
     draft.finish(ctx, &mut txn)?;
     Ok(Plan::new(Some(rec.clone()), txn))
+}
+
+// ---------------------------------------------------------------------------
+// Sticky addresses (`Ctx::sticky_ttl`).
+//
+// DEL of an owner record naming its pod puts a `Binding` of its addresses at
+// `{p}/{net}/sticky/{ns}/{name}/{ifname}` in the transaction that frees them.
+// The next ADD of that pod and interface (any container ID) reads the
+// binding, takes each bound address that is still free in its chunk and
+// allowed by the masks (as a static request would, but falling back to a
+// dynamic address for that set instead of failing), and deletes the binding
+// in its transaction. Bound addresses are only preferred, never reserved:
+// dynamic allocation does not look at bindings. A binding that does not
+// decode is ignored by ADD and left untouched by ADD and DEL (`ipamctl
+// bindings list` shows it, `ipamctl bindings release` deletes it).
+// ---------------------------------------------------------------------------
+
+/// The binding key of a request when sticky addresses are on and it names
+/// its pod (namespace and name, both usable in a key).
+pub fn sticky_key_of(ctx: &Ctx<'_>, req: &AllocRequest) -> Option<Key> {
+    sticky_key(
+        ctx,
+        req.pod_namespace.as_deref(),
+        req.pod_name.as_deref(),
+        &req.owner.ifname,
+    )
+}
+
+fn sticky_key(ctx: &Ctx<'_>, ns: Option<&str>, name: Option<&str>, ifname: &str) -> Option<Key> {
+    ctx.sticky_ttl?;
+    ctx.ks.sticky(ns?, name?, ifname).ok()
+}
+
+/// ADD: consumes the request's binding (a compare on it, and its deletion
+/// when present) and returns the addresses it still offers (none when
+/// absent, expired or corrupt). A compare on an absent binding is what lets
+/// a warm ADD, which assumes it absent without reading, learn of it: the
+/// conflict answer carries it. Two requests of one batch never use the same
+/// binding.
+fn sticky_step(
+    ctx: &Ctx<'_>,
+    known: &Known,
+    req: &AllocRequest,
+    seen: &mut HashSet<Key>,
+    txn: &mut Txn,
+) -> Result<Vec<IpAddr>, Stop> {
+    let Some(key) = sticky_key_of(ctx, req) else {
+        return Ok(Vec::new());
+    };
+    if !seen.insert(key.clone()) {
+        return Ok(Vec::new());
+    }
+    let (expect, ips) = match known.bindings.get(&key) {
+        None => return Err(Stop::Need(vec![Pending::Get(key)])),
+        Some(None) => (Expect::Absent, Vec::new()),
+        // Corrupt: ignored and never overwritten.
+        Some(Some((_, Err(_)))) => return Ok(Vec::new()),
+        Some(Some((expect, Ok(b)))) if b.expired(ctx.now) => (expect.clone(), Vec::new()),
+        Some(Some((expect, Ok(b)))) => (expect.clone(), b.ips.clone()),
+    };
+    if expect != Expect::Absent {
+        txn.ops.push(Op::Delete(key.clone()));
+    }
+    txn.compares.push(Compare {
+        key: key.clone(),
+        expect,
+    });
+    txn.read_on_conflict.push(key);
+    Ok(ips)
+}
+
+/// ADD: the bound address of set `set_index`, if there is one and it can be
+/// given as a static request could (inside the set, not excluded, not a
+/// gateway, not reserved for another stage, free in its chunk); `None`
+/// otherwise (the set gets a dynamic address).
+fn pick_sticky(
+    ctx: &Ctx<'_>,
+    draft: &mut Draft<'_>,
+    txn: &mut Txn,
+    (set_index, set): (usize, &RangeSet),
+    bound: &[IpAddr],
+    stage: Option<&str>,
+) -> Result<Option<Assigned>, Stop> {
+    let k = ctx.k();
+    let Some(ip) = bound.iter().copied().find(|ip| set.find(*ip).is_some()) else {
+        return Ok(None);
+    };
+    // A staged request whose set has reservations for its stage only takes
+    // a bound address among them (as dynamic allocation would).
+    if let Some(s) = stage.filter(|s| set.has_stage(s)) {
+        if set.find(ip).and_then(|(_, r)| r.stage_of(ip)) != Some(s) {
+            return Ok(None);
+        }
+    }
+    let (family, idx) = (set.family(), geometry::chunk_of(ip, k));
+    // Look before touching the draft: a taken address costs no chunk write.
+    match draft.view(family, idx) {
+        Lookup::Unknown => {
+            return Err(Stop::Need(vec![
+                Pending::Get(ctx.ks.chunk(family, k, idx)),
+                Pending::Get(ctx.ks.full(family, idx)),
+            ]))
+        }
+        Lookup::Present(c) if c.bits.get(geometry::bit_of(ip, k)) => {
+            // Taken as far as a remembered (node cache) value tells: compare
+            // that value, so that a stale memory (the address was freed
+            // since) conflicts and the plan is redone on the current chunk
+            // instead of silently giving up the sticky address.
+            if !draft.chunks.contains_key(&(family, idx)) {
+                if let expect @ Expect::Value(_) = draft.known.chunk_expect(family, idx) {
+                    let key = ctx.ks.chunk(family, k, idx);
+                    txn.compares.push(Compare {
+                        key: key.clone(),
+                        expect,
+                    });
+                    txn.read_on_conflict.push(key);
+                }
+            }
+            return Ok(None);
+        }
+        Lookup::Corrupt(_) => return Ok(None),
+        _ => {}
+    }
+    match pick_static(ctx, draft, set_index, set, ip, stage) {
+        Ok(a) => Ok(Some(a)),
+        Err(Stop::Fail(AllocError::RequestedUnavailable { .. })) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Drops repeated compares (same key and expectation) and conflict reads.
+fn dedup_keys(txn: &mut Txn) {
+    let mut seen = HashSet::new();
+    txn.compares
+        .retain(|c| seen.insert((c.key.clone(), format!("{:?}", c.expect))));
+    let mut seen = HashSet::new();
+    txn.read_on_conflict.retain(|k| seen.insert(k.clone()));
+}
+
+/// DEL: binds the released addresses to the owner's pod (a put of its
+/// binding). An unknown binding is assumed absent (compared absent: a DEL
+/// costs no extra read, and a conflict answer brings the real value); a
+/// present one is overwritten (the last DEL of the pod wins); a corrupt one
+/// is left alone and no binding is made.
+fn sticky_bind(ctx: &Ctx<'_>, known: &Known, rec: &OwnerRecord, txn: &mut Txn) {
+    let Some(ttl) = ctx.sticky_ttl else { return };
+    let Some(key) = sticky_key(
+        ctx,
+        rec.pod_namespace.as_deref(),
+        rec.pod_name.as_deref(),
+        &rec.ifname,
+    ) else {
+        return;
+    };
+    let expect = match known.bindings.get(&key) {
+        None | Some(None) => Expect::Absent,
+        Some(Some((_, Err(_)))) => return,
+        Some(Some((expect, Ok(_)))) => expect.clone(),
+    };
+    let binding = Binding {
+        namespace: rec.pod_namespace.clone().unwrap_or_default(),
+        name: rec.pod_name.clone().unwrap_or_default(),
+        ifname: rec.ifname.clone(),
+        ips: rec.ips.clone(),
+        released_at: ctx.now,
+        expires_at: ctx.now.saturating_add(ttl),
+        container_id: rec.container_id.clone(),
+    };
+    let Ok(bytes) = serde_json::to_vec(&binding) else {
+        return;
+    };
+    txn.compares.push(Compare {
+        key: key.clone(),
+        expect,
+    });
+    txn.ops.push(Op::Put(key.clone(), bytes));
+    txn.read_on_conflict.push(key);
+}
+
+/// Plans the deletion of the binding `key` (`ipamctl bindings release`,
+/// `expire`): with `expired_at`, only if it has expired at that time (and
+/// a corrupt one is left alone); without, whatever it holds. The result is
+/// what was deleted (`Err`: the undecodable bytes' error).
+pub fn plan_drop_binding(
+    known: &Known,
+    key: &Key,
+    expired_at: Option<u64>,
+) -> Result<Plan<Option<Result<Binding, String>>>, Stop> {
+    let (expect, value) = match known.bindings.get(key) {
+        None => return Err(Stop::Need(vec![Pending::Get(key.clone())])),
+        Some(None) => return Ok(Plan::new(None, Txn::default())),
+        Some(Some((expect, value))) => (expect.clone(), value.clone()),
+    };
+    let keep = match (&value, expired_at) {
+        (_, None) => false,
+        (Ok(b), Some(now)) => !b.expired(now),
+        (Err(_), Some(_)) => true,
+    };
+    if keep {
+        return Ok(Plan::new(None, Txn::default()));
+    }
+    let txn = Txn {
+        compares: vec![Compare {
+            key: key.clone(),
+            expect,
+        }],
+        ops: vec![Op::Delete(key.clone())],
+        read_on_conflict: vec![key.clone()],
+    };
+    Ok(Plan::new(Some(value), txn))
 }

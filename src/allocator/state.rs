@@ -18,7 +18,7 @@ use roaring::RoaringTreemap;
 
 use super::keys::Keyspace;
 use super::meta::Meta;
-use super::{fullset, OwnerRecord};
+use super::{fullset, Binding, OwnerRecord};
 use crate::codec::{self, Chunk, CodecError};
 use crate::range::Family;
 use crate::store::{Expect, Key, Read, ReadResult, Versioned};
@@ -139,6 +139,8 @@ pub struct Known {
     pub meta: Option<Stored<Meta>>,
     /// Owner records by key.
     pub owners: HashMap<Key, Stored<OwnerRecord>>,
+    /// Sticky-address bindings by key (only with sticky addresses on).
+    pub bindings: HashMap<Key, Stored<Binding>>,
     /// Whether anything known came from the node's cache (not read in this
     /// operation): a definite failure planned on such values is not trusted.
     cached: bool,
@@ -155,6 +157,7 @@ impl Known {
             full: HashMap::new(),
             meta: None,
             owners: HashMap::new(),
+            bindings: HashMap::new(),
             cached: false,
         }
     }
@@ -180,7 +183,15 @@ impl Known {
     /// anything remembered of it: the transaction compares it absent, and a
     /// conflict answer brings its real value. (A remembered record is never
     /// handed back as held without the store confirming it.)
+    ///
+    /// For a sticky binding key the assumption is only made when nothing is
+    /// remembered of it: a remembered binding is as safe to rely on as a
+    /// remembered chunk (its bytes are compared).
     pub fn assume_absent(&mut self, key: &str) {
+        if key.starts_with(&self.ks.sticky_prefix()) {
+            self.bindings.entry(key.to_string()).or_insert(None);
+            return;
+        }
         self.owners.insert(key.to_string(), None);
     }
 
@@ -191,6 +202,9 @@ impl Known {
         }
         if key.starts_with(&self.ks.owners_prefix()) {
             return self.owners.contains_key(key);
+        }
+        if key.starts_with(&self.ks.sticky_prefix()) {
+            return self.bindings.contains_key(key);
         }
         if self.full.contains_key(key) {
             return self.full_known(key);
@@ -373,6 +387,21 @@ impl Known {
                 )
             });
             self.owners.insert(key.to_string(), rec);
+        } else if key.starts_with(&self.ks.sticky_prefix()) {
+            // Remembered bytes that do not decode say nothing about the
+            // store: leave the binding unknown (read, or assumed absent).
+            let decoded = v.map(|l| {
+                let b = serde_json::from_slice::<Binding>(&l.bytes).map_err(|e| e.to_string());
+                (l.fresh, (l.expect(), b))
+            });
+            match decoded {
+                Some((false, (_, Err(_)))) => {
+                    self.bindings.remove(key);
+                }
+                d => {
+                    self.bindings.insert(key.to_string(), d.map(|(_, b)| b));
+                }
+            }
         } else if key.starts_with(&format!("{}/full/", self.ks.root())) {
             self.full.insert(key.to_string(), v.map(Lazy::retype));
         } else {

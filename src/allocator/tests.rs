@@ -851,3 +851,328 @@ async fn group_commit_batches_concurrent_callers() {
     assert!(a.check().await.unwrap().is_clean());
     assert_eq!(a.owners().await.unwrap().len(), 201);
 }
+
+// --- Sticky addresses -----------------------------------------------------
+
+const T0: u64 = 1_700_000_000;
+const TTL: u64 = 600;
+
+fn sticky_opts(clock: &Clock) -> Options {
+    Options {
+        sticky_ttl: Some(std::time::Duration::from_secs(TTL)),
+        clock: clock.clone(),
+        ..opts()
+    }
+}
+
+fn pod_req(id: &str, ns: &str, name: &str) -> AllocRequest {
+    AllocRequest {
+        pod_namespace: Some(ns.into()),
+        pod_name: Some(name.into()),
+        ..req(id)
+    }
+}
+
+fn dual() -> Network {
+    net(vec![
+        set(&[spec("10.1.0.0/16")]),
+        set(&[spec("2001:db8::/64")]),
+    ])
+}
+
+fn ips_of(a: &Allocation) -> Vec<IpAddr> {
+    a.assigned.iter().map(|x| x.ip).collect()
+}
+
+fn binding_keys(store: &MemoryStore) -> Vec<String> {
+    store
+        .dump()
+        .keys()
+        .filter(|k| k.contains("/sticky/"))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn sticky_del_then_add_with_a_new_container_gets_the_same_addresses() {
+    let clock = Clock::manual(T0);
+    let store = CountingStore::new(MemoryStore::new());
+    let a = Allocator::new(&store, dual(), sticky_opts(&clock)).unwrap();
+    // Another node (its own cache) for the cross-node case.
+    let b = Allocator::new(&store, dual(), sticky_opts(&clock)).unwrap();
+    let first = a.allocate(&pod_req("c1", "ns", "web-0")).await.unwrap();
+    // Other pods move the position on: a dynamic ADD would not reuse.
+    a.allocate(&pod_req("o1", "ns", "other-0")).await.unwrap();
+    store.reset();
+    let rec = a.release(&req("c1").owner).await.unwrap().unwrap();
+    assert_eq!(rec.pod_name.as_deref(), Some("web-0"));
+    assert_eq!(
+        (store.reads(), store.txns()),
+        (0, 1),
+        "warm sticky DEL: one txn"
+    );
+    let key = a.keyspace().sticky("ns", "web-0", "eth0").unwrap();
+    assert_eq!(binding_keys(store.inner()), vec![key.clone()]);
+    let bound = a.bindings().await.unwrap();
+    let b0 = bound[0].binding.clone().unwrap();
+    assert_eq!(b0.ips, ips_of(&first));
+    assert_eq!((b0.released_at, b0.expires_at), (T0, T0 + TTL));
+    assert_eq!(b0.container_id, "c1");
+    clock.advance(TTL - 1);
+    // Same node: the binding is remembered, the ADD is one transaction.
+    store.reset();
+    let again = a.allocate(&pod_req("c2", "ns", "web-0")).await.unwrap();
+    assert_eq!(ips_of(&again), ips_of(&first), "same addresses, both sets");
+    assert!(!again.existing);
+    assert_eq!((store.reads(), store.txns()), (0, 1), "warm, remembered");
+    assert!(
+        binding_keys(store.inner()).is_empty(),
+        "consumed by the ADD"
+    );
+    // Another node: the binding is compared absent, the conflict answer
+    // brings it (and the chunks `a` changed), the retry takes the
+    // addresses. (`b` warms up first: a node without a position starts at
+    // the beginning of the chunk and would take the just-freed address.)
+    b.allocate(&pod_req("o2", "ns", "other-1")).await.unwrap();
+    a.release(&req("c2").owner).await.unwrap();
+    store.reset();
+    let third = b.allocate(&pod_req("c3", "ns", "web-0")).await.unwrap();
+    assert_eq!(ips_of(&third), ips_of(&first));
+    assert_eq!(
+        (store.reads(), store.txns(), store.conflicts()),
+        (0, 2, 1),
+        "warm on another node: conflict, then commit"
+    );
+    // Cold (no cache): the binding is read with the owner; the bound
+    // chunks are read next.
+    a.release(&req("c3").owner).await.unwrap();
+    let c = Allocator::new(&store, dual(), sticky_opts(&clock)).unwrap();
+    store.reset();
+    let fourth = c.allocate(&pod_req("c4", "ns", "web-0")).await.unwrap();
+    assert_eq!(ips_of(&fourth), ips_of(&first));
+    assert!(store.reads() <= 2 && store.txns() == 1, "cold sticky ADD");
+    let report = a.check().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    // Idempotent ADD of the live container: its addresses, no binding made.
+    let same = c.allocate(&pod_req("c4", "ns", "web-0")).await.unwrap();
+    assert!(same.existing);
+    assert!(binding_keys(store.inner()).is_empty());
+}
+
+#[tokio::test]
+async fn sticky_binding_expires() {
+    let clock = Clock::manual(T0);
+    let store = MemoryStore::new();
+    let a = Allocator::new(&store, dual(), sticky_opts(&clock)).unwrap();
+    let first = a.allocate(&pod_req("c1", "ns", "web-0")).await.unwrap();
+    a.release(&req("c1").owner).await.unwrap();
+    a.allocate(&pod_req("d1", "ns", "db-0")).await.unwrap();
+    a.release(&req("d1").owner).await.unwrap();
+    assert_eq!(binding_keys(&store).len(), 2);
+    clock.advance(TTL);
+    // Expired: a fresh address, and the ADD deletes the stale binding.
+    let again = a.allocate(&pod_req("c2", "ns", "web-0")).await.unwrap();
+    assert_ne!(again.assigned[0].ip, first.assigned[0].ip);
+    assert_ne!(again.assigned[1].ip, first.assigned[1].ip);
+    let left = binding_keys(&store);
+    assert_eq!(
+        left,
+        vec![a.keyspace().sticky("ns", "db-0", "eth0").unwrap()]
+    );
+    // expire_bindings: nothing before the expiry, then the rest.
+    assert!(a.expire_bindings(T0 + TTL - 1).await.unwrap().is_empty());
+    assert_eq!(binding_keys(&store).len(), 1);
+    let gone = a.expire_bindings(clock.now()).await.unwrap();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].name, "db-0");
+    assert!(binding_keys(&store).is_empty());
+    assert!(a.check().await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn sticky_falls_back_per_set_when_a_bound_address_is_taken() {
+    let clock = Clock::manual(T0);
+    let store = MemoryStore::new();
+    let a = Allocator::new(&store, dual(), sticky_opts(&clock)).unwrap();
+    let first = a.allocate(&pod_req("c1", "ns", "web-0")).await.unwrap();
+    a.release(&req("c1").owner).await.unwrap();
+    // Someone else takes the bound IPv4 address meanwhile.
+    let mut thief = req("thief");
+    thief.requested = vec![first.assigned[0].ip];
+    a.allocate(&thief).await.unwrap();
+    let again = a.allocate(&pod_req("c2", "ns", "web-0")).await.unwrap();
+    assert_ne!(again.assigned[0].ip, first.assigned[0].ip, "taken: fresh");
+    assert_eq!(again.assigned[1].ip, first.assigned[1].ip, "still sticky");
+    assert!(binding_keys(&store).is_empty());
+    let report = a.check().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+#[tokio::test]
+async fn sticky_two_live_containers_of_one_pod_never_share() {
+    let clock = Clock::manual(T0);
+    let store = MemoryStore::new();
+    let a = Allocator::new(&store, dual(), sticky_opts(&clock)).unwrap();
+    // A crash-looping sandbox: a new container while the old one is held.
+    let c1 = a.allocate(&pod_req("c1", "ns", "web-0")).await.unwrap();
+    let c2 = a.allocate(&pod_req("c2", "ns", "web-0")).await.unwrap();
+    assert_ne!(c1.assigned[0].ip, c2.assigned[0].ip);
+    assert_ne!(c1.assigned[1].ip, c2.assigned[1].ip);
+    // The old one goes: the next one gets its addresses, never c2's.
+    a.release(&req("c1").owner).await.unwrap();
+    let c3 = a.allocate(&pod_req("c3", "ns", "web-0")).await.unwrap();
+    assert_eq!(ips_of(&c3), ips_of(&c1));
+    // A binding naming addresses a live container of the pod holds (here
+    // planted) is checked against the bits: fresh addresses.
+    let key = a.keyspace().sticky("ns", "web-0", "eth0").unwrap();
+    let planted = Binding {
+        namespace: "ns".into(),
+        name: "web-0".into(),
+        ifname: "eth0".into(),
+        ips: ips_of(&c2),
+        released_at: T0,
+        expires_at: T0 + TTL,
+        container_id: "c0".into(),
+    };
+    store.put_raw(&key, serde_json::to_vec(&planted).unwrap());
+    let c4 = a.allocate(&pod_req("c4", "ns", "web-0")).await.unwrap();
+    let live: Vec<Vec<IpAddr>> = [&c2, &c3].iter().map(|x| ips_of(x)).collect();
+    for ip in ips_of(&c4) {
+        assert!(!live.iter().any(|l| l.contains(&ip)), "{ip} shared");
+    }
+    assert!(binding_keys(&store).is_empty(), "consumed anyway");
+    let report = a.check().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.owners, 3);
+}
+
+#[tokio::test]
+async fn sticky_static_request_wins_over_the_binding() {
+    let clock = Clock::manual(T0);
+    let store = MemoryStore::new();
+    let a = Allocator::new(&store, dual(), sticky_opts(&clock)).unwrap();
+    let first = a.allocate(&pod_req("c1", "ns", "web-0")).await.unwrap();
+    a.release(&req("c1").owner).await.unwrap();
+    let mut r = pod_req("c2", "ns", "web-0");
+    r.requested = vec![ip("10.1.200.9")];
+    let got = a.allocate(&r).await.unwrap();
+    assert_eq!(got.assigned[0].ip, ip("10.1.200.9"), "static wins");
+    assert_eq!(got.assigned[1].ip, first.assigned[1].ip, "other set sticky");
+    assert!(binding_keys(&store).is_empty());
+    assert!(a.check().await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn sticky_respects_masks_and_interfaces() {
+    let clock = Clock::manual(T0);
+    let store = MemoryStore::new();
+    let a = Allocator::new(&store, dual(), sticky_opts(&clock)).unwrap();
+    let first = a.allocate(&pod_req("c1", "ns", "web-0")).await.unwrap();
+    let mut net1 = pod_req("c1", "ns", "web-0");
+    net1.owner.ifname = "net1".into();
+    let first_net1 = a.allocate(&net1).await.unwrap();
+    a.release(&req("c1").owner).await.unwrap();
+    a.release(&net1.owner).await.unwrap();
+    assert_eq!(binding_keys(&store).len(), 2, "one binding per interface");
+    // The config changed meanwhile: the bound IPv4 address is excluded now.
+    let mut n = dual();
+    let excluded = format!("{}/32", first.assigned[0].ip);
+    n.sets[0] = set(&[RangeSpec {
+        exclude: vec![excluded],
+        ..spec("10.1.0.0/16")
+    }]);
+    let b = Allocator::new(&store, n, sticky_opts(&clock)).unwrap();
+    let mut net1 = pod_req("c2", "ns", "web-0");
+    net1.owner.ifname = "net1".into();
+    let again_net1 = b.allocate(&net1).await.unwrap();
+    assert_eq!(ips_of(&again_net1), ips_of(&first_net1));
+    let again = b.allocate(&pod_req("c2", "ns", "web-0")).await.unwrap();
+    assert_ne!(again.assigned[0].ip, first.assigned[0].ip, "excluded");
+    assert_eq!(again.assigned[1].ip, first.assigned[1].ip);
+    // A pod name unusable in a key: no binding, no error.
+    let odd = pod_req("x1", "ns", "a/b");
+    b.allocate(&odd).await.unwrap();
+    b.release(&odd.owner).await.unwrap();
+    assert!(binding_keys(&store).is_empty());
+}
+
+#[tokio::test]
+async fn sticky_corrupt_binding_is_ignored_listed_and_released_by_name() {
+    let clock = Clock::manual(T0);
+    let store = MemoryStore::new();
+    let a = Allocator::new(&store, dual(), sticky_opts(&clock)).unwrap();
+    let key = a.keyspace().sticky("ns", "web-0", "eth0").unwrap();
+    store.put_raw(&key, b"{not json".to_vec());
+    // ADD: a dynamic address; the corrupt value is never overwritten.
+    a.allocate(&pod_req("c1", "ns", "web-0")).await.unwrap();
+    assert_eq!(store.dump()[&key].value, b"{not json");
+    // DEL: the release goes through, no binding is made over it.
+    assert!(a.release(&req("c1").owner).await.unwrap().is_some());
+    assert_eq!(store.dump()[&key].value, b"{not json");
+    // check looks at chunks and owners only: clean.
+    assert!(a.check().await.unwrap().is_clean());
+    let listed = a.bindings().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, key);
+    assert!(listed[0].binding.is_err());
+    clock.advance(10 * TTL);
+    assert!(a.expire_bindings(clock.now()).await.unwrap().is_empty());
+    assert_eq!(binding_keys(&store).len(), 1, "expiry skips corrupt");
+    let gone = a.release_binding("ns", "web-0").await.unwrap();
+    assert_eq!(gone.len(), 1);
+    assert!(binding_keys(&store).is_empty());
+    assert!(a.release_binding("ns", "web-0").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn release_binding_makes_the_next_container_fresh() {
+    let clock = Clock::manual(T0);
+    let store = MemoryStore::new();
+    let a = Allocator::new(&store, dual(), sticky_opts(&clock)).unwrap();
+    let first = a.allocate(&pod_req("c1", "ns", "web-0")).await.unwrap();
+    a.allocate(&pod_req("w1", "ns", "web-01")).await.unwrap();
+    a.release(&req("c1").owner).await.unwrap();
+    a.release(&req("w1").owner).await.unwrap();
+    let gone = a.release_binding("ns", "web-0").await.unwrap();
+    assert_eq!(gone.len(), 1, "only web-0, not web-01");
+    assert_eq!(gone[0].binding.as_ref().unwrap().ips, ips_of(&first));
+    let again = a.allocate(&pod_req("c2", "ns", "web-0")).await.unwrap();
+    assert_ne!(again.assigned[0].ip, first.assigned[0].ip);
+    assert_eq!(binding_keys(&store).len(), 1);
+}
+
+#[tokio::test]
+async fn without_sticky_round_trips_and_keys_are_unchanged() {
+    let store = CountingStore::new(MemoryStore::new());
+    let a = alloc_of(&store, dual());
+    let mut counts = Vec::new();
+    for id in ["c1", "c2", "c3"] {
+        store.reset();
+        a.allocate(&pod_req(id, "ns", "web-0")).await.unwrap();
+        counts.push((store.reads(), store.txns()));
+        store.reset();
+        a.release(&req(id).owner).await.unwrap();
+        counts.push((store.reads(), store.txns()));
+    }
+    assert_eq!(counts, vec![(1, 1), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1)]);
+    assert!(binding_keys(store.inner()).is_empty());
+    // The same cycle with sticky on: no extra round trip either (the
+    // binding is remembered by the node that wrote it).
+    let clock = Clock::manual(T0);
+    let store = CountingStore::new(MemoryStore::new());
+    let s = Allocator::new(&store, dual(), sticky_opts(&clock)).unwrap();
+    let mut sticky_counts = Vec::new();
+    let mut got = Vec::new();
+    for id in ["c1", "c2", "c3"] {
+        store.reset();
+        got.push(ips_of(
+            &s.allocate(&pod_req(id, "ns", "web-0")).await.unwrap(),
+        ));
+        sticky_counts.push((store.reads(), store.txns()));
+        store.reset();
+        s.release(&req(id).owner).await.unwrap();
+        sticky_counts.push((store.reads(), store.txns()));
+    }
+    assert_eq!(sticky_counts, counts);
+    assert!(got.windows(2).all(|w| w[0] == w[1]), "{got:?}");
+}

@@ -30,6 +30,7 @@
 //! | `ipam.maxAttempts` | integer | CAS attempts per operation (default 64) |
 //! | `ipam.statusPolicy`, `ipam.statusGraceMs` | `"grace"` / `"strict"`, integer | when STATUS reports a failing store (default: after 60000 ms of failure; see [`status`](super::status)) |
 //! | `ipam.logFile`, `ipam.logLevel`, `ipam.logMaxBytes` | absolute path, `error` / `info` / `debug`, integer ≥ 1 | the plugin's JSON-lines log (default: none; see [`log`](super::log)) |
+//! | `ipam.stickyTtlSeconds` | integer 1..=31536000 | sticky addresses: a pod's addresses stay bound to `K8S_POD_NAMESPACE`/`K8S_POD_NAME` this long after its DEL (absent: off) |
 //! | `args.cni.ips`, `runtimeConfig.ips` | `[string]` | requested addresses, `ip` or `ip/prefix` |
 //! | `prevResult.ips[].address` | string | CHECK: what ADD returned |
 //! | `cni.dev/valid-attachments` (or `cni.dev/attachments`) | `[{containerID, ifname}]` | GC |
@@ -101,6 +102,9 @@ pub const WHEREABOUTS_REFUSED: [(&str, &str); 14] = [
     ("dns", "host-etcd takes the result's DNS from resolvConf"),
 ];
 
+/// The longest `stickyTtlSeconds` accepted (365 days).
+pub const MAX_STICKY_TTL_SECONDS: u64 = 365 * 86_400;
+
 /// Where embedded-store directories live by default (`<this>/<name>`).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/host-etcd";
 
@@ -163,6 +167,8 @@ pub struct IpamConf {
     pub budget: Duration,
     /// CAS attempts per operation.
     pub max_attempts: u32,
+    /// `stickyTtlSeconds`: sticky addresses on, with this binding lifetime.
+    pub sticky_ttl: Option<Duration>,
     /// Where the node-local state (node cache, node lock) is kept: the
     /// embedded store's directory, or with etcd `dataDir` if given, else
     /// `/var/lib/cni/host-etcd/<name>`.
@@ -266,6 +272,7 @@ impl NetConf {
         Options {
             max_attempts: self.ipam.max_attempts,
             budget: self.ipam.budget,
+            sticky_ttl: self.ipam.sticky_ttl,
             ..Options::default()
         }
     }
@@ -450,6 +457,20 @@ fn parse_ipam(
             )
         })?,
     };
+    let sticky_ttl = match ipam.u64("stickyTtlSeconds")? {
+        None => None,
+        Some(secs) if (1..=MAX_STICKY_TTL_SECONDS).contains(&secs) => {
+            Some(Duration::from_secs(secs))
+        }
+        Some(secs) => {
+            return Err(CniError::config(
+                ipam.field("stickyTtlSeconds"),
+                format!(
+                    "{secs} is out of range 1..={MAX_STICKY_TTL_SECONDS} (omit the field to turn sticky addresses off)"
+                ),
+            ))
+        }
+    };
     let prefix = match ipam.str("prefix")? {
         None => DEFAULT_PREFIX.to_string(),
         Some(p) => {
@@ -484,6 +505,7 @@ fn parse_ipam(
         chunk_bits,
         budget,
         max_attempts,
+        sticky_ttl,
         node_dir,
         status: StatusPolicy::parse(ipam)?,
         log: LogSettings::parse(ipam)?,

@@ -791,3 +791,44 @@ fn whereabouts_fields_that_would_change_behaviour_are_refused() {
     ));
     assert!(c.is_ok(), "{c:?}");
 }
+
+#[test]
+fn sticky_ttl_is_optional_and_validated() {
+    let with = |v: &str| {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","ipam":{{"ranges":[[{{"subnet":"10.0.0.0/24"}}]],"stickyTtlSeconds":{v}}}}}"#
+        )
+    };
+    let off = parse(
+        r#"{"cniVersion":"1.0.0","name":"n","ipam":{"ranges":[[{"subnet":"10.0.0.0/24"}]]}}"#,
+    )
+    .expect("parses");
+    assert_eq!(off.ipam.sticky_ttl, None);
+    assert_eq!(off.options().sticky_ttl, None);
+    assert_eq!(
+        parse(&with("null"))
+            .expect("null is absent")
+            .ipam
+            .sticky_ttl,
+        None
+    );
+    let on = parse(&with("600")).expect("parses");
+    assert_eq!(on.ipam.sticky_ttl, Some(Duration::from_secs(600)));
+    assert_eq!(on.options().sticky_ttl, Some(Duration::from_secs(600)));
+    assert!(parse(&with(&MAX_STICKY_TTL_SECONDS.to_string())).is_ok());
+    for bad in [
+        "0".to_string(),
+        "-5".into(),
+        "1.5".into(),
+        r#""10m""#.into(),
+        "true".into(),
+        (MAX_STICKY_TTL_SECONDS + 1).to_string(),
+    ] {
+        let (code, details) = err(&with(&bad));
+        assert_eq!(code, 7, "{bad}: {details}");
+        assert!(
+            details.contains("ipam.stickyTtlSeconds"),
+            "{bad}: {details}"
+        );
+    }
+}
