@@ -3,8 +3,12 @@
 //! runtime and the configured budget.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::IpAddr;
+use std::ops::Deref;
+use std::time::Duration;
 
+use super::agent_client::Attempt;
 use super::args::{push_unique, CniArgs};
 use super::config::{requested_version, NetConf, StoreConf};
 use super::env::{Command, Env};
@@ -13,11 +17,11 @@ use super::node::{NodeFiles, LOCK_WAIT_MAX};
 use super::resolv::{self, Dns};
 use super::result::{version_json, CniResult};
 use super::version::CniVersion;
-use crate::allocator::{AllocRequest, Allocator};
+use crate::allocator::{AllocRequest, Allocation, Allocator, OwnerId};
 use crate::store::any::AnyStore;
 use crate::store::etcd::EtcdStore;
 use crate::store::local::LocalStore;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// What the plugin prints and how it exits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +41,11 @@ pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Re
         .and_then(|s| requested_version(s))
         .unwrap_or(CniVersion::LATEST);
     let outcome = match (env, stdin) {
-        (Ok(env), Ok(stdin)) => run(&env, stdin),
+        (Ok(env), Ok(stdin)) => match super::agent_client::attempt(&env, stdin) {
+            Attempt::Answered(response) => return response,
+            Attempt::Failed(e) => Err(e),
+            Attempt::Direct { spent } => run_after(&env, stdin, spent),
+        },
         (Err(e), _) | (_, Err(e)) => Err(e),
     };
     match outcome {
@@ -55,28 +63,83 @@ pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Re
 /// Runs one command. `Ok(Some(json))` is printed on stdout; `Ok(None)` means
 /// success with no output (DEL, CHECK, GC, STATUS).
 pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<String>, CniError> {
-    if env.command == Command::Version {
-        let v = requested_version(stdin).unwrap_or(CniVersion::LATEST);
-        return Ok(Some(version_json(v)));
-    }
-    let conf = NetConf::parse(stdin)?;
-    check_command_version(env.command, conf.cni_version)?;
+    run_after(env, stdin, Duration::ZERO)
+}
+
+/// [`run`] when `spent` of the deadline is already used up (by a node
+/// agent that did not answer): the direct path gets what is left.
+fn run_after(env: &Env, stdin: &[u8], spent: Duration) -> Result<Option<String>, CniError> {
+    let conf = match prepare(env, stdin)? {
+        Prepared::Answer(out) => return Ok(out),
+        Prepared::Conf(conf) => conf,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CniError::Internal(format!("cannot start the async runtime: {e}")))?;
-    let deadline = conf.ipam.budget + connect_allowance(&conf.ipam.store);
-    let budget_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+    let deadline = deadline(&conf);
     let command = env.command;
     runtime.block_on(async {
-        match tokio::time::timeout(deadline, dispatch(env, &conf)).await {
+        let left = deadline.saturating_sub(spent);
+        match tokio::time::timeout(left, dispatch(env, &conf)).await {
             Ok(r) => r,
-            Err(_) if command == Command::Status => Err(CniError::NotAvailable(format!(
-                "no answer within {budget_ms} ms"
-            ))),
-            Err(_) => Err(CniError::BudgetExceeded { budget_ms }),
+            Err(_) => Err(timed_out(command, deadline)),
         }
     })
+}
+
+/// What [`run`] does before it needs a store: VERSION is answered, the
+/// config parsed and the command checked against its `cniVersion`.
+#[derive(Debug)]
+pub enum Prepared {
+    /// The answer, without a store (VERSION).
+    Answer(Option<String>),
+    /// The parsed config of a command that needs an allocator.
+    Conf(Box<NetConf>),
+}
+
+/// The checks of [`run`] that need no store, in its order (also the node
+/// agent's first step, so both report the same error for the same input).
+pub fn prepare(env: &Env, stdin: &[u8]) -> Result<Prepared, CniError> {
+    if env.command == Command::Version {
+        let v = requested_version(stdin).unwrap_or(CniVersion::LATEST);
+        return Ok(Prepared::Answer(Some(version_json(v))));
+    }
+    let conf = NetConf::parse(stdin)?;
+    check_command_version(env.command, conf.cni_version)?;
+    Ok(Prepared::Conf(Box::new(conf)))
+}
+
+/// The whole deadline of one command: the budget plus the connect
+/// allowance of its store.
+pub fn deadline(conf: &NetConf) -> Duration {
+    conf.ipam.budget + connect_allowance(&conf.ipam.store)
+}
+
+/// The error for a command that did not finish within `deadline`.
+pub fn timed_out(command: Command, deadline: Duration) -> CniError {
+    let budget_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+    match command {
+        Command::Status => CniError::NotAvailable(format!("no answer within {budget_ms} ms")),
+        _ => CniError::BudgetExceeded { budget_ms },
+    }
+}
+
+/// The [`Response`] for an outcome of [`run`]: errors as CNI error JSON in
+/// the config's `cniVersion` when it is a supported one, else the latest.
+pub fn response(stdin: &[u8], outcome: Result<Option<String>, CniError>) -> Response {
+    match outcome {
+        Ok(stdout) => Response {
+            stdout,
+            exit_code: 0,
+        },
+        Err(e) => Response {
+            stdout: Some(
+                e.to_json(requested_version(stdin).unwrap_or(CniVersion::LATEST)),
+            ),
+            exit_code: 1,
+        },
+    }
 }
 
 /// Refuses a command the config's `cniVersion` does not define, as the
@@ -108,15 +171,89 @@ fn connect_allowance(store: &StoreConf) -> std::time::Duration {
 }
 
 async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
+    dispatch_with(env, conf, &Direct).await
+}
+
+/// Where the commands get their allocator, and how ADD and DEL run on it:
+/// the plugin process opens the store and works under the node lock and
+/// node cache file ([`Direct`]); the node agent (`crate::agent`) lends a
+/// warm allocator it keeps per network.
+pub trait AllocatorSource: Sync {
+    /// The store under the allocators.
+    type Store: Store;
+    /// What [`AllocatorSource::allocator`] lends.
+    type Handle: Deref<Target = Allocator<Self::Store>> + Send + Sync;
+    /// The allocator of the config's network on the config's store.
+    fn allocator(
+        &self,
+        conf: &NetConf,
+    ) -> impl Future<Output = Result<Self::Handle, CniError>> + Send;
+    /// ADD's allocation.
+    fn allocate(
+        &self,
+        conf: &NetConf,
+        allocator: &Self::Handle,
+        request: &AllocRequest,
+    ) -> impl Future<Output = Result<Allocation, CniError>> + Send;
+    /// DEL's release.
+    fn release(
+        &self,
+        conf: &NetConf,
+        allocator: &Self::Handle,
+        owner: &OwnerId,
+    ) -> impl Future<Output = Result<(), CniError>> + Send;
+}
+
+/// The plugin process's own allocator: the store opened for this one
+/// command, ADD and DEL under the node lock and from the node cache file.
+#[derive(Clone, Copy, Debug)]
+pub struct Direct;
+
+impl AllocatorSource for Direct {
+    type Store = AnyStore;
+    type Handle = Box<Allocator<AnyStore>>;
+
+    async fn allocator(&self, conf: &NetConf) -> Result<Self::Handle, CniError> {
+        allocator(conf).await.map(Box::new)
+    }
+
+    async fn allocate(
+        &self,
+        conf: &NetConf,
+        allocator: &Self::Handle,
+        request: &AllocRequest,
+    ) -> Result<Allocation, CniError> {
+        with_node_state(conf, allocator, allocator.allocate(request)).await
+    }
+
+    async fn release(
+        &self,
+        conf: &NetConf,
+        allocator: &Self::Handle,
+        owner: &OwnerId,
+    ) -> Result<(), CniError> {
+        with_node_state(conf, allocator, allocator.release(owner))
+            .await
+            .map(drop)
+    }
+}
+
+/// Runs one command of a [`prepare`]d config on allocators from `source`
+/// (no deadline of its own: callers bound it by [`deadline`]).
+pub async fn dispatch_with<A: AllocatorSource>(
+    env: &Env,
+    conf: &NetConf,
+    source: &A,
+) -> Result<Option<String>, CniError> {
     match env.command {
-        Command::Add => add(env, conf).await,
+        Command::Add => add(env, conf, source).await,
         Command::Del => {
             let owner = env.owner()?;
-            let allocator = allocator(conf).await?;
-            with_node_state(conf, &allocator, allocator.release(&owner)).await?;
+            let allocator = source.allocator(conf).await?;
+            source.release(conf, &allocator, &owner).await?;
             Ok(None)
         }
-        Command::Check => check(env, conf).await,
+        Command::Check => check(env, conf, source).await,
         Command::Gc => {
             let valid = conf.valid_attachments.as_deref().ok_or_else(|| {
                 CniError::config(
@@ -124,15 +261,19 @@ async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError>
                     "missing; GC without the list of valid attachments would release everything",
                 )
             })?;
-            allocator(conf).await?.gc(valid).await?;
+            source.allocator(conf).await?.gc(valid).await?;
             Ok(None)
         }
-        Command::Status => status(conf).await,
+        Command::Status => status(conf, source).await,
         Command::Version => Ok(Some(version_json(conf.cni_version))),
     }
 }
 
-async fn add(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
+async fn add<A: AllocatorSource>(
+    env: &Env,
+    conf: &NetConf,
+    source: &A,
+) -> Result<Option<String>, CniError> {
     let owner = env.owner()?;
     let args = CniArgs::parse(env.args.as_deref().unwrap_or(""))?;
     let mut requested = args.ips.clone();
@@ -144,7 +285,7 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
         Some(path) => resolv::read(path)?,
         None => Dns::default(),
     };
-    let allocator = allocator(conf).await?;
+    let allocator = source.allocator(conf).await?;
     let request = AllocRequest {
         owner,
         stage: args.stage(),
@@ -152,15 +293,19 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
         pod_namespace: args.pod_namespace.clone(),
         pod_name: args.pod_name.clone(),
     };
-    let allocation = with_node_state(conf, &allocator, allocator.allocate(&request)).await?;
+    let allocation = source.allocate(conf, &allocator, &request).await?;
     let result =
         CniResult::from_allocation(&allocation, allocator.network(), &conf.ipam.routes, dns)?;
     Ok(Some(result.encode(conf.cni_version)))
 }
 
-async fn check(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
+async fn check<A: AllocatorSource>(
+    env: &Env,
+    conf: &NetConf,
+    source: &A,
+) -> Result<Option<String>, CniError> {
     let owner = env.owner()?;
-    let allocator = allocator(conf).await?;
+    let allocator = source.allocator(conf).await?;
     let (record, not_marked) =
         allocator
             .verify(&owner)
@@ -197,12 +342,15 @@ async fn check(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
     Ok(None)
 }
 
-async fn status(conf: &NetConf) -> Result<Option<String>, CniError> {
+async fn status<A: AllocatorSource>(
+    conf: &NetConf,
+    source: &A,
+) -> Result<Option<String>, CniError> {
     let unavailable = |e: CniError| match e.code() {
         super::error::CODE_INVALID_CONFIG => e,
         _ => CniError::NotAvailable(e.to_string()),
     };
-    let allocator = allocator(conf).await.map_err(unavailable)?;
+    let allocator = source.allocator(conf).await.map_err(unavailable)?;
     allocator
         .ping()
         .await

@@ -15,6 +15,7 @@
 //! | [`error`] | [`CniError`] → code, `msg`, error JSON |
 //! | [`node`] | node-local state: the node cache file and the node lock |
 //! | [`command`] | ADD / DEL / CHECK / VERSION / GC / STATUS |
+//! | [`agent_client`] | handing a command to the node agent (`host-etcd agent`), or not |
 //!
 //! ## Error codes
 //!
@@ -36,6 +37,7 @@
 //! | 104 | store refused the request | etcd authentication / permission / size |
 //! | 999 | internal error | bugs; a panic caught by the binary |
 
+pub mod agent_client;
 pub mod args;
 pub mod command;
 pub mod config;
