@@ -17,6 +17,8 @@
 //! * SIGTERM drains in-flight requests and removes the socket;
 //! * a second agent on a live socket refuses to start; `agent status`.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::collections::HashSet;
@@ -247,7 +249,12 @@ fn every_command_prints_the_same_through_the_agent_as_directly() {
         &ad,
         json!({"prefix": "/via-agent", "agent": "required", "agentSocket": agent.socket.to_str().unwrap()}),
     );
-    let direct = conf(&etcd, "same", &dd, json!({"prefix": "/direct", "agent": "off"}));
+    let direct = conf(
+        &etcd,
+        "same",
+        &dd,
+        json!({"prefix": "/direct", "agent": "off"}),
+    );
 
     let prev = |result: &Value| {
         let mut c = result.clone();
@@ -274,19 +281,36 @@ fn every_command_prints_the_same_through_the_agent_as_directly() {
             "ADD static taken",
             Box::new(|c| Call::add("c4", "eth0").args("IP=10.50.7.7").config(c)),
         ),
-        ("ADD c1 again", Box::new(|c| Call::add("c1", "eth0").config(c))),
-        ("ADD bad args", Box::new(|c| Call::add("c5", "eth0").args("IP=nope").config(c))),
-        ("CHECK unknown", Box::new(|c| Call::check("zz", "eth0").config(c))),
+        (
+            "ADD c1 again",
+            Box::new(|c| Call::add("c1", "eth0").config(c)),
+        ),
+        (
+            "ADD bad args",
+            Box::new(|c| Call::add("c5", "eth0").args("IP=nope").config(c)),
+        ),
+        (
+            "CHECK unknown",
+            Box::new(|c| Call::check("zz", "eth0").config(c)),
+        ),
         ("DEL c2", Box::new(|c| Call::del("c2", "eth0").config(c))),
-        ("DEL unknown", Box::new(|c| Call::del("zz", "eth0").config(c))),
-        ("ADD after DEL", Box::new(|c| Call::add("c6", "eth0").config(c))),
+        (
+            "DEL unknown",
+            Box::new(|c| Call::del("zz", "eth0").config(c)),
+        ),
+        (
+            "ADD after DEL",
+            Box::new(|c| Call::add("c6", "eth0").config(c)),
+        ),
         (
             "STATUS",
             Box::new(|c| Call::bare(&host_etcd(), "STATUS").config(c)),
         ),
         (
             "STATUS old version",
-            Box::new(|c| Call::bare(&host_etcd(), "STATUS").config(&with(c, "cniVersion", json!("1.0.0")))),
+            Box::new(|c| {
+                Call::bare(&host_etcd(), "STATUS").config(&with(c, "cniVersion", json!("1.0.0")))
+            }),
         ),
         (
             "GC without list",
@@ -404,12 +428,36 @@ fn bad_frames_get_clear_errors_write_nothing_and_the_agent_keeps_serving() {
         ("garbage", frame(b"garbage!"), Some("not JSON")),
         ("empty frame", frame(b""), Some("not JSON")),
         ("not an object", frame(b"[1,2]"), Some("not a JSON object")),
-        ("no version", frame(br#"{"env":{},"stdin":""}"#), Some("no protocol version")),
-        ("unknown version", frame(v2.to_string().as_bytes()), Some("speaks versions [1]")),
-        ("unknown op", frame(br#"{"v":1,"op":"shutdown"}"#), Some("\"op\" must be")),
-        ("no stdin", frame(br#"{"v":1,"env":{}}"#), Some("needs \"env\" and \"stdin\"")),
-        ("oversized", (2u32 << 20).to_be_bytes().to_vec(), Some("exceeds the limit")),
-        ("slow frame", frame(&add_body.to_string().into_bytes())[..20].to_vec(), Some("no complete request within 400 ms")),
+        (
+            "no version",
+            frame(br#"{"env":{},"stdin":""}"#),
+            Some("no protocol version"),
+        ),
+        (
+            "unknown version",
+            frame(v2.to_string().as_bytes()),
+            Some("speaks versions [1]"),
+        ),
+        (
+            "unknown op",
+            frame(br#"{"v":1,"op":"shutdown"}"#),
+            Some("\"op\" must be"),
+        ),
+        (
+            "no stdin",
+            frame(br#"{"v":1,"env":{}}"#),
+            Some("needs \"env\" and \"stdin\""),
+        ),
+        (
+            "oversized",
+            (2u32 << 20).to_be_bytes().to_vec(),
+            Some("exceeds the limit"),
+        ),
+        (
+            "slow frame",
+            frame(&add_body.to_string().into_bytes())[..20].to_vec(),
+            Some("no complete request within 400 ms"),
+        ),
         ("half a length", vec![0, 0], Some("no complete request")),
         ("nothing", vec![], None),
     ];
@@ -417,7 +465,9 @@ fn bad_frames_get_clear_errors_write_nothing_and_the_agent_keeps_serving() {
         let got = raw_exchange(&agent.socket, bytes, bytes.is_empty());
         match (want, got) {
             (Some(w), Some(reply)) => {
-                let e = reply["error"].as_str().unwrap_or_else(|| panic!("{name}: {reply}"));
+                let e = reply["error"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{name}: {reply}"));
                 assert!(e.contains(w), "{name}: {e:?} lacks {w:?}");
                 assert_eq!(reply["versions"], json!([1]), "{name}");
             }
@@ -429,7 +479,9 @@ fn bad_frames_get_clear_errors_write_nothing_and_the_agent_keeps_serving() {
     let cut = frame(add_body.to_string().as_bytes());
     let got = raw_exchange(&agent.socket, &cut[..cut.len() / 2], true);
     assert!(
-        got.as_ref().is_none_or(|r| r["error"].as_str().is_some_and(|e| e.contains("closed after"))),
+        got.as_ref().is_none_or(|r| r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("closed after"))),
         "{got:?}"
     );
     // A CNI request with a bad environment is a CNI error (code 4), not run.
@@ -440,7 +492,11 @@ fn bad_frames_get_clear_errors_write_nothing_and_the_agent_keeps_serving() {
     assert_eq!(err["code"], json!(4), "{err}");
 
     let after = kv_counts(&etcd.url());
-    assert_eq!(after.since(before).txn, 0, "no etcd transaction for bad frames");
+    assert_eq!(
+        after.since(before).txn,
+        0,
+        "no etcd transaction for bad frames"
+    );
     assert_eq!(after.since(before).calls(), 0, "no etcd call at all");
 
     // Still serving, and counting what it refused.
@@ -460,10 +516,19 @@ fn a_peer_that_is_neither_root_nor_the_agents_user_is_refused() {
     // seen is the agent's own peer check (SO_PEERCRED).
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mode = std::fs::metadata(&agent.socket).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&agent.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "socket mode");
     std::fs::set_permissions(&agent.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let c = conf(&etcd, "peers", &dir.path().join("nodes"), via(&agent.socket, "required"));
+    let c = conf(
+        &etcd,
+        "peers",
+        &dir.path().join("nodes"),
+        via(&agent.socket, "required"),
+    );
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(host_etcd())
@@ -478,7 +543,10 @@ fn a_peer_that_is_neither_root_nor_the_agents_user_is_refused() {
         .stderr(Stdio::piped())
         .spawn()
         .and_then(|mut ch| {
-            ch.stdin.take().unwrap().write_all(c.to_string().as_bytes())?;
+            ch.stdin
+                .take()
+                .unwrap()
+                .write_all(c.to_string().as_bytes())?;
             ch.wait_with_output()
         })
         .expect("setpriv host-etcd");
@@ -486,7 +554,10 @@ fn a_peer_that_is_neither_root_nor_the_agents_user_is_refused() {
     let err: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(err["code"], json!(11), "{err}");
     assert!(
-        err["details"].as_str().unwrap().contains("peer uid 65534 is not allowed"),
+        err["details"]
+            .as_str()
+            .unwrap()
+            .contains("peer uid 65534 is not allowed"),
         "{err}"
     );
     let st = status(&agent.socket).unwrap();
@@ -508,7 +579,11 @@ fn kill_9_mid_burst_loses_nothing_and_a_restart_needs_no_cleanup() {
     for (round, mode) in ["required", "auto"].into_iter().enumerate() {
         let mut agent = Agent::start_with(dir.path(), &["--log-requests"]);
         if round > 0 {
-            assert!(agent.log().contains("stale_socket_removed"), "{}", agent.log());
+            assert!(
+                agent.log().contains("stale_socket_removed"),
+                "{}",
+                agent.log()
+            );
         }
         let c = conf(&etcd, "killed", &nodes, via(&socket, mode));
         let ids: Vec<String> = (0..32).map(|i| format!("k{round}-{i:02}")).collect();
@@ -521,11 +596,18 @@ fn kill_9_mid_burst_loses_nothing_and_a_restart_needs_no_cleanup() {
             // on their way or in flight).
             let deadline = Instant::now() + Duration::from_secs(20);
             while agent.log().matches("\"event\":\"request\"").count() < 6 {
-                assert!(Instant::now() < deadline, "agent served nothing: {}", agent.log());
+                assert!(
+                    Instant::now() < deadline,
+                    "agent served nothing: {}",
+                    agent.log()
+                );
                 std::thread::sleep(Duration::from_millis(2));
             }
             agent.kill9();
-            handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
         });
         let served = agent.log().matches("\"event\":\"request\"").count();
         let mut held = Vec::new();
@@ -543,7 +625,11 @@ fn kill_9_mid_burst_loses_nothing_and_a_restart_needs_no_cleanup() {
         );
         assert!(served >= 6 && held.len() >= 6, "{mode}: {served} served");
         if mode == "auto" {
-            assert_eq!(held.len(), ids.len(), "auto: every call is served, one way or the other");
+            assert_eq!(
+                held.len(),
+                ids.len(),
+                "auto: every call is served, one way or the other"
+            );
         }
         assert_distinct(&held.iter().map(|(_, a)| a.clone()).collect::<Vec<_>>());
         assert!(socket.exists(), "kill -9 leaves the socket file");
@@ -565,13 +651,22 @@ fn kill_9_mid_burst_loses_nothing_and_a_restart_needs_no_cleanup() {
     // Restart on the stale socket: no cleanup needed, served again; a DEL
     // burst through it frees everything.
     let agent = Agent::start(dir.path());
-    assert!(agent.log().contains("stale_socket_removed"), "{}", agent.log());
+    assert!(
+        agent.log().contains("stale_socket_removed"),
+        "{}",
+        agent.log()
+    );
     let owners = rt.block_on(a.owners()).unwrap();
     assert_eq!(owners.len(), 64);
     std::thread::scope(|s| {
         for o in &owners {
             let c = &auto;
-            s.spawn(move || Call::del(&o.container_id, "eth0").config(c).run().ok_empty());
+            s.spawn(move || {
+                Call::del(&o.container_id, "eth0")
+                    .config(c)
+                    .run()
+                    .ok_empty()
+            });
         }
     });
     let st = status(&agent.socket).unwrap();
@@ -599,7 +694,10 @@ fn etcd_down_is_code_11_within_the_budget_and_recovers() {
     let took = started.elapsed();
     o.err(11);
     // budget + dial allowance + reply margin, with slack for a loaded host.
-    assert!(took < Duration::from_millis(1500 + 500 + 500 + 2000), "took {took:?}");
+    assert!(
+        took < Duration::from_millis(1500 + 500 + 500 + 2000),
+        "took {took:?}"
+    );
     Call::bare(&host_etcd(), "STATUS").config(&c).run().err(50);
     let st = status(&agent.socket).unwrap();
     assert_eq!(st["healthy"], json!(false), "{st:#}");
@@ -612,10 +710,17 @@ fn etcd_down_is_code_11_within_the_budget_and_recovers() {
             break;
         }
         o.err(11);
-        assert!(Instant::now() < deadline, "agent did not recover: {}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "agent did not recover: {}",
+            agent.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    Call::bare(&host_etcd(), "STATUS").config(&c).run().ok_empty();
+    Call::bare(&host_etcd(), "STATUS")
+        .config(&c)
+        .run()
+        .ok_empty();
     assert_eq!(status(&agent.socket).unwrap()["healthy"], json!(true));
 }
 
@@ -652,7 +757,10 @@ fn sigterm_drains_in_flight_requests_and_removes_the_socket() {
         assert!(status(&agent.socket).is_none());
         std::thread::sleep(Duration::from_millis(300));
         etcd.resume();
-        handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
     });
     let got: Vec<Vec<IpAddr>> = outcomes.iter().map(|o| ips(&o.ok_json())).collect();
     assert_distinct(&got);
@@ -667,7 +775,10 @@ fn sigterm_drains_in_flight_requests_and_removes_the_socket() {
     }
     // The node cache was saved on the way out.
     let host = host_etcd::allocator::local_hostname();
-    assert!(dir.path().join(format!("node-cache.drain.{host}.json")).is_file());
+    assert!(dir
+        .path()
+        .join(format!("node-cache.drain.{host}.json"))
+        .is_file());
 }
 
 #[test]
@@ -677,12 +788,23 @@ fn a_second_agent_refuses_a_live_socket_and_status_reports() {
     let agent = Agent::start(dir.path());
     let mut second = Agent::spawn(dir.path(), &[]);
     assert_eq!(second.wait(Duration::from_secs(10)), Some(1));
-    assert!(second.log().contains("another agent answers"), "{}", second.log());
-    assert!(status(&agent.socket).is_some(), "the first one still serves");
+    assert!(
+        second.log().contains("another agent answers"),
+        "{}",
+        second.log()
+    );
+    assert!(
+        status(&agent.socket).is_some(),
+        "the first one still serves"
+    );
 
     let c = conf(&etcd, "stat", dir.path(), via(&agent.socket, "required"));
     Call::add("s1", "eth0").config(&c).run().ok_json();
-    Call::add("s2", "eth0").args("IP=bad").config(&c).run().err(4);
+    Call::add("s2", "eth0")
+        .args("IP=bad")
+        .config(&c)
+        .run()
+        .err(4);
     let out = Command::new(host_etcd())
         .args(["agent", "status", "--socket"])
         .arg(&agent.socket)
@@ -750,13 +872,21 @@ fn through_a_warm_agent_add_and_del_are_one_etcd_call_each() {
         .iter()
         .map(|id| ips(&Call::add(id, "eth0").config(&c).run().ok_json()))
         .collect();
-    assert_eq!(kv_counts(&etcd.url()).since(before).calls(), 10, "10 warm ADDs");
+    assert_eq!(
+        kv_counts(&etcd.url()).since(before).calls(),
+        10,
+        "10 warm ADDs"
+    );
     assert_distinct(&got);
     let before = kv_counts(&etcd.url());
     for id in &ids {
         Call::del(id, "eth0").config(&c).run().ok_empty();
     }
-    assert_eq!(kv_counts(&etcd.url()).since(before).calls(), 10, "10 warm DELs");
+    assert_eq!(
+        kv_counts(&etcd.url()).since(before).calls(),
+        10,
+        "10 warm DELs"
+    );
     // 16 at once: distinct addresses, and (ADD and DEL of a network take
     // turns in the agent) about one call each.
     let many: Vec<String> = (0..16).map(|i| format!("m{i}")).collect();
@@ -766,10 +896,15 @@ fn through_a_warm_agent_add_and_del_are_one_etcd_call_each() {
             .iter()
             .map(|id| s.spawn(|| ips(&Call::add(id, "eth0").config(&c).run().ok_json())))
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
     });
     let spent = kv_counts(&etcd.url()).since(before).calls();
     eprintln!("16 concurrent ADDs through the agent: {spent} etcd calls");
     assert_distinct(&got);
-    assert!(spent * 10 <= 13 * 16, "16 concurrent ADDs cost {spent} etcd calls");
+    assert!(
+        spent * 10 <= 13 * 16,
+        "16 concurrent ADDs cost {spent} etcd calls"
+    );
 }

@@ -3,6 +3,8 @@
 //! directory (atomically, refusing a binary that does not run), and
 //! `systemd-analyze verify` accepts `deploy/systemd/host-etcd-agent.service`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -40,14 +42,20 @@ fn install_sh_installs_atomically_and_refuses_a_broken_binary() {
     let out = install(&dest, &binary());
     assert!(out.status.success(), "{out:?}");
     let installed = dest.join("host-etcd");
-    assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(binary()).unwrap());
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(binary()).unwrap()
+    );
     let meta = std::fs::metadata(&installed).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o755);
     assert_eq!(names(&dest), ["host-etcd"], "no temporary file left");
     // The installed copy runs, as the plugin and as the agent.
     let about = Command::new(&installed).output().unwrap();
     assert!(String::from_utf8_lossy(&about.stderr).contains("CNI host-etcd plugin version"));
-    let help = Command::new(&installed).args(["agent", "--help"]).output().unwrap();
+    let help = Command::new(&installed)
+        .args(["agent", "--help"])
+        .output()
+        .unwrap();
     assert!(help.status.success(), "{help:?}");
     assert!(String::from_utf8_lossy(&help.stdout).contains("--socket"));
 
@@ -68,7 +76,10 @@ fn install_sh_installs_atomically_and_refuses_a_broken_binary() {
         let out = install(&dest, &src);
         assert_eq!(out.status.code(), Some(1), "{src:?}: {out:?}");
         assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
-        assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(binary()).unwrap());
+        assert_eq!(
+            std::fs::read(&installed).unwrap(),
+            std::fs::read(binary()).unwrap()
+        );
         assert_eq!(names(&dest), ["host-etcd"]);
     }
     // Bad usage.
@@ -81,9 +92,11 @@ fn install_sh_installs_atomically_and_refuses_a_broken_binary() {
 
 #[test]
 fn systemd_analyze_verifies_the_unit() {
-    let unit = std::fs::read_to_string(repo().join("deploy/systemd/host-etcd-agent.service"))
-        .unwrap();
-    assert!(unit.contains("ExecStart=/opt/cni/bin/host-etcd agent --socket /run/host-etcd/agent.sock"));
+    let unit =
+        std::fs::read_to_string(repo().join("deploy/systemd/host-etcd-agent.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/opt/cni/bin/host-etcd agent --socket /run/host-etcd/agent.sock")
+    );
     assert!(unit.contains("RuntimeDirectory=host-etcd"));
     // verify checks that ExecStart's binary exists: point it at the built
     // binary (nothing else changes).
@@ -101,7 +114,10 @@ fn systemd_analyze_verifies_the_unit() {
         .output()
         .expect("systemd-analyze (apt-get install systemd)");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "systemd-analyze verify failed:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stderr}"
+    );
     assert!(
         !stderr.contains("host-etcd-agent.service"),
         "warnings about the unit:\n{stderr}"

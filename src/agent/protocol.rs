@@ -165,9 +165,8 @@ impl Request {
 
     /// Decodes a frame body; the error is the text of the `error` reply.
     pub fn decode(body: &[u8]) -> Result<Request, String> {
-        let doc: Value = serde_json::from_slice(body).map_err(|e| {
-            format!("request is not JSON ({e}); expected {{\"v\":{VERSION},...}}")
-        })?;
+        let doc: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("request is not JSON ({e}); expected {{\"v\":{VERSION},...}}"))?;
         let Some(obj) = doc.as_object() else {
             return Err("request is not a JSON object".into());
         };
@@ -257,7 +256,11 @@ impl Reply {
         }
         match doc.get("v").and_then(Value::as_u64) {
             Some(VERSION) => {}
-            other => return Err(format!("reply of protocol version {other:?}, not {VERSION}")),
+            other => {
+                return Err(format!(
+                    "reply of protocol version {other:?}, not {VERSION}"
+                ))
+            }
         }
         if let Some(status) = doc.get("status") {
             return Ok(Reply::Status(status.clone()));
@@ -286,7 +289,10 @@ mod tests {
         write_frame(&mut buf, b"{}").await.unwrap();
         write_frame(&mut buf, b"").await.unwrap();
         let mut r = &buf[..];
-        assert_eq!(read_frame(&mut r).await.unwrap().as_deref(), Some(&b"{}"[..]));
+        assert_eq!(
+            read_frame(&mut r).await.unwrap().as_deref(),
+            Some(&b"{}"[..])
+        );
         assert_eq!(read_frame(&mut r).await.unwrap().as_deref(), Some(&b""[..]));
         assert!(read_frame(&mut r).await.unwrap().is_none(), "clean EOF");
 
@@ -326,7 +332,10 @@ mod tests {
             (&b"garbage"[..], "not JSON"),
             (b"[1]", "not a JSON object"),
             (b"{}", "no protocol version"),
-            (b"{\"v\":2,\"op\":\"status\"}", "version 2 is not spoken here"),
+            (
+                b"{\"v\":2,\"op\":\"status\"}",
+                "version 2 is not spoken here",
+            ),
             (b"{\"v\":1}", "needs \"env\" and \"stdin\""),
             (b"{\"v\":1,\"env\":{},\"stdin\":7}", "needs"),
             (b"{\"v\":1,\"op\":\"reboot\"}", "\"op\" must be"),

@@ -732,9 +732,8 @@ async fn serve_connection(shared: &Shared, mut stream: UnixStream) {
             c.in_flight.fetch_sub(1, Ordering::Relaxed);
             match outcome {
                 Some(r) => {
-                    let _ =
-                        tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut wr, &r.encode()))
-                            .await;
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut wr, &r.encode()))
+                        .await;
                 }
                 None => {
                     c.cancelled.fetch_add(1, Ordering::Relaxed);

@@ -158,10 +158,7 @@ fn miss(command: Command, socket: &Path, required: bool, started: Instant, m: Mi
         Miss::TimedOut => Attempt::Failed(unavailable(
             command,
             socket,
-            &format!(
-                "no reply within {} ms",
-                started.elapsed().as_millis()
-            ),
+            &format!("no reply within {} ms", started.elapsed().as_millis()),
         )),
         Miss::NotRun(why) | Miss::Lost(why) if required => {
             Attempt::Failed(unavailable(command, socket, &why))
@@ -289,8 +286,7 @@ mod tests {
         for command in [Command::Add, Command::Del, Command::Check, Command::Gc] {
             let e = env(command);
             let vars = env_vars(&e);
-            let back =
-                Env::from_lookup(|k| vars.get(k).map(Into::into)).expect("valid env");
+            let back = Env::from_lookup(|k| vars.get(k).map(Into::into)).expect("valid env");
             assert_eq!(back, e);
         }
     }

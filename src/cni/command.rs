@@ -134,9 +134,7 @@ pub fn response(stdin: &[u8], outcome: Result<Option<String>, CniError>) -> Resp
             exit_code: 0,
         },
         Err(e) => Response {
-            stdout: Some(
-                e.to_json(requested_version(stdin).unwrap_or(CniVersion::LATEST)),
-            ),
+            stdout: Some(e.to_json(requested_version(stdin).unwrap_or(CniVersion::LATEST))),
             exit_code: 1,
         },
     }
