@@ -30,7 +30,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use tokio::task::JoinSet;
 
 use super::log;
-use super::protocol::{read_frame, write_frame, FrameError, Reply, Request, VERSIONS};
+use super::protocol::{read_frame, write_frame, FrameError, Reply, Request, MAX_FRAME, VERSIONS};
 use crate::allocator::{local_hostname, AllocRequest, Allocation, Allocator, OwnerId};
 use crate::cni::command::{self, AllocatorSource, Prepared};
 use crate::cni::config::{NetConf, StoreConf};
@@ -691,6 +691,7 @@ async fn serve_connection(shared: &Shared, mut stream: UnixStream) {
                 None => "the peer's credentials cannot be read".into(),
             };
             reply(&mut stream, &Reply::error(why)).await;
+            linger(&mut stream).await;
             return;
         }
     }
@@ -769,6 +770,27 @@ async fn protocol_error(shared: &Shared, stream: &mut UnixStream, why: String) {
         .fetch_add(1, Ordering::Relaxed);
     log::warn("protocol_error", json!({"error": why}));
     reply(stream, &Reply::error(why)).await;
+    linger(stream).await;
+}
+
+/// After an early error reply: closes our side for writing and reads
+/// what the client still sends (at most 1 s and [`MAX_FRAME`] bytes), so a
+/// client still writing its request gets to read the reply instead of a
+/// broken pipe.
+async fn linger(stream: &mut UnixStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stream.shutdown().await;
+    let mut left = MAX_FRAME;
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 async fn reply(stream: &mut UnixStream, r: &Reply) {

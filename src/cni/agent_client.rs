@@ -238,7 +238,17 @@ async fn exchange_async(
                 "the request of {len} bytes is larger than the protocol allows"
             )))
         }
-        Ok(Err(e)) => return Err(Miss::NotRun(format!("cannot send the request: {e}"))),
+        Ok(Err(e)) => {
+            // The agent may have refused the request before reading it
+            // (e.g. the peer check) and closed: its error reply is waiting.
+            let early = tokio::time::timeout(Duration::from_millis(100), read_frame(&mut stream));
+            if let Ok(Ok(Some(body))) = early.await {
+                if let Ok(reply @ Reply::Error { .. }) = Reply::decode(&body) {
+                    return Ok(reply);
+                }
+            }
+            return Err(Miss::NotRun(format!("cannot send the request: {e}")));
+        }
         Err(_) => return Err(Miss::NotRun("the request could not be sent in time".into())),
     }
     match tokio::time::timeout(deadline + REPLY_MARGIN, read_frame(&mut stream)).await {
