@@ -13,9 +13,10 @@
 //!   environment, so one agent serves every network of the node; it runs
 //!   the plugin's own command logic ([`crate::cni::command::dispatch_with`])
 //!   and answers exactly what the plugin would print, with its exit status.
-//!   Embedded-store networks (no `endpoints`) are run as the plugin runs
-//!   them (the plugin sends them to the agent only if asked to by hand:
-//!   `crate::cni::agent_client` serves them directly).
+//!   Embedded-store networks (no `endpoints`) are run exactly as the
+//!   plugin runs them (store opened and closed per request, off the
+//!   runtime); the plugin itself never sends them
+//!   (`crate::cni::agent_client` serves them directly).
 //! * Requests run concurrently, one task per connection on a multi-thread
 //!   runtime.
 //!

@@ -1,6 +1,8 @@
 //! Command dispatch: ADD, DEL, CHECK, VERSION, GC, STATUS over an
 //! [`Allocator`] on the configured store, inside a current-thread tokio
-//! runtime and the configured budget.
+//! runtime and the configured budget. The command logic takes its allocator
+//! from an [`AllocatorSource`]: [`Direct`] for the plugin process, the node
+//! agent's shared allocators through [`dispatch_with`] (`crate::agent`).
 
 use std::collections::BTreeSet;
 use std::future::Future;
