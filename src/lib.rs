@@ -12,6 +12,7 @@
 //! | layer | module | I/O? |
 //! |---|---|---|
 //! | Operator CLI and benchmark (`ipamctl`), on the library API | [`admin`] | through the allocator and stores |
+//! | Node agent (`host-etcd agent`): the CNI commands on warm shared allocators, over a unix socket | [`agent`] | socket; through [`cni`] and the allocator |
 //! | CNI protocol: commands, config, args, results, error codes | [`cni`] | env/stdin only |
 //! | Allocation protocol over a store: read, pick, CAS, retry | [`allocator`] | through [`store::Store`] |
 //! | Range math (subnet / rangeStart / rangeEnd / gateway) | [`range`] | none |
@@ -24,6 +25,7 @@
 //! `fuzz/` and `tests/fuzz_corpora.rs`.
 
 pub mod admin;
+pub mod agent;
 pub mod allocator;
 pub mod bitmap;
 pub mod cni;

@@ -1,4 +1,5 @@
-//! The `host-etcd` CNI IPAM plugin binary (thin: see `host_etcd::cni`).
+//! The `host-etcd` CNI IPAM plugin binary (thin: see `host_etcd::cni`),
+//! and with the first argument `agent` the node agent (`host_etcd::agent`).
 //!
 //! Reads the `CNI_*` environment and the network config on stdin, runs the
 //! command, prints the result or the CNI error JSON on stdout, and exits with
@@ -12,6 +13,11 @@ use std::process::ExitCode;
 use host_etcd::cni::{self, CniError, CniVersion, Env};
 
 fn main() -> ExitCode {
+    // `host-etcd agent ...`: the node agent (a runtime runs the plugin
+    // without arguments).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "agent") {
+        return host_etcd::agent::main(std::env::args_os().skip(1));
+    }
     std::panic::set_hook(Box::new(|info| {
         let e = CniError::Internal(format!("plugin bug: {info}"));
         print_stdout(&e.to_json(CniVersion::LATEST));

@@ -1,17 +1,22 @@
 //! Command dispatch: ADD, DEL, CHECK, VERSION, GC, STATUS over an
 //! [`Allocator`] on the configured store, inside a current-thread tokio
-//! runtime and the configured budget.
+//! runtime and the configured budget. The command logic takes its allocator
+//! from an [`AllocatorSource`]: [`Direct`] for the plugin process, the node
+//! agent's shared allocators through [`dispatch_with`] (`crate::agent`).
 //!
 //! Around the dispatch ([`respond`]): the STATUS policy ([`status`]) turns
-//! STATUS's store check into its answer, and every invocation is logged
-//! ([`log`]) with the store's round trips, counted by a [`CountingStore`]
-//! around the store.
+//! STATUS's store check into its answer ([`conclude`], also used by the
+//! agent), and every invocation is logged ([`log`]) with the store's round
+//! trips, counted by a [`CountingStore`] around the store.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::IpAddr;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use super::agent_client::Attempt;
 use super::args::{push_unique, CniArgs};
 use super::config::{requested_version, NetConf, StoreConf};
 use super::env::{Command, Env};
@@ -22,12 +27,12 @@ use super::resolv::{self, Dns};
 use super::result::{version_json, CniResult};
 use super::status::{self, StreakFile};
 use super::version::CniVersion;
-use crate::allocator::{AllocRequest, Allocator};
+use crate::allocator::{AllocRequest, Allocation, Allocator, OwnerId};
 use crate::store::any::AnyStore;
 use crate::store::counting::CountingStore;
 use crate::store::etcd::EtcdStore;
 use crate::store::local::LocalStore;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// What the plugin prints and how it exits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,10 +94,15 @@ pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Re
     let sniffed = stdin.as_ref().map(|s| log::sniff(s)).unwrap_or_default();
     let mut report = Report::default();
     let (env, outcome) = match (env, stdin) {
-        (Ok(env), Ok(stdin)) => {
-            let outcome = run_reported(&env, stdin, &mut report);
-            (Some(env), outcome)
-        }
+        (Ok(env), Ok(stdin)) => match super::agent_client::attempt(&env, stdin) {
+            // The agent ran the command (and logged it in its own log).
+            Attempt::Answered(response) => return response,
+            Attempt::Failed(e) => (Some(env), Err(e)),
+            Attempt::Direct { spent } => {
+                let outcome = run_reported(&env, stdin, &mut report, spent);
+                (Some(env), outcome)
+            }
+        },
         (Ok(env), Err(e)) => (Some(env), Err(e)),
         (Err(e), _) => (None, Err(e)),
     };
@@ -127,45 +137,120 @@ pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Re
 /// Runs one command. `Ok(Some(json))` is printed on stdout; `Ok(None)` means
 /// success with no output (DEL, CHECK, GC, STATUS).
 pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<String>, CniError> {
-    run_reported(env, stdin, &mut Report::default())
+    run_reported(env, stdin, &mut Report::default(), Duration::ZERO)
 }
 
-fn run_reported(env: &Env, stdin: &[u8], report: &mut Report) -> Result<Option<String>, CniError> {
-    if env.command == Command::Version {
-        let v = requested_version(stdin).unwrap_or(CniVersion::LATEST);
-        return Ok(Some(version_json(v)));
-    }
-    let conf = NetConf::parse(stdin)?;
-    check_command_version(env.command, conf.cni_version)?;
+/// [`run`], reporting into `report`, when `spent` of the deadline is already
+/// used up (by a node agent that did not answer): the direct path gets what
+/// is left.
+fn run_reported(
+    env: &Env,
+    stdin: &[u8],
+    report: &mut Report,
+    spent: Duration,
+) -> Result<Option<String>, CniError> {
+    let conf = match prepare(env, stdin)? {
+        Prepared::Answer(out) => return Ok(out),
+        Prepared::Conf(conf) => conf,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CniError::Internal(format!("cannot start the async runtime: {e}")))?;
-    let deadline = conf.ipam.budget + connect_allowance(&conf.ipam.store);
-    let budget_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+    let deadline = deadline(&conf);
     let command = env.command;
     let outcome = runtime.block_on(OPENED.scope(report.opened.clone(), async {
-        match tokio::time::timeout(deadline, dispatch(env, &conf)).await {
+        let left = deadline.saturating_sub(spent);
+        match tokio::time::timeout(left, dispatch(env, &conf)).await {
             Ok(r) => r,
-            Err(_) if command == Command::Status => Err(CniError::Store(StoreError::Unavailable(
-                format!("no answer within {budget_ms} ms"),
-            ))),
-            Err(_) => Err(CniError::BudgetExceeded { budget_ms }),
+            Err(_) => Err(timed_out(command, deadline)),
         }
     }));
+    let (outcome, note) = conclude(&conf, command, outcome);
+    report.note = note;
+    outcome
+}
+
+/// The node-local bookkeeping after a command ran on the store, shared by
+/// the plugin and the node agent: a STATUS's store check becomes its answer
+/// under the STATUS policy ([`status::decide`], with the note to print when a
+/// failure is not reported); any other command that reached the store ends a
+/// failure streak ([`status::after_command`]).
+pub fn conclude(
+    conf: &NetConf,
+    command: Command,
+    outcome: Result<Option<String>, CniError>,
+) -> (Result<Option<String>, CniError>, Option<String>) {
     if command != Command::Status {
-        status::after_command(&conf, &outcome);
-        return outcome;
+        status::after_command(conf, &outcome);
+        return (outcome, None);
     }
-    let file = StreakFile::of(&conf);
+    let file = StreakFile::of(conf);
     let verdict = status::decide(
         conf.ipam.status,
         &file,
         outcome.map(|_| ()),
         SystemTime::now(),
     );
-    report.note = verdict.note;
-    verdict.result.map(|()| None)
+    (verdict.result.map(|()| None), verdict.note)
+}
+
+/// What [`run`] does before it needs a store: VERSION is answered, the
+/// config parsed and the command checked against its `cniVersion`.
+#[derive(Debug)]
+pub enum Prepared {
+    /// The answer, without a store (VERSION).
+    Answer(Option<String>),
+    /// The parsed config of a command that needs an allocator.
+    Conf(Box<NetConf>),
+}
+
+/// The checks of [`run`] that need no store, in its order (also the node
+/// agent's first step, so both report the same error for the same input).
+pub fn prepare(env: &Env, stdin: &[u8]) -> Result<Prepared, CniError> {
+    if env.command == Command::Version {
+        let v = requested_version(stdin).unwrap_or(CniVersion::LATEST);
+        return Ok(Prepared::Answer(Some(version_json(v))));
+    }
+    let conf = NetConf::parse(stdin)?;
+    check_command_version(env.command, conf.cni_version)?;
+    Ok(Prepared::Conf(Box::new(conf)))
+}
+
+/// The whole deadline of one command: the budget plus the connect
+/// allowance of its store.
+pub fn deadline(conf: &NetConf) -> Duration {
+    conf.ipam.budget + connect_allowance(&conf.ipam.store)
+}
+
+/// The error for a command that did not finish within `deadline`.
+pub fn timed_out(command: Command, deadline: Duration) -> CniError {
+    let budget_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+    match command {
+        // A store that does not answer: [`conclude`] applies the STATUS
+        // policy to it like to any other store failure.
+        Command::Status => CniError::Store(StoreError::Unavailable(format!(
+            "no answer within {budget_ms} ms"
+        ))),
+        _ => CniError::BudgetExceeded { budget_ms },
+    }
+}
+
+/// The [`Response`] for an outcome of [`run`]: errors as CNI error JSON in
+/// the config's `cniVersion` when it is a supported one, else the latest.
+pub fn response(stdin: &[u8], outcome: Result<Option<String>, CniError>) -> Response {
+    match outcome {
+        Ok(stdout) => Response {
+            stdout,
+            stderr: None,
+            exit_code: 0,
+        },
+        Err(e) => Response {
+            stdout: Some(e.to_json(requested_version(stdin).unwrap_or(CniVersion::LATEST))),
+            stderr: None,
+            exit_code: 1,
+        },
+    }
 }
 
 /// Refuses a command the config's `cniVersion` does not define, as the
@@ -197,15 +282,89 @@ fn connect_allowance(store: &StoreConf) -> std::time::Duration {
 }
 
 async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
+    dispatch_with(env, conf, &Direct).await
+}
+
+/// Where the commands get their allocator, and how ADD and DEL run on it:
+/// the plugin process opens the store and works under the node lock and
+/// node cache file ([`Direct`]); the node agent (`crate::agent`) lends a
+/// warm allocator it keeps per network.
+pub trait AllocatorSource: Sync {
+    /// The store under the allocators.
+    type Store: Store;
+    /// What [`AllocatorSource::allocator`] lends.
+    type Handle: Deref<Target = Allocator<Self::Store>> + Send + Sync;
+    /// The allocator of the config's network on the config's store.
+    fn allocator(
+        &self,
+        conf: &NetConf,
+    ) -> impl Future<Output = Result<Self::Handle, CniError>> + Send;
+    /// ADD's allocation.
+    fn allocate(
+        &self,
+        conf: &NetConf,
+        allocator: &Self::Handle,
+        request: &AllocRequest,
+    ) -> impl Future<Output = Result<Allocation, CniError>> + Send;
+    /// DEL's release.
+    fn release(
+        &self,
+        conf: &NetConf,
+        allocator: &Self::Handle,
+        owner: &OwnerId,
+    ) -> impl Future<Output = Result<(), CniError>> + Send;
+}
+
+/// The plugin process's own allocator: the store opened for this one
+/// command, ADD and DEL under the node lock and from the node cache file.
+#[derive(Clone, Copy, Debug)]
+pub struct Direct;
+
+impl AllocatorSource for Direct {
+    type Store = Counted;
+    type Handle = Box<Allocator<Counted>>;
+
+    async fn allocator(&self, conf: &NetConf) -> Result<Self::Handle, CniError> {
+        allocator(conf).await.map(Box::new)
+    }
+
+    async fn allocate(
+        &self,
+        conf: &NetConf,
+        allocator: &Self::Handle,
+        request: &AllocRequest,
+    ) -> Result<Allocation, CniError> {
+        with_node_state(conf, allocator, allocator.allocate(request)).await
+    }
+
+    async fn release(
+        &self,
+        conf: &NetConf,
+        allocator: &Self::Handle,
+        owner: &OwnerId,
+    ) -> Result<(), CniError> {
+        with_node_state(conf, allocator, allocator.release(owner))
+            .await
+            .map(drop)
+    }
+}
+
+/// Runs one command of a [`prepare`]d config on allocators from `source`
+/// (no deadline of its own: callers bound it by [`deadline`]).
+pub async fn dispatch_with<A: AllocatorSource>(
+    env: &Env,
+    conf: &NetConf,
+    source: &A,
+) -> Result<Option<String>, CniError> {
     match env.command {
-        Command::Add => add(env, conf).await,
+        Command::Add => add(env, conf, source).await,
         Command::Del => {
             let owner = env.owner()?;
-            let allocator = allocator(conf).await?;
-            with_node_state(conf, &allocator, allocator.release(&owner)).await?;
+            let allocator = source.allocator(conf).await?;
+            source.release(conf, &allocator, &owner).await?;
             Ok(None)
         }
-        Command::Check => check(env, conf).await,
+        Command::Check => check(env, conf, source).await,
         Command::Gc => {
             let valid = conf.valid_attachments.as_deref().ok_or_else(|| {
                 CniError::config(
@@ -213,15 +372,19 @@ async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError>
                     "missing; GC without the list of valid attachments would release everything",
                 )
             })?;
-            allocator(conf).await?.gc(valid).await?;
+            source.allocator(conf).await?.gc(valid).await?;
             Ok(None)
         }
-        Command::Status => status(conf).await,
+        Command::Status => status(conf, source).await,
         Command::Version => Ok(Some(version_json(conf.cni_version))),
     }
 }
 
-async fn add(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
+async fn add<A: AllocatorSource>(
+    env: &Env,
+    conf: &NetConf,
+    source: &A,
+) -> Result<Option<String>, CniError> {
     let owner = env.owner()?;
     let args = CniArgs::parse(env.args.as_deref().unwrap_or(""))?;
     let mut requested = args.ips.clone();
@@ -233,7 +396,7 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
         Some(path) => resolv::read(path)?,
         None => Dns::default(),
     };
-    let allocator = allocator(conf).await?;
+    let allocator = source.allocator(conf).await?;
     let request = AllocRequest {
         owner,
         stage: args.stage(),
@@ -241,15 +404,19 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
         pod_namespace: args.pod_namespace.clone(),
         pod_name: args.pod_name.clone(),
     };
-    let allocation = with_node_state(conf, &allocator, allocator.allocate(&request)).await?;
+    let allocation = source.allocate(conf, &allocator, &request).await?;
     let result =
         CniResult::from_allocation(&allocation, allocator.network(), &conf.ipam.routes, dns)?;
     Ok(Some(result.encode(conf.cni_version)))
 }
 
-async fn check(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
+async fn check<A: AllocatorSource>(
+    env: &Env,
+    conf: &NetConf,
+    source: &A,
+) -> Result<Option<String>, CniError> {
     let owner = env.owner()?;
-    let allocator = allocator(conf).await?;
+    let allocator = source.allocator(conf).await?;
     let (record, not_marked) =
         allocator
             .verify(&owner)
@@ -286,10 +453,13 @@ async fn check(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
     Ok(None)
 }
 
-/// STATUS's store check: the errors as they are; [`status::decide`] turns
-/// them into STATUS's answer.
-async fn status(conf: &NetConf) -> Result<Option<String>, CniError> {
-    allocator(conf).await?.ping().await?;
+/// STATUS's store check: the errors as they are; [`conclude`] turns them
+/// into STATUS's answer.
+async fn status<A: AllocatorSource>(
+    conf: &NetConf,
+    source: &A,
+) -> Result<Option<String>, CniError> {
+    source.allocator(conf).await?.ping().await?;
     Ok(None)
 }
 

@@ -31,6 +31,8 @@
 //! | `ipam.statusPolicy`, `ipam.statusGraceMs` | `"grace"` / `"strict"`, integer | when STATUS reports a failing store (default: after 60000 ms of failure; see [`status`](super::status)) |
 //! | `ipam.logFile`, `ipam.logLevel`, `ipam.logMaxBytes` | absolute path, `error` / `info` / `debug`, integer ≥ 1 | the plugin's JSON-lines log (default: none; see [`log`](super::log)) |
 //! | `ipam.stickyTtlSeconds` | integer 1..=31536000 | sticky addresses: a pod's addresses stay bound to `K8S_POD_NAMESPACE`/`K8S_POD_NAME` this long after its DEL (absent: off) |
+//! | `ipam.agent` | `"auto"`, `"off"`, `"required"` | use the node agent (default `auto`: when its socket exists), see [`AgentMode`] |
+//! | `ipam.agentSocket` | string | the node agent's socket (default [`DEFAULT_AGENT_SOCKET`]) |
 //! | `args.cni.ips`, `runtimeConfig.ips` | `[string]` | requested addresses, `ip` or `ip/prefix` |
 //! | `prevResult.ips[].address` | string | CHECK: what ADD returned |
 //! | `cni.dev/valid-attachments` (or `cni.dev/attachments`) | `[{containerID, ifname}]` | GC |
@@ -177,6 +179,29 @@ pub struct IpamConf {
     pub status: StatusPolicy,
     /// `logFile` / `logLevel` / `logMaxBytes`, when `logFile` is given.
     pub log: Option<LogSettings>,
+    /// `agent`: whether to go through the node agent (etcd networks only).
+    pub agent: AgentMode,
+    /// `agentSocket`: the node agent's unix socket.
+    pub agent_socket: PathBuf,
+}
+
+/// The node agent's default socket (`ipam.agentSocket`).
+pub const DEFAULT_AGENT_SOCKET: &str = "/run/host-etcd/agent.sock";
+
+/// `ipam.agent`: when the plugin hands its command to the node agent
+/// (`host-etcd agent`, see `crate::agent`). Only etcd networks go through
+/// the agent; an embedded-store network is always served by the plugin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AgentMode {
+    /// `"auto"` (default): through the agent when its socket exists and it
+    /// answers; directly otherwise.
+    #[default]
+    Auto,
+    /// `"off"`: always directly.
+    Off,
+    /// `"required"`: through the agent only; code 11 (STATUS: 50) when it
+    /// does not answer.
+    Required,
 }
 
 /// Decodes stdin as JSON; syntax errors are code 6 with line and column.
@@ -509,7 +534,25 @@ fn parse_ipam(
         node_dir,
         status: StatusPolicy::parse(ipam)?,
         log: LogSettings::parse(ipam)?,
+        agent: parse_agent_mode(ipam)?,
+        agent_socket: ipam
+            .str("agentSocket")?
+            .filter(|s| !s.is_empty())
+            .map_or_else(|| PathBuf::from(DEFAULT_AGENT_SOCKET), PathBuf::from),
     })
+}
+
+/// `ipam.agent`: `"auto"` (default), `"off"` or `"required"`.
+fn parse_agent_mode(ipam: &Obj<'_>) -> Result<AgentMode, CniError> {
+    match ipam.str("agent")? {
+        None | Some("auto") => Ok(AgentMode::Auto),
+        Some("off") => Ok(AgentMode::Off),
+        Some("required") => Ok(AgentMode::Required),
+        Some(other) => Err(CniError::config(
+            ipam.field("agent"),
+            format!("{other:?}: expected \"auto\", \"off\" or \"required\""),
+        )),
+    }
 }
 
 fn parse_range(r: &Obj<'_>) -> Result<RangeConf, CniError> {

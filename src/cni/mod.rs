@@ -17,6 +17,7 @@
 //! | [`command`] | ADD / DEL / CHECK / VERSION / GC / STATUS |
 //! | [`status`] | the STATUS policy: a failing store is code 50 only after `statusGraceMs` (node-local failure-streak file), or at once (`strict`) |
 //! | [`log`] | the plugin log: one JSON line per invocation in `logFile`, size-bounded with one rotated generation |
+//! | [`agent_client`] | handing a command to the node agent (`host-etcd agent`), or not |
 //!
 //! ## Error codes
 //!
@@ -38,6 +39,7 @@
 //! | 104 | store refused the request | etcd authentication / permission / size |
 //! | 999 | internal error | bugs; a panic caught by the binary |
 
+pub mod agent_client;
 pub mod args;
 pub mod command;
 pub mod config;

@@ -1,0 +1,367 @@
+//! The plugin's side of the node agent (`host-etcd agent`, see
+//! `crate::agent`): hand the command to the agent when it answers, else run
+//! it directly, once, within the same deadline.
+//!
+//! Only etcd networks go through the agent (`ipam.agent`, default `auto`):
+//! an embedded-store network keeps its exclusive file lock per process and
+//! is always served directly, and VERSION never needs a store.
+//!
+//! | what happens | `auto` | `required` |
+//! |---|---|---|
+//! | socket file absent | direct, at once | code 11 |
+//! | connect refused or not within [`CONNECT_TIMEOUT`] | direct | code 11 |
+//! | request not fully written | direct | code 11 |
+//! | `error` reply (wrong protocol version, refused request): not run | direct | code 11 |
+//! | connection lost after the request was sent (agent killed) | direct | code 11 |
+//! | no reply within the deadline (+ [`REPLY_MARGIN`]) | code 11 | code 11 |
+//! | CNI reply | printed as the agent gave it | same |
+//!
+//! (STATUS reports code 50 instead of 11, as it does for a store that does
+//! not answer.)
+//!
+//! **Why falling back after a lost reply is safe.** The agent may have run
+//! the command before the connection broke. Running it again directly is
+//! harmless for every command: ADD is idempotent per container and
+//! interface (the same addresses come back, whether the agent's ADD
+//! committed or not, or commits concurrently: the owner record is created
+//! by compare-and-swap on its absence, and the loser reads the winner's
+//! record); DEL converges (releasing an owner that holds nothing succeeds);
+//! CHECK and STATUS only read; GC releases the same non-valid attachments
+//! again. The fallback happens at most once per invocation, never in a
+//! loop, and the direct run gets only what is left of the deadline. When
+//! the agent holds the request past the deadline there is nothing left, so
+//! that is code 11 without a second try.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixStream;
+
+use super::command::{self, Response};
+use super::config::{AgentMode, NetConf, StoreConf};
+use super::env::{Command, Env};
+use super::error::CniError;
+use crate::agent::protocol::{read_frame, write_frame, FrameError, Reply, Request};
+use crate::store::StoreError;
+
+/// Longest wait for the agent to accept the connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Time granted over the command's deadline for the reply to travel.
+pub const REPLY_MARGIN: Duration = Duration::from_millis(500);
+
+/// What the plugin does with one invocation.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The agent ran the command: print this.
+    Answered(Response),
+    /// No agent answer and none allowed (`required`), or no time left.
+    Failed(CniError),
+    /// Run it directly, with `spent` of the deadline already used.
+    Direct {
+        /// Time used talking to the agent.
+        spent: Duration,
+    },
+}
+
+/// How an exchange with the agent failed.
+#[derive(Debug)]
+enum Miss {
+    /// The agent certainly did not run the command.
+    NotRun(String),
+    /// It may have: the request was sent, the reply did not come back.
+    Lost(String),
+    /// No reply within the deadline.
+    TimedOut,
+}
+
+/// Hands the invocation to the agent if the config allows it; see the
+/// module docs for every case.
+pub fn attempt(env: &Env, stdin: &[u8]) -> Attempt {
+    let direct = Attempt::Direct {
+        spent: Duration::ZERO,
+    };
+    if env.command == Command::Version {
+        return direct;
+    }
+    // A config that does not parse is reported by the direct path.
+    let Ok(conf) = NetConf::parse(stdin) else {
+        return direct;
+    };
+    if conf.ipam.agent == AgentMode::Off || !matches!(conf.ipam.store, StoreConf::Etcd(_)) {
+        return direct;
+    }
+    let required = conf.ipam.agent == AgentMode::Required;
+    let socket = conf.ipam.agent_socket.as_path();
+    let Ok(text) = std::str::from_utf8(stdin) else {
+        // The protocol carries stdin as a string.
+        return if required {
+            Attempt::Failed(unavailable(
+                env.command,
+                socket,
+                "the network config is not UTF-8 and cannot be sent to the agent",
+            ))
+        } else {
+            direct
+        };
+    };
+    if !required && !socket.exists() {
+        return direct;
+    }
+    let started = Instant::now();
+    let deadline = command::deadline(&conf);
+    let request = Request::Cni {
+        env: env_vars(env),
+        stdin: text.to_string(),
+    };
+    match exchange(socket, &request, deadline) {
+        Ok(Reply::Cni { stdout, exit }) => Attempt::Answered(Response {
+            stdout,
+            stderr: None,
+            exit_code: exit,
+        }),
+        Ok(Reply::Error { error, versions }) => miss(
+            env.command,
+            socket,
+            required,
+            started,
+            Miss::NotRun(format!(
+                "the agent refused the request: {error} (it speaks versions {versions:?})"
+            )),
+        ),
+        Ok(Reply::Status(_)) => miss(
+            env.command,
+            socket,
+            required,
+            started,
+            Miss::Lost("the agent answered a CNI request with a status".into()),
+        ),
+        Err(m) => miss(env.command, socket, required, started, m),
+    }
+    .with_deadline(env.command, deadline)
+}
+
+impl Attempt {
+    /// A direct run with no time left is a timeout at once.
+    fn with_deadline(self, command: Command, deadline: Duration) -> Attempt {
+        match self {
+            Attempt::Direct { spent } if spent >= deadline => {
+                Attempt::Failed(command::timed_out(command, deadline))
+            }
+            other => other,
+        }
+    }
+}
+
+fn miss(command: Command, socket: &Path, required: bool, started: Instant, m: Miss) -> Attempt {
+    match m {
+        Miss::TimedOut => Attempt::Failed(unavailable(
+            command,
+            socket,
+            &format!("no reply within {} ms", started.elapsed().as_millis()),
+        )),
+        Miss::NotRun(why) | Miss::Lost(why) if required => {
+            Attempt::Failed(unavailable(command, socket, &why))
+        }
+        Miss::NotRun(_) | Miss::Lost(_) => Attempt::Direct {
+            spent: started.elapsed(),
+        },
+    }
+}
+
+/// Code 11 (STATUS: 50) naming the socket.
+fn unavailable(command: Command, socket: &Path, why: &str) -> CniError {
+    let text = format!("host-etcd agent at {}: {why}", socket.display());
+    match command {
+        Command::Status => CniError::NotAvailable(text),
+        _ => CniError::Store(StoreError::Unavailable(text)),
+    }
+}
+
+/// The `CNI_*` variables of `env`, as the agent reads them back.
+fn env_vars(env: &Env) -> BTreeMap<String, String> {
+    let command = match env.command {
+        Command::Add => "ADD",
+        Command::Del => "DEL",
+        Command::Check => "CHECK",
+        Command::Version => "VERSION",
+        Command::Gc => "GC",
+        Command::Status => "STATUS",
+    };
+    let mut vars = BTreeMap::new();
+    vars.insert("CNI_COMMAND".to_string(), command.to_string());
+    for (key, value) in [
+        ("CNI_CONTAINERID", &env.container_id),
+        ("CNI_IFNAME", &env.ifname),
+        ("CNI_NETNS", &env.netns),
+        ("CNI_ARGS", &env.args),
+        ("CNI_PATH", &env.path),
+    ] {
+        if let Some(v) = value {
+            vars.insert(key.to_string(), v.clone());
+        }
+    }
+    vars
+}
+
+/// One request and its reply, on a current-thread runtime of its own.
+fn exchange(socket: &Path, request: &Request, deadline: Duration) -> Result<Reply, Miss> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Miss::NotRun(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(exchange_async(socket, request, deadline))
+}
+
+/// [`exchange`] inside a runtime.
+async fn exchange_async(
+    socket: &Path,
+    request: &Request,
+    deadline: Duration,
+) -> Result<Reply, Miss> {
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT.min(deadline), UnixStream::connect(socket));
+    let mut stream = match connect.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(Miss::NotRun(format!("cannot connect: {e}"))),
+        Err(_) => {
+            return Err(Miss::NotRun(format!(
+                "not accepting connections within {} ms",
+                CONNECT_TIMEOUT.as_millis()
+            )))
+        }
+    };
+    let body = request.encode();
+    match tokio::time::timeout(deadline, write_frame(&mut stream, &body)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(FrameError::TooLarge { len })) => {
+            return Err(Miss::NotRun(format!(
+                "the request of {len} bytes is larger than the protocol allows"
+            )))
+        }
+        Ok(Err(e)) => {
+            // The agent may have refused the request before reading it
+            // (e.g. the peer check) and closed: its error reply is waiting.
+            let early = tokio::time::timeout(Duration::from_millis(100), read_frame(&mut stream));
+            if let Ok(Ok(Some(body))) = early.await {
+                if let Ok(reply @ Reply::Error { .. }) = Reply::decode(&body) {
+                    return Ok(reply);
+                }
+            }
+            return Err(Miss::NotRun(format!("cannot send the request: {e}")));
+        }
+        Err(_) => return Err(Miss::NotRun("the request could not be sent in time".into())),
+    }
+    match tokio::time::timeout(deadline + REPLY_MARGIN, read_frame(&mut stream)).await {
+        Ok(Ok(Some(body))) => Reply::decode(&body).map_err(Miss::Lost),
+        Ok(Ok(None)) => Err(Miss::Lost(
+            "connection closed before the reply (agent stopped?)".into(),
+        )),
+        Ok(Err(e)) => Err(Miss::Lost(format!("reply lost: {e}"))),
+        Err(_) => Err(Miss::TimedOut),
+    }
+}
+
+/// One request and its reply inside the caller's runtime, failures as
+/// text (`host-etcd agent status`).
+pub(crate) async fn request(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Reply, String> {
+    exchange_async(socket, request, timeout)
+        .await
+        .map_err(|m| match m {
+            Miss::NotRun(s) | Miss::Lost(s) => s,
+            Miss::TimedOut => format!("no reply within {} ms", timeout.as_millis()),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(command: Command) -> Env {
+        Env {
+            command,
+            container_id: Some("c1".into()),
+            ifname: Some("eth0".into()),
+            netns: Some("/var/run/netns/c1".into()),
+            args: Some("IP=10.0.0.5".into()),
+            path: Some("/opt/cni/bin".into()),
+        }
+    }
+
+    #[test]
+    fn env_vars_read_back_as_the_same_env() {
+        for command in [Command::Add, Command::Del, Command::Check, Command::Gc] {
+            let e = env(command);
+            let vars = env_vars(&e);
+            let back = Env::from_lookup(|k| vars.get(k).map(Into::into)).expect("valid env");
+            assert_eq!(back, e);
+        }
+    }
+
+    fn conf(extra: &str) -> Vec<u8> {
+        format!(
+            r#"{{"cniVersion":"1.1.0","name":"n","ipam":{{"subnet":"10.0.0.0/24","endpoints":["127.0.0.1:1"]{extra}}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn direct_without_agent_socket_in_auto_and_11_when_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("none.sock");
+        let auto = conf(&format!(r#","agentSocket":"{}""#, sock.display()));
+        assert!(matches!(
+            attempt(&env(Command::Add), &auto),
+            Attempt::Direct { spent } if spent.is_zero()
+        ));
+        let required = conf(&format!(
+            r#","agent":"required","agentSocket":"{}""#,
+            sock.display()
+        ));
+        match attempt(&env(Command::Add), &required) {
+            Attempt::Failed(e) => assert_eq!(e.code(), 11, "{e}"),
+            other => panic!("{other:?}"),
+        }
+        match attempt(&env(Command::Status), &required) {
+            Attempt::Failed(e) => assert_eq!(e.code(), 50, "{e}"),
+            other => panic!("{other:?}"),
+        }
+        // A socket file nobody listens on: refused, so direct (auto).
+        let stale = dir.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        let auto = conf(&format!(r#","agentSocket":"{}""#, stale.display()));
+        assert!(matches!(
+            attempt(&env(Command::Add), &auto),
+            Attempt::Direct { .. }
+        ));
+    }
+
+    #[test]
+    fn off_embedded_and_version_never_try_the_agent() {
+        let required_missing = r#","agent":"required","agentSocket":"/nonexistent/a.sock""#;
+        assert!(matches!(
+            attempt(&env(Command::Version), &conf(required_missing)),
+            Attempt::Direct { .. }
+        ));
+        let off = conf(r#","agent":"off","agentSocket":"/nonexistent/a.sock""#);
+        assert!(matches!(
+            attempt(&env(Command::Add), &off),
+            Attempt::Direct { .. }
+        ));
+        let embedded = br#"{"cniVersion":"1.1.0","name":"n","ipam":{"subnet":"10.0.0.0/24","agent":"required","agentSocket":"/nonexistent/a.sock"}}"#;
+        assert!(matches!(
+            attempt(&env(Command::Add), embedded),
+            Attempt::Direct { .. }
+        ));
+        let bad = conf(r#","agent":"sometimes""#);
+        assert!(
+            matches!(attempt(&env(Command::Add), &bad), Attempt::Direct { .. }),
+            "the direct path reports the bad field"
+        );
+        assert_eq!(NetConf::parse(&bad).err().map(|e| e.code()), Some(7));
+    }
+}
