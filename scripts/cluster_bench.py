@@ -194,6 +194,33 @@ def node_main(a):
         return 1
     with open(a.config, "rb") as f:
         conf = f.read()
+    agent = None
+    if a.agent_socket:
+        # This node's agent, in this node's UTS namespace (its host name).
+        log = open(a.agent_socket + ".log", "w")
+        agent = subprocess.Popen([a.plugin, "agent", "--socket", a.agent_socket],
+                                 stdout=log, stderr=log)
+        deadline = time.monotonic() + 15
+        while not os.path.exists(a.agent_socket):
+            if agent.poll() is not None or time.monotonic() > deadline:
+                print(json.dumps({"fatal": "agent did not start (see %s.log)" % a.agent_socket}),
+                      flush=True)
+                return 1
+            time.sleep(0.02)
+    try:
+        return node_loop(a, conf)
+    finally:
+        if agent is not None:
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
+
+
+def node_loop(a, conf):
+    """The phases the parent sends, on this node."""
     env = dict(os.environ, CNI_NETNS="/dev/null", CNI_IFNAME="eth0", CNI_PATH=a.cni_path)
     ids = ["%s-%s-%d" % (a.id_prefix, a.hostname, i) for i in range(a.count)]
     print(json.dumps({"ready": a.hostname}), flush=True)
@@ -289,12 +316,22 @@ class Nodes:
             if kind == "host-local" or a.node_data_dir:
                 data_dir = os.path.join(conf_dir, "data-" + host)
             path = os.path.join(conf_dir, host + ".json")
+            conf = net_config("host-etcd" if kind == "host-etcd-agent" else kind, endpoint,
+                              data_dir)
+            sock = ""
+            if kind == "host-etcd-agent":
+                sock = os.path.join(conf_dir, "agent-%s.sock" % host)
+                conf["ipam"]["agent"] = "required"
+                conf["ipam"]["agentSocket"] = sock
+            elif kind == "host-etcd":
+                conf["ipam"]["agent"] = "off"
             with open(path, "w") as f:
-                json.dump(net_config(kind, endpoint, data_dir), f)
+                json.dump(conf, f)
             cmd = ["unshare", "--uts", "--", sys.executable, os.path.abspath(__file__), "node",
                    "--hostname", host, "--plugin", plugin, "--config", path,
                    "--count", str(a.count), "--procs", str(a.procs),
-                   "--id-prefix", "%s-%s" % (a.run_id, kind), "--cni-path", a.cni_path]
+                   "--id-prefix", "%s-%s" % (a.run_id, kind), "--cni-path", a.cni_path,
+                   "--agent-socket", sock]
             p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                  start_new_session=True)
             self.procs.append(p)
@@ -390,7 +427,7 @@ def run_plugin(a, kind, plugin, endpoint, etcd_pid, tck):
             if cmd == "ADD":
                 all_ips = [ip for r in results for ip in r["ips"]]
             out[cmd.lower()] = s
-        if kind == "host-etcd":
+        if kind in ("host-etcd", "host-etcd-agent"):
             out["duplicate_addresses"] = len(all_ips) - len(set(all_ips))
         done = True
     finally:
@@ -466,7 +503,8 @@ def scenario_main(a):
         "git": git_rev(a.repo), "machine": machine_info(a.etcd_bin),
         "params": {"nodes": a.nodes, "procs_per_node": a.procs, "count_per_node": a.count,
                    "ranges": [V4_RANGE, V6_RANGE], "cni_version": CNI_VERSION,
-                   "node_data_dir": a.node_data_dir, "etcd_data_fs": a.etcd_fs,
+                   "node_data_dir": a.node_data_dir, "agent": a.agent,
+                   "etcd_data_fs": a.etcd_fs,
                    "plugin": shown_path(a.plugin, a.repo), "host_local": a.host_local},
         "loadavg_before": loadavg(),
         "definitions": DEFINITIONS,
@@ -474,6 +512,9 @@ def scenario_main(a):
     print("scenario %s: %d node(s) x %d concurrent processes, %d ADDs then %d DELs per node"
           % (report["scenario"], a.nodes, a.procs, a.count, a.count), file=sys.stderr)
     report["host_etcd"] = run_plugin(a, "host-etcd", a.plugin, a.endpoint, a.etcd_pid, tck)
+    if a.agent:
+        report["host_etcd_agent"] = run_plugin(a, "host-etcd-agent", a.plugin, a.endpoint,
+                                               a.etcd_pid, tck)
     if a.host_local:
         report["host_local"] = run_plugin(a, "host-local", a.host_local, None, None, tck)
     if not a.no_raw:
@@ -483,8 +524,11 @@ def scenario_main(a):
         json.dump(report, f, indent=2)
         f.write("\n")
     print(text_table(report))
-    he = report["host_etcd"]
-    bad = he["add"]["failed"] + he["del"]["failed"] + he["duplicate_addresses"]
+    bad = 0
+    for kind in ("host_etcd", "host_etcd_agent"):
+        if kind in report:
+            he = report[kind]
+            bad += he["add"]["failed"] + he["del"]["failed"] + he["duplicate_addresses"]
     return 0 if bad == 0 else 3
 
 
@@ -501,17 +545,17 @@ def text_table(r):
                 p["count_per_node"], p["count_per_node"],
                 " ".join("%.1f" % x for x in r["loadavg_before"]),
                 " ".join("%.1f" % x for x in r["loadavg_after"]))]
-    head = "%-16s %9s %6s %8s %8s %8s %12s %11s %11s %11s" % (
+    head = "%-20s %9s %6s %8s %8s %8s %12s %11s %11s %11s" % (
         "", "ok/s", "failed", "p50 ms", "p99 ms", "max ms", "etcd call/op",
         "(Txn+Rng)", "etcd CPU ms", "plugin CPU")
     lines.append(head)
-    for kind in ("host_etcd", "host_local"):
+    for kind in ("host_etcd", "host_etcd_agent", "host_local"):
         if kind not in r:
             continue
         for ph in ("add", "del"):
             s = r[kind][ph]
             e = s.get("etcd")
-            lines.append("%-16s %9s %6d %8s %8s %8s %12s %11s %11s %11s" % (
+            lines.append("%-20s %9s %6d %8s %8s %8s %12s %11s %11s %11s" % (
                 "%s %s" % (kind.replace("_", "-"), ph.upper()), fmt(s["ok_per_sec"], "%.1f"),
                 s["failed"], fmt(s["latency_ms"]["p50"]), fmt(s["latency_ms"]["p99"]),
                 fmt(s["latency_ms"]["max"]), fmt(e and e["txns_per_op"]),
@@ -519,7 +563,7 @@ def text_table(r):
                 fmt(e and e["cpu_ms_per_op"], "%.3f"), fmt(s["plugin_cpu_ms_per_op"])))
     raw = r.get("raw_cas")
     if raw and "error" not in raw:
-        lines.append("%-16s %9s %6d %8s %8s %8s %12s %11s %11s %11s" % (
+        lines.append("%-20s %9s %6d %8s %8s %8s %12s %11s %11s %11s" % (
             "raw CAS (txns)", fmt(raw["txns_per_sec"], "%.0f"), raw["errors"],
             fmt(raw["latency_ms"]["p50"]), fmt(raw["latency_ms"]["p99"]),
             fmt(raw["latency_ms"]["max"]), "1.00", "1+0", fmt(raw["etcd_cpu_ms_per_txn"], "%.3f"),
@@ -531,11 +575,16 @@ def text_table(r):
                         ip["round_trips_per_allocation"]))
     elif raw:
         lines.append("raw CAS: FAILED: " + raw["error"])
-    he = r["host_etcd"]
-    lines.append("  duplicate addresses among host-etcd ADD results: %d" % he["duplicate_addresses"])
-    for ph in ("add", "del"):
-        for e in he[ph]["first_errors"]:
-            lines.append("  host-etcd %s failure: %s" % (ph.upper(), json.dumps(e)))
+    for kind in ("host_etcd", "host_etcd_agent"):
+        if kind not in r:
+            continue
+        he = r[kind]
+        name = kind.replace("_", "-")
+        lines.append("  duplicate addresses among %s ADD results: %d"
+                     % (name, he["duplicate_addresses"]))
+        for ph in ("add", "del"):
+            for e in he[ph]["first_errors"]:
+                lines.append("  %s %s failure: %s" % (name, ph.upper(), json.dumps(e)))
     return "\n".join(lines)
 
 
@@ -703,6 +752,7 @@ def main():
     n.add_argument("--procs", type=int, required=True)
     n.add_argument("--id-prefix", required=True)
     n.add_argument("--cni-path", required=True)
+    n.add_argument("--agent-socket", default="")
     s = sub.add_parser("scenario")
     s.add_argument("--nodes", type=int, required=True)
     s.add_argument("--procs", type=int, required=True)
@@ -716,6 +766,7 @@ def main():
     s.add_argument("--host-local", default="")
     s.add_argument("--cni-path", default="/usr/lib/cni")
     s.add_argument("--node-data-dir", action="store_true")
+    s.add_argument("--agent", action="store_true")
     s.add_argument("--no-raw", action="store_true")
     s.add_argument("--raw-count", type=int, default=0)
     s.add_argument("--raw-secs", type=float, default=5.0)

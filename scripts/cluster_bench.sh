@@ -33,6 +33,11 @@
 #   --node-data-dir  give each node's host-etcd config its own dataDir
 #                    (node-local state such as start hints); default: none,
 #                    like the README's example configuration
+#   --agent          also run every node's plugin processes through a node
+#                    agent (`host-etcd agent`, one per node in the node's UTS
+#                    namespace; configs with "agent": "required"), in the
+#                    same run against the same etcd, after the direct run
+#                    (which uses "agent": "off")
 #   --no-host-local  skip the host-local baseline
 #   --no-raw         skip the raw CAS baseline
 #   --no-build       do not run cargo build --release --bins
@@ -75,6 +80,7 @@ while [ $# -gt 0 ]; do
         --out) out=$2; shift 2 ;;
         --plot) plot=$2; shift 2 ;;
         --node-data-dir) extra+=(--node-data-dir); shift ;;
+        --agent) extra+=(--agent); shift ;;
         --no-host-local) host_local=; shift ;;
         --no-raw) extra+=(--no-raw); shift ;;
         --no-build) build=; shift ;;
