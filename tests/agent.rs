@@ -687,6 +687,9 @@ fn etcd_down_is_code_11_within_the_budget_and_recovers() {
     ipam["budgetMs"] = json!(1500);
     ipam["dialTimeoutMs"] = json!(500);
     ipam["requestTimeoutMs"] = json!(500);
+    // STATUS answers per call here (the default grace would hide the
+    // outage; the agent applies the same policy as the plugin).
+    ipam["statusPolicy"] = json!("strict");
     let c = conf(&etcd, "down", dir.path(), ipam);
     Call::add("d1", "eth0").config(&c).run().ok_json();
     etcd.stop();
