@@ -28,6 +28,7 @@
 //! ```text
 //! host-etcd agent [--socket /run/host-etcd/agent.sock] [--read-timeout-ms 5000]
 //!                 [--drain-timeout-ms 10000] [--max-connections 1024] [--log-requests]
+//!                 [--batch-window-us 1000]
 //! host-etcd agent status [--socket PATH] [--timeout-ms 2000]
 //! ```
 //!
@@ -91,6 +92,11 @@ struct Cli {
     /// Log every request (by default only failed ones).
     #[arg(long)]
     log_requests: bool,
+    /// How long a group commit waits for more concurrent ADDs of a network
+    /// before it sends them, in microseconds (0: send at once; requests
+    /// that arrive during a transaction still share the next one).
+    #[arg(long, default_value_t = 1000)]
+    batch_window_us: u64,
     /// Runtime worker threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
@@ -145,6 +151,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
                 drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
                 max_connections: cli.max_connections,
                 log_requests: cli.log_requests,
+                batch_window: Duration::from_micros(cli.batch_window_us),
             };
             runtime.block_on(async {
                 let shutdown = match shutdown_signal() {

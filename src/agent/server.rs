@@ -63,6 +63,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Log every request, not only failures.
     pub log_requests: bool,
+    /// The group commit's wait for more concurrent ADDs of a network.
+    pub batch_window: Duration,
 }
 
 /// Why the agent could not start.
@@ -273,7 +275,9 @@ struct Counters {
     cancelled: AtomicU64,
     protocol_errors: AtomicU64,
     refused_peers: AtomicU64,
-    in_flight: AtomicU64,
+    /// CNI requests being served (shared with the group commits, which
+    /// wait for more ADDs only while others are in flight).
+    in_flight: Arc<AtomicU64>,
 }
 
 /// What identifies one etcd client: every field of its config (the
@@ -457,7 +461,11 @@ impl Shared {
                 Ok::<_, CniError>(Arc::new(NetEntry {
                     name: conf.name.clone(),
                     endpoints: etcd.endpoints.join(","),
-                    group: GroupCommit::new(allocator.clone()),
+                    group: GroupCommit::with_window_while_busy(
+                        allocator.clone(),
+                        self.config.batch_window,
+                        self.counters.in_flight.clone(),
+                    ),
                     allocator,
                     files,
                     requests: AtomicU64::new(0),

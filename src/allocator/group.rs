@@ -11,7 +11,10 @@
 //! first request goes out at once and the requests that arrive during its
 //! round trip form the next batch, so a lone caller pays no extra latency
 //! and a burst of n callers costs about n / batch transactions. A window
-//! (`with_window`) delays each batch to collect more at low concurrency.
+//! (`with_window`) delays each batch to collect more when callers arrive
+//! spread out (plugin processes starting one after the other);
+//! `with_window_while_busy` waits it only while more requests are in flight
+//! than queued, so a lone request never waits.
 //! Releases are not grouped: [`GroupCommit::release`] goes straight to the
 //! allocator (one transaction when warm).
 //!
@@ -43,6 +46,7 @@
 //! # }
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +72,9 @@ impl<S> Clone for GroupCommit<S> {
 struct Shared<S> {
     alloc: Arc<Allocator<S>>,
     window: Duration,
+    /// When set: the window is waited only while more requests are in
+    /// flight at the caller than are queued here (more are on their way).
+    busy: Option<Arc<AtomicU64>>,
     queue: Mutex<Queue>,
 }
 
@@ -76,6 +83,8 @@ struct Queue {
     jobs: Vec<Job>,
     /// Whether a committer task is running (it drains the queue).
     running: bool,
+    /// When the last batch was taken.
+    last_batch: Option<std::time::Instant>,
 }
 
 struct Job {
@@ -96,6 +105,26 @@ impl<S: Store + 'static> GroupCommit<S> {
             shared: Arc::new(Shared {
                 alloc,
                 window,
+                busy: None,
+                queue: Mutex::new(Queue::default()),
+            }),
+        }
+    }
+
+    /// Waits `window` before a batch only while `busy` (the caller's count
+    /// of requests in flight, e.g. the node agent's connections) is larger
+    /// than the number of requests queued: a lone request goes out at once,
+    /// a burst that is still arriving is collected.
+    pub fn with_window_while_busy(
+        alloc: Arc<Allocator<S>>,
+        window: Duration,
+        busy: Arc<AtomicU64>,
+    ) -> Self {
+        GroupCommit {
+            shared: Arc::new(Shared {
+                alloc,
+                window,
+                busy: Some(busy),
                 queue: Mutex::new(Queue::default()),
             }),
         }
@@ -150,10 +179,26 @@ impl Drop for Running<'_> {
     }
 }
 
+/// Whether waiting the window may collect more requests: more requests in
+/// flight than queued, or a batch taken within the last two windows (a
+/// burst whose callers arrive spread out, like plugin processes starting
+/// one after the other).
+fn more_coming<S>(shared: &Shared<S>) -> bool {
+    let Some(busy) = &shared.busy else {
+        return true;
+    };
+    let Ok(q) = shared.queue.lock() else {
+        return false;
+    };
+    busy.load(Ordering::Relaxed) > q.jobs.len() as u64
+        || q.last_batch
+            .is_some_and(|t| t.elapsed() < shared.window * 2)
+}
+
 async fn commit_loop<S: Store + 'static>(shared: Arc<Shared<S>>) {
     let _running = Running(&shared.queue);
     loop {
-        if !shared.window.is_zero() {
+        if !shared.window.is_zero() && more_coming(&shared) {
             tokio::time::sleep(shared.window).await;
         }
         let jobs: Vec<Job> = match shared.queue.lock() {
@@ -163,6 +208,7 @@ async fn commit_loop<S: Store + 'static>(shared: Arc<Shared<S>>) {
                     return;
                 }
                 let n = q.jobs.len().min(MAX_BATCH);
+                q.last_batch = Some(std::time::Instant::now());
                 q.jobs.drain(..n).collect()
             }
             Err(_) => return,
