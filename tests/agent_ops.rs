@@ -286,7 +286,10 @@ async fn periodic_reconcile_releases_exactly_the_containers_the_runtime_no_longe
     assert_eq!(names, leaked);
     for p in &passes {
         assert_eq!(p["level"], "info", "{p}");
-        assert!(p.get("refused").is_none() && p.get("error").is_none(), "{p}");
+        assert!(
+            p.get("refused").is_none() && p.get("error").is_none(),
+            "{p}"
+        );
         assert_eq!(p["other_nodes"], 1, "{p}");
     }
     let last = passes.last().unwrap();
@@ -424,10 +427,7 @@ fn samples(text: &str, name: &str, labels: &str) -> Vec<f64> {
 fn metrics_of_the_served_networks_and_the_agent() {
     let etcd = EtcdServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(
-        &dir.path().join("a"),
-        &["--metrics-listen", "127.0.0.1:0"],
-    );
+    let agent = Agent::start(&dir.path().join("a"), &["--metrics-listen", "127.0.0.1:0"]);
     let addr = agent
         .log_lines()
         .into_iter()
@@ -440,7 +440,11 @@ fn metrics_of_the_served_networks_and_the_agent() {
     // Before any request: no network yet, the agent's figures are there.
     let (code, text) = http_get(&addr, "/metrics");
     assert_eq!(code, 200, "{text}");
-    assert_eq!(samples(&text, "host_etcd_agent_networks", ""), [0.0], "{text}");
+    assert_eq!(
+        samples(&text, "host_etcd_agent_networks", ""),
+        [0.0],
+        "{text}"
+    );
     assert_eq!(samples(&text, "host_etcd_agent_requests_total", ""), [0.0]);
 
     let conf = conf(&etcd, "mnet", "/metrics-test", dir.path(), &agent);
@@ -475,7 +479,11 @@ fn metrics_of_the_served_networks_and_the_agent() {
         0.0,
         "{text}"
     );
-    assert_eq!(samples(&text, "host_etcd_agent_networks", ""), [1.0], "{text}");
+    assert_eq!(
+        samples(&text, "host_etcd_agent_networks", ""),
+        [1.0],
+        "{text}"
+    );
     assert_eq!(
         samples(&text, "host_etcd_agent_requests_total", ""),
         [5.0],
@@ -497,7 +505,10 @@ fn metrics_of_the_served_networks_and_the_agent() {
         "host_etcd_agent_networks gauge",
         "host_etcd_ipam_addresses_used gauge",
     ] {
-        assert!(text.contains(&format!("# TYPE {family}\n")), "{family}\n{text}");
+        assert!(
+            text.contains(&format!("# TYPE {family}\n")),
+            "{family}\n{text}"
+        );
     }
     assert_eq!(http_get(&addr, "/nope").0, 404);
 }
@@ -511,10 +522,7 @@ fn an_unbindable_metrics_address_stops_the_agent() {
     let code = agent.wait(Duration::from_secs(20));
     assert!(matches!(code, Some(c) if c != 0), "exit {code:?}");
     let log = agent.log();
-    assert!(
-        log.contains("start_failed") && log.contains(&addr),
-        "{log}"
-    );
+    assert!(log.contains("start_failed") && log.contains(&addr), "{log}");
     assert!(!agent.socket.exists(), "the socket was taken");
 
     // Not an address at all.

@@ -834,7 +834,6 @@ pub async fn reconcile_pass<S: Store>(
     Ok((report, first_err))
 }
 
-
 /// One line about a pass, for stderr.
 pub fn pass_line(r: &ReconcileReport) -> String {
     let young = r

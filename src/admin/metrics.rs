@@ -427,8 +427,15 @@ impl Collector {
         };
         if let Some(alloc) = &alloc {
             errors.extend(
-                collect_figures(&**alloc, net, self.options.check, deadline, self.options.timeout, out)
-                    .await,
+                collect_figures(
+                    &**alloc,
+                    net,
+                    self.options.check,
+                    deadline,
+                    self.options.timeout,
+                    out,
+                )
+                .await,
             );
         }
         let failed = !errors.is_empty();
@@ -476,57 +483,57 @@ pub async fn collect_figures<S: Store>(
 ) -> Vec<String> {
     let mut errors: Vec<String> = Vec::new();
     let timed_out = || format!("no answer within {timeout:?}");
-        match tokio::time::timeout_at(deadline, alloc.usage()).await {
-            Ok(Ok(usage)) => {
-                for u in &usage {
-                    let set = u.set.to_string();
-                    let range = format!("{}-{}", u.start, u.end);
-                    let family = if u.start.is_ipv4() { "ipv4" } else { "ipv6" };
-                    let l = [net, set.as_str(), range.as_str(), family];
-                    out.add(&ADDRESSES_SIZE, &l, u.size);
-                    out.add(&ADDRESSES_USED, &l, u.used);
-                    out.add(&ADDRESSES_FREE, &l, u.size.saturating_sub(u.used));
-                    out.add(&UTILIZATION, &l, ratio(u.used, u.size));
-                    out.add(&CHUNKS, &l, u.chunks);
-                    out.add(&CHUNK_BYTES, &l, u.bytes);
-                }
-            }
-            Ok(Err(e)) => errors.push(format!("usage: {e}")),
-            Err(_) => errors.push(format!("usage: {}", timed_out())),
-        }
-        match tokio::time::timeout_at(deadline, owners_lenient(alloc)).await {
-            Ok(Ok((records, _corrupt))) => {
-                out.add(&OWNER_RECORDS, &[net], records.len());
-                let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
-                for r in &records {
-                    if let Some(n) = r.node.as_deref().filter(|n| !n.is_empty()) {
-                        *per_node.entry(n).or_default() += 1;
-                    }
-                }
-                for (node, n) in per_node {
-                    out.add(&NODE_OWNER_RECORDS, &[net, node], n);
-                }
-            }
-            Ok(Err(e)) => errors.push(format!("owner records: {e}")),
-            Err(_) => errors.push(format!("owner records: {}", timed_out())),
-        }
-        if check {
-            match tokio::time::timeout_at(deadline, alloc.check()).await {
-                Ok(Ok(report)) => {
-                    for kind in PROBLEM_KINDS {
-                        let n = report
-                            .problems
-                            .iter()
-                            .filter(|p| problem_kind(p) == kind)
-                            .count();
-                        out.add(&CHECK_PROBLEMS, &[net, kind], n);
-                    }
-                    out.add(&CHECK_IN_FLUX, &[net], report.in_flux);
-                }
-                Ok(Err(e)) => errors.push(format!("check: {e}")),
-                Err(_) => errors.push(format!("check: {}", timed_out())),
+    match tokio::time::timeout_at(deadline, alloc.usage()).await {
+        Ok(Ok(usage)) => {
+            for u in &usage {
+                let set = u.set.to_string();
+                let range = format!("{}-{}", u.start, u.end);
+                let family = if u.start.is_ipv4() { "ipv4" } else { "ipv6" };
+                let l = [net, set.as_str(), range.as_str(), family];
+                out.add(&ADDRESSES_SIZE, &l, u.size);
+                out.add(&ADDRESSES_USED, &l, u.used);
+                out.add(&ADDRESSES_FREE, &l, u.size.saturating_sub(u.used));
+                out.add(&UTILIZATION, &l, ratio(u.used, u.size));
+                out.add(&CHUNKS, &l, u.chunks);
+                out.add(&CHUNK_BYTES, &l, u.bytes);
             }
         }
+        Ok(Err(e)) => errors.push(format!("usage: {e}")),
+        Err(_) => errors.push(format!("usage: {}", timed_out())),
+    }
+    match tokio::time::timeout_at(deadline, owners_lenient(alloc)).await {
+        Ok(Ok((records, _corrupt))) => {
+            out.add(&OWNER_RECORDS, &[net], records.len());
+            let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+            for r in &records {
+                if let Some(n) = r.node.as_deref().filter(|n| !n.is_empty()) {
+                    *per_node.entry(n).or_default() += 1;
+                }
+            }
+            for (node, n) in per_node {
+                out.add(&NODE_OWNER_RECORDS, &[net, node], n);
+            }
+        }
+        Ok(Err(e)) => errors.push(format!("owner records: {e}")),
+        Err(_) => errors.push(format!("owner records: {}", timed_out())),
+    }
+    if check {
+        match tokio::time::timeout_at(deadline, alloc.check()).await {
+            Ok(Ok(report)) => {
+                for kind in PROBLEM_KINDS {
+                    let n = report
+                        .problems
+                        .iter()
+                        .filter(|p| problem_kind(p) == kind)
+                        .count();
+                    out.add(&CHECK_PROBLEMS, &[net, kind], n);
+                }
+                out.add(&CHECK_IN_FLUX, &[net], report.in_flux);
+            }
+            Ok(Err(e)) => errors.push(format!("check: {e}")),
+            Err(_) => errors.push(format!("check: {}", timed_out())),
+        }
+    }
     errors
 }
 

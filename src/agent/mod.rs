@@ -116,8 +116,12 @@ struct Cli {
           value_parser = duration_arg, requires = "reconcile_interval")]
     reconcile_grace: Duration,
     /// With --reconcile-interval: libcni's result cache directory.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/cni/results",
-          requires = "reconcile_interval")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/cni/results",
+        requires = "reconcile_interval"
+    )]
     cache_dir: PathBuf,
     /// With --reconcile-interval: also release attachments whose cache
     /// entry names a network namespace that no longer exists.

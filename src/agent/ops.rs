@@ -53,10 +53,9 @@ pub struct ReconcileConfig {
 /// Runs a reconcile pass of every served network every interval, forever
 /// (the caller drops the task on shutdown).
 pub(super) async fn reconcile_loop(shared: Arc<Shared>, config: ReconcileConfig) {
-    let mut ticker = tokio::time::interval_at(
-        tokio::time::Instant::now() + config.interval,
-        config.interval,
-    );
+    // The command line refuses 0; a zero period would panic the timer.
+    let period = config.interval.max(Duration::from_millis(1));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
@@ -294,7 +293,11 @@ impl AgentMetrics {
         let c = self.shared.counters();
         agent.add(&REQUESTS, &[], c.requests.load(Ordering::Relaxed));
         agent.add(&ERRORS, &[], c.errors.load(Ordering::Relaxed));
-        agent.add(&PROTOCOL_ERRORS, &[], c.protocol_errors.load(Ordering::Relaxed));
+        agent.add(
+            &PROTOCOL_ERRORS,
+            &[],
+            c.protocol_errors.load(Ordering::Relaxed),
+        );
         agent.add(&REFUSED_PEERS, &[], c.refused_peers.load(Ordering::Relaxed));
         agent.add(&IN_FLIGHT, &[], c.in_flight.load(Ordering::Relaxed));
         agent.add(&NETWORKS, &[], entries.len());
