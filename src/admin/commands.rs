@@ -8,14 +8,16 @@ use std::collections::HashSet;
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::cli::{ListArgs, ReconcileArgs, ReleaseArgs};
 use super::error::{AdminError, EXIT_OK, EXIT_PROBLEMS};
-use super::reconcile::{self, Attachment, BadCacheFile, Decision, Inputs, Plan, Reason, Source};
+use super::reconcile::{Decision, Reason};
+use super::reconcile_run;
+pub use super::reconcile_run::{read_cache_dir, CacheScan, ReconcileReport, Skipped};
 use super::table::Table;
 use crate::allocator::{Allocator, CheckReport, OwnerId, OwnerRecord, Problem, RangeUsage};
 use crate::store::Store;
@@ -701,143 +703,6 @@ pub async fn gc<S: Store>(
     }
 }
 
-/// What the runtime's libcni cache directory says about one network.
-#[derive(Debug, Default)]
-pub struct CacheScan {
-    /// The network's attachments.
-    pub attachments: Vec<Attachment>,
-    /// Files that cannot be used.
-    pub bad: Vec<BadCacheFile>,
-    /// Entries of other networks.
-    pub other_networks: usize,
-}
-
-/// Whether a cache entry's network namespace path is gone: `Some(path)`
-/// only when the path is known and looking it up says "not found" (any
-/// other error keeps the attachment).
-fn netns_gone(netns: Option<&str>) -> Option<String> {
-    let path = netns?;
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(path.to_string()),
-        _ => None,
-    }
-}
-
-/// Reads libcni's result cache directory `dir` (every file, see
-/// [`reconcile::parse_cache_entry`]) and keeps the entries of `network`.
-/// A directory that cannot be read is an error (never "no attachments");
-/// a file that vanishes while reading was deleted by a finished DEL and is
-/// skipped; a file that cannot be read or decoded is reported in
-/// [`CacheScan::bad`]; subdirectories are skipped (libcni writes files).
-pub fn read_cache_dir(
-    dir: &Path,
-    network: &str,
-    check_netns: bool,
-) -> Result<CacheScan, AdminError> {
-    let bad_dir = |detail: String| AdminError::Input {
-        path: dir.to_path_buf(),
-        detail: format!("the runtime's CNI cache directory {detail}; nothing released"),
-    };
-    let meta = std::fs::metadata(dir).map_err(|e| bad_dir(format!("cannot be read: {e}")))?;
-    if !meta.is_dir() {
-        return Err(bad_dir("is not a directory".into()));
-    }
-    let entries = std::fs::read_dir(dir).map_err(|e| bad_dir(format!("cannot be listed: {e}")))?;
-    let mut scan = CacheScan::default();
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| bad_dir(format!("cannot be listed: {e}")))?;
-        names.push((
-            entry.file_name().to_string_lossy().into_owned(),
-            entry.path(),
-        ));
-    }
-    names.sort();
-    for (name, path) in names {
-        let mut bad = |error: String| {
-            scan.bad.push(BadCacheFile {
-                blocks: reconcile::may_belong_to(&name, network),
-                file: name.clone(),
-                error,
-            })
-        };
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_dir() => continue,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if std::fs::symlink_metadata(&path).is_ok() {
-                    bad(format!("dangling symbolic link: {e}"));
-                }
-                continue;
-            }
-            Err(e) => {
-                bad(format!("cannot be read: {e}"));
-                continue;
-            }
-        }
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                bad(format!("cannot be read: {e}"));
-                continue;
-            }
-        };
-        match reconcile::parse_cache_entry(&bytes) {
-            Ok(e) if e.network == network => {
-                let gone = if check_netns {
-                    netns_gone(e.netns.as_deref())
-                } else {
-                    None
-                };
-                scan.attachments.push(Attachment {
-                    container_id: e.container_id,
-                    ifname: e.ifname,
-                    source: Source::Cache {
-                        file: name,
-                        netns_gone: gone,
-                    },
-                });
-            }
-            Ok(_) => scan.other_networks += 1,
-            Err(error) => bad(error),
-        }
-    }
-    Ok(scan)
-}
-
-/// The outcome of one `reconcile` pass.
-#[derive(Debug, Serialize)]
-pub struct ReconcileReport {
-    /// The network.
-    pub network: String,
-    /// The node whose records were looked at.
-    pub node: String,
-    /// The grace period, seconds.
-    pub grace_secs: u64,
-    /// Whether nothing was written.
-    pub dry_run: bool,
-    /// The decision.
-    #[serde(flatten)]
-    pub plan: Plan,
-    /// Cache files that cannot be used.
-    pub bad_cache_files: Vec<BadCacheFile>,
-    /// What was released (empty in a dry run).
-    pub released: Vec<OwnerRecord>,
-    /// Planned releases left alone because the record or the cache
-    /// changed since the listing, with why.
-    pub skipped: Vec<Skipped>,
-}
-
-/// A planned release not done.
-#[derive(Debug, Serialize)]
-pub struct Skipped {
-    /// The record as listed.
-    pub record: OwnerRecord,
-    /// Why.
-    pub why: String,
-}
-
 fn age(now: u64, rec: &OwnerRecord) -> String {
     let s = now.saturating_sub(rec.created);
     if s >= 3600 {
@@ -874,14 +739,10 @@ fn decision_table(rows: &[(&str, &Decision)], now: u64, grace: Duration) -> Stri
     t.render()
 }
 
-/// One reconcile pass: lists the network's owner records, then reads the
-/// attachments (cache directory, `--valid`), decides
-/// ([`reconcile::plan`]), and (unless a dry run, after confirmation unless
-/// `--yes`) releases each planned record through the allocator's
-/// compare-and-swap release, after checking once more that the record is
-/// unchanged and that no cache entry for it appeared. Owners are listed
-/// before the cache is read, so an ADD that completes in between is seen
-/// as attached. `verbose`: list kept records too.
+/// One reconcile pass: [`reconcile_run::survey`] (owner records, then
+/// the attachments, then the decision), printed, and (unless a dry run,
+/// after confirmation unless `--yes`) [`reconcile_run::release_planned`].
+/// Diagnostics go to stderr. `verbose`: list kept records too.
 #[allow(clippy::too_many_arguments)]
 pub async fn reconcile_pass<S: Store>(
     alloc: &Allocator<S>,
@@ -892,62 +753,13 @@ pub async fn reconcile_pass<S: Store>(
     confirm: &mut dyn Confirm,
     out: &mut dyn Write,
 ) -> Result<(ReconcileReport, Option<AdminError>), AdminError> {
-    let network = alloc.network().name.clone();
-    let (records, corrupt) = owners_lenient(alloc).await?;
-    if corrupt > 0 {
-        eprintln!(
-            "ipamctl: skipped {corrupt} owner records that do not decode (see `ipamctl check`)"
-        );
-    }
-    let mut scan = if args.no_cache {
-        CacheScan::default()
-    } else {
-        read_cache_dir(&args.cache_dir, &network, args.check_netns)?
-    };
-    if let Some(file) = &args.valid {
-        scan.attachments
-            .extend(read_valid(file)?.into_iter().map(|id| Attachment {
-                container_id: id.container_id,
-                ifname: id.ifname,
-                source: Source::List,
-            }));
-    }
-    for b in &scan.bad {
-        eprintln!(
-            "ipamctl: cache file {} {}: {}",
-            args.cache_dir.join(&b.file).display(),
-            if b.blocks {
-                "(might be this network's; blocks releases)"
-            } else {
-                "(not this network's by its name; ignored)"
-            },
-            b.error
-        );
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let plan = reconcile::plan(&Inputs {
-        network: &network,
-        node,
-        records: &records,
-        attachments: &scan.attachments,
-        bad_files: &scan.bad,
+    let mut note = |n: reconcile_run::Note| eprintln!("ipamctl: {n}");
+    let reconcile_run::Survey {
+        mut report,
         now,
-        grace: args.grace,
-        allow_empty: args.allow_empty,
-    });
-    let mut report = ReconcileReport {
-        network: network.clone(),
-        node: node.to_string(),
-        grace_secs: reconcile::grace_secs(args.grace),
-        dry_run: args.dry_run,
-        plan,
-        bad_cache_files: scan.bad,
-        released: Vec::new(),
-        skipped: Vec::new(),
-    };
+        attachments,
+    } = reconcile_run::survey(alloc, args, node, &mut note).await?;
+    let network = report.network.clone();
     let verb = if args.dry_run {
         "WOULD RELEASE"
     } else {
@@ -967,7 +779,7 @@ pub async fn reconcile_pass<S: Store>(
          not looked at), {} attachments known, grace {}s",
         report.plan.release.len() + report.plan.keep.len(),
         report.plan.other_nodes,
-        scan.attachments.len(),
+        attachments,
         report.grace_secs
     );
     if args.dry_run || report.plan.release.is_empty() {
@@ -1002,59 +814,7 @@ pub async fn reconcile_pass<S: Store>(
             return Err(AdminError::Refused(format!("{question}: not confirmed")));
         }
     }
-    let mut first_err = None;
-    for d in &report.plan.release {
-        let id = id_of(&d.record);
-        match alloc.owner(&id).await {
-            Ok(Some(current)) if current == d.record => {}
-            Ok(Some(_)) => {
-                report.skipped.push(Skipped {
-                    record: d.record.clone(),
-                    why: "the owner record changed since the listing".into(),
-                });
-                continue;
-            }
-            Ok(None) => {
-                report.skipped.push(Skipped {
-                    record: d.record.clone(),
-                    why: "released meanwhile".into(),
-                });
-                continue;
-            }
-            Err(e) => {
-                eprintln!(
-                    "ipamctl: re-reading container {} interface {}: {e}",
-                    id.container_id, id.ifname
-                );
-                first_err.get_or_insert(AdminError::from(e));
-                continue;
-            }
-        }
-        if !args.no_cache && matches!(d.reason, Reason::NotAttached { .. }) {
-            let file = format!("{network}-{}-{}", id.container_id, id.ifname);
-            if std::fs::symlink_metadata(args.cache_dir.join(&file)).is_ok() {
-                report.skipped.push(Skipped {
-                    record: d.record.clone(),
-                    why: format!("cache entry {file} appeared since the listing"),
-                });
-                continue;
-            }
-        }
-        match alloc.release(&id).await {
-            Ok(Some(rec)) => report.released.push(rec),
-            Ok(None) => report.skipped.push(Skipped {
-                record: d.record.clone(),
-                why: "released meanwhile".into(),
-            }),
-            Err(e) => {
-                eprintln!(
-                    "ipamctl: releasing container {} interface {}: {e}",
-                    id.container_id, id.ifname
-                );
-                first_err.get_or_insert(AdminError::from(e));
-            }
-        }
-    }
+    let first_err = reconcile_run::release_planned(alloc, args, &mut report, &mut note).await;
     if json {
         json_line(out, &report)?;
     } else {

@@ -171,8 +171,21 @@ async fn read_head(stream: &mut TcpStream) -> Result<Option<Vec<u8>>, Status> {
     }
 }
 
+/// What `/metrics` answers: `ipamctl metrics`'s [`Collector`], or the
+/// node agent's figures.
+pub trait Scrape: Send + Sync + 'static {
+    /// The exposition text.
+    fn scrape(&self) -> impl std::future::Future<Output = Arc<String>> + Send;
+}
+
+impl Scrape for Collector {
+    fn scrape(&self) -> impl std::future::Future<Output = Arc<String>> + Send {
+        Collector::scrape(self)
+    }
+}
+
 /// Serves one connection; every failure only ends it.
-async fn serve_one(mut stream: TcpStream, collector: Arc<Collector>, timeout: Duration) {
+async fn serve_one<C: Scrape>(mut stream: TcpStream, collector: Arc<C>, timeout: Duration) {
     let reply = match tokio::time::timeout(timeout, read_head(&mut stream)).await {
         Err(_) => error_response(REQUEST_TIMEOUT),
         Ok(Ok(None)) => return,
@@ -206,7 +219,7 @@ async fn serve_one(mut stream: TcpStream, collector: Arc<Collector>, timeout: Du
 }
 
 /// Accepts connections forever, each served on its own task.
-pub async fn serve(listener: TcpListener, collector: Arc<Collector>, timeout: Duration) {
+pub async fn serve<C: Scrape>(listener: TcpListener, collector: Arc<C>, timeout: Duration) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {

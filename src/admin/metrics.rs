@@ -28,6 +28,7 @@ use super::error::AdminError;
 use super::target::Target;
 use crate::allocator::{Allocator, Problem};
 use crate::store::any::AnyStore;
+use crate::store::Store;
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "host_etcd_ipam_";
@@ -223,8 +224,14 @@ impl Samples {
     /// );
     /// ```
     pub fn render(&self) -> String {
+        self.render_families(PREFIX, &ALL)
+    }
+
+    /// [`render`](Self::render) of other families: `defs` in this order,
+    /// each name after `prefix` (the node agent's `host_etcd_agent_*`).
+    pub fn render_families(&self, prefix: &str, defs: &[Def]) -> String {
         let mut out = String::new();
-        for def in &ALL {
+        for def in defs {
             let Some(samples) = self.by_name.get(def.name) else {
                 continue;
             };
@@ -232,10 +239,10 @@ impl Samples {
                 Kind::Gauge => "gauge",
                 Kind::Counter => "counter",
             };
-            let _ = writeln!(out, "# HELP {PREFIX}{} {}", def.name, escape_help(def.help));
-            let _ = writeln!(out, "# TYPE {PREFIX}{} {kind}", def.name);
+            let _ = writeln!(out, "# HELP {prefix}{} {}", def.name, escape_help(def.help));
+            let _ = writeln!(out, "# TYPE {prefix}{} {kind}", def.name);
             for (values, value) in samples {
-                let _ = write!(out, "{PREFIX}{}", def.name);
+                let _ = write!(out, "{prefix}{}", def.name);
                 if !values.is_empty() {
                     out.push('{');
                     for (i, (name, v)) in def.labels.iter().zip(values).enumerate() {
@@ -419,68 +426,28 @@ impl Collector {
             }
         };
         if let Some(alloc) = &alloc {
-            match tokio::time::timeout_at(deadline, alloc.usage()).await {
-                Ok(Ok(usage)) => {
-                    for u in &usage {
-                        let set = u.set.to_string();
-                        let range = format!("{}-{}", u.start, u.end);
-                        let family = if u.start.is_ipv4() { "ipv4" } else { "ipv6" };
-                        let l = [net, set.as_str(), range.as_str(), family];
-                        out.add(&ADDRESSES_SIZE, &l, u.size);
-                        out.add(&ADDRESSES_USED, &l, u.used);
-                        out.add(&ADDRESSES_FREE, &l, u.size.saturating_sub(u.used));
-                        out.add(&UTILIZATION, &l, ratio(u.used, u.size));
-                        out.add(&CHUNKS, &l, u.chunks);
-                        out.add(&CHUNK_BYTES, &l, u.bytes);
-                    }
-                }
-                Ok(Err(e)) => errors.push(format!("usage: {e}")),
-                Err(_) => errors.push(format!("usage: {}", timed_out())),
-            }
-            match tokio::time::timeout_at(deadline, owners_lenient(alloc)).await {
-                Ok(Ok((records, _corrupt))) => {
-                    out.add(&OWNER_RECORDS, &[net], records.len());
-                    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
-                    for r in &records {
-                        if let Some(n) = r.node.as_deref().filter(|n| !n.is_empty()) {
-                            *per_node.entry(n).or_default() += 1;
-                        }
-                    }
-                    for (node, n) in per_node {
-                        out.add(&NODE_OWNER_RECORDS, &[net, node], n);
-                    }
-                }
-                Ok(Err(e)) => errors.push(format!("owner records: {e}")),
-                Err(_) => errors.push(format!("owner records: {}", timed_out())),
-            }
-            if self.options.check {
-                match tokio::time::timeout_at(deadline, alloc.check()).await {
-                    Ok(Ok(report)) => {
-                        for kind in PROBLEM_KINDS {
-                            let n = report
-                                .problems
-                                .iter()
-                                .filter(|p| problem_kind(p) == kind)
-                                .count();
-                            out.add(&CHECK_PROBLEMS, &[net, kind], n);
-                        }
-                        out.add(&CHECK_IN_FLUX, &[net], report.in_flux);
-                    }
-                    Ok(Err(e)) => errors.push(format!("check: {e}")),
-                    Err(_) => errors.push(format!("check: {}", timed_out())),
-                }
-            }
+            errors.extend(
+                collect_figures(
+                    &**alloc,
+                    net,
+                    self.options.check,
+                    deadline,
+                    self.options.timeout,
+                    out,
+                )
+                .await,
+            );
         }
         let failed = !errors.is_empty();
         if failed {
             source.errors.fetch_add(1, Ordering::Relaxed);
         }
         self.report(source, (!errors.is_empty()).then(|| errors.join("; ")));
-        out.add(&UP, &[net], u64::from(!failed));
-        out.add(&SCRAPE_DURATION, &[net], started.elapsed().as_secs_f64());
-        out.add(
-            &SCRAPE_ERRORS,
-            &[net],
+        add_health(
+            out,
+            net,
+            failed,
+            started.elapsed(),
             source.errors.load(Ordering::Relaxed),
         );
     }
@@ -500,6 +467,82 @@ impl Collector {
         }
         *last = error;
     }
+}
+
+/// Reads one network's figures from its allocator (range usage, owner
+/// records, and with `check` the consistency check), each within
+/// `deadline`, into `out`; returns what could not be read (empty: all
+/// read). Used by [`Collector`] and by the node agent's exporter.
+pub async fn collect_figures<S: Store>(
+    alloc: &Allocator<S>,
+    net: &str,
+    check: bool,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    out: &mut Samples,
+) -> Vec<String> {
+    let mut errors: Vec<String> = Vec::new();
+    let timed_out = || format!("no answer within {timeout:?}");
+    match tokio::time::timeout_at(deadline, alloc.usage()).await {
+        Ok(Ok(usage)) => {
+            for u in &usage {
+                let set = u.set.to_string();
+                let range = format!("{}-{}", u.start, u.end);
+                let family = if u.start.is_ipv4() { "ipv4" } else { "ipv6" };
+                let l = [net, set.as_str(), range.as_str(), family];
+                out.add(&ADDRESSES_SIZE, &l, u.size);
+                out.add(&ADDRESSES_USED, &l, u.used);
+                out.add(&ADDRESSES_FREE, &l, u.size.saturating_sub(u.used));
+                out.add(&UTILIZATION, &l, ratio(u.used, u.size));
+                out.add(&CHUNKS, &l, u.chunks);
+                out.add(&CHUNK_BYTES, &l, u.bytes);
+            }
+        }
+        Ok(Err(e)) => errors.push(format!("usage: {e}")),
+        Err(_) => errors.push(format!("usage: {}", timed_out())),
+    }
+    match tokio::time::timeout_at(deadline, owners_lenient(alloc)).await {
+        Ok(Ok((records, _corrupt))) => {
+            out.add(&OWNER_RECORDS, &[net], records.len());
+            let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+            for r in &records {
+                if let Some(n) = r.node.as_deref().filter(|n| !n.is_empty()) {
+                    *per_node.entry(n).or_default() += 1;
+                }
+            }
+            for (node, n) in per_node {
+                out.add(&NODE_OWNER_RECORDS, &[net, node], n);
+            }
+        }
+        Ok(Err(e)) => errors.push(format!("owner records: {e}")),
+        Err(_) => errors.push(format!("owner records: {}", timed_out())),
+    }
+    if check {
+        match tokio::time::timeout_at(deadline, alloc.check()).await {
+            Ok(Ok(report)) => {
+                for kind in PROBLEM_KINDS {
+                    let n = report
+                        .problems
+                        .iter()
+                        .filter(|p| problem_kind(p) == kind)
+                        .count();
+                    out.add(&CHECK_PROBLEMS, &[net, kind], n);
+                }
+                out.add(&CHECK_IN_FLUX, &[net], report.in_flux);
+            }
+            Ok(Err(e)) => errors.push(format!("check: {e}")),
+            Err(_) => errors.push(format!("check: {}", timed_out())),
+        }
+    }
+    errors
+}
+
+/// Adds a network's exporter health: `up` (0 when `failed`), the scrape
+/// duration, and the failed scrapes so far.
+pub fn add_health(out: &mut Samples, net: &str, failed: bool, took: Duration, errors_total: u64) {
+    out.add(&UP, &[net], u64::from(!failed));
+    out.add(&SCRAPE_DURATION, &[net], took.as_secs_f64());
+    out.add(&SCRAPE_ERRORS, &[net], errors_total);
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! | [`target`] | config file or flags → network, store, chunk size |
 //! | [`commands`] | `show`, `list`, `get`, `release`, `check`, `gc`, `reconcile` |
 //! | [`reconcile`] | `reconcile`: the pure decision, libcni cache entries |
+//! | [`reconcile_run`] | `reconcile`: the I/O of a pass (ipamctl and the agent) |
 //! | [`bindings`] | `bindings list\|release\|expire` (sticky addresses) |
 //! | [`metrics`] | `metrics`: figures in the Prometheus text format |
 //! | [`exporter`] | `metrics`: the HTTP server |
@@ -37,6 +38,7 @@ pub mod exporter;
 pub mod metrics;
 pub mod naive;
 pub mod reconcile;
+pub mod reconcile_run;
 pub mod table;
 pub mod target;
 

@@ -29,6 +29,9 @@
 //! host-etcd agent [--socket /run/host-etcd/agent.sock] [--read-timeout-ms 5000]
 //!                 [--drain-timeout-ms 10000] [--max-connections 1024] [--log-requests]
 //!                 [--batch-window-us 1000]
+//!                 [--reconcile-interval DURATION [--reconcile-grace 10m]
+//!                  [--cache-dir /var/lib/cni/results] [--check-netns]]
+//!                 [--metrics-listen HOST:PORT]
 //! host-etcd agent status [--socket PATH] [--timeout-ms 2000]
 //! ```
 //!
@@ -51,6 +54,13 @@
 //!   peers) and exits 0; 1 when the agent does not answer. `healthy` is
 //!   false while some network's last request failed because its store was
 //!   unavailable (code 11 or 50).
+//! * `--reconcile-interval`: the leak cleanup of `ipamctl reconcile --yes`
+//!   for this node, every interval, on every served network; one
+//!   `reconcile` log line per pass per network ([`ops`]).
+//! * `--metrics-listen`: the `/metrics` of `ipamctl metrics` for every
+//!   served network, plus the agent's own figures ([`ops`]). An address
+//!   that cannot be bound: the agent does not start (exit 1, `start_failed`
+//!   naming the address).
 //! * Logs: one JSON object per line on stderr ([`log`]): start, stop,
 //!   stale socket, store connected, network added, failed requests,
 //!   protocol errors, refused peers (every request with `--log-requests`).
@@ -69,6 +79,7 @@ use serde_json::json;
 use crate::cni::config::DEFAULT_AGENT_SOCKET;
 
 pub mod log;
+pub mod ops;
 pub mod protocol;
 pub mod server;
 
@@ -100,8 +111,39 @@ struct Cli {
     /// Runtime worker threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
+    /// Run `ipamctl reconcile --yes` for this node on every served network
+    /// every DURATION (e.g. 5m, 90s): release owner records libcni's
+    /// result cache no longer has. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    reconcile_interval: Option<Duration>,
+    /// With --reconcile-interval: owner records younger than this are
+    /// kept (an ADD may be in flight).
+    #[arg(long, value_name = "DURATION", default_value = "10m",
+          value_parser = duration_arg, requires = "reconcile_interval")]
+    reconcile_grace: Duration,
+    /// With --reconcile-interval: libcni's result cache directory.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/cni/results",
+        requires = "reconcile_interval"
+    )]
+    cache_dir: PathBuf,
+    /// With --reconcile-interval: also release attachments whose cache
+    /// entry names a network namespace that no longer exists.
+    #[arg(long, requires = "reconcile_interval")]
+    check_netns: bool,
+    /// Serve Prometheus metrics (`GET /metrics`) on HOST:PORT: every served
+    /// network's `host_etcd_ipam_*` figures and the agent's
+    /// `host_etcd_agent_*`. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     #[command(subcommand)]
     command: Option<Sub>,
+}
+
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    crate::admin::reconcile::parse_duration(text)
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +187,10 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     match cli.command {
         Some(Sub::Status { timeout_ms }) => runtime.block_on(status(cli.socket, timeout_ms)),
         None => {
+            if cli.reconcile_interval.is_some_and(|d| d.is_zero()) {
+                eprintln!("host-etcd agent: --reconcile-interval must be more than 0");
+                return ExitCode::from(2);
+            }
             let config = server::Config {
                 socket: cli.socket,
                 read_timeout: Duration::from_millis(cli.read_timeout_ms),
@@ -152,6 +198,13 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
                 max_connections: cli.max_connections,
                 log_requests: cli.log_requests,
                 batch_window: Duration::from_micros(cli.batch_window_us),
+                reconcile: cli.reconcile_interval.map(|interval| ops::ReconcileConfig {
+                    interval,
+                    grace: cli.reconcile_grace,
+                    cache_dir: cli.cache_dir.clone(),
+                    check_netns: cli.check_netns,
+                }),
+                metrics_listen: cli.metrics_listen.clone(),
             };
             runtime.block_on(async {
                 let shutdown = match shutdown_signal() {

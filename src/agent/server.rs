@@ -65,6 +65,10 @@ pub struct Config {
     pub log_requests: bool,
     /// The group commit's wait for more concurrent ADDs of a network.
     pub batch_window: Duration,
+    /// The periodic reconcile, when on.
+    pub reconcile: Option<super::ops::ReconcileConfig>,
+    /// The metrics address (`HOST:PORT`), when on.
+    pub metrics_listen: Option<String>,
 }
 
 /// Why the agent could not start.
@@ -81,6 +85,15 @@ pub enum AgentError {
     NotASocket {
         /// The path.
         path: PathBuf,
+    },
+    /// The metrics address cannot be listened on.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    MetricsListen {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
     },
     /// A file system or socket call failed.
     #[error("{what} {}: {source}", path.display())]
@@ -190,8 +203,52 @@ fn remove_socket(path: &Path, file: (u64, u64)) {
 /// socket, drains in-flight requests (at most `drain_timeout`) and saves
 /// every network's node cache.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    // The metrics address first: one that cannot be bound stops the start
+    // before the socket is taken.
+    let metrics = match &config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let failed = |source| AgentError::MetricsListen {
+                addr: addr.clone(),
+                source,
+            };
+            let listener = tokio::net::TcpListener::bind(addr.as_str())
+                .await
+                .map_err(failed)?;
+            let local = listener.local_addr().map_err(failed)?;
+            Some((listener, local))
+        }
+    };
     let bound = bind(&config.socket).await?;
     let shared = Arc::new(Shared::new(config.clone(), bound.uid));
+    let mut background = JoinSet::new();
+    if let Some((listener, local)) = metrics {
+        log::info(
+            "metrics_listening",
+            json!({"address": local.to_string(), "url": format!("http://{local}/metrics")}),
+        );
+        let scraper = Arc::new(super::ops::AgentMetrics {
+            shared: shared.clone(),
+            cache: tokio::sync::Mutex::new(None),
+        });
+        background.spawn(crate::admin::exporter::serve(
+            listener,
+            scraper,
+            super::ops::SCRAPE_TIMEOUT,
+        ));
+    }
+    if let Some(rc) = &config.reconcile {
+        log::info(
+            "reconcile_enabled",
+            json!({
+                "interval_ms": rc.interval.as_millis() as u64,
+                "grace_secs": rc.grace.as_secs(),
+                "cache_dir": rc.cache_dir.display().to_string(),
+                "check_netns": rc.check_netns,
+            }),
+        );
+        background.spawn(super::ops::reconcile_loop(shared.clone(), rc.clone()));
+    }
     log::info(
         "listening",
         json!({
@@ -236,6 +293,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     }
     drop(bound.listener);
     remove_socket(&config.socket, bound.file);
+    // A reconcile pass in flight is dropped between two store calls: every
+    // release is one compare-and-swap, so nothing is left half done.
+    background.abort_all();
+    while background.join_next().await.is_some() {}
     log::info("draining", json!({"connections": tasks.len()}));
     let drained = tokio::time::timeout(config.drain_timeout, async {
         while let Some(done) = tasks.join_next().await {
@@ -267,17 +328,27 @@ fn reaped(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Counters of the status document.
+/// Counters of the status document (and of the metrics).
 #[derive(Default)]
-struct Counters {
-    requests: AtomicU64,
-    errors: AtomicU64,
+pub(super) struct Counters {
+    pub(super) requests: AtomicU64,
+    pub(super) errors: AtomicU64,
     cancelled: AtomicU64,
-    protocol_errors: AtomicU64,
-    refused_peers: AtomicU64,
+    pub(super) protocol_errors: AtomicU64,
+    pub(super) refused_peers: AtomicU64,
     /// CNI requests being served (shared with the group commits, which
     /// wait for more ADDs only while others are in flight).
-    in_flight: Arc<AtomicU64>,
+    pub(super) in_flight: Arc<AtomicU64>,
+}
+
+/// A network's figures of the operations side ([`super::ops`]).
+#[derive(Default)]
+pub(super) struct OpsCounters {
+    pub(super) reconcile_passes: AtomicU64,
+    pub(super) reconcile_blocked: AtomicU64,
+    pub(super) reconcile_failed: AtomicU64,
+    pub(super) reconcile_released: AtomicU64,
+    pub(super) scrape_errors: AtomicU64,
 }
 
 /// What identifies one etcd client: every field of its config (the
@@ -344,15 +415,16 @@ struct StoreSlot {
 }
 
 /// One network's warm allocator and its figures.
-struct NetEntry {
-    name: String,
-    endpoints: String,
-    allocator: Arc<Allocator<Arc<AnyStore>>>,
+pub(super) struct NetEntry {
+    pub(super) name: String,
+    pub(super) endpoints: String,
+    pub(super) allocator: Arc<Allocator<Arc<AnyStore>>>,
     /// ADDs of this network, committed together (group commit).
     group: GroupCommit<Arc<AnyStore>>,
     files: NodeFiles,
-    requests: AtomicU64,
-    errors: AtomicU64,
+    pub(super) requests: AtomicU64,
+    pub(super) errors: AtomicU64,
+    pub(super) ops: OpsCounters,
     /// CNI code of the last request (0: success).
     last_code: AtomicU32,
     last_error: Mutex<Option<String>>,
@@ -362,6 +434,15 @@ struct NetEntry {
 }
 
 impl NetEntry {
+    /// The network's turn for the periodic reconcile's releases, waited for
+    /// at most [`LOCK_WAIT_MAX`] (then the releases go on without it, as a
+    /// DEL does: compare-and-swap keeps that correct).
+    pub(super) async fn turn_for_ops(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        tokio::time::timeout(LOCK_WAIT_MAX, self.turn.lock())
+            .await
+            .ok()
+    }
+
     fn save_cache(&self) {
         let k = self.allocator.network().chunk_bits;
         self.files
@@ -370,7 +451,7 @@ impl NetEntry {
 }
 
 /// The agent's shared state.
-struct Shared {
+pub(super) struct Shared {
     config: Config,
     own_uid: u32,
     started: Instant,
@@ -395,6 +476,19 @@ impl Shared {
             stores: Mutex::new(HashMap::new()),
             nets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Every network with a built allocator.
+    pub(super) fn entries(&self) -> Vec<Arc<NetEntry>> {
+        lock(&self.nets)
+            .values()
+            .filter_map(|c| c.get().cloned())
+            .collect()
+    }
+
+    /// The agent's counters.
+    pub(super) fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     fn now_ms(&self) -> u64 {
@@ -473,6 +567,7 @@ impl Shared {
                     last_code: AtomicU32::new(0),
                     last_error: Mutex::new(None),
                     last_used: AtomicU64::new(0),
+                    ops: OpsCounters::default(),
                     turn: tokio::sync::Mutex::new(()),
                 }))
             })

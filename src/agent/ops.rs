@@ -1,0 +1,392 @@
+//! The agent's operations side, both off by default: the periodic leak
+//! cleanup (`--reconcile-interval`) and the Prometheus exporter
+//! (`--metrics-listen`), over the networks the agent serves.
+//!
+//! * Reconcile: every interval, for every network the agent has a warm
+//!   allocator for (etcd networks only, as every network it serves), the
+//!   same pass as `ipamctl reconcile --yes` for this node
+//!   ([`crate::admin::reconcile_run::unattended_pass`]'s decision and
+//!   releases): owner records of this node that libcni's result cache no
+//!   longer has and that are older than the grace period are released
+//!   through the allocator's compare-and-swap release. The same refusals:
+//!   an unreadable cache directory fails the pass, a cache file of the
+//!   network that does not decode blocks it, and no attachment of the
+//!   network at all blocks it; a failed or blocked pass releases nothing.
+//!   The releases of a pass take the network's turn (the agent's node
+//!   lock, as a DEL does). One JSON log line (`reconcile`) per pass per
+//!   network.
+//! * Metrics: `GET /metrics` answers the figures `ipamctl metrics` exports
+//!   (`host_etcd_ipam_*`, read through the agent's own allocators, with the
+//!   consistency check) for every network served, and the agent's own
+//!   figures ([`AGENT_PREFIX`]`*`). Served by
+//!   [`crate::admin::exporter::serve`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::log;
+use super::server::{NetEntry, Shared};
+use crate::admin::cli::ReconcileArgs;
+use crate::admin::exporter::Scrape;
+use crate::admin::metrics::{add_health, collect_figures, Def, Kind, Samples};
+use crate::admin::reconcile::Reason;
+use crate::admin::reconcile_run::{self, Note};
+
+/// How the periodic reconcile runs.
+#[derive(Clone, Debug)]
+pub struct ReconcileConfig {
+    /// Time between passes (the first pass runs one interval after start).
+    pub interval: Duration,
+    /// Owner records younger than this are kept.
+    pub grace: Duration,
+    /// libcni's result cache directory.
+    pub cache_dir: PathBuf,
+    /// Also release attachments whose network namespace is gone.
+    pub check_netns: bool,
+}
+
+/// Runs a reconcile pass of every served network every interval, forever
+/// (the caller drops the task on shutdown).
+pub(super) async fn reconcile_loop(shared: Arc<Shared>, config: ReconcileConfig) {
+    // The command line refuses 0; a zero period would panic the timer.
+    let period = config.interval.max(Duration::from_millis(1));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        for entry in shared.entries() {
+            reconcile_network(&entry, &config).await;
+        }
+    }
+}
+
+/// One pass of one network, logged.
+async fn reconcile_network(entry: &NetEntry, config: &ReconcileConfig) {
+    let alloc = &*entry.allocator;
+    let node = alloc.options().node_name.clone();
+    let args = ReconcileArgs {
+        node: Some(node.clone()),
+        grace: config.grace,
+        cache_dir: config.cache_dir.clone(),
+        no_cache: false,
+        valid: None,
+        check_netns: config.check_netns,
+        allow_empty: false,
+        yes: true,
+        dry_run: false,
+        interval: None,
+    };
+    let mut notes: Vec<String> = Vec::new();
+    let mut note = |n: Note| notes.push(n.to_string());
+    let started = Instant::now();
+    let outcome = match reconcile_run::survey(alloc, &args, &node, &mut note).await {
+        Err(e) => Err(e),
+        Ok(mut survey) => {
+            let mut err = None;
+            if !survey.report.plan.release.is_empty() {
+                let _turn = entry.turn_for_ops().await;
+                err = reconcile_run::release_planned(alloc, &args, &mut survey.report, &mut note)
+                    .await;
+            }
+            Ok((survey.report, err))
+        }
+    };
+    let mut fields = json!({
+        "network": entry.name,
+        "endpoints": entry.endpoints,
+        "node": node,
+        "cache_dir": config.cache_dir.display().to_string(),
+        "grace_secs": config.grace.as_secs(),
+        "duration_ms": started.elapsed().as_millis() as u64,
+    });
+    let ops = &entry.ops;
+    ops.reconcile_passes.fetch_add(1, Ordering::Relaxed);
+    let level = match outcome {
+        Err(e) => {
+            ops.reconcile_failed.fetch_add(1, Ordering::Relaxed);
+            fields["error"] = json!(format!("pass failed, nothing released: {e}"));
+            "warn"
+        }
+        Ok((report, err)) => {
+            let young = report
+                .plan
+                .keep
+                .iter()
+                .filter(|d| matches!(d.reason, Reason::YoungerThanGrace { .. }))
+                .count();
+            let owners: Vec<Value> = report
+                .released
+                .iter()
+                .map(|r| json!({"container": r.container_id, "ifname": r.ifname}))
+                .collect();
+            ops.reconcile_released
+                .fetch_add(report.released.len() as u64, Ordering::Relaxed);
+            fields["owners"] = json!(report.plan.keep.len() + report.plan.release.len());
+            fields["other_nodes"] = json!(report.plan.other_nodes);
+            fields["kept"] = json!(report.plan.keep.len());
+            fields["younger_than_grace"] = json!(young);
+            fields["released"] = json!(report.released.len());
+            fields["released_owners"] = json!(owners);
+            fields["skipped"] = json!(report
+                .skipped
+                .iter()
+                .map(|s| json!({"container": s.record.container_id, "ifname": s.record.ifname, "why": s.why}))
+                .collect::<Vec<_>>());
+            let mut level = "info";
+            if let Some(b) = &report.plan.blocked {
+                ops.reconcile_blocked.fetch_add(1, Ordering::Relaxed);
+                fields["refused"] = json!(b.describe());
+                level = "warn";
+            }
+            if let Some(e) = err {
+                ops.reconcile_failed.fetch_add(1, Ordering::Relaxed);
+                fields["error"] = json!(format!("a release failed: {e}"));
+                level = "warn";
+            }
+            level
+        }
+    };
+    if !notes.is_empty() {
+        fields["notes"] = json!(notes);
+    }
+    log::line(level, "reconcile", fields);
+}
+
+/// Prefix of the agent's own metrics.
+pub const AGENT_PREFIX: &str = "host_etcd_agent_";
+
+/// CNI requests served.
+pub const REQUESTS: Def = Def {
+    name: "requests_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "CNI requests the agent served (every network).",
+};
+/// CNI requests that failed.
+pub const ERRORS: Def = Def {
+    name: "errors_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "CNI requests the agent answered with an error (every network).",
+};
+/// Malformed requests.
+pub const PROTOCOL_ERRORS: Def = Def {
+    name: "protocol_errors_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Connections refused for a malformed or late request frame.",
+};
+/// Refused peers.
+pub const REFUSED_PEERS: Def = Def {
+    name: "refused_peers_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Connections refused because the peer's uid is not allowed.",
+};
+/// Requests being served.
+pub const IN_FLIGHT: Def = Def {
+    name: "requests_in_flight",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "CNI requests being served now.",
+};
+/// Networks served.
+pub const NETWORKS: Def = Def {
+    name: "networks",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Networks the agent keeps a warm allocator for.",
+};
+/// Requests per network.
+pub const NETWORK_REQUESTS: Def = Def {
+    name: "network_requests_total",
+    kind: Kind::Counter,
+    labels: &["network"],
+    help: "CNI requests of the network since its allocator was built.",
+};
+/// Failed requests per network.
+pub const NETWORK_ERRORS: Def = Def {
+    name: "network_errors_total",
+    kind: Kind::Counter,
+    labels: &["network"],
+    help: "Failed CNI requests of the network since its allocator was built.",
+};
+/// Reconcile passes.
+pub const RECONCILE_PASSES: Def = Def {
+    name: "reconcile_passes_total",
+    kind: Kind::Counter,
+    labels: &["network"],
+    help: "Periodic reconcile passes of the network (--reconcile-interval).",
+};
+/// Blocked passes.
+pub const RECONCILE_BLOCKED: Def = Def {
+    name: "reconcile_blocked_passes_total",
+    kind: Kind::Counter,
+    labels: &["network"],
+    help: "Reconcile passes that released nothing because they were refused (bad or no cache entries).",
+};
+/// Failed passes.
+pub const RECONCILE_FAILED: Def = Def {
+    name: "reconcile_failed_passes_total",
+    kind: Kind::Counter,
+    labels: &["network"],
+    help: "Reconcile passes that failed (store or cache directory unreadable, a release failed).",
+};
+/// Released owners.
+pub const RECONCILE_RELEASED: Def = Def {
+    name: "reconcile_released_total",
+    kind: Kind::Counter,
+    labels: &["network"],
+    help: "Owner records the periodic reconcile released.",
+};
+
+/// The agent's families, in output order.
+pub const AGENT_FAMILIES: [Def; 12] = [
+    REQUESTS,
+    ERRORS,
+    PROTOCOL_ERRORS,
+    REFUSED_PEERS,
+    IN_FLIGHT,
+    NETWORKS,
+    NETWORK_REQUESTS,
+    NETWORK_ERRORS,
+    RECONCILE_PASSES,
+    RECONCILE_BLOCKED,
+    RECONCILE_FAILED,
+    RECONCILE_RELEASED,
+];
+
+/// Longest a network's store reads may take in a scrape.
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The agent's `/metrics`: the `host_etcd_ipam_*` figures of every network
+/// served and the agent's own. Concurrent scrapes share one read.
+pub(super) struct AgentMetrics {
+    pub(super) shared: Arc<Shared>,
+    pub(super) cache: tokio::sync::Mutex<Option<(Instant, Arc<String>)>>,
+}
+
+impl AgentMetrics {
+    async fn render(&self) -> Arc<String> {
+        let asked = Instant::now();
+        let mut cache = self.cache.lock().await;
+        if let Some((done, text)) = &*cache {
+            if *done >= asked {
+                return text.clone();
+            }
+        }
+        let text = Arc::new(self.collect().await);
+        *cache = Some((Instant::now(), text.clone()));
+        text
+    }
+
+    async fn collect(&self) -> String {
+        let mut entries = self.shared.entries();
+        entries.sort_by(|a, b| (&a.name, &a.endpoints).cmp(&(&b.name, &b.endpoints)));
+        let mut ipam = Samples::default();
+        let mut agent = Samples::default();
+        let c = self.shared.counters();
+        agent.add(&REQUESTS, &[], c.requests.load(Ordering::Relaxed));
+        agent.add(&ERRORS, &[], c.errors.load(Ordering::Relaxed));
+        agent.add(
+            &PROTOCOL_ERRORS,
+            &[],
+            c.protocol_errors.load(Ordering::Relaxed),
+        );
+        agent.add(&REFUSED_PEERS, &[], c.refused_peers.load(Ordering::Relaxed));
+        agent.add(&IN_FLIGHT, &[], c.in_flight.load(Ordering::Relaxed));
+        agent.add(&NETWORKS, &[], entries.len());
+        // Two configs of one network name (other endpoints or prefix)
+        // would give clashing series: the agent's counters are summed per
+        // name, the store figures are those of the first config.
+        let mut per_name: BTreeMap<&str, [u64; 6]> = BTreeMap::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &entries {
+            let sums = per_name.entry(e.name.as_str()).or_default();
+            let ops = &e.ops;
+            for (sum, v) in sums.iter_mut().zip([
+                e.requests.load(Ordering::Relaxed),
+                e.errors.load(Ordering::Relaxed),
+                ops.reconcile_passes.load(Ordering::Relaxed),
+                ops.reconcile_blocked.load(Ordering::Relaxed),
+                ops.reconcile_failed.load(Ordering::Relaxed),
+                ops.reconcile_released.load(Ordering::Relaxed),
+            ]) {
+                *sum += v;
+            }
+            if !seen.insert(e.name.as_str()) {
+                continue;
+            }
+            let started = Instant::now();
+            let deadline = tokio::time::Instant::now() + SCRAPE_TIMEOUT;
+            let errors = collect_figures(
+                &*e.allocator,
+                &e.name,
+                true,
+                deadline,
+                SCRAPE_TIMEOUT,
+                &mut ipam,
+            )
+            .await;
+            let failed = !errors.is_empty();
+            if failed {
+                ops.scrape_errors.fetch_add(1, Ordering::Relaxed);
+                log::warn(
+                    "scrape_failed",
+                    json!({"network": e.name, "error": errors.join("; ")}),
+                );
+            }
+            add_health(
+                &mut ipam,
+                &e.name,
+                failed,
+                started.elapsed(),
+                ops.scrape_errors.load(Ordering::Relaxed),
+            );
+        }
+        for (name, v) in per_name {
+            let l = [name];
+            agent.add(&NETWORK_REQUESTS, &l, v[0]);
+            agent.add(&NETWORK_ERRORS, &l, v[1]);
+            agent.add(&RECONCILE_PASSES, &l, v[2]);
+            agent.add(&RECONCILE_BLOCKED, &l, v[3]);
+            agent.add(&RECONCILE_FAILED, &l, v[4]);
+            agent.add(&RECONCILE_RELEASED, &l, v[5]);
+        }
+        let mut text = ipam.render();
+        text.push_str(&agent.render_families(AGENT_PREFIX, &AGENT_FAMILIES));
+        text
+    }
+}
+
+impl Scrape for AgentMetrics {
+    fn scrape(&self) -> impl std::future::Future<Output = Arc<String>> + Send {
+        self.render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_metric_names_follow_the_conventions() {
+        let mut names = std::collections::BTreeSet::new();
+        for def in AGENT_FAMILIES {
+            assert_eq!(
+                def.kind == Kind::Counter,
+                def.name.ends_with("_total"),
+                "{}",
+                def.name
+            );
+            assert!(def.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!(!def.help.is_empty());
+            assert!(names.insert(def.name), "{} twice", def.name);
+        }
+    }
+}
