@@ -267,37 +267,35 @@ impl<S: Store> Allocator<S> {
     ) -> Result<Vec<Allocation>, AllocError> {
         let mut out = Vec::with_capacity(reqs.len());
         for batch in reqs.chunks(MAX_BATCH) {
-            let hints = self.hints();
-            let initial = plan::initial_reads(&self.ctx(&hints), batch);
-            let mut owners: Vec<Key> = batch
-                .iter()
-                .filter_map(|r| {
-                    self.keyspace
-                        .owner(&r.owner.container_id, &r.owner.ifname)
-                        .ok()
-                })
-                .collect();
-            // Sticky bindings too: a warm ADD compares them absent instead
-            // of reading them (a conflict answer brings one that exists).
-            let ctx = self.ctx(&hints);
-            owners.extend(batch.iter().filter_map(|r| plan::sticky_key_of(&ctx, r)));
+            let (initial, assume_absent) = self.add_start(batch);
             let outcomes = self
-                .run(initial, &owners, |ctx, known| {
+                .run(initial, &assume_absent, |ctx, known| {
                     plan::plan_add(ctx, known, batch)
                 })
                 .await?;
-            out.extend(outcomes.into_iter().map(|o| match o {
-                Outcome::Existing(_, assigned) => Allocation {
-                    assigned,
-                    existing: true,
-                },
-                Outcome::New(_, assigned) => Allocation {
-                    assigned,
-                    existing: false,
-                },
-            }));
+            out.extend(outcomes.into_iter().map(allocation_of));
         }
         Ok(out)
+    }
+
+    /// What an ADD of `batch` starts from: the reads of a cold start, and
+    /// the keys a warm start takes as absent without reading them (owner
+    /// records; sticky bindings, whose transaction compares them absent, a
+    /// conflict answer bringing one that exists).
+    fn add_start(&self, batch: &[AllocRequest]) -> (Vec<Pending>, Vec<Key>) {
+        let hints = self.hints();
+        let ctx = self.ctx(&hints);
+        let initial = plan::initial_reads(&ctx, batch);
+        let mut assume_absent: Vec<Key> = batch
+            .iter()
+            .filter_map(|r| {
+                self.keyspace
+                    .owner(&r.owner.container_id, &r.owner.ifname)
+                    .ok()
+            })
+            .collect();
+        assume_absent.extend(batch.iter().filter_map(|r| plan::sticky_key_of(&ctx, r)));
+        (initial, assume_absent)
     }
 
     /// Allocates for many owners, each on its own: one transaction per
@@ -313,34 +311,16 @@ impl<S: Store> Allocator<S> {
     ) -> Vec<Result<Allocation, AllocError>> {
         let mut out = Vec::with_capacity(reqs.len());
         for batch in reqs.chunks(MAX_BATCH) {
-            let hints = self.hints();
-            let initial = plan::initial_reads(&self.ctx(&hints), batch);
-            let owners: Vec<Key> = batch
-                .iter()
-                .filter_map(|r| {
-                    self.keyspace
-                        .owner(&r.owner.container_id, &r.owner.ifname)
-                        .ok()
-                })
-                .collect();
+            let (initial, assume_absent) = self.add_start(batch);
             match self
-                .run(initial, &owners, |ctx, known| {
+                .run(initial, &assume_absent, |ctx, known| {
                     plan::plan_add_each(ctx, known, batch)
                 })
                 .await
             {
-                Ok(results) => out.extend(results.into_iter().map(|r| {
-                    r.map(|o| match o {
-                        Outcome::Existing(_, assigned) => Allocation {
-                            assigned,
-                            existing: true,
-                        },
-                        Outcome::New(_, assigned) => Allocation {
-                            assigned,
-                            existing: false,
-                        },
-                    })
-                })),
+                Ok(results) => {
+                    out.extend(results.into_iter().map(|r| r.map(allocation_of)));
+                }
                 Err(e) => out.extend(batch.iter().map(|_| Err(e.clone()))),
             }
         }
@@ -641,6 +621,20 @@ pub(crate) fn decode_owner(key: &str, v: &Versioned) -> Result<OwnerRecord, Allo
         key: key.to_string(),
         detail: e.to_string(),
     })
+}
+
+/// The caller's view of one planned ADD.
+fn allocation_of(o: Outcome) -> Allocation {
+    match o {
+        Outcome::Existing(_, assigned) => Allocation {
+            assigned,
+            existing: true,
+        },
+        Outcome::New(_, assigned) => Allocation {
+            assigned,
+            existing: false,
+        },
+    }
 }
 
 /// What one operation learned about the store, applied to the allocator's
