@@ -1,8 +1,10 @@
 //! The driver: runs the pure planner against a [`Store`], feeding it reads
 //! and conflict answers, inside the one bounded retry loop of the crate.
 //!
-//! Uncontended ADD: one read (owner, meta, full-set, starting chunks), one
-//! transaction. A conflict answer carries the current values, so each retry
+//! Cold ADD: one read (owner, meta, full-set, starting chunks), one
+//! transaction; warm ADD or DEL (a [`NodeCache`] that knows the keys): one
+//! transaction on the remembered values, compared by their bytes. A
+//! conflict answer carries the current values, so each retry
 //! is one more round trip. Transient store errors restart the operation from
 //! a fresh read (the lost transaction may have committed; compares and the
 //! owner record make the retry converge). Everything is bounded by

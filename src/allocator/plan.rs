@@ -362,28 +362,6 @@ fn meta_step(ctx: &Ctx<'_>, known: &Known, txn: &mut Txn) -> Result<(), Stop> {
     }
 }
 
-/// Drops the compare on a present meta record when the transaction also
-/// compares a present chunk (by revision or bytes): a chunk's bytes carry
-/// its 2^k bits, so an unchanged chunk proves the network still has the
-/// chunk size planned with, and one compare less is a lookup less for etcd
-/// on every warm ADD. With only new (absent) chunks the meta compare stays:
-/// then nothing else ties the transaction to the network's chunk size.
-fn drop_implied_meta_compare(ctx: &Ctx<'_>, txn: &mut Txn) {
-    let meta = ctx.ks.meta();
-    let chunks = format!("{}/chunks/", ctx.ks.root());
-    let mut chunk_compares = txn
-        .compares
-        .iter()
-        .filter(|c| c.key.starts_with(&chunks))
-        .peekable();
-    let implied =
-        chunk_compares.peek().is_some() && chunk_compares.all(|c| c.expect != Expect::Absent);
-    if implied {
-        txn.compares
-            .retain(|c| c.key != meta || c.expect == Expect::Absent);
-    }
-}
-
 /// Maps a stored record's addresses back to sets and ranges of the config.
 pub fn assigned_of(
     net: &Network,
@@ -715,7 +693,6 @@ pub fn plan_add(
         // `pick_sticky` may compare a chunk the draft compares too.
         dedup_keys(&mut txn);
     }
-    drop_implied_meta_compare(ctx, &mut txn);
     Ok(Plan {
         result: outcomes,
         txn,

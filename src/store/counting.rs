@@ -1,5 +1,5 @@
 //! A [`Store`] wrapper that counts round trips, for tests that pin the
-//! protocol's cost (an uncontended ADD is exactly two calls) and for the
+//! protocol's cost (a cold ADD is two calls, a warm one one) and for the
 //! benchmark tool's "round trips per allocation".
 
 use std::sync::atomic::{AtomicU64, Ordering};
