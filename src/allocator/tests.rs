@@ -801,7 +801,10 @@ async fn allocate_each_fails_only_the_bad_requests() {
     assert_eq!(a.owners().await.unwrap().len(), 5);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Current-thread runtime: the 200 spawned callers all queue before the
+// committer task first runs, so the batching is deterministic (MAX_BATCH a
+// transaction), not a matter of timing.
+#[tokio::test]
 async fn group_commit_batches_concurrent_callers() {
     let store = Arc::new(CountingStore::new(MemoryStore::new()));
     let a = Arc::new(
@@ -834,7 +837,7 @@ async fn group_commit_batches_concurrent_callers() {
     }
     assert_eq!(ips.len(), 400);
     assert!(
-        store.txns() <= 200 / 4,
+        store.txns() as usize <= 200usize.div_ceil(MAX_BATCH) + 1,
         "{} transactions for 200 concurrent allocations",
         store.txns()
     );
