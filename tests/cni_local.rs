@@ -33,12 +33,22 @@ fn config(data_dir: &Path, subnet: &str) -> String {
 }
 
 fn plugin(cmd: &str, id: &str, conf: &str) -> std::process::Child {
-    let mut child = Command::new(BIN)
-        .env("CNI_COMMAND", cmd)
+    plugin_with(cmd, id, None, conf)
+}
+
+/// The plugin as a runtime starts it, with `CNI_ARGS` when given, the
+/// config written to its stdin.
+fn plugin_with(cmd: &str, id: &str, args: Option<&str>, conf: &str) -> std::process::Child {
+    let mut c = Command::new(BIN);
+    c.env("CNI_COMMAND", cmd)
         .env("CNI_CONTAINERID", id)
         .env("CNI_NETNS", "/var/run/netns/test")
         .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
+        .env("CNI_PATH", "/opt/cni/bin");
+    if let Some(args) = args {
+        c.env("CNI_ARGS", args);
+    }
+    let mut child = c
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -427,27 +437,11 @@ fn runtime_ip_ranges_add_range_sets() {
     );
 }
 
-/// Runs the plugin with `CNI_ARGS` set (the helpers above set none).
+/// Runs the plugin with `CNI_ARGS` set.
 fn run_args(cmd: &str, id: &str, args: &str, conf: &str) -> Output {
-    let mut child = Command::new(BIN)
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", "/var/run/netns/test")
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env("CNI_ARGS", args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
+    plugin_with(cmd, id, Some(args), conf)
+        .wait_with_output()
         .unwrap()
-        .write_all(conf.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// The lines of a plugin log, each parsed as JSON (a torn or foreign line
@@ -713,31 +707,10 @@ fn plugin_log_rotates_under_concurrent_processes() {
 }
 
 fn run_pod(cmd: &str, id: &str, pod: Option<&str>, conf: &str) -> Output {
-    let mut c = Command::new(BIN);
-    c.env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", "/var/run/netns/test")
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin");
-    if let Some(name) = pod {
-        c.env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME={name}"),
-        );
-    }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
+    let args = pod.map(|name| format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME={name}"));
+    plugin_with(cmd, id, args.as_deref(), conf)
+        .wait_with_output()
         .unwrap()
-        .write_all(conf.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn added_ips(out: &Output) -> Vec<IpAddr> {
