@@ -25,130 +25,18 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use host_etcd::allocator::{Allocator, Options};
 use host_etcd::cni::NetConf;
 use host_etcd::store::etcd::{EtcdConfig, EtcdStore};
 use serde_json::{json, Value};
+use support::agent::Agent;
 use support::etcd_metrics::kv_counts;
 use support::plugin::{addresses, bare_ip, host_etcd, Call};
 use support::EtcdServer;
-
-/// A running `host-etcd agent --socket <dir>/agent.sock`; killed on drop.
-struct Agent {
-    child: Option<Child>,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(dir: &Path) -> Agent {
-        Agent::start_with(dir, &[])
-    }
-
-    fn start_with(dir: &Path, extra: &[&str]) -> Agent {
-        let agent = Agent::spawn(dir, extra);
-        agent.wait_ready();
-        agent
-    }
-
-    /// Starts the process without waiting for it to answer.
-    fn spawn(dir: &Path, extra: &[&str]) -> Agent {
-        let socket = dir.join("agent.sock");
-        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-        let log = dir.join(format!("agent-{n}.log"));
-        let child = Command::new(host_etcd())
-            .arg("agent")
-            .arg("--socket")
-            .arg(&socket)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("agent log"))
-            .spawn()
-            .expect("spawn agent");
-        Agent {
-            child: Some(child),
-            socket,
-            log,
-        }
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.socket.exists() && status(&self.socket).is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("agent did not come up; log:\n{}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill -{name}");
-    }
-
-    /// Waits for the process to exit and returns its exit code.
-    fn wait(&mut self, within: Duration) -> Option<i32> {
-        let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(st) = child.try_wait().expect("try_wait") {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("agent did not exit within {within:?}; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Every stderr line, each of which must be a JSON object.
-    fn log_lines(&self) -> Vec<Value> {
-        self.log()
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("agent log line is not JSON ({e}): {l}"));
-                assert!(v["ts"].is_u64() && v["level"].is_string() && v["event"].is_string());
-                v
-            })
-            .collect()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// Sends raw bytes and reads one reply frame (`None`: closed without one).
 fn raw_exchange(socket: &Path, bytes: &[u8], close_write: bool) -> Option<Value> {

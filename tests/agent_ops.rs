@@ -23,127 +23,40 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use host_etcd::allocator::{AllocRequest, Allocator, OwnerId};
 use host_etcd::cni::NetConf;
 use host_etcd::store::etcd::{EtcdConfig, EtcdStore};
 use serde_json::{json, Value};
-use support::plugin::{host_etcd, Call};
+use support::agent::Agent;
+use support::plugin::Call;
 use support::EtcdServer;
 
-/// A running `host-etcd agent`; killed on drop.
-struct Agent {
-    child: Option<Child>,
-    socket: PathBuf,
-    log: PathBuf,
+/// The `reconcile` log lines of network `net`.
+fn passes(agent: &Agent, net: &str) -> Vec<Value> {
+    agent
+        .log_lines()
+        .into_iter()
+        .filter(|v| v["event"] == "reconcile" && v["network"] == net)
+        .collect()
 }
 
-impl Agent {
-    /// Starts an agent with its socket in `dir` and waits until it answers.
-    fn start(dir: &Path, extra: &[&str]) -> Agent {
-        let agent = Agent::spawn(dir, extra);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if agent.socket.exists()
-                && std::os::unix::net::UnixStream::connect(&agent.socket).is_ok()
-            {
-                return agent;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+/// Waits until at least `n` passes of `net` are logged.
+fn wait_passes(agent: &Agent, net: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let p = passes(agent, net);
+        if p.len() >= n {
+            return p;
         }
-        panic!("agent did not come up; log:\n{}", agent.log());
-    }
-
-    fn spawn(dir: &Path, extra: &[&str]) -> Agent {
-        std::fs::create_dir_all(dir).unwrap();
-        let socket = dir.join("agent.sock");
-        let log = dir.join("agent.log");
-        let child = Command::new(host_etcd())
-            .arg("agent")
-            .arg("--socket")
-            .arg(&socket)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Agent {
-            child: Some(child),
-            socket,
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Every stderr line, each of which must be a JSON object.
-    fn log_lines(&self) -> Vec<Value> {
-        self.log()
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("agent log line is not JSON ({e}): {l}"));
-                assert!(v["ts"].is_u64() && v["level"].is_string() && v["event"].is_string());
-                v
-            })
-            .collect()
-    }
-
-    /// The `reconcile` log lines of network `net`.
-    fn passes(&self, net: &str) -> Vec<Value> {
-        self.log_lines()
-            .into_iter()
-            .filter(|v| v["event"] == "reconcile" && v["network"] == net)
-            .collect()
-    }
-
-    /// Waits until at least `n` passes of `net` are logged.
-    fn wait_passes(&self, net: &str, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let p = self.passes(net);
-            if p.len() >= n {
-                return p;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "fewer than {n} reconcile passes of {net}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits for the process to exit and returns its exit code.
-    fn wait(&mut self, within: Duration) -> Option<i32> {
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("agent did not exit within {within:?}; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} reconcile passes of {net}; log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -218,7 +131,7 @@ async fn periodic_reconcile_releases_exactly_the_containers_the_runtime_no_longe
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("results");
     std::fs::create_dir_all(&cache).unwrap();
-    let agent = Agent::start(
+    let agent = Agent::start_with(
         &dir.path().join("a"),
         &[
             "--reconcile-interval",
@@ -264,8 +177,8 @@ async fn periodic_reconcile_releases_exactly_the_containers_the_runtime_no_longe
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Two more passes: the kept ones stay kept.
-    let n = agent.passes("opsnet").len();
-    let passes = agent.wait_passes("opsnet", n + 2);
+    let n = passes(&agent, "opsnet").len();
+    let passes = wait_passes(&agent, "opsnet", n + 2);
     assert_eq!(held(&other, &kept).await, [true, true]);
     assert_eq!(held(&other, &["elsewhere"]).await, [true]);
     let report = other.check().await.unwrap();
@@ -308,7 +221,7 @@ async fn refused_passes(
     cache_dir: &Path,
     cids: &[&str],
 ) -> Vec<Value> {
-    let agent = Agent::start(
+    let agent = Agent::start_with(
         &dir.join(run),
         &[
             "--reconcile-interval",
@@ -328,7 +241,7 @@ async fn refused_passes(
             Call::check(c, "eth0").config(&conf).run().ok_empty();
         }
     }
-    let passes = agent.wait_passes("refnet", 3);
+    let passes = wait_passes(&agent, "refnet", 3);
     assert!(
         held(&alloc, cids).await.iter().all(|h| *h),
         "{run}: something was released; log:\n{}",
@@ -427,7 +340,7 @@ fn samples(text: &str, name: &str, labels: &str) -> Vec<f64> {
 fn metrics_of_the_served_networks_and_the_agent() {
     let etcd = EtcdServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(&dir.path().join("a"), &["--metrics-listen", "127.0.0.1:0"]);
+    let agent = Agent::start_with(&dir.path().join("a"), &["--metrics-listen", "127.0.0.1:0"]);
     let addr = agent
         .log_lines()
         .into_iter()

@@ -14,6 +14,7 @@
 //! used by each of them.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod contract;
 pub mod etcd_metrics;
 pub mod faults;

@@ -1,0 +1,128 @@
+//! A `host-etcd agent` process for tests: started with its socket in a
+//! directory, its stderr (JSON lines) kept in a log file, killed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::plugin::host_etcd;
+
+/// A running `host-etcd agent --socket <dir>/agent.sock`; killed on drop.
+pub struct Agent {
+    child: Option<Child>,
+    /// The agent's socket.
+    pub socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts an agent with its socket in `dir` and waits until it answers.
+    pub fn start(dir: &Path) -> Agent {
+        Agent::start_with(dir, &[])
+    }
+
+    /// [`Agent::start`] with extra command-line arguments.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Agent {
+        let agent = Agent::spawn(dir, extra);
+        agent.wait_ready();
+        agent
+    }
+
+    /// Starts the process without waiting for it to answer.
+    pub fn spawn(dir: &Path, extra: &[&str]) -> Agent {
+        std::fs::create_dir_all(dir).expect("agent dir");
+        let socket = dir.join("agent.sock");
+        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        let log = dir.join(format!("agent-{n}.log"));
+        let child = Command::new(host_etcd())
+            .arg("agent")
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("agent log"))
+            .spawn()
+            .expect("spawn agent");
+        Agent {
+            child: Some(child),
+            socket,
+            log,
+        }
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.socket.exists() && std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("agent did not come up; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{name}");
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait(&mut self, within: Duration) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("agent did not exit within {within:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Every stderr line, each of which must be a JSON object.
+    pub fn log_lines(&self) -> Vec<Value> {
+        self.log()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("agent log line is not JSON ({e}): {l}"));
+                assert!(v["ts"].is_u64() && v["level"].is_string() && v["event"].is_string());
+                v
+            })
+            .collect()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
