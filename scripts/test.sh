@@ -9,3 +9,4 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
 cargo test --doc
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet

@@ -15,7 +15,7 @@
 //! | [`bindings`] | `bindings list\|release\|expire` (sticky addresses) |
 //! | [`metrics`] | `metrics`: figures in the Prometheus text format |
 //! | [`exporter`] | `metrics`: the HTTP server |
-//! | [`bench`] | `bench`: ours vs raw compare-and-swap vs naive |
+//! | [`bench`](mod@bench) | `bench`: ours vs raw compare-and-swap vs naive |
 //! | [`naive`] | the naive one-key-per-IP baseline |
 //! | [`table`] | human tables |
 //! | [`error`] | errors and exit statuses |

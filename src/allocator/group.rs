@@ -3,7 +3,7 @@
 //! together in the next one.
 //!
 //! One committer task at a time takes everything queued (up to
-//! [`MAX_BATCH`](super::MAX_BATCH) requests, etcd's default limit being 128
+//! [`MAX_BATCH`] requests, etcd's default limit being 128
 //! operations per transaction), plans it with
 //! [`Allocator::allocate_each`] — every request gets its own result, a bad
 //! request (static address taken, stage list exhausted) never fails the

@@ -7,7 +7,7 @@
 //!
 //! | file | concern |
 //! |---|---|
-//! | [`env`] | `CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_IFNAME`, `CNI_NETNS`, `CNI_PATH` |
+//! | [`env`](mod@env) | `CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_IFNAME`, `CNI_NETNS`, `CNI_PATH` |
 //! | [`args`] | `CNI_ARGS`, deploy stage, requested addresses |
 //! | [`config`] | the network config JSON → [`config::NetConf`] → allocator `Network` + store choice |
 //! | [`resolv`] | `resolv.conf` → `dns` |
