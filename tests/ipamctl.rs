@@ -8,7 +8,6 @@ mod support;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use host_etcd::allocator::{AllocRequest, Allocator, OwnerId};
 use host_etcd::cni::config::NetConf;
@@ -16,43 +15,12 @@ use host_etcd::range::{to_u128, Family};
 use host_etcd::store::etcd::EtcdStore;
 use host_etcd::store::{Op, Store, Txn};
 use serde_json::Value;
+use support::ipamctl::{expect_exit, ipamctl, json, text};
 use support::EtcdServer;
-
-const EXE: &str = env!("CARGO_BIN_EXE_ipamctl");
-
-/// Runs `ipamctl ARGS` with stdin closed (never a terminal).
-fn ipamctl(args: &[&str]) -> Output {
-    Command::new(EXE)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// Runs and expects exit status `code`; returns stdout.
 fn expect(code: i32, args: &[&str]) -> String {
-    let out = ipamctl(args);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "ipamctl {args:?}\n{}",
-        text(&out)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn json(code: i32, args: &[&str]) -> Value {
-    let stdout = expect(code, args);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}\n{stdout}"))
+    String::from_utf8(expect_exit(code, args).stdout).unwrap()
 }
 
 /// A network config file like the plugin's, on this etcd.

@@ -12,47 +12,17 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use host_etcd::allocator::{AllocRequest, Allocator, OwnerId};
 use host_etcd::cni::config::NetConf;
 use host_etcd::store::etcd::EtcdStore;
 use serde_json::Value;
+use support::ipamctl::{expect_exit, ipamctl, json, text};
 use support::EtcdServer;
 
-const EXE: &str = env!("CARGO_BIN_EXE_ipamctl");
-
-fn ipamctl(args: &[&str]) -> Output {
-    Command::new(EXE)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn expect(code: i32, args: &[&str]) -> Output {
-    let out = ipamctl(args);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "ipamctl {args:?}\n{}",
-        text(&out)
-    );
-    out
-}
-
-fn json(code: i32, args: &[&str]) -> Value {
-    let out = expect(code, args);
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}\n{}", text(&out)))
+    expect_exit(code, args)
 }
 
 fn write_config(dir: &Path, etcd: &EtcdServer) -> PathBuf {

@@ -35,20 +35,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::ipamctl::{json, text};
 use support::EtcdServer;
 
-const IPAMCTL: &str = env!("CARGO_BIN_EXE_ipamctl");
 const PLUGIN: &str = env!("CARGO_BIN_EXE_host-etcd");
 const CACHE: &str = "/var/lib/cni/results";
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A self-contained podman: its own containers.conf, storage, run root,
 /// network config and plugin directories, cgroup parent and network.
@@ -265,25 +256,6 @@ fn remove_cgroup(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
-fn ipamctl(args: &[&str]) -> Output {
-    Command::new(IPAMCTL)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn json(code: i32, args: &[&str]) -> Value {
-    let out = ipamctl(args);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "ipamctl {args:?}\n{}",
-        text(&out)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", text(&out)))
-}
-
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -414,7 +386,7 @@ fn reconcile_frees_exactly_the_containers_whose_del_was_lost() {
 
     // Periodic mode: a new lost DEL is freed by a later pass; SIGTERM
     // stops the process cleanly.
-    let child = Command::new(IPAMCTL)
+    let child = Command::new(support::ipamctl::EXE)
         .args([
             "--config",
             conf,

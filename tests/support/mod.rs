@@ -18,6 +18,7 @@ pub mod agent;
 pub mod contract;
 pub mod etcd_metrics;
 pub mod faults;
+pub mod ipamctl;
 pub mod pki_extra;
 pub mod plugin;
 pub mod tls;
