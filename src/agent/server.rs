@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 use super::log;
 use super::protocol::{read_frame, write_frame, FrameError, Reply, Request, MAX_FRAME, VERSIONS};
 use crate::allocator::group::GroupCommit;
-use crate::allocator::{local_hostname, AllocRequest, Allocation, Allocator, OwnerId};
+use crate::allocator::{AllocRequest, Allocation, Allocator, OwnerId};
 use crate::cni::command::{self, AllocatorSource, Prepared};
 use crate::cni::config::{NetConf, StoreConf};
 use crate::cni::error::{CODE_NOT_AVAILABLE, CODE_TRY_AGAIN_LATER};
@@ -539,12 +539,7 @@ impl Shared {
                 let network = conf.network()?;
                 let store = self.store(etcd).await?;
                 let allocator = Allocator::new(store, network, conf.options())?;
-                let files = NodeFiles::new(
-                    &conf.ipam.node_dir,
-                    &conf.name,
-                    &local_hostname(),
-                    &format!("etcd {}", etcd.endpoints.join(",")),
-                );
+                let files = NodeFiles::of(conf);
                 let k = allocator.network().chunk_bits;
                 allocator.set_node_cache(files.load(allocator.keyspace(), k));
                 log::info(

@@ -472,16 +472,7 @@ async fn with_node_state<T>(
     allocator: &Allocator<Counted>,
     op: impl std::future::Future<Output = Result<T, crate::allocator::AllocError>>,
 ) -> Result<T, CniError> {
-    let store = match &conf.ipam.store {
-        StoreConf::Etcd(c) => format!("etcd {}", c.endpoints.join(",")),
-        StoreConf::Local { data_dir, .. } => format!("local {}", data_dir.display()),
-    };
-    let files = NodeFiles::new(
-        &conf.ipam.node_dir,
-        &conf.name,
-        &crate::allocator::local_hostname(),
-        &store,
-    );
+    let files = NodeFiles::of(conf);
     let k = allocator.network().chunk_bits;
     let _lock = match conf.ipam.store {
         StoreConf::Etcd(_) => files.lock((conf.ipam.budget / 4).min(LOCK_WAIT_MAX)),

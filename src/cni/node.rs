@@ -34,6 +34,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::config::{NetConf, StoreConf};
 use crate::allocator::{Keyspace, NodeCache};
 
 /// Longest wait for the node lock.
@@ -68,6 +69,23 @@ impl NodeFiles {
             lock: dir.join(format!("node.{name}.{host}.lock")),
             store: store.to_string(),
         }
+    }
+
+    /// The files of a network config on this node: its node directory,
+    /// name and store (the etcd endpoints, or the embedded store's
+    /// directory). The plugin and the node agent both use this, so they read
+    /// and write the same cache.
+    pub fn of(conf: &NetConf) -> Self {
+        let store = match &conf.ipam.store {
+            StoreConf::Etcd(c) => format!("etcd {}", c.endpoints.join(",")),
+            StoreConf::Local { data_dir, .. } => format!("local {}", data_dir.display()),
+        };
+        NodeFiles::new(
+            &conf.ipam.node_dir,
+            &conf.name,
+            &crate::allocator::local_hostname(),
+            &store,
+        )
     }
 
     /// The cache file's path.
