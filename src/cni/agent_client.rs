@@ -264,6 +264,7 @@ async fn exchange_async(
 
 /// One request and its reply inside the caller's runtime, failures as
 /// text (`host-etcd agent status`).
+#[cfg(feature = "cli")]
 pub(crate) async fn request(
     socket: &Path,
     request: &Request,

@@ -210,7 +210,7 @@ pub enum Prepared {
 pub fn prepare(env: &Env, stdin: &[u8]) -> Result<Prepared, CniError> {
     if env.command == Command::Version {
         let v = requested_version(stdin).unwrap_or(CniVersion::LATEST);
-        return Ok(Prepared::Answer(Some(version_json(v))));
+        return Ok(Prepared::Answer(Some(version_json(v)?)));
     }
     let conf = NetConf::parse(stdin)?;
     check_command_version(env.command, conf.cni_version)?;
@@ -376,7 +376,7 @@ pub async fn dispatch_with<A: AllocatorSource>(
             Ok(None)
         }
         Command::Status => status(conf, source).await,
-        Command::Version => Ok(Some(version_json(conf.cni_version))),
+        Command::Version => Ok(Some(version_json(conf.cni_version)?)),
     }
 }
 
@@ -407,7 +407,7 @@ async fn add<A: AllocatorSource>(
     let allocation = source.allocate(conf, &allocator, &request).await?;
     let result =
         CniResult::from_allocation(&allocation, allocator.network(), &conf.ipam.routes, dns)?;
-    Ok(Some(result.encode(conf.cni_version)))
+    Ok(Some(result.encode(conf.cni_version)?))
 }
 
 async fn check<A: AllocatorSource>(
