@@ -15,11 +15,11 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use host_etcd::allocator::{
-    fullset, geometry, AllocRequest, Allocator, Keyspace, Network, Options, OwnerId, DEFAULT_PREFIX,
+    fullset, geometry, AllocRequest, Allocator, Keyspace, Network, Options, OwnerId,
 };
 use host_etcd::bitmap::Bitmap;
 use host_etcd::codec::{self, Chunk};
-use host_etcd::range::{Range, RangeSet, RangeSpec};
+use host_etcd::range::RangeSet;
 use host_etcd::store::memory::MemoryStore;
 use roaring::RoaringTreemap;
 
@@ -27,16 +27,9 @@ const K: u8 = host_etcd::allocator::DEFAULT_CHUNK_BITS;
 const SEED: u64 = 42;
 
 fn network(subnet: &str) -> Network {
-    let spec = RangeSpec {
-        subnet: subnet.into(),
-        ..RangeSpec::default()
-    };
-    Network {
-        name: "bench".into(),
-        prefix: DEFAULT_PREFIX.into(),
-        sets: vec![RangeSet::new(vec![Range::parse(&spec).unwrap()]).unwrap()],
-        chunk_bits: K,
-    }
+    Network::new("bench", vec![RangeSet::from_cidr(subnet).unwrap()])
+        .and_then(|n| n.with_chunk_bits(K))
+        .unwrap()
 }
 
 /// Plants `taken` addresses as full chunks from the node's starting chunk on.
