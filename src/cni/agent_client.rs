@@ -284,12 +284,8 @@ mod tests {
 
     fn env(command: Command) -> Env {
         Env {
-            command,
-            container_id: Some("c1".into()),
-            ifname: Some("eth0".into()),
-            netns: Some("/var/run/netns/c1".into()),
             args: Some("IP=10.0.0.5".into()),
-            path: Some("/opt/cni/bin".into()),
+            ..crate::cni::env::test_env(command)
         }
     }
 

@@ -517,12 +517,8 @@ mod tests {
 
     fn env(command: Command) -> Env {
         Env {
-            command,
-            container_id: Some("c1".into()),
-            ifname: Some("eth0".into()),
             netns: Some("/x".into()),
-            args: None,
-            path: Some("/opt/cni/bin".into()),
+            ..crate::cni::env::test_env(command)
         }
     }
 

@@ -65,6 +65,21 @@ pub struct Env {
     pub path: Option<String>,
 }
 
+/// A complete environment for `command` (container `c1`, `eth0`, a netns
+/// path, `CNI_PATH`, no `CNI_ARGS`), for unit tests to adjust with struct
+/// update syntax.
+#[cfg(test)]
+pub(crate) fn test_env(command: Command) -> Env {
+    Env {
+        command,
+        container_id: Some("c1".into()),
+        ifname: Some("eth0".into()),
+        netns: Some("/var/run/netns/c1".into()),
+        args: None,
+        path: Some("/opt/cni/bin".into()),
+    }
+}
+
 impl Env {
     /// Reads the process environment.
     pub fn from_process() -> Result<Env, CniError> {

@@ -628,12 +628,10 @@ mod tests {
 
     fn env(command: Command) -> Env {
         Env {
-            command,
-            container_id: Some("c1".into()),
-            ifname: Some("eth0".into()),
             netns: Some("/var/run/netns/x".into()),
             args: Some("K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-1".into()),
             path: None,
+            ..crate::cni::env::test_env(command)
         }
     }
 
