@@ -181,16 +181,8 @@ fn unavailable(command: Command, socket: &Path, why: &str) -> CniError {
 
 /// The `CNI_*` variables of `env`, as the agent reads them back.
 fn env_vars(env: &Env) -> BTreeMap<String, String> {
-    let command = match env.command {
-        Command::Add => "ADD",
-        Command::Del => "DEL",
-        Command::Check => "CHECK",
-        Command::Version => "VERSION",
-        Command::Gc => "GC",
-        Command::Status => "STATUS",
-    };
     let mut vars = BTreeMap::new();
-    vars.insert("CNI_COMMAND".to_string(), command.to_string());
+    vars.insert("CNI_COMMAND".to_string(), env.command.as_str().to_string());
     for (key, value) in [
         ("CNI_CONTAINERID", &env.container_id),
         ("CNI_IFNAME", &env.ifname),
