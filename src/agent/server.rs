@@ -731,7 +731,7 @@ async fn run_cni(shared: &Shared, vars: &BTreeMap<String, String>, stdin: &str) 
                 // plugin's own path (open, command, close) off the runtime.
                 StoreConf::Local { .. } => {
                     let owned = bytes.to_vec();
-                    tokio::task::spawn_blocking(move || command::run(&env, &owned))
+                    tokio::task::spawn_blocking(move || command::execute(&env, &owned))
                         .await
                         .unwrap_or_else(|e| Err(CniError::Internal(format!("agent task: {e}"))))
                 }

@@ -3,7 +3,7 @@
 //! place where errors become CNI error codes.
 //!
 //! Entry points: [`respond`] (everything, errors included, as the binary
-//! needs it) and [`run`] (one command, typed error).
+//! needs it) and [`execute`] (one command, typed error).
 //!
 //! | file | concern |
 //! |---|---|
@@ -53,7 +53,7 @@ pub mod result;
 pub mod status;
 pub mod version;
 
-pub use command::{respond, run, Response};
+pub use command::{execute, respond, Response};
 pub use config::NetConf;
 pub use env::{Command, Env};
 pub use error::CniError;
