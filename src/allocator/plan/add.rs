@@ -55,11 +55,7 @@ fn meta_step(ctx: &Ctx<'_>, known: &Known, txn: &mut Txn) -> Result<(), Stop> {
 }
 
 /// Maps a stored record's addresses back to sets and ranges of the config.
-pub fn assigned_of(
-    net: &Network,
-    key: &str,
-    rec: &OwnerRecord,
-) -> Result<Vec<Assigned>, AllocError> {
+fn assigned_of(net: &Network, key: &str, rec: &OwnerRecord) -> Result<Vec<Assigned>, AllocError> {
     if rec.ips.len() != net.sets.len() {
         return Err(AllocError::StaleOwner {
             key: key.into(),

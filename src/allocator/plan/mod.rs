@@ -27,7 +27,7 @@ mod sticky;
 #[cfg(test)]
 mod tests;
 
-pub use add::{assigned_of, initial_reads, plan_add};
+pub use add::{initial_reads, plan_add};
 pub use batch::plan_add_each;
 pub use release::plan_release;
 pub use search::respread_position;
