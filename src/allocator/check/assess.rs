@@ -268,10 +268,32 @@ impl Assessment {
     /// compare on the scanned revision (absent: compared absent), so a
     /// repair never undoes a concurrent allocation or release.
     pub(crate) fn chunk_repair(&self, s: &Suspect) -> ChunkRepair {
-        let k = self.k;
-        let (family, idx) = s.at;
-        let shared: BTreeSet<IpAddr> = s
-            .problems
+        let shared = self.shared_unmarked(s);
+        let bits = self.corrected(s, &shared);
+        let txn = Txn {
+            compares: vec![Compare {
+                key: s.key.clone(),
+                expect: s.scanned_rev.map_or(Expect::Absent, Expect::ModRevision),
+            }],
+            ops: vec![Op::Put(s.key.clone(), codec::encode(&bits))],
+            read_on_conflict: vec![],
+        };
+        ChunkRepair {
+            txn,
+            fixes: s.problems.len() - shared.len(),
+            left: s
+                .problems
+                .iter()
+                .filter(|p| matches!(p, Problem::OwnerWithoutBit { ip, .. } if shared.contains(ip)))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The unmarked addresses of suspect `s` that several owners hold: the
+    /// repair leaves them for an operator.
+    fn shared_unmarked(&self, s: &Suspect) -> BTreeSet<IpAddr> {
+        s.problems
             .iter()
             .filter_map(|p| match p {
                 Problem::OwnerWithoutBit { ip, .. }
@@ -281,7 +303,13 @@ impl Assessment {
                 }
                 _ => None,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Suspect `s`'s chunk as the owner records say it should be.
+    fn corrected(&self, s: &Suspect, shared: &BTreeSet<IpAddr>) -> Chunk {
+        let k = self.k;
+        let (family, idx) = s.at;
         let mut bits = match self.chunks.get(&(family, idx)) {
             Some((_, _, Ok(c))) => c.clone(),
             _ => Chunk {
@@ -312,24 +340,7 @@ impl Assessment {
                 _ => {}
             }
         }
-        let txn = Txn {
-            compares: vec![Compare {
-                key: s.key.clone(),
-                expect: s.scanned_rev.map_or(Expect::Absent, Expect::ModRevision),
-            }],
-            ops: vec![Op::Put(s.key.clone(), codec::encode(&bits))],
-            read_on_conflict: vec![],
-        };
-        ChunkRepair {
-            txn,
-            fixes: s.problems.len() - shared.len(),
-            left: s
-                .problems
-                .iter()
-                .filter(|p| matches!(p, Problem::OwnerWithoutBit { ip, .. } if shared.contains(ip)))
-                .cloned()
-                .collect(),
-        }
+        bits
     }
 
     /// The repairs of corrupt full-sets (only a hint): each one's deletion,

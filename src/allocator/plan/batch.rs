@@ -19,7 +19,10 @@ use crate::allocator::AllocRequest;
 /// each remaining request is planned alone (pure, no I/O) and the first one
 /// that fails alone is taken out; a failure that only the combination has
 /// (the batch together exhausts the pool) takes out the last request. At
-/// most n + n² plans of a batch of n ≤ [`MAX_BATCH`](super::MAX_BATCH).
+/// most n + n² plans of a batch of n ≤ [`MAX_BATCH`](crate::allocator::MAX_BATCH).
+///
+/// One loop: each round plans the batch without the requests taken out so
+/// far, and takes out one more or returns.
 pub fn plan_add_each(
     ctx: &Ctx<'_>,
     known: &Known,

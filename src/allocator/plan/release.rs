@@ -14,6 +14,9 @@ use crate::store::{Compare, Key, Op, Txn};
 
 /// Plans the release of one owner: clear its bits, delete its record, in one
 /// transaction guarded by the record's revision. `None` if it holds nothing.
+///
+/// One function: every chunk and full-set it needs is asked for in one
+/// batch of reads before the draft changes anything.
 pub fn plan_release(
     ctx: &Ctx<'_>,
     known: &Known,

@@ -82,6 +82,9 @@ pub(super) fn sticky_step(
 /// given as a static request could (inside the set, not excluded, not a
 /// gateway, not reserved for another stage, free in its chunk); `None`
 /// otherwise (the set gets a dynamic address).
+///
+/// One function: each early return is one reason the bound address is not
+/// taken, checked before the draft is touched.
 pub(super) fn pick_sticky(
     ctx: &Ctx<'_>,
     draft: &mut Draft<'_>,
