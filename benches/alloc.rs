@@ -14,9 +14,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use host_etcd::allocator::{
-    fullset, geometry, AllocRequest, Allocator, Keyspace, Network, Options, OwnerId,
-};
+use host_etcd::allocator::internals::{encode_full_set, normal_candidates, spread};
+use host_etcd::allocator::{AllocRequest, Allocator, Keyspace, Network, Options, OwnerId};
 use host_etcd::bitmap::Bitmap;
 use host_etcd::codec::{self, Chunk};
 use host_etcd::range::RangeSet;
@@ -37,9 +36,9 @@ fn plant(store: &MemoryStore, net: &Network, taken: u64) {
     let set = &net.sets[0];
     let family = set.family();
     let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
-    let cands = geometry::normal_candidates(set, K);
+    let cands = normal_candidates(set, K);
     let n = cands.count();
-    let start = geometry::spread(SEED, 0, n);
+    let start = spread(SEED, 0, n);
     let chunks = taken.div_ceil(1 << K) as u128;
     let full = codec::encode(&Chunk {
         bits: Bitmap::full(1 << K),
@@ -54,7 +53,7 @@ fn plant(store: &MemoryStore, net: &Network, taken: u64) {
             .insert(idx as u64);
     }
     for (key, set) in sets {
-        store.put_raw(&key, fullset::encode(&set));
+        store.put_raw(&key, encode_full_set(&set));
     }
 }
 

@@ -32,8 +32,7 @@ use tokio::task::JoinSet;
 
 use super::log;
 use super::protocol::{read_frame, write_frame, FrameError, Reply, Request, MAX_FRAME, VERSIONS};
-use crate::allocator::group::GroupCommit;
-use crate::allocator::{AllocRequest, Allocation, Allocator, OwnerId};
+use crate::allocator::{AllocRequest, Allocation, Allocator, GroupCommit, OwnerId};
 use crate::cni::command::{self, AllocatorSource, Prepared};
 use crate::cni::config::{NetConf, StoreConf};
 use crate::cni::error::{CODE_NOT_AVAILABLE, CODE_TRY_AGAIN_LATER};

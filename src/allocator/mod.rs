@@ -20,24 +20,37 @@ use serde::{Deserialize, Serialize};
 use crate::range::RangeSet;
 use crate::store::Store;
 
-pub mod cache;
+// The protocol's parts are private; what an embedder (and this crate's
+// cni, agent and admin layers) uses is re-exported below.
+mod cache;
 mod check;
 mod engine;
-pub mod error;
-pub mod fullset;
-pub mod geometry;
-pub mod group;
-pub mod keys;
-pub mod meta;
-pub mod plan;
-pub mod state;
+mod error;
+mod fullset;
+mod geometry;
+mod group;
+mod keys;
+pub(crate) mod meta;
+mod plan;
+mod state;
 mod sticky;
 
 pub use cache::NodeCache;
 pub use check::{CheckReport, Problem, RangeUsage};
 pub use error::AllocError;
-pub use keys::Keyspace;
+pub use geometry::node_seed_from;
+pub use group::GroupCommit;
+pub use keys::{BadKeyPart, Keyspace};
 pub use sticky::BindingEntry;
+
+/// Not API: internals this crate's own benches, examples and tests use (the
+/// spreading function, candidate chunks, the full-set encoding). No
+/// stability promise; hidden from the docs.
+#[doc(hidden)]
+pub mod internals {
+    pub use super::fullset::encode as encode_full_set;
+    pub use super::geometry::{normal_candidates, spread, Candidates};
+}
 
 /// Default chunk size exponent: a chunk covers 2^k addresses. Chosen by
 /// measurement (BENCHMARKS.md, "Chunk size"): fewest CAS retries at 64
