@@ -176,8 +176,9 @@ impl NodeCache {
     }
 
     /// The byte form (see the module docs), for values of `store` under
-    /// `ks` at chunk size `k`.
-    pub fn encode(&self, store: &str, ks: &Keyspace, k: u8) -> Vec<u8> {
+    /// `ks` at chunk size `k`; `None` if it cannot be encoded (nothing
+    /// to save: a missing cache file only costs a read).
+    pub fn encode(&self, store: &str, ks: &Keyspace, k: u8) -> Option<Vec<u8>> {
         let mut entries: Vec<(&u64, &Key, &Option<Vec<u8>>)> = self
             .entries
             .iter()
@@ -200,7 +201,7 @@ impl NodeCache {
                 .map(|(_, key, v)| (key.clone(), v.as_deref().map(value_text)))
                 .collect(),
         };
-        serde_json::to_vec(&form).unwrap_or_default()
+        serde_json::to_vec(&form).ok()
     }
 
     /// Reads the byte form back; `None` when it does not decode or belongs
@@ -303,7 +304,7 @@ mod tests {
         c.remember(&ks, "/p/net/chunks/4/0a000000", None);
         c.remember(&ks, "/p/net/owners/c1/eth0", Some(b"{}"));
         c.set_position(1, u128::MAX - 3);
-        let bytes = c.encode("s", &ks, 8);
+        let bytes = c.encode("s", &ks, 8).expect("encodes");
         let back = NodeCache::decode(&bytes, "s", &ks, 8).unwrap();
         assert_eq!(back.get(&ks.meta()), Some(Some(&b"{\"k\":8}"[..])));
         assert_eq!(back.get("/p/net/chunks/4/0a000000"), Some(None));
@@ -316,7 +317,7 @@ mod tests {
         let ks = ks();
         let mut c = NodeCache::new();
         c.remember(&ks, &ks.meta(), Some(b"m"));
-        let bytes = c.encode("s", &ks, 8);
+        let bytes = c.encode("s", &ks, 8).expect("encodes");
         let other = Keyspace::new("/p", "other").unwrap();
         assert!(NodeCache::decode(&bytes, "s", &other, 8).is_none());
         assert!(NodeCache::decode(&bytes, "s", &ks, 9).is_none());
@@ -330,7 +331,7 @@ mod tests {
         assert!(NodeCache::decode(odd.as_bytes(), "s", &ks, 8).is_none());
         let mut bin = NodeCache::new();
         bin.remember(&ks, &ks.meta(), Some(b"\xff\x00"));
-        let text = String::from_utf8(bin.encode("s", &ks, 8)).unwrap();
+        let text = String::from_utf8(bin.encode("s", &ks, 8).expect("encodes")).unwrap();
         assert!(text.contains("\"xff00\""), "{text}");
         let odd = text.replace("\"xff00\"", "\"xff0\"");
         assert!(NodeCache::decode(odd.as_bytes(), "s", &ks, 8).is_none());

@@ -35,9 +35,9 @@ const CONTESTED_WINDOW: u128 = 16 * START_WINDOW;
 const MAX_READS: u32 = 100_000;
 
 impl<S: Store> Allocator<S> {
-    fn ctx<'a>(&'a self, hints: &'a BTreeMap<usize, u128>) -> Ctx<'a> {
+    fn ctx<'a>(&'a self, positions: &'a BTreeMap<usize, u128>) -> Ctx<'a> {
         Ctx {
-            hints,
+            positions,
             net: &self.network,
             ks: &self.keyspace,
             seed: self.options.node_seed,
@@ -81,7 +81,8 @@ impl<S: Store> Allocator<S> {
         tokio::time::sleep(wait.min(remaining)).await;
     }
 
-    /// The retry loop shared by every write operation.
+    /// The retry loop shared by every write operation (the driver of the
+    /// pure planner: read, plan, transact, learn, retry).
     ///
     /// With a warm node cache the operation starts from the remembered
     /// values (compared by their bytes) instead of a read; `assume_absent`
@@ -90,7 +91,7 @@ impl<S: Store> Allocator<S> {
     /// remembered values is not trusted: the operation starts over from a
     /// fresh read. Whatever the operation learns is remembered, also when it
     /// fails.
-    pub(super) async fn run<T>(
+    pub(super) async fn drive<T>(
         &self,
         initial: Vec<Pending>,
         assume_absent: &[Key],
@@ -98,13 +99,13 @@ impl<S: Store> Allocator<S> {
     ) -> Result<T, AllocError> {
         let mut learned = Learned::default();
         let out = self
-            .run_inner(initial, assume_absent, &planner, &mut learned)
+            .drive_attempts(initial, assume_absent, &planner, &mut learned)
             .await;
         self.apply(learned, out.is_ok());
         out
     }
 
-    async fn run_inner<T>(
+    async fn drive_attempts<T>(
         &self,
         initial: Vec<Pending>,
         assume_absent: &[Key],
@@ -122,9 +123,9 @@ impl<S: Store> Allocator<S> {
                 Pending::Chunks { .. } => None,
             })
             .collect();
-        let (hints, remembered, warm) = self.cache_view(&wanted);
-        let no_hints = BTreeMap::new();
-        let mut ctx = self.ctx(&hints);
+        let (positions, remembered, warm) = self.cache_view(&wanted);
+        let no_positions = BTreeMap::new();
+        let mut ctx = self.ctx(&positions);
         let fresh = || Known::new(self.keyspace.clone(), self.network.chunk_bits);
         let (mut known, mut pending) = if warm {
             let mut known = fresh();
@@ -207,7 +208,7 @@ impl<S: Store> Allocator<S> {
                         // the window, so the two stop invalidating each
                         // other's caches (one read there, then warm again).
                         let seed = fastrand::u64(..);
-                        let mut wide = self.ctx(&hints);
+                        let mut wide = self.ctx(&positions);
                         wide.window = CONTESTED_WINDOW;
                         for (set, pos) in &mut moved {
                             if let Some(p) = plan::respread_position(&wide, *set, seed) {
@@ -233,7 +234,7 @@ impl<S: Store> Allocator<S> {
                         // of the whole set (costs a read there, spreads the
                         // contenders).
                         ctx.seed = fastrand::u64(..);
-                        ctx.hints = &no_hints;
+                        ctx.positions = &no_positions;
                         ctx.window = u128::MAX;
                     }
                 }
@@ -272,7 +273,7 @@ impl<S: Store> Allocator<S> {
         for batch in reqs.chunks(MAX_BATCH) {
             let (initial, assume_absent) = self.add_start(batch);
             let outcomes = self
-                .run(initial, &assume_absent, |ctx, known| {
+                .drive(initial, &assume_absent, |ctx, known| {
                     plan::plan_add(ctx, known, batch)
                 })
                 .await?;
@@ -286,8 +287,8 @@ impl<S: Store> Allocator<S> {
     /// records; sticky bindings, whose transaction compares them absent, a
     /// conflict answer bringing one that exists).
     fn add_start(&self, batch: &[AllocRequest]) -> (Vec<Pending>, Vec<Key>) {
-        let hints = self.hints();
-        let ctx = self.ctx(&hints);
+        let positions = self.start_positions();
+        let ctx = self.ctx(&positions);
         let initial = plan::initial_reads(&ctx, batch);
         let mut assume_absent: Vec<Key> = batch
             .iter()
@@ -316,7 +317,7 @@ impl<S: Store> Allocator<S> {
         for batch in reqs.chunks(MAX_BATCH) {
             let (initial, assume_absent) = self.add_start(batch);
             match self
-                .run(initial, &assume_absent, |ctx, known| {
+                .drive(initial, &assume_absent, |ctx, known| {
                     plan::plan_add_each(ctx, known, batch)
                 })
                 .await
@@ -334,7 +335,7 @@ impl<S: Store> Allocator<S> {
     /// search starts at (one past its last dynamic allocation): a node walks
     /// its whole range set before it comes back to an address it released.
     /// Part of the [node cache](Self::node_cache).
-    pub fn hints(&self) -> BTreeMap<usize, u128> {
+    pub fn start_positions(&self) -> BTreeMap<usize, u128> {
         self.cache
             .lock()
             .map(|c| c.positions().clone())
@@ -343,9 +344,9 @@ impl<S: Store> Allocator<S> {
 
     /// Replaces the search positions (e.g. read back from a node-local
     /// file). Positions outside the current ranges are ignored.
-    pub fn set_hints(&self, hints: BTreeMap<usize, u128>) {
+    pub fn set_start_positions(&self, positions: BTreeMap<usize, u128>) {
         if let Ok(mut c) = self.cache.lock() {
-            c.set_positions(hints);
+            c.set_positions(positions);
         }
     }
 
@@ -408,7 +409,7 @@ impl<S: Store> Allocator<S> {
     /// (releasing an unknown owner succeeds).
     pub async fn release(&self, owner: &OwnerId) -> Result<Option<OwnerRecord>, AllocError> {
         let key = self.keyspace.owner(&owner.container_id, &owner.ifname)?;
-        self.run(vec![Pending::Get(key.clone())], &[], |ctx, known| {
+        self.drive(vec![Pending::Get(key.clone())], &[], |ctx, known| {
             plan::plan_release(ctx, known, &key)
         })
         .await

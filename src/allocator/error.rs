@@ -101,6 +101,15 @@ pub enum AllocError {
         /// Why.
         reason: String,
     },
+    /// A record could not be encoded for the store (a bug: the records are
+    /// strings, numbers and addresses). Nothing was written.
+    #[error("could not encode the {what}: {reason}")]
+    Encode {
+        /// Which record (`meta record`, `owner record`).
+        what: &'static str,
+        /// The encoder's error.
+        reason: String,
+    },
     /// The same owner appears twice in one batch.
     #[error("owner {0} appears twice in one batch")]
     DuplicateOwner(String),

@@ -2,6 +2,7 @@
 //! and the chunk size k every writer must agree on. Written once, by the
 //! first allocation, in the same transaction (compare: absent).
 
+use super::error::AllocError;
 use serde::{Deserialize, Serialize};
 
 /// Current keyspace format version.
@@ -26,9 +27,13 @@ impl Meta {
         }
     }
 
-    /// JSON bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    /// JSON bytes. Encoding two integers does not fail; if it ever did the
+    /// error says so rather than an empty record being written.
+    pub fn encode(&self) -> Result<Vec<u8>, AllocError> {
+        serde_json::to_vec(self).map_err(|e| AllocError::Encode {
+            what: "meta record",
+            reason: e.to_string(),
+        })
     }
 
     /// Parses stored bytes; `Err` carries a description of what is wrong.

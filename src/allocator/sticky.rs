@@ -86,7 +86,7 @@ impl<S: Store> Allocator<S> {
         expired_at: Option<u64>,
     ) -> Result<Option<Result<Binding, String>>, AllocError> {
         let key = key.to_string();
-        self.run(vec![Pending::Get(key.clone())], &[], |_, known| {
+        self.drive(vec![Pending::Get(key.clone())], &[], |_, known| {
             plan::plan_drop_binding(known, &key, expired_at)
         })
         .await

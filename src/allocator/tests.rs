@@ -547,9 +547,9 @@ async fn a_full_starting_chunk_costs_no_extra_round_trip_once_hinted() {
         1,
         "position points past the full chunk"
     );
-    // A fresh allocator (a new plugin process) given the same hints too.
+    // A fresh allocator (a new plugin process) given the same positions too.
     let b = alloc_of(&store, a.network().clone());
-    b.set_hints(a.hints());
+    b.set_start_positions(a.start_positions());
     store.reset();
     b.allocate(&req("next2")).await.unwrap();
     assert_eq!(store.round_trips(), 2);
@@ -667,7 +667,10 @@ async fn round_robin_walks_the_whole_set_before_reuse() {
             let r = req(&format!("p{i}"));
             got.push(a.allocate(&r).await.unwrap().assigned[0].ip);
             a.release(&r.owner).await.unwrap();
-            bytes = a.node_cache().encode("mem", a.keyspace(), k);
+            bytes = a
+                .node_cache()
+                .encode("mem", a.keyspace(), k)
+                .expect("encodes");
         }
         let distinct: HashSet<_> = got.iter().collect();
         assert_eq!(distinct.len(), 40, "k={k} through the cache file");
@@ -679,11 +682,11 @@ async fn static_requests_do_not_move_the_position() {
     let store = MemoryStore::new();
     let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/16")])]));
     let first = a.allocate(&req("d1")).await.unwrap().assigned[0].ip;
-    let before = a.hints();
+    let before = a.start_positions();
     let mut r = req("s1");
     r.requested = vec![ip("10.0.200.9")];
     a.allocate(&r).await.unwrap();
-    assert_eq!(a.hints(), before);
+    assert_eq!(a.start_positions(), before);
     let next = a.allocate(&req("d2")).await.unwrap().assigned[0].ip;
     assert_eq!(
         crate::range::to_u128(next),

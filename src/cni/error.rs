@@ -286,7 +286,7 @@ fn alloc_code(e: &AllocError) -> u32 {
         AllocError::Exhausted { .. } | AllocError::StageExhausted { .. } => CODE_POOL_EXHAUSTED,
         AllocError::RequestedUnavailable { .. } => CODE_ADDRESS_UNAVAILABLE,
         AllocError::Contention { .. } | AllocError::BudgetExceeded { .. } => CODE_TRY_AGAIN_LATER,
-        AllocError::DuplicateOwner(_) => CODE_INTERNAL,
+        AllocError::DuplicateOwner(_) | AllocError::Encode { .. } => CODE_INTERNAL,
     }
 }
 

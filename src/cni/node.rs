@@ -109,12 +109,13 @@ impl NodeFiles {
         if std::fs::create_dir_all(dir).is_err() {
             return;
         }
+        let Some(bytes) = cache.encode(&self.store, ks, k) else {
+            return;
+        };
         let tmp = self
             .cache
             .with_extension(format!("json.{}.tmp", std::process::id()));
-        if std::fs::write(&tmp, cache.encode(&self.store, ks, k)).is_err()
-            || std::fs::rename(&tmp, &self.cache).is_err()
-        {
+        if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, &self.cache).is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
     }

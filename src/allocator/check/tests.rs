@@ -88,7 +88,7 @@ fn agreeing_bits_and_owners_are_clean() {
             owner_kv("a", &["10.0.0.5"], 4),
             owner_kv("b", &["10.0.0.6"], 5),
         ],
-        meta: Some(v(Meta::new(K).encode(), 1)),
+        meta: Some(v(Meta::new(K).encode().expect("meta"), 1)),
         ..Scanned::default()
     };
     let a = assess(&ks(), K, scanned);

@@ -30,7 +30,7 @@ fn meta_step(ctx: &Ctx<'_>, known: &Known, txn: &mut Txn) -> Result<(), Stop> {
                 expect: Expect::Absent,
             });
             txn.ops
-                .push(Op::Put(key.clone(), Meta::new(ctx.k()).encode()));
+                .push(Op::Put(key.clone(), Meta::new(ctx.k()).encode()?));
             txn.read_on_conflict.push(key);
             Ok(())
         }
@@ -205,7 +205,7 @@ pub fn plan_add(
             (&statics, &bound),
             &mut moved,
         )?;
-        let rec = put_owner(ctx, req, key, &assigned, &mut txn);
+        let rec = put_owner(ctx, req, key, &assigned, &mut txn)?;
         outcomes.push(Outcome::New(rec, assigned));
     }
     if outcomes.iter().all(|o| matches!(o, Outcome::Existing(..))) {
@@ -269,7 +269,7 @@ fn put_owner(
     key: Key,
     assigned: &[Assigned],
     txn: &mut Txn,
-) -> OwnerRecord {
+) -> Result<OwnerRecord, AllocError> {
     let rec = OwnerRecord {
         container_id: req.owner.container_id.clone(),
         ifname: req.owner.ifname.clone(),
@@ -279,16 +279,17 @@ fn put_owner(
         pod_name: req.pod_name.clone(),
         node: Some(ctx.node.to_string()).filter(|n| !n.is_empty()),
     };
+    let bytes = serde_json::to_vec(&rec).map_err(|e| AllocError::Encode {
+        what: "owner record",
+        reason: e.to_string(),
+    })?;
     txn.compares.push(Compare {
         key: key.clone(),
         expect: Expect::Absent,
     });
-    txn.ops.push(Op::Put(
-        key.clone(),
-        serde_json::to_vec(&rec).unwrap_or_default(),
-    ));
+    txn.ops.push(Op::Put(key.clone(), bytes));
     txn.read_on_conflict.push(key);
-    rec
+    Ok(rec)
 }
 
 /// The static address `ip` of set `set_index`, taken in the draft, when the

@@ -72,7 +72,7 @@ pub struct Ctx<'a> {
     pub node: &'a str,
     /// Per set: the address offset this node's next search starts at (one
     /// past its last dynamic allocation).
-    pub hints: &'a BTreeMap<usize, u128>,
+    pub positions: &'a BTreeMap<usize, u128>,
     /// A node without a position starts in one of the first `window`
     /// chunks of a set (see [`START_WINDOW`]).
     pub window: u128,

@@ -51,18 +51,21 @@ pub(super) fn candidates(
         _ => {
             let c = geometry::normal_candidates(set, k);
             let low = (1u128 << k) - 1;
-            let at_position = ctx.hints.get(&i).map(|pos| match c.ordinal_of(pos >> k) {
-                Some(ord) => Start {
-                    ord,
-                    bit: (pos & low) as usize,
-                },
-                // Past the end of a range: the next candidate chunk, or
-                // back to the first one.
-                None => Start {
-                    ord: c.ordinal_after(pos >> k).unwrap_or(0),
-                    bit: 0,
-                },
-            });
+            let at_position = ctx
+                .positions
+                .get(&i)
+                .map(|pos| match c.ordinal_of(pos >> k) {
+                    Some(ord) => Start {
+                        ord,
+                        bit: (pos & low) as usize,
+                    },
+                    // Past the end of a range: the next candidate chunk, or
+                    // back to the first one.
+                    None => Start {
+                        ord: c.ordinal_after(pos >> k).unwrap_or(0),
+                        bit: 0,
+                    },
+                });
             let start = at_position.unwrap_or_else(|| Start {
                 ord: geometry::spread(ctx.seed, i, c.count().min(ctx.window.max(1))),
                 bit: 0,
@@ -113,7 +116,7 @@ pub(super) fn pick_dynamic(
         &[true, false]
     };
     let mut corrupt = None;
-    for &use_hint in passes {
+    for &skip_listed_full in passes {
         let mut step: u128 = 0;
         while step < visits {
             let ord = (start.ord + step) % n;
@@ -133,7 +136,7 @@ pub(super) fn pick_dynamic(
                 Lookup::Absent => true,
                 _ => false,
             };
-            if use_hint && !known_free {
+            if skip_listed_full && !known_free {
                 if let Some(skip) = draft.full_run(ctx.ks, family, idx, cands.run_end(idx))? {
                     // Jump over the whole run of listed chunks (never past
                     // the last visit).
@@ -147,7 +150,7 @@ pub(super) fn pick_dynamic(
             };
             let bit = match draft.view(family, idx) {
                 Lookup::Unknown => {
-                    let limit = if use_hint {
+                    let limit = if skip_listed_full {
                         ctx.read_limit
                     } else {
                         ctx.read_limit * 32

@@ -169,6 +169,8 @@ pub(super) fn sticky_bind(ctx: &Ctx<'_>, known: &Known, rec: &OwnerRecord, txn: 
         expires_at: ctx.now.saturating_add(ttl),
         container_id: rec.container_id.clone(),
     };
+    // Like a corrupt binding: no binding is made (it is only a preference
+    // for the pod's next container; the release itself goes on).
     let Ok(bytes) = serde_json::to_vec(&binding) else {
         return;
     };

@@ -26,7 +26,7 @@ fn network() -> Network {
     }
 }
 
-fn ctx<'a>(net: &'a Network, ks: &'a Keyspace, hints: &'a BTreeMap<usize, u128>) -> Ctx<'a> {
+fn ctx<'a>(net: &'a Network, ks: &'a Keyspace, positions: &'a BTreeMap<usize, u128>) -> Ctx<'a> {
     Ctx {
         net,
         ks,
@@ -34,7 +34,7 @@ fn ctx<'a>(net: &'a Network, ks: &'a Keyspace, hints: &'a BTreeMap<usize, u128>)
         read_limit: 8,
         now: 1_000,
         node: "node-a",
-        hints,
+        positions,
         window: START_WINDOW,
         sticky_ttl: None,
     }
@@ -83,9 +83,9 @@ fn need(r: Result<impl std::fmt::Debug, Stop>) -> Vec<Pending> {
 
 #[test]
 fn add_with_nothing_known_asks_for_the_meta_record() {
-    let (net, hints) = (network(), BTreeMap::new());
+    let (net, positions) = (network(), BTreeMap::new());
     let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
-    let ctx = ctx(&net, &ks, &hints);
+    let ctx = ctx(&net, &ks, &positions);
     let known = Known::new(ks.clone(), K);
     assert_eq!(
         need(plan_add(&ctx, &known, &[req("a", &[])])),
@@ -95,9 +95,9 @@ fn add_with_nothing_known_asks_for_the_meta_record() {
 
 #[test]
 fn the_initial_reads_of_an_empty_store_are_all_an_add_needs() {
-    let (net, hints) = (network(), BTreeMap::new());
+    let (net, positions) = (network(), BTreeMap::new());
     let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
-    let ctx = ctx(&net, &ks, &hints);
+    let ctx = ctx(&net, &ks, &positions);
     let reqs = [req("a", &[]), req("b", &["10.0.0.9"])];
     let mut known = Known::new(ks.clone(), K);
     answer_empty(&mut known, &initial_reads(&ctx, &reqs));
@@ -157,9 +157,9 @@ fn the_initial_reads_of_an_empty_store_are_all_an_add_needs() {
 
 #[test]
 fn add_of_an_owner_that_holds_addresses_writes_nothing() {
-    let (net, hints) = (network(), BTreeMap::new());
+    let (net, positions) = (network(), BTreeMap::new());
     let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
-    let ctx = ctx(&net, &ks, &hints);
+    let ctx = ctx(&net, &ks, &positions);
     let r = req("a", &[]);
     let mut known = Known::new(ks.clone(), K);
     answer_empty(&mut known, &initial_reads(&ctx, std::slice::from_ref(&r)));
@@ -185,9 +185,9 @@ fn add_of_an_owner_that_holds_addresses_writes_nothing() {
 
 #[test]
 fn add_each_gives_a_taken_static_address_its_own_error() {
-    let (net, hints) = (network(), BTreeMap::new());
+    let (net, positions) = (network(), BTreeMap::new());
     let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
-    let ctx = ctx(&net, &ks, &hints);
+    let ctx = ctx(&net, &ks, &positions);
     let reqs = [req("a", &[]), req("b", &["10.0.0.9"]), req("c", &[])];
     let mut known = Known::new(ks.clone(), K);
     answer_empty(&mut known, &initial_reads(&ctx, &reqs));
@@ -233,9 +233,9 @@ fn add_each_gives_a_taken_static_address_its_own_error() {
 
 #[test]
 fn release_clears_the_bits_and_deletes_the_record_on_their_revisions() {
-    let (net, hints) = (network(), BTreeMap::new());
+    let (net, positions) = (network(), BTreeMap::new());
     let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
-    let ctx = ctx(&net, &ks, &hints);
+    let ctx = ctx(&net, &ks, &positions);
     let owner = ks.owner("a", "eth0").unwrap();
     let chunk_key = ks.chunk(Family::V4, K, 0x0a00_0000 >> K);
     let mut known = Known::new(ks.clone(), K);
@@ -309,12 +309,12 @@ fn a_node_without_position_starts_inside_the_start_window() {
         ..network()
     };
     let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
-    let hints = BTreeMap::new();
+    let positions = BTreeMap::new();
     let first = 0x0a00_0000u128 >> K;
     for seed in 0..64 {
         let ctx = Ctx {
             seed,
-            ..ctx(&net, &ks, &hints)
+            ..ctx(&net, &ks, &positions)
         };
         let pos = respread_position(&ctx, 0, seed).unwrap();
         assert_eq!(pos % (1 << K), 0, "the start of a chunk");
@@ -327,9 +327,9 @@ fn a_node_without_position_starts_inside_the_start_window() {
 
 #[test]
 fn add_each_takes_out_the_last_request_when_only_the_combination_fails() {
-    let (net, hints) = (network(), BTreeMap::new());
+    let (net, positions) = (network(), BTreeMap::new());
     let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
-    let ctx = ctx(&net, &ks, &hints);
+    let ctx = ctx(&net, &ks, &positions);
     // Each alone gets 10.0.0.9; together, the second one cannot.
     let reqs = [req("a", &["10.0.0.9"]), req("b", &["10.0.0.9"])];
     let mut known = Known::new(ks.clone(), K);
