@@ -113,21 +113,13 @@ pub fn bit_of(ip: IpAddr, k: u8) -> usize {
 /// address of some range's `start..=end` that no `exclude` entry covers
 /// (so an excluded /65 of a /64 is never walked). O(ranges + entries).
 pub fn normal_candidates(set: &RangeSet, k: u8) -> Candidates {
-    let mut iv: Vec<(u128, u128)> = set
+    let iv: Vec<(u128, u128)> = set
         .ranges()
         .iter()
         .flat_map(|r| r.unexcluded_runs(r.first(), r.last()))
         .map(|(lo, hi)| (lo >> k, hi >> k))
         .collect();
-    iv.sort_unstable();
-    let mut merged: Vec<(u128, u128)> = Vec::with_capacity(iv.len());
-    for (lo, hi) in iv {
-        match merged.last_mut() {
-            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
-            _ => merged.push((lo, hi)),
-        }
-    }
-    Candidates::Intervals(merged)
+    Candidates::Intervals(crate::range::merge_intervals(iv))
 }
 
 /// Chunks holding the reserved addresses of `stage` in a set.

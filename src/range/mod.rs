@@ -657,6 +657,20 @@ impl RangeSet {
     }
 }
 
+/// Inclusive intervals sorted and merged: overlapping or adjacent ones
+/// become one, so the result is sorted, disjoint and non-adjacent.
+pub(crate) fn merge_intervals(mut iv: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
+    iv.sort_unstable();
+    let mut merged: Vec<(u128, u128)> = Vec::with_capacity(iv.len());
+    for (lo, hi) in iv {
+        match merged.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    merged
+}
+
 /// Validates a whole config's range sets: at least one, and no range of one
 /// set overlapping a range of another (as host-local checks).
 ///

@@ -91,19 +91,11 @@ fn parse_exclude(subnet: IpNet, values: &[String]) -> Result<Exclusions, RangeEr
         }
         nets.push(net);
     }
-    let mut iv: Vec<(u128, u128)> = nets
+    let iv: Vec<(u128, u128)> = nets
         .iter()
         .map(|n| (to_u128(n.network()), to_u128(n.broadcast())))
         .collect();
-    iv.sort_unstable();
-    let mut merged: Vec<(u128, u128)> = Vec::with_capacity(iv.len());
-    for (lo, hi) in iv {
-        match merged.last_mut() {
-            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
-            _ => merged.push((lo, hi)),
-        }
-    }
-    Ok((nets, merged))
+    Ok((nets, super::merge_intervals(iv)))
 }
 
 /// Refuses exclusions that leave no address of `start..=end` to hand out
