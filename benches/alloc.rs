@@ -14,12 +14,11 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use host_etcd::allocator::{
-    fullset, geometry, AllocRequest, Allocator, Keyspace, Network, Options, OwnerId, DEFAULT_PREFIX,
-};
+use host_etcd::allocator::internals::{encode_full_set, normal_candidates, spread};
+use host_etcd::allocator::{AllocRequest, Allocator, Keyspace, Network, Options, OwnerId};
 use host_etcd::bitmap::Bitmap;
 use host_etcd::codec::{self, Chunk};
-use host_etcd::range::{Range, RangeSet, RangeSpec};
+use host_etcd::range::RangeSet;
 use host_etcd::store::memory::MemoryStore;
 use roaring::RoaringTreemap;
 
@@ -27,16 +26,9 @@ const K: u8 = host_etcd::allocator::DEFAULT_CHUNK_BITS;
 const SEED: u64 = 42;
 
 fn network(subnet: &str) -> Network {
-    let spec = RangeSpec {
-        subnet: subnet.into(),
-        ..RangeSpec::default()
-    };
-    Network {
-        name: "bench".into(),
-        prefix: DEFAULT_PREFIX.into(),
-        sets: vec![RangeSet::new(vec![Range::parse(&spec).unwrap()]).unwrap()],
-        chunk_bits: K,
-    }
+    Network::new("bench", vec![RangeSet::from_cidr(subnet).unwrap()])
+        .and_then(|n| n.with_chunk_bits(K))
+        .unwrap()
 }
 
 /// Plants `taken` addresses as full chunks from the node's starting chunk on.
@@ -44,9 +36,9 @@ fn plant(store: &MemoryStore, net: &Network, taken: u64) {
     let set = &net.sets[0];
     let family = set.family();
     let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
-    let cands = geometry::normal_candidates(set, K);
+    let cands = normal_candidates(set, K);
     let n = cands.count();
-    let start = geometry::spread(SEED, 0, n);
+    let start = spread(SEED, 0, n);
     let chunks = taken.div_ceil(1 << K) as u128;
     let full = codec::encode(&Chunk {
         bits: Bitmap::full(1 << K),
@@ -61,7 +53,7 @@ fn plant(store: &MemoryStore, net: &Network, taken: u64) {
             .insert(idx as u64);
     }
     for (key, set) in sets {
-        store.put_raw(&key, fullset::encode(&set));
+        store.put_raw(&key, encode_full_set(&set));
     }
 }
 

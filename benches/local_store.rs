@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use host_etcd::allocator::{AllocRequest, Allocator, Network, Options, OwnerId, DEFAULT_PREFIX};
-use host_etcd::range::{Range, RangeSet, RangeSpec};
+use host_etcd::allocator::{AllocRequest, Allocator, Network, Options, OwnerId};
+use host_etcd::range::RangeSet;
 use host_etcd::store::local::LocalStore;
 
 /// Owners in the full store.
@@ -26,16 +26,11 @@ const BATCH: usize = 50;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn network() -> Network {
-    let spec = RangeSpec {
-        subnet: "10.64.0.0/15".into(),
-        ..RangeSpec::default()
-    };
-    Network {
-        name: "bench-embedded".into(),
-        prefix: DEFAULT_PREFIX.into(),
-        sets: vec![RangeSet::new(vec![Range::parse(&spec).unwrap()]).unwrap()],
-        chunk_bits: host_etcd::allocator::DEFAULT_CHUNK_BITS,
-    }
+    Network::new(
+        "bench-embedded",
+        vec![RangeSet::from_cidr("10.64.0.0/15").unwrap()],
+    )
+    .unwrap()
 }
 
 fn owner(name: String) -> OwnerId {

@@ -1,5 +1,5 @@
 //! How often nodes share a starting chunk, for several start-window sizes:
-//! the measurement behind `allocator::plan::START_WINDOW`.
+//! the measurement behind the planner's `START_WINDOW` (src/allocator/plan/).
 //!
 //! Nodes named like a cluster's (`node-1`…`node-N` and `ip-10-0-x-y`) get
 //! their start chunk from the real spreading function; for each window size
@@ -14,7 +14,8 @@
 
 use std::collections::HashMap;
 
-use host_etcd::allocator::geometry::{node_seed_from, spread};
+use host_etcd::allocator::internals::spread;
+use host_etcd::allocator::node_seed_from;
 
 fn shared_share(names: &[String], window: u128) -> f64 {
     let mut count: HashMap<u128, usize> = HashMap::new();

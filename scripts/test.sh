@@ -7,6 +7,16 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# An embedder's build: the library alone, without the binaries' and the
+# fuzzers' dependencies.
+cargo clippy --no-default-features --lib -- -D warnings
+extra=$(cargo tree --no-default-features -e normal --prefix none | grep -E '^(clap|indicatif|arbitrary) ' || true)
+if [ -n "$extra" ]; then
+  echo "test.sh: the library without default features still depends on:" >&2
+  echo "$extra" >&2
+  exit 1
+fi
+# --all-targets builds the examples; tests/examples.rs runs them.
 cargo test --all-targets
 cargo test --doc
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet

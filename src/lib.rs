@@ -1,29 +1,71 @@
 //! # host-etcd
 //!
 //! A CNI IPAM plugin and allocator library that hands out container IPv4/IPv6
-//! addresses for large clusters. Allocation state lives in a [`store::Store`]
-//! (etcd in production, an embedded database on a single host, memory in
-//! tests) as compressed bitmap *chunks* updated with compare-and-swap, so
-//! allocating inside a huge range costs O(chunk), never O(range) and never
+//! addresses for large clusters. Allocation state lives in a [`Store`] (etcd
+//! in production, an embedded database on a single host, memory in tests) as
+//! compressed bitmap *chunks* updated with compare-and-swap, so allocating
+//! inside a huge range costs O(chunk), never O(range) and never
 //! O(allocations).
+//!
+//! ## Embedding the allocator
+//!
+//! Describe the network ([`Network::new`] from [`RangeSet`]s, e.g.
+//! [`RangeSet::from_cidr`]), open a store ([`MemoryStore`], [`LocalStore`]
+//! for one host, [`EtcdStore`] for a cluster), bind them in an
+//! [`Allocator`], then [`allocate`](Allocator::allocate) and
+//! [`release`](Allocator::release) per owner (a container's interface):
+//!
+//! ```
+//! use host_etcd::{AllocRequest, Allocator, MemoryStore, Network, Options, OwnerId, RangeSet};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let network = Network::new("pods", vec![
+//!     RangeSet::from_cidr("10.22.0.0/16")?,  // one IPv4 address per owner
+//!     RangeSet::from_cidr("fd00:22::/64")?,  // and one IPv6 address
+//! ])?;
+//! let alloc = Allocator::new(MemoryStore::new(), network, Options::default())?;
+//!
+//! let owner = OwnerId { container_id: "c1".into(), ifname: "eth0".into() };
+//! let got = alloc.allocate(&AllocRequest { owner: owner.clone(), ..Default::default() }).await?;
+//! assert_eq!(got.assigned.len(), 2);
+//! assert!(alloc.release(&owner).await?.is_some());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Every write is a compare-and-swap, so any number of allocators on any
+//! number of hosts may share one etcd. The runnable programs in `examples/`
+//! do the same on each store (`memory`, `embedded`, `etcd_tls`); the
+//! repository's `ARCHITECTURE.md` follows one ADD through every layer.
 //!
 //! ## Layout (data flows top to bottom, one way)
 //!
 //! | layer | module | I/O? |
 //! |---|---|---|
-//! | Operator CLI and benchmark (`ipamctl`), on the library API | [`admin`] | through the allocator and stores |
+//! | Operator CLI and benchmark (`ipamctl`), on the library API (feature `cli`) | `admin` | through the allocator and stores |
 //! | Node agent (`host-etcd agent`): the CNI commands on warm shared allocators, over a unix socket | [`agent`] | socket; through [`cni`] and the allocator |
-//! | CNI protocol: commands, config, args, results, error codes | [`cni`] | env/stdin only |
-//! | Allocation protocol over a store: read, pick, CAS, retry | [`allocator`] | through [`store::Store`] |
+//! | CNI protocol: commands, config, args, results, error codes | [`cni`] | env, stdin, `resolv.conf`, the agent socket, node-local files (cache, lock, status streak, log) |
+//! | Allocation protocol over a store: read, plan, CAS, retry | [`allocator`] | through [`Store`] |
 //! | Range math (subnet / rangeStart / rangeEnd / gateway) | [`range`] | none |
 //! | One chunk of 2^k addresses as bits | [`bitmap`] | none |
 //! | Chunk bytes <-> chunk (versioned, checksummed) | [`codec`] | none |
 //! | Persistence: the `Store` trait and its backends | [`store`] | yes |
 //!
 //! The binaries in `src/bin/` are thin: they parse their inputs and call into
-//! this library. `fuzzing` (hidden) holds the fuzz target bodies shared by
-//! `fuzz/` and `tests/fuzz_corpora.rs`.
+//! this library.
+//!
+//! ## Features
+//!
+//! * `cli` (default): what the two binaries need on top of the library —
+//!   `admin` (ipamctl as a library), the agent's server and command line,
+//!   and their dependencies (clap, indicatif). An embedder can build with
+//!   `default-features = false`.
+//! * `fuzz`: the fuzz target bodies (`fuzzing`, hidden), shared by `fuzz/`
+//!   and `tests/fuzz_corpora.rs`; `fuzz-paused-time` runs them on tokio's
+//!   paused clock.
 
+#[cfg(feature = "cli")]
 pub mod admin;
 pub mod agent;
 pub mod allocator;
@@ -34,3 +76,13 @@ pub mod codec;
 pub mod fuzzing;
 pub mod range;
 pub mod store;
+
+pub use allocator::{
+    AllocError, AllocRequest, Allocation, Allocator, Assigned, Network, NodeCache, Options,
+    OwnerId, OwnerRecord,
+};
+pub use range::{Family, Range, RangeError, RangeSet, RangeSpec};
+pub use store::etcd::{EtcdConfig, EtcdStore};
+pub use store::local::LocalStore;
+pub use store::memory::MemoryStore;
+pub use store::{Store, StoreError};

@@ -30,12 +30,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Client, EventType, WatchOptions};
-use host_etcd::allocator::state::decode_chunk;
 use host_etcd::allocator::{
     AllocError, AllocRequest, Allocator, Network, Options, OwnerId, OwnerRecord,
     DEFAULT_CHUNK_BITS, DEFAULT_PREFIX,
 };
 use host_etcd::cni::CniError;
+use host_etcd::codec::decode_expecting as decode_chunk;
 use host_etcd::range::{from_u128, Family, Range, RangeSet, RangeSpec};
 use host_etcd::store::counting::CountingStore;
 use host_etcd::store::etcd::{EtcdConfig, EtcdStore};
@@ -264,7 +264,7 @@ async fn group_commit_on_etcd() {
         )
         .unwrap(),
     );
-    let group = host_etcd::allocator::group::GroupCommit::new(a.clone());
+    let group = host_etcd::allocator::GroupCommit::new(a.clone());
     group.allocate(req("warm")).await.unwrap();
     store.reset();
     let tasks: Vec<_> = (0..128)

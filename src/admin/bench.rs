@@ -34,9 +34,9 @@ use super::cli::{BenchArgs, TargetArgs};
 use super::error::{AdminError, EXIT_OK};
 use super::naive::NaiveAllocator;
 use super::target::{open_store, subnet_set, Target};
-use crate::allocator::geometry::node_seed_from;
-use crate::allocator::group::GroupCommit;
-use crate::allocator::{AllocRequest, Allocator, Network, Options, OwnerId};
+use crate::allocator::{
+    node_seed_from, AllocRequest, Allocator, GroupCommit, Network, Options, OwnerId,
+};
 use crate::cni::config::StoreConf;
 use crate::store::any::AnyStore;
 use crate::store::counting::CountingStore;

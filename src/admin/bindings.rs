@@ -99,7 +99,7 @@ fn render(rows: &[BindingRow], json: bool, out: &mut dyn Write) -> Result<(), Ad
 }
 
 /// `bindings list|release|expire`.
-pub async fn run<S: Store>(
+pub async fn bindings_command<S: Store>(
     alloc: &Allocator<S>,
     cmd: &BindingsCommand,
     json: bool,

@@ -253,7 +253,7 @@ fn secs(flag: &str, v: f64, min: f64) -> Result<Duration, AdminError> {
 
 /// `ipamctl metrics`: resolves every network, binds `--listen`, prints
 /// the address it serves on, and serves until killed.
-pub async fn run(
+pub async fn metrics_command(
     targets: Vec<Target>,
     args: &MetricsArgs,
     out: &mut dyn Write,

@@ -545,6 +545,25 @@ pub fn add_health(out: &mut Samples, net: &str, failed: bool, took: Duration, er
     out.add(&SCRAPE_ERRORS, &[net], errors_total);
 }
 
+/// Asserts the Prometheus naming conventions on metric definitions: a
+/// counter and only a counter ends in `_total`, names are lowercase snake
+/// case, every family has help text, no name twice.
+#[cfg(test)]
+pub(crate) fn assert_conventions(defs: &[Def]) {
+    let mut names = BTreeSet::new();
+    for def in defs {
+        assert_eq!(
+            def.kind == Kind::Counter,
+            def.name.ends_with("_total"),
+            "{}",
+            def.name
+        );
+        assert!(def.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        assert!(!def.help.is_empty());
+        assert!(names.insert(def.name), "{} twice", def.name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -564,18 +583,7 @@ mod tests {
 
     #[test]
     fn names_follow_the_conventions() {
-        for def in ALL {
-            assert_eq!(
-                def.kind == Kind::Counter,
-                def.name.ends_with("_total"),
-                "{}",
-                def.name
-            );
-            assert!(def.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
-            assert!(!def.help.is_empty());
-        }
-        let names: BTreeSet<_> = ALL.iter().map(|d| d.name).collect();
-        assert_eq!(names.len(), ALL.len());
+        assert_conventions(&ALL);
     }
 
     #[test]

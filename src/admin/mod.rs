@@ -49,7 +49,7 @@ use target::Target;
 
 /// Runs one parsed command, writing its output to `out`; returns the exit
 /// status.
-pub async fn run(
+pub async fn dispatch(
     cli: &Cli,
     out: &mut dyn Write,
     confirm: &mut dyn Confirm,
@@ -58,7 +58,7 @@ pub async fn run(
         return bench::run(&cli.target, args, cli.json, out).await;
     }
     if let Command::Metrics(args) = &cli.command {
-        return exporter::run(Target::resolve_all(&cli.target)?, args, out).await;
+        return exporter::metrics_command(Target::resolve_all(&cli.target)?, args, out).await;
     }
     let target = Target::resolve(&cli.target, None)?;
     if let Command::Show = &cli.command {
@@ -79,7 +79,7 @@ pub async fn run(
             dry_run,
         } => commands::gc(&alloc, valid, *yes, *dry_run, cli.json, confirm, out).await,
         Command::Reconcile(args) => commands::reconcile(&alloc, args, cli.json, confirm, out).await,
-        Command::Bindings(cmd) => bindings::run(&alloc, cmd, cli.json, out).await,
+        Command::Bindings(cmd) => bindings::bindings_command(&alloc, cmd, cli.json, out).await,
         Command::Bench(_) | Command::Metrics(_) => Ok(error::EXIT_OK),
     }
 }
@@ -99,7 +99,7 @@ pub fn main() -> ExitCode {
         }
     };
     let mut stdout = std::io::stdout().lock();
-    let result = runtime.block_on(run(&cli, &mut stdout, &mut StdinConfirm));
+    let result = runtime.block_on(dispatch(&cli, &mut stdout, &mut StdinConfirm));
     let _ = stdout.flush();
     match result {
         Ok(code) => ExitCode::from(code),

@@ -15,7 +15,7 @@ use crate::allocator::{
     AllocError, Allocator, Keyspace, Network, Options, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX,
 };
 use crate::cni::config::{NetConf, StoreConf};
-use crate::range::{Range, RangeSet, RangeSpec};
+use crate::range::RangeSet;
 use crate::store::any::AnyStore;
 use crate::store::etcd::{EtcdConfig, EtcdStore};
 use crate::store::local::LocalStore;
@@ -68,13 +68,7 @@ pub fn read_config(path: &Path) -> Result<NetConf, AdminError> {
 
 /// One range set of one range with host-local's defaults.
 pub fn subnet_set(cidr: &str) -> Result<RangeSet, AdminError> {
-    let bad = |e: String| AdminError::Usage(format!("--subnet {cidr}: {e}"));
-    let range = Range::parse(&RangeSpec {
-        subnet: cidr.to_string(),
-        ..RangeSpec::default()
-    })
-    .map_err(|e| bad(e.to_string()))?;
-    RangeSet::new(vec![range]).map_err(|e| bad(e.to_string()))
+    RangeSet::from_cidr(cidr).map_err(|e| AdminError::Usage(format!("--subnet {cidr}: {e}")))
 }
 
 impl Target {

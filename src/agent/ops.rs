@@ -376,17 +376,6 @@ mod tests {
 
     #[test]
     fn agent_metric_names_follow_the_conventions() {
-        let mut names = std::collections::BTreeSet::new();
-        for def in AGENT_FAMILIES {
-            assert_eq!(
-                def.kind == Kind::Counter,
-                def.name.ends_with("_total"),
-                "{}",
-                def.name
-            );
-            assert!(def.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
-            assert!(!def.help.is_empty());
-            assert!(names.insert(def.name), "{} twice", def.name);
-        }
+        crate::admin::metrics::assert_conventions(&AGENT_FAMILIES);
     }
 }

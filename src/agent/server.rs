@@ -32,8 +32,7 @@ use tokio::task::JoinSet;
 
 use super::log;
 use super::protocol::{read_frame, write_frame, FrameError, Reply, Request, MAX_FRAME, VERSIONS};
-use crate::allocator::group::GroupCommit;
-use crate::allocator::{AllocRequest, Allocation, Allocator, OwnerId};
+use crate::allocator::{AllocRequest, Allocation, Allocator, GroupCommit, OwnerId};
 use crate::cni::command::{self, AllocatorSource, Prepared};
 use crate::cni::config::{NetConf, StoreConf};
 use crate::cni::error::{CODE_NOT_AVAILABLE, CODE_TRY_AGAIN_LATER};
@@ -731,7 +730,7 @@ async fn run_cni(shared: &Shared, vars: &BTreeMap<String, String>, stdin: &str) 
                 // plugin's own path (open, command, close) off the runtime.
                 StoreConf::Local { .. } => {
                     let owned = bytes.to_vec();
-                    tokio::task::spawn_blocking(move || command::run(&env, &owned))
+                    tokio::task::spawn_blocking(move || command::execute(&env, &owned))
                         .await
                         .unwrap_or_else(|e| Err(CniError::Internal(format!("agent task: {e}"))))
                 }

@@ -1,36 +1,6 @@
-//! The node cache: what one node last saw of the keys it works on — the
-//! meta record, full-sets, the chunks it allocates from, the owner records
-//! it created, the sticky-address bindings it wrote — and, per range set, the position its next search starts
-//! from. With it a warm ADD or DEL is one transaction and no read.
-//!
-//! The cache is an optimization only. Every cached value is compared by its
-//! exact bytes ([`Expect::Value`](crate::store::Expect::Value)) by any
-//! transaction that relies on it, so a stale, foreign, truncated or made-up
-//! cache can cost a conflict (whose answer carries the current values) but
-//! can never hand out a taken address or lose a release. A cache that does
-//! not decode, or belongs to another network, prefix or chunk size, is
-//! ignored.
-//!
-//! Bounded: at most [`MAX_CHUNKS`] chunks, [`MAX_OWNERS`] owner records and
-//! [`MAX_OWNERS`] bindings are kept (the least recently used go first); meta
-//! and full-sets are few.
-//!
-//! The byte form (used by the plugin's node-local file) is JSON:
-//!
-//! ```json
-//! {"format":"host-etcd-node-cache","version":1,"store":"etcd 10.0.0.5:2379",
-//!  "root":"/host-etcd/net","chunkBits":8,
-//!  "positions":{"0":"a000102"},
-//!  "entries":[["/host-etcd/net/meta","t{\"version\":1,…}"],["/host-etcd/net/chunks/4/…","x0148…"],
-//!             ["/host-etcd/net/chunks/4/…",null]]}
-//! ```
-//!
-//! `store` names the store the values came from (the caller's choice, e.g.
-//! the etcd endpoints): a cache of another store is ignored, positions
-//! included. `positions` maps a range set's index to the next address to try (hex
-//! offset); `entries` lists keys oldest first with their value: `t` and the
-//! value as text when it is UTF-8 (owner records, meta), else `x` and hex
-//! (chunks, full-sets); `null`: known absent.
+//! The node cache ([`NodeCache`]): what one node last saw of the keys it
+//! works on, and where its next searches start; its bounds and its byte
+//! form.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -47,7 +17,40 @@ pub const MAX_OWNERS: usize = 512;
 const FORMAT: &str = "host-etcd-node-cache";
 const VERSION: u32 = 1;
 
-/// Remembered values and search positions of one node for one network.
+/// The node cache: what one node last saw of the keys it works on for one
+/// network — the meta record, full-sets, the chunks it allocates from, the
+/// owner records it created, the sticky-address bindings it wrote — and,
+/// per range set, the position its next search starts from. With it a warm
+/// ADD or DEL is one transaction and no read.
+///
+/// The cache is an optimization only. Every cached value is compared by its
+/// exact bytes ([`Expect::Value`](crate::store::Expect::Value)) by any
+/// transaction that relies on it, so a stale, foreign, truncated or made-up
+/// cache can cost a conflict (whose answer carries the current values) but
+/// can never hand out a taken address or lose a release. A cache that does
+/// not decode, or belongs to another network, prefix or chunk size, is
+/// ignored.
+///
+/// Bounded: at most 64 chunks (`MAX_CHUNKS`), 512 owner records and 512
+/// bindings (`MAX_OWNERS`) are kept (the least recently used go first); meta
+/// and full-sets are few.
+///
+/// The byte form (used by the plugin's node-local file) is JSON:
+///
+/// ```json
+/// {"format":"host-etcd-node-cache","version":1,"store":"etcd 10.0.0.5:2379",
+///  "root":"/host-etcd/net","chunkBits":8,
+///  "positions":{"0":"a000102"},
+///  "entries":[["/host-etcd/net/meta","t{\"version\":1,…}"],["/host-etcd/net/chunks/4/…","x0148…"],
+///             ["/host-etcd/net/chunks/4/…",null]]}
+/// ```
+///
+/// `store` names the store the values came from (the caller's choice, e.g.
+/// the etcd endpoints): a cache of another store is ignored, positions
+/// included. `positions` maps a range set's index to the next address to
+/// try (hex offset); `entries` lists keys oldest first with their value:
+/// `t` and the value as text when it is UTF-8 (owner records, meta), else
+/// `x` and hex (chunks, full-sets); `null`: known absent.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeCache {
     /// Key -> (last use, kind, value; `None` = known absent).

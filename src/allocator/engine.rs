@@ -8,7 +8,8 @@
 //! is one more round trip. Transient store errors restart the operation from
 //! a fresh read (the lost transaction may have committed; compares and the
 //! owner record make the retry converge). Everything is bounded by
-//! [`Options::max_attempts`] and [`Options::budget`].
+//! [`Options::max_attempts`](super::Options::max_attempts) and
+//! [`Options::budget`](super::Options::budget).
 //!
 //! The whole ADD and DEL, step by step through this loop and the planner:
 //! `ARCHITECTURE.md`, "The life of one ADD".

@@ -1,50 +1,6 @@
-//! Group commit: concurrent [`GroupCommit::allocate`] calls on one
-//! allocator that arrive while a transaction is in flight are committed
-//! together in the next one.
-//!
-//! One committer task at a time takes everything queued (up to
-//! [`MAX_BATCH`] requests, etcd's default limit being 128
-//! operations per transaction), plans it with
-//! [`Allocator::allocate_each`] — every request gets its own result, a bad
-//! request (static address taken, stage list exhausted) never fails the
-//! others — and answers each caller. With no wait window (the default) the
-//! first request goes out at once and the requests that arrive during its
-//! round trip form the next batch, so a lone caller pays no extra latency
-//! and a burst of n callers costs about n / batch transactions. A window
-//! (`with_window`) delays each batch to collect more when callers arrive
-//! spread out (plugin processes starting one after the other);
-//! `with_window_while_busy` waits it only while more requests are in flight
-//! than queued, so a lone request never waits.
-//! Releases are not grouped: [`GroupCommit::release`] goes straight to the
-//! allocator (one transaction when warm).
-//!
-//! ```
-//! use std::sync::Arc;
-//! use host_etcd::allocator::group::GroupCommit;
-//! use host_etcd::allocator::{AllocRequest, Allocator, Network, Options, OwnerId};
-//! use host_etcd::range::{Range, RangeSet, RangeSpec};
-//! use host_etcd::store::memory::MemoryStore;
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let range = Range::parse(&RangeSpec { subnet: "10.1.0.0/24".into(), ..RangeSpec::default() })?;
-//! let network = Network {
-//!     name: "example".into(),
-//!     prefix: "/host-etcd".into(),
-//!     sets: vec![RangeSet::new(vec![range])?],
-//!     chunk_bits: 8,
-//! };
-//! let alloc = Arc::new(Allocator::new(MemoryStore::new(), network, Options::default())?);
-//! let group = GroupCommit::new(alloc);
-//! let req = |id: &str| AllocRequest {
-//!     owner: OwnerId { container_id: id.into(), ifname: "eth0".into() },
-//!     ..AllocRequest::default()
-//! };
-//! let (a, b) = tokio::join!(group.allocate(req("a")), group.allocate(req("b")));
-//! assert_ne!(a?.assigned[0].ip, b?.assigned[0].ip);
-//! # Ok(())
-//! # }
-//! ```
+//! Group commit ([`GroupCommit`]): concurrent allocations on one allocator
+//! that arrive while a transaction is in flight are committed together in
+//! the next one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,8 +11,53 @@ use tokio::sync::oneshot;
 use super::{AllocError, AllocRequest, Allocation, Allocator, OwnerId, OwnerRecord, MAX_BATCH};
 use crate::store::Store;
 
-/// A handle that commits concurrent allocations on one allocator together.
-/// Cheap to clone; every clone feeds the same queue.
+/// Group commit: a handle on one allocator whose concurrent
+/// [`allocate`](Self::allocate) calls that arrive while a transaction is in
+/// flight are committed together in the next one. Cheap to clone; every
+/// clone feeds the same queue.
+///
+/// One committer task at a time takes everything queued (up to
+/// [`MAX_BATCH`] requests, etcd's default limit being 128
+/// operations per transaction), plans it with
+/// [`Allocator::allocate_each`] — every request gets its own result, a bad
+/// request (static address taken, stage list exhausted) never fails the
+/// others — and answers each caller. With no wait window (the default) the
+/// first request goes out at once and the requests that arrive during its
+/// round trip form the next batch, so a lone caller pays no extra latency
+/// and a burst of n callers costs about n / batch transactions. A window
+/// (`with_window`) delays each batch to collect more when callers arrive
+/// spread out (plugin processes starting one after the other);
+/// `with_window_while_busy` waits it only while more requests are in flight
+/// than queued, so a lone request never waits.
+/// Releases are not grouped: [`GroupCommit::release`] goes straight to the
+/// allocator (one transaction when warm).
+///
+/// ```
+/// use std::sync::Arc;
+/// use host_etcd::allocator::{AllocRequest, Allocator, GroupCommit, Network, Options, OwnerId};
+/// use host_etcd::range::{Range, RangeSet, RangeSpec};
+/// use host_etcd::store::memory::MemoryStore;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let range = Range::parse(&RangeSpec { subnet: "10.1.0.0/24".into(), ..RangeSpec::default() })?;
+/// let network = Network {
+///     name: "example".into(),
+///     prefix: "/host-etcd".into(),
+///     sets: vec![RangeSet::new(vec![range])?],
+///     chunk_bits: 8,
+/// };
+/// let alloc = Arc::new(Allocator::new(MemoryStore::new(), network, Options::default())?);
+/// let group = GroupCommit::new(alloc);
+/// let req = |id: &str| AllocRequest {
+///     owner: OwnerId { container_id: id.into(), ifname: "eth0".into() },
+///     ..AllocRequest::default()
+/// };
+/// let (a, b) = tokio::join!(group.allocate(req("a")), group.allocate(req("b")));
+/// assert_ne!(a?.assigned[0].ip, b?.assigned[0].ip);
+/// # Ok(())
+/// # }
+/// ```
 pub struct GroupCommit<S> {
     shared: Arc<Shared<S>>,
 }

@@ -1,19 +1,6 @@
-//! The keyspace of one network (`{p}` = prefix, `{net}` = network name):
-//!
-//! | key | value |
-//! |---|---|
-//! | `{p}/{net}/meta` | JSON [`Meta`](super::meta::Meta): format version and chunk size k |
-//! | `{p}/{net}/chunks/{4\|6}/{base}` | an encoded chunk ([`crate::codec`]) |
-//! | `{p}/{net}/full/{4\|6}/{region}` | roaring treemap of full chunk indices |
-//! | `{p}/{net}/owners/{containerID}/{ifname}` | JSON [`OwnerRecord`](super::OwnerRecord) |
-//! | `{p}/{net}/sticky/{namespace}/{podName}/{ifname}` | JSON [`Binding`](super::Binding) (sticky addresses only) |
-//!
-//! `{base}` is the chunk's first address as fixed-width lower-case hex (8
-//! digits for IPv4, 32 for IPv6), so byte order of keys is address order and
-//! a range read walks chunks in address order. A chunk index is
-//! `address >> k`; a full-set *region* holds the indices that share their
-//! bits above the low 64 (`{region}` is `index >> 64` in hex: always `0` for
-//! IPv4 and for any IPv6 range longer than /54 at k = 10).
+//! The keyspace of one network ([`Keyspace`]): the keys of its meta record,
+//! chunks, full-sets, owner records and sticky bindings, and the checks that
+//! make names safe to use in a key.
 
 use crate::range::Family;
 
@@ -26,7 +13,23 @@ fn key_safe(s: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'\\')
 }
 
-/// Key builder for one network.
+/// Key builder for one network: its keyspace (`{p}` = prefix, `{net}` =
+/// network name) is:
+///
+/// | key | value |
+/// |---|---|
+/// | `{p}/{net}/meta` | JSON meta record (`{"version":1,"chunkBits":8}`): format version and chunk size k |
+/// | `{p}/{net}/chunks/{4\|6}/{base}` | an encoded chunk ([`crate::codec`]) |
+/// | `{p}/{net}/full/{4\|6}/{region}` | roaring treemap of full chunk indices |
+/// | `{p}/{net}/owners/{containerID}/{ifname}` | JSON [`OwnerRecord`](super::OwnerRecord) |
+/// | `{p}/{net}/sticky/{namespace}/{podName}/{ifname}` | JSON [`Binding`](super::Binding) (sticky addresses only) |
+///
+/// `{base}` is the chunk's first address as fixed-width lower-case hex (8
+/// digits for IPv4, 32 for IPv6), so byte order of keys is address order and
+/// a range read walks chunks in address order. A chunk index is
+/// `address >> k`; a full-set *region* holds the indices that share their
+/// bits above the low 64 (`{region}` is `index >> 64` in hex: always `0` for
+/// IPv4 and for any IPv6 range longer than /54 at k = 10).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keyspace {
     root: String,

@@ -20,24 +20,37 @@ use serde::{Deserialize, Serialize};
 use crate::range::RangeSet;
 use crate::store::Store;
 
-pub mod cache;
+// The protocol's parts are private; what an embedder (and this crate's
+// cni, agent and admin layers) uses is re-exported below.
+mod cache;
 mod check;
 mod engine;
-pub mod error;
-pub mod fullset;
-pub mod geometry;
-pub mod group;
-pub mod keys;
-pub mod meta;
-pub mod plan;
-pub mod state;
+mod error;
+mod fullset;
+mod geometry;
+mod group;
+mod keys;
+pub(crate) mod meta;
+mod plan;
+mod state;
 mod sticky;
 
 pub use cache::NodeCache;
 pub use check::{CheckReport, Problem, RangeUsage};
 pub use error::AllocError;
-pub use keys::Keyspace;
+pub use geometry::node_seed_from;
+pub use group::GroupCommit;
+pub use keys::{BadKeyPart, Keyspace};
 pub use sticky::BindingEntry;
+
+/// Not API: internals this crate's own benches, examples and tests use (the
+/// spreading function, candidate chunks, the full-set encoding). No
+/// stability promise; hidden from the docs.
+#[doc(hidden)]
+pub mod internals {
+    pub use super::fullset::encode as encode_full_set;
+    pub use super::geometry::{normal_candidates, spread, Candidates};
+}
 
 /// Default chunk size exponent: a chunk covers 2^k addresses. Chosen by
 /// measurement (BENCHMARKS.md, "Chunk size"): fewest CAS retries at 64
@@ -55,6 +68,29 @@ pub const MAX_BATCH: usize = 50;
 pub const DEFAULT_PREFIX: &str = "/host-etcd";
 
 /// What the allocator manages: one named network's range sets.
+///
+/// Build it with [`Network::new`], which checks what [`Allocator::new`]
+/// relies on; the fields are public for reading and for struct update
+/// syntax, and [`Allocator::new`] checks them again.
+///
+/// ```
+/// use host_etcd::{Network, RangeSet};
+/// let net = Network::new("pods", vec![
+///     RangeSet::from_cidr("10.22.0.0/16")?,
+///     RangeSet::from_cidr("fd00:22::/64")?,
+/// ])?;
+/// assert_eq!(net.prefix, host_etcd::allocator::DEFAULT_PREFIX);
+/// assert_eq!(net.chunk_bits, host_etcd::allocator::DEFAULT_CHUNK_BITS);
+///
+/// // Range sets of one network never overlap: one address would be handed
+/// // out twice.
+/// let err = Network::new("pods", vec![
+///     RangeSet::from_cidr("10.22.0.0/16")?,
+///     RangeSet::from_cidr("10.22.9.0/24")?,
+/// ]).unwrap_err();
+/// assert!(err.to_string().contains("10.22.9.0/24"), "{err}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Network {
     /// The CNI network name.
@@ -65,6 +101,55 @@ pub struct Network {
     pub sets: Vec<RangeSet>,
     /// k: a chunk covers 2^k addresses (both families).
     pub chunk_bits: u8,
+}
+
+impl Network {
+    /// A network named `name` handing out one address per range set, with
+    /// the default key prefix and chunk size. Checks the name (a key part:
+    /// no `/`, not empty), that there is at least one set, and that no range
+    /// of one set overlaps a range of another (each [`RangeSet`] is already
+    /// one family with disjoint ranges).
+    pub fn new(name: impl Into<String>, sets: Vec<RangeSet>) -> Result<Network, AllocError> {
+        let network = Network {
+            name: name.into(),
+            prefix: DEFAULT_PREFIX.to_string(),
+            sets,
+            chunk_bits: DEFAULT_CHUNK_BITS,
+        };
+        crate::range::check_sets(&network.sets)?;
+        network.validate()?;
+        Ok(network)
+    }
+
+    /// The same network under another key prefix (checked).
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Result<Network, AllocError> {
+        self.prefix = prefix.into();
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// The same network with chunks of 2^`chunk_bits` addresses (checked:
+    /// [`CHUNK_BITS_RANGE`]).
+    pub fn with_chunk_bits(mut self, chunk_bits: u8) -> Result<Network, AllocError> {
+        self.chunk_bits = chunk_bits;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// What [`Allocator::new`] checks: chunk size, name and prefix, and
+    /// range sets pairwise disjoint. No range set at all is allowed here (an
+    /// operator tool may open a network only to list its owner records);
+    /// [`Network::new`] requires one.
+    fn validate(&self) -> Result<Keyspace, AllocError> {
+        if !CHUNK_BITS_RANGE.contains(&self.chunk_bits) {
+            return Err(AllocError::BadChunkBits(self.chunk_bits));
+        }
+        let keyspace = Keyspace::new(&self.prefix, &self.name)?;
+        if !self.sets.is_empty() {
+            crate::range::check_sets(&self.sets)?;
+        }
+        Ok(keyspace)
+    }
 }
 
 /// Who holds addresses: a container's interface.
@@ -267,8 +352,36 @@ impl Default for Options {
     }
 }
 
-/// The allocation protocol bound to a store and a network. Methods are in
-/// `engine` (allocation, release, GC) and `check` (consistency, usage).
+/// The allocation protocol bound to a store and a network: the type an
+/// embedder uses. Methods are in `engine` (allocation, release, GC) and
+/// `check` (consistency, usage). Share one allocator per network (e.g. in
+/// an `Arc`): its [`NodeCache`] makes a warm ADD or DEL one transaction.
+///
+/// ```
+/// use host_etcd::{AllocRequest, Allocator, MemoryStore, Network, Options, OwnerId, RangeSet};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let network = Network::new("pods", vec![RangeSet::from_cidr("10.22.0.0/24")?])?;
+/// let alloc = Allocator::new(MemoryStore::new(), network, Options::default())?;
+///
+/// let owner = OwnerId { container_id: "c1".into(), ifname: "eth0".into() };
+/// let req = AllocRequest { owner: owner.clone(), ..AllocRequest::default() };
+/// let first = alloc.allocate(&req).await?;
+/// assert_eq!(first.assigned[0].ip.to_string(), "10.22.0.2");
+///
+/// // ADD is idempotent per owner: the same request gets the same address.
+/// let again = alloc.allocate(&req).await?;
+/// assert!(again.existing);
+/// assert_eq!(again.assigned, first.assigned);
+///
+/// // DEL frees it; a second DEL finds nothing and is not an error.
+/// let released = alloc.release(&owner).await?.expect("held");
+/// assert_eq!(released.ips, vec![first.assigned[0].ip]);
+/// assert!(alloc.release(&owner).await?.is_none());
+/// # Ok(())
+/// # }
+/// ```
 pub struct Allocator<S> {
     store: S,
     network: Network,
@@ -278,12 +391,10 @@ pub struct Allocator<S> {
 }
 
 impl<S: Store> Allocator<S> {
-    /// Binds a store and a network; checks the network name and chunk size.
+    /// Binds a store and a network; checks the network name and prefix,
+    /// the chunk size, and that the range sets do not overlap.
     pub fn new(store: S, network: Network, options: Options) -> Result<Self, AllocError> {
-        if !CHUNK_BITS_RANGE.contains(&network.chunk_bits) {
-            return Err(AllocError::BadChunkBits(network.chunk_bits));
-        }
-        let keyspace = Keyspace::new(&network.prefix, &network.name)?;
+        let keyspace = network.validate()?;
         Ok(Allocator {
             store,
             network,

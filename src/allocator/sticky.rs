@@ -5,8 +5,8 @@
 //!
 //! The protocol side — a DEL writes a [`Binding`] in the transaction that
 //! frees the addresses, the pod's next ADD takes the still-free addresses
-//! back and deletes it in its own transaction — is in `plan` (`sticky_step`,
-//! `pick_sticky`, `sticky_bind`). Every deletion here is planned by
+//! back and deletes it in its own transaction — is in `plan::sticky`
+//! (`sticky_step`, `pick_sticky`, `sticky_bind`). Every deletion here is planned by
 //! [`plan::plan_drop_binding`] and run by the one retry loop of `engine`: a
 //! compare-and-swap on the binding, so a binding rewritten meanwhile (a
 //! newer DEL) is never deleted by an expiry that saw the older one.

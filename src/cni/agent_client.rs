@@ -181,16 +181,8 @@ fn unavailable(command: Command, socket: &Path, why: &str) -> CniError {
 
 /// The `CNI_*` variables of `env`, as the agent reads them back.
 fn env_vars(env: &Env) -> BTreeMap<String, String> {
-    let command = match env.command {
-        Command::Add => "ADD",
-        Command::Del => "DEL",
-        Command::Check => "CHECK",
-        Command::Version => "VERSION",
-        Command::Gc => "GC",
-        Command::Status => "STATUS",
-    };
     let mut vars = BTreeMap::new();
-    vars.insert("CNI_COMMAND".to_string(), command.to_string());
+    vars.insert("CNI_COMMAND".to_string(), env.command.as_str().to_string());
     for (key, value) in [
         ("CNI_CONTAINERID", &env.container_id),
         ("CNI_IFNAME", &env.ifname),
@@ -264,6 +256,7 @@ async fn exchange_async(
 
 /// One request and its reply inside the caller's runtime, failures as
 /// text (`host-etcd agent status`).
+#[cfg(feature = "cli")]
 pub(crate) async fn request(
     socket: &Path,
     request: &Request,
@@ -283,12 +276,8 @@ mod tests {
 
     fn env(command: Command) -> Env {
         Env {
-            command,
-            container_id: Some("c1".into()),
-            ifname: Some("eth0".into()),
-            netns: Some("/var/run/netns/c1".into()),
             args: Some("IP=10.0.0.5".into()),
-            path: Some("/opt/cni/bin".into()),
+            ..crate::cni::env::test_env(command)
         }
     }
 

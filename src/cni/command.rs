@@ -136,11 +136,11 @@ pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Re
 
 /// Runs one command. `Ok(Some(json))` is printed on stdout; `Ok(None)` means
 /// success with no output (DEL, CHECK, GC, STATUS).
-pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<String>, CniError> {
+pub fn execute(env: &Env, stdin: &[u8]) -> Result<Option<String>, CniError> {
     run_reported(env, stdin, &mut Report::default(), Duration::ZERO)
 }
 
-/// [`run`], reporting into `report`, when `spent` of the deadline is already
+/// [`execute`], reporting into `report`, when `spent` of the deadline is already
 /// used up (by a node agent that did not answer): the direct path gets what
 /// is left.
 fn run_reported(
@@ -195,7 +195,7 @@ pub fn conclude(
     (verdict.result.map(|()| None), verdict.note)
 }
 
-/// What [`run`] does before it needs a store: VERSION is answered, the
+/// What [`execute`] does before it needs a store: VERSION is answered, the
 /// config parsed and the command checked against its `cniVersion`.
 #[derive(Debug)]
 pub enum Prepared {
@@ -205,12 +205,12 @@ pub enum Prepared {
     Conf(Box<NetConf>),
 }
 
-/// The checks of [`run`] that need no store, in its order (also the node
+/// The checks of [`execute`] that need no store, in its order (also the node
 /// agent's first step, so both report the same error for the same input).
 pub fn prepare(env: &Env, stdin: &[u8]) -> Result<Prepared, CniError> {
     if env.command == Command::Version {
         let v = requested_version(stdin).unwrap_or(CniVersion::LATEST);
-        return Ok(Prepared::Answer(Some(version_json(v))));
+        return Ok(Prepared::Answer(Some(version_json(v)?)));
     }
     let conf = NetConf::parse(stdin)?;
     check_command_version(env.command, conf.cni_version)?;
@@ -236,7 +236,7 @@ pub fn timed_out(command: Command, deadline: Duration) -> CniError {
     }
 }
 
-/// The [`Response`] for an outcome of [`run`]: errors as CNI error JSON in
+/// The [`Response`] for an outcome of [`execute`]: errors as CNI error JSON in
 /// the config's `cniVersion` when it is a supported one, else the latest.
 pub fn response(stdin: &[u8], outcome: Result<Option<String>, CniError>) -> Response {
     match outcome {
@@ -376,7 +376,7 @@ pub async fn dispatch_with<A: AllocatorSource>(
             Ok(None)
         }
         Command::Status => status(conf, source).await,
-        Command::Version => Ok(Some(version_json(conf.cni_version))),
+        Command::Version => Ok(Some(version_json(conf.cni_version)?)),
     }
 }
 
@@ -407,7 +407,7 @@ async fn add<A: AllocatorSource>(
     let allocation = source.allocate(conf, &allocator, &request).await?;
     let result =
         CniResult::from_allocation(&allocation, allocator.network(), &conf.ipam.routes, dns)?;
-    Ok(Some(result.encode(conf.cni_version)))
+    Ok(Some(result.encode(conf.cni_version)?))
 }
 
 async fn check<A: AllocatorSource>(
@@ -517,12 +517,8 @@ mod tests {
 
     fn env(command: Command) -> Env {
         Env {
-            command,
-            container_id: Some("c1".into()),
-            ifname: Some("eth0".into()),
             netns: Some("/x".into()),
-            args: None,
-            path: Some("/opt/cni/bin".into()),
+            ..crate::cni::env::test_env(command)
         }
     }
 
@@ -532,7 +528,7 @@ mod tests {
 
     #[test]
     fn version_echoes_a_supported_requested_version() {
-        let out = run(&env(Command::Version), br#"{"cniVersion":"0.4.0"}"#).expect("ok");
+        let out = execute(&env(Command::Version), br#"{"cniVersion":"0.4.0"}"#).expect("ok");
         let v = parse(out.as_deref().unwrap_or(""));
         assert_eq!(v["cniVersion"], "0.4.0");
         assert_eq!(v["supportedVersions"].as_array().map(Vec::len), Some(5));
@@ -541,7 +537,7 @@ mod tests {
     #[test]
     fn version_needs_no_config() {
         for stdin in [&b""[..], b"garbage", br#"{"cniVersion":"9.9.9"}"#] {
-            let out = run(&env(Command::Version), stdin).expect("ok");
+            let out = execute(&env(Command::Version), stdin).expect("ok");
             assert_eq!(parse(out.as_deref().unwrap_or(""))["cniVersion"], "1.1.0");
         }
     }
@@ -595,7 +591,7 @@ mod tests {
     #[test]
     fn gc_without_the_list_is_refused_before_touching_the_store() {
         let stdin = br#"{"cniVersion":"1.1.0","name":"n","ipam":{"subnet":"10.0.0.0/24","dataDir":"/nonexistent"}}"#;
-        let e = run(&env(Command::Gc), stdin).err();
+        let e = execute(&env(Command::Gc), stdin).err();
         assert_eq!(e.as_ref().map(CniError::code), Some(7));
         assert!(e.is_some_and(|e| e.to_string().contains("cni.dev/valid-attachments")));
     }
@@ -612,7 +608,7 @@ mod tests {
             (Command::Gc, "1.0.0"),
             (Command::Status, "1.0.0"),
         ] {
-            let e = run(&env(command), conf(old).as_bytes()).err();
+            let e = execute(&env(command), conf(old).as_bytes()).err();
             assert_eq!(e.as_ref().map(CniError::code), Some(1), "{command:?} {old}");
         }
     }

@@ -42,6 +42,18 @@ impl Command {
         }
     }
 
+    /// The `CNI_COMMAND` spelling (the inverse of [`Command::parse`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Version => "VERSION",
+            Command::Gc => "GC",
+            Command::Status => "STATUS",
+        }
+    }
+
     /// Whether the command acts on one attachment (container ID + ifname).
     pub fn needs_attachment(self) -> bool {
         matches!(self, Command::Add | Command::Del | Command::Check)
@@ -63,6 +75,21 @@ pub struct Env {
     pub args: Option<String>,
     /// `CNI_PATH` (unused by this plugin beyond being required).
     pub path: Option<String>,
+}
+
+/// A complete environment for `command` (container `c1`, `eth0`, a netns
+/// path, `CNI_PATH`, no `CNI_ARGS`), for unit tests to adjust with struct
+/// update syntax.
+#[cfg(test)]
+pub(crate) fn test_env(command: Command) -> Env {
+    Env {
+        command,
+        container_id: Some("c1".into()),
+        ifname: Some("eth0".into()),
+        netns: Some("/var/run/netns/c1".into()),
+        args: None,
+        path: Some("/opt/cni/bin".into()),
+    }
 }
 
 impl Env {
@@ -209,6 +236,15 @@ mod tests {
             .map(|(k, v)| (k.to_string(), OsString::from(v)))
             .collect();
         Env::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn command_spelling_round_trips() {
+        use Command::*;
+        for c in [Add, Del, Check, Version, Gc, Status] {
+            assert_eq!(Command::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(Command::parse("add"), None);
     }
 
     const ADD: &[(&str, &str)] = &[

@@ -233,12 +233,16 @@ impl CniError {
             details: self.to_string(),
         };
         serde_json::to_string_pretty(&body).unwrap_or_else(|_| {
-            // Serializing a struct of strings and an integer cannot fail;
-            // keep a literal fallback rather than a panic path anyway.
-            format!(
-                "{{\"cniVersion\":\"{}\",\"code\":{CODE_INTERNAL},\"msg\":\"internal error\"}}",
-                version.as_str()
-            )
+            // Serializing strings and an integer does not fail; if it ever
+            // did, the same fields go out through a JSON value, whose
+            // `Display` has no error path (keys then in sorted order).
+            let value = serde_json::json!({
+                "cniVersion": body.cni_version,
+                "code": body.code,
+                "msg": body.msg,
+                "details": body.details,
+            });
+            format!("{value:#}")
         })
     }
 }
@@ -260,13 +264,15 @@ pub fn code_msg(code: u32) -> &'static str {
         CODE_CORRUPT_STATE => "stored state corrupt",
         CODE_CHECK_MISMATCH => "addresses differ from prevResult",
         CODE_STORE_REFUSED => "store refused the request",
+        // CODE_INTERNAL, and any number this plugin does not produce.
         _ => "internal error",
     }
 }
 
 /// Code of an allocator error.
 fn alloc_code(e: &AllocError) -> u32 {
-    #[allow(unreachable_patterns)]
+    // Exhaustive on purpose (the enums are `non_exhaustive` only for other
+    // crates): a new variant does not compile until it has a code here.
     match e {
         AllocError::Range(_)
         | AllocError::BadName(_)
@@ -282,23 +288,18 @@ fn alloc_code(e: &AllocError) -> u32 {
         AllocError::RequestedUnavailable { .. } => CODE_ADDRESS_UNAVAILABLE,
         AllocError::Contention { .. } | AllocError::BudgetExceeded { .. } => CODE_TRY_AGAIN_LATER,
         AllocError::DuplicateOwner(_) => CODE_INTERNAL,
-        // AllocError is non_exhaustive: a variant added later is "internal"
-        // until it is given a code here.
-        _ => CODE_INTERNAL,
     }
 }
 
 /// Code of a store error.
 fn store_code(e: &StoreError) -> u32 {
-    #[allow(unreachable_patterns)]
+    // Exhaustive on purpose, as `alloc_code`.
     match e {
         StoreError::Unavailable(_) => CODE_TRY_AGAIN_LATER,
         StoreError::Io { .. } => CODE_IO,
         StoreError::CorruptDatabase { .. } => CODE_CORRUPT_STATE,
         StoreError::Config(_) => CODE_INVALID_CONFIG,
         StoreError::Refused(_) => CODE_STORE_REFUSED,
-        // >>> UNMAPPED STORE VARIANTS <<< (999 until given a code)
-        _ => CODE_INTERNAL,
     }
 }
 

@@ -309,18 +309,6 @@ pub struct Line {
     pub cni_args: Option<String>,
 }
 
-/// The `CNI_COMMAND` spelling of a command.
-pub fn command_name(c: Command) -> &'static str {
-    match c {
-        Command::Add => "ADD",
-        Command::Del => "DEL",
-        Command::Check => "CHECK",
-        Command::Version => "VERSION",
-        Command::Gc => "GC",
-        Command::Status => "STATUS",
-    }
-}
-
 /// Builds the line of an invocation at `now`; `None` when `level` does not
 /// write it.
 pub fn line(
@@ -370,7 +358,7 @@ pub fn line(
     Some(Line {
         time: rfc3339(now),
         level: line_level,
-        command: command.map(command_name),
+        command: command.map(Command::as_str),
         network: sniffed.name.clone(),
         container_id: env.and_then(|e| e.container_id.clone()),
         ifname: env.and_then(|e| e.ifname.clone()),
@@ -628,12 +616,10 @@ mod tests {
 
     fn env(command: Command) -> Env {
         Env {
-            command,
-            container_id: Some("c1".into()),
-            ifname: Some("eth0".into()),
             netns: Some("/var/run/netns/x".into()),
             args: Some("K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-1".into()),
             path: None,
+            ..crate::cni::env::test_env(command)
         }
     }
 

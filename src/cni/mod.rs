@@ -3,9 +3,9 @@
 //! place where errors become CNI error codes.
 //!
 //! Entry points: [`respond`] (everything, errors included, as the binary
-//! needs it) and [`run`] (one command, typed error). How one ADD goes from
-//! [`respond`] through the allocator to the store and back, step by step:
-//! `ARCHITECTURE.md`, "The life of one ADD".
+//! needs it) and [`execute`] (one command, typed error). How one ADD goes
+//! from [`respond`] through the allocator to the store and back, step by
+//! step: `ARCHITECTURE.md`, "The life of one ADD".
 //!
 //! | file | concern |
 //! |---|---|
@@ -43,7 +43,7 @@ pub mod result;
 pub mod status;
 pub mod version;
 
-pub use command::{respond, run, Response};
+pub use command::{execute, respond, Response};
 pub use config::NetConf;
 pub use env::{Command, Env};
 pub use error::CniError;

@@ -122,7 +122,7 @@ impl CniResult {
     }
 
     /// The result JSON for `version` (pretty-printed).
-    pub fn encode(&self, version: CniVersion) -> String {
+    pub fn encode(&self, version: CniVersion) -> Result<String, CniError> {
         let out = ResultOut {
             cni_version: version.as_str(),
             ips: self
@@ -144,17 +144,19 @@ impl CniResult {
 }
 
 /// The `VERSION` answer.
-pub fn version_json(version: CniVersion) -> String {
+pub fn version_json(version: CniVersion) -> Result<String, CniError> {
     to_json(&VersionOut {
         cni_version: version.as_str(),
         supported_versions: &super::version::SUPPORTED,
     })
 }
 
-fn to_json<T: Serialize>(value: &T) -> String {
-    // Our output types hold only strings, numbers and addresses: serializing
-    // them cannot fail. An empty object keeps this panic-free regardless.
-    serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".into())
+fn to_json<T: Serialize>(value: &T) -> Result<String, CniError> {
+    // Our output types hold only strings, numbers and addresses, so this
+    // does not fail; if it ever did, the runtime gets an error, never an
+    // invented result.
+    serde_json::to_string_pretty(value)
+        .map_err(|e| CniError::Internal(format!("encoding the result JSON: {e}")))
 }
 
 #[cfg(test)]
@@ -198,7 +200,7 @@ mod tests {
     }
 
     fn encode(r: &CniResult, v: CniVersion) -> Value {
-        serde_json::from_str(&r.encode(v)).expect("result JSON parses")
+        serde_json::from_str(&r.encode(v).expect("encodes")).expect("result JSON parses")
     }
 
     #[test]
@@ -269,7 +271,8 @@ mod tests {
 
     #[test]
     fn version_answer() {
-        let out: Value = serde_json::from_str(&version_json(CniVersion::V0_4_0)).expect("parses");
+        let out: Value = serde_json::from_str(&version_json(CniVersion::V0_4_0).expect("encodes"))
+            .expect("parses");
         assert_eq!(
             out,
             json!({"cniVersion": "0.4.0",

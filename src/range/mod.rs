@@ -587,6 +587,28 @@ impl RangeSet {
         Ok(RangeSet { ranges })
     }
 
+    /// A set of one range covering `cidr` with host-local's defaults: first
+    /// address network + 2, last broadcast − 1 (IPv4) or the last address
+    /// (IPv6), gateway network + 1, no stages, no exclusions.
+    ///
+    /// ```
+    /// use host_etcd::range::RangeSet;
+    /// let set = RangeSet::from_cidr("10.22.0.0/24")?;
+    /// let range = &set.ranges()[0];
+    /// assert_eq!(range.start.to_string(), "10.22.0.2");
+    /// assert_eq!(range.end.to_string(), "10.22.0.254");
+    /// assert_eq!(range.gateway.to_string(), "10.22.0.1");
+    /// assert!(RangeSet::from_cidr("10.22.0.0/33").is_err());
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
+    pub fn from_cidr(cidr: &str) -> Result<RangeSet, RangeError> {
+        let range = Range::parse(&RangeSpec {
+            subnet: cidr.to_string(),
+            ..RangeSpec::default()
+        })?;
+        RangeSet::new(vec![range])
+    }
+
     /// The ranges, in config order.
     pub fn ranges(&self) -> &[Range] {
         &self.ranges

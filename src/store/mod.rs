@@ -252,31 +252,26 @@ pub trait Store: Send + Sync {
     fn txn(&self, txn: Txn) -> impl Future<Output = Result<TxnOutcome, StoreError>> + Send;
 }
 
-impl<S: Store + ?Sized> Store for &S {
-    fn read(
-        &self,
-        reads: &[Read],
-    ) -> impl Future<Output = Result<Vec<ReadResult>, StoreError>> + Send {
-        (**self).read(reads)
-    }
+/// `Store` for references and shared pointers to a store: every call goes
+/// to the store they point to.
+macro_rules! forward_store {
+    ($($ptr:ty),*) => {$(
+        impl<S: Store + ?Sized> Store for $ptr {
+            fn read(
+                &self,
+                reads: &[Read],
+            ) -> impl Future<Output = Result<Vec<ReadResult>, StoreError>> + Send {
+                (**self).read(reads)
+            }
 
-    fn txn(&self, txn: Txn) -> impl Future<Output = Result<TxnOutcome, StoreError>> + Send {
-        (**self).txn(txn)
-    }
+            fn txn(&self, txn: Txn) -> impl Future<Output = Result<TxnOutcome, StoreError>> + Send {
+                (**self).txn(txn)
+            }
+        }
+    )*};
 }
 
-impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
-    fn read(
-        &self,
-        reads: &[Read],
-    ) -> impl Future<Output = Result<Vec<ReadResult>, StoreError>> + Send {
-        (**self).read(reads)
-    }
-
-    fn txn(&self, txn: Txn) -> impl Future<Output = Result<TxnOutcome, StoreError>> + Send {
-        (**self).txn(txn)
-    }
-}
+forward_store!(&S, std::sync::Arc<S>);
 
 /// The smallest key strictly greater than every key starting with `prefix`
 /// (etcd's "range end for a prefix"). Used to turn a prefix into a

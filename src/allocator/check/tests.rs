@@ -1,0 +1,435 @@
+//! Tests of `check`: the pure assessment on plain data, and the driver's
+//! repair against a concurrent writer on the memory store.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use roaring::RoaringTreemap;
+
+use super::assess::{assess, range_chunk_keys, range_usage, Scanned, Suspect};
+use super::Problem;
+use crate::allocator::keys::Keyspace;
+use crate::allocator::meta::Meta;
+use crate::allocator::{
+    fullset, Allocator, Network, Options, OwnerRecord, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX,
+};
+use crate::bitmap::Bitmap;
+use crate::codec::{self, Chunk};
+use crate::range::{Family, Range, RangeSet, RangeSpec};
+use crate::store::memory::MemoryStore;
+use crate::store::{
+    Compare, Expect, Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned,
+};
+
+const K: u8 = DEFAULT_CHUNK_BITS;
+
+fn ks() -> Keyspace {
+    Keyspace::new(DEFAULT_PREFIX, "checknet").unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn v(value: Vec<u8>, rev: i64) -> Versioned {
+    Versioned {
+        value,
+        mod_revision: rev,
+        create_revision: rev,
+    }
+}
+
+/// The key of the chunk of 10.0.0.0/24 and a stored value with `bits` set.
+fn chunk_kv(bits: &[usize], rev: i64) -> (Family, Key, Versioned) {
+    let mut c = Chunk {
+        bits: Bitmap::new(1 << K),
+        cursor: 0,
+    };
+    for b in bits {
+        c.bits.set(*b);
+    }
+    (
+        Family::V4,
+        ks().chunk(Family::V4, K, 0x0a00_0000 >> K),
+        v(codec::encode(&c), rev),
+    )
+}
+
+fn owner_kv(id: &str, ips: &[&str], rev: i64) -> (Key, Versioned) {
+    let rec = OwnerRecord {
+        container_id: id.into(),
+        ifname: "eth0".into(),
+        ips: ips.iter().map(|s| ip(s)).collect(),
+        created: 1,
+        pod_namespace: None,
+        pod_name: None,
+        node: None,
+    };
+    (
+        ks().owner(id, "eth0").unwrap(),
+        v(serde_json::to_vec(&rec).unwrap(), rev),
+    )
+}
+
+/// The chunk a repair transaction puts, decoded.
+fn put_chunk(txn: &Txn) -> Chunk {
+    match &txn.ops[..] {
+        [Op::Put(_, bytes)] => codec::decode_expecting(bytes, K).unwrap(),
+        ops => panic!("one put expected: {ops:?}"),
+    }
+}
+
+#[test]
+fn agreeing_bits_and_owners_are_clean() {
+    let scanned = Scanned {
+        chunks: vec![chunk_kv(&[5, 6], 3)],
+        owners: vec![
+            owner_kv("a", &["10.0.0.5"], 4),
+            owner_kv("b", &["10.0.0.6"], 5),
+        ],
+        meta: Some(v(Meta::new(K).encode(), 1)),
+        ..Scanned::default()
+    };
+    let a = assess(&ks(), K, scanned);
+    assert!(a.report.is_clean(), "{:?}", a.report);
+    assert!(a.suspects.is_empty());
+    assert_eq!(
+        (a.report.chunks, a.report.owners, a.report.allocated),
+        (1, 2, 2)
+    );
+    assert!(a.full_set_repairs().is_empty());
+}
+
+#[test]
+fn a_bit_without_owner_is_cleared_on_the_scanned_revision() {
+    let scanned = Scanned {
+        chunks: vec![chunk_kv(&[5, 6], 3)],
+        owners: vec![owner_kv("a", &["10.0.0.5"], 4)],
+        ..Scanned::default()
+    };
+    let a = assess(&ks(), K, scanned);
+    // Not reported before it is confirmed.
+    assert!(a.report.is_clean());
+    let [s] = &a.suspects[..] else {
+        panic!("one suspect: {:?}", a.suspects)
+    };
+    let key = ks().chunk(Family::V4, K, 0x0a00_0000 >> K);
+    assert_eq!(
+        s.problems,
+        vec![Problem::BitWithoutOwner {
+            ip: ip("10.0.0.6"),
+            chunk: key.clone()
+        }]
+    );
+    assert_eq!(s.scanned_rev, Some(3));
+    let fix = a.chunk_repair(s);
+    assert_eq!(
+        fix.txn.compares,
+        vec![Compare {
+            key,
+            expect: Expect::ModRevision(3)
+        }]
+    );
+    let after = put_chunk(&fix.txn);
+    assert!(after.bits.get(5) && !after.bits.get(6));
+    assert_eq!((fix.fixes, fix.left.len()), (1, 0));
+}
+
+#[test]
+fn an_owner_without_its_bit_in_an_absent_chunk_creates_it_compared_absent() {
+    let scanned = Scanned {
+        owners: vec![owner_kv("a", &["10.0.0.9"], 4)],
+        ..Scanned::default()
+    };
+    let a = assess(&ks(), K, scanned);
+    let [s] = &a.suspects[..] else {
+        panic!("one suspect: {:?}", a.suspects)
+    };
+    assert_eq!(s.scanned_rev, None);
+    assert!(
+        matches!(&s.problems[..], [Problem::OwnerWithoutBit { ip: x, owner }]
+        if *x == ip("10.0.0.9") && *owner == ks().owner("a", "eth0").unwrap())
+    );
+    let fix = a.chunk_repair(s);
+    assert_eq!(fix.txn.compares[0].expect, Expect::Absent);
+    assert!(put_chunk(&fix.txn).bits.get(9));
+}
+
+#[test]
+fn a_shared_address_is_reported_and_its_bit_left_alone() {
+    let scanned = Scanned {
+        chunks: vec![chunk_kv(&[7], 3)],
+        owners: vec![
+            owner_kv("a", &["10.0.0.9"], 4),
+            owner_kv("b", &["10.0.0.9"], 5),
+        ],
+        ..Scanned::default()
+    };
+    let a = assess(&ks(), K, scanned);
+    assert!(
+        matches!(&a.report.problems[..], [Problem::SharedAddress { ip: x, owners }]
+        if *x == ip("10.0.0.9") && owners.len() == 2)
+    );
+    let [s] = &a.suspects[..] else {
+        panic!("one suspect: {:?}", a.suspects)
+    };
+    // 10.0.0.7 has no owner; 10.0.0.9 is held twice and not marked.
+    assert_eq!(s.problems.len(), 2, "{:?}", s.problems);
+    let fix = a.chunk_repair(s);
+    let after = put_chunk(&fix.txn);
+    assert!(!after.bits.get(7), "the bit without owner is cleared");
+    assert!(!after.bits.get(9), "a shared address is not marked");
+    assert_eq!(fix.fixes, 1);
+    assert!(
+        matches!(&fix.left[..], [Problem::OwnerWithoutBit { ip: x, .. }] if *x == ip("10.0.0.9"))
+    );
+}
+
+#[test]
+fn a_corrupt_chunk_is_rebuilt_from_the_owner_records() {
+    let (family, key, _) = chunk_kv(&[], 0);
+    let scanned = Scanned {
+        chunks: vec![(family, key.clone(), v(b"garbage".to_vec(), 8))],
+        owners: vec![
+            owner_kv("a", &["10.0.0.5"], 4),
+            owner_kv("b", &["10.0.0.200"], 5),
+            // Another chunk: not part of this one's rebuild.
+            owner_kv("c", &["10.0.1.5"], 6),
+        ],
+        ..Scanned::default()
+    };
+    let a = assess(&ks(), K, scanned);
+    let s = a
+        .suspects
+        .iter()
+        .find(|s| s.key == key)
+        .expect("the corrupt chunk is a suspect");
+    assert!(
+        matches!(&s.problems[..], [Problem::CorruptChunk { .. }]),
+        "{:?}",
+        s.problems
+    );
+    let fix = a.chunk_repair(s);
+    assert_eq!(fix.txn.compares[0].expect, Expect::ModRevision(8));
+    let after = put_chunk(&fix.txn);
+    assert_eq!(after.bits.iter_ones().collect::<Vec<_>>(), vec![5, 200]);
+}
+
+#[test]
+fn corrupt_records_are_reported_in_order_and_full_sets_deleted_on_their_revision() {
+    let full_key = ks().full(Family::V4, 0x0a00_0000 >> K);
+    let scanned = Scanned {
+        full_sets: vec![(full_key.clone(), v(b"\xff\xffnot roaring".to_vec(), 12))],
+        meta: Some(v(b"{".to_vec(), 2)),
+        owners: vec![(
+            ks().owner("z", "eth0").unwrap(),
+            v(b"{not json".to_vec(), 9),
+        )],
+        ..Scanned::default()
+    };
+    let a = assess(&ks(), K, scanned);
+    let kinds: Vec<&str> = a
+        .report
+        .problems
+        .iter()
+        .map(|p| match p {
+            Problem::CorruptOwner { .. } => "owner",
+            Problem::CorruptFullSet { .. } => "full",
+            Problem::CorruptMeta { .. } => "meta",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["owner", "full", "meta"]);
+    assert_eq!(
+        a.full_set_repairs(),
+        vec![(
+            full_key.clone(),
+            Txn {
+                compares: vec![Compare {
+                    key: full_key.clone(),
+                    expect: Expect::ModRevision(12)
+                }],
+                ops: vec![Op::Delete(full_key)],
+                read_on_conflict: vec![],
+            }
+        )]
+    );
+}
+
+#[test]
+fn keys_that_are_not_chunks_are_not_looked_at() {
+    let scanned = Scanned {
+        chunks: vec![(
+            Family::V4,
+            format!("{}/chunks/4/not-hex", ks().root()),
+            v(b"garbage".to_vec(), 3),
+        )],
+        ..Scanned::default()
+    };
+    let a = assess(&ks(), K, scanned);
+    assert_eq!(a.report.chunks, 0);
+    assert!(a.suspects.is_empty() && a.report.is_clean());
+}
+
+#[test]
+fn a_suspect_is_confirmed_only_by_its_scanned_revision() {
+    let s = Suspect {
+        key: "k".into(),
+        at: (Family::V4, 0),
+        scanned_rev: Some(3),
+        problems: vec![],
+    };
+    assert!(s.unchanged(Some(&v(vec![], 3))));
+    assert!(!s.unchanged(Some(&v(vec![], 4))));
+    assert!(!s.unchanged(None));
+    let absent = Suspect {
+        scanned_rev: None,
+        ..s
+    };
+    assert!(absent.unchanged(None));
+    assert!(!absent.unchanged(Some(&v(vec![], 1))));
+}
+
+#[test]
+fn usage_counts_the_taken_addresses_inside_the_range_only() {
+    let r = Range::parse(&RangeSpec {
+        subnet: "10.0.0.0/24".into(),
+        range_start: Some("10.0.0.10".into()),
+        range_end: Some("10.0.0.20".into()),
+        ..RangeSpec::default()
+    })
+    .unwrap();
+    let (start, end) = range_chunk_keys(&ks(), K, &r);
+    let (_, key, val) = chunk_kv(&[5, 10, 11, 20, 21], 3);
+    assert!(start <= key && key < end);
+    let u = range_usage(&ks(), K, (0, 1), &r, &[(key.clone(), val.clone())]).unwrap();
+    assert_eq!((u.set, u.range, u.size, u.used), (0, 1, 11, 3));
+    assert_eq!((u.chunks, u.bytes), (1, val.value.len()));
+    let e = range_usage(&ks(), K, (0, 0), &r, &[(key, v(b"garbage".to_vec(), 4))]);
+    assert!(matches!(
+        e,
+        Err(crate::allocator::AllocError::CorruptChunk { .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// The driver against a concurrent writer
+// ---------------------------------------------------------------------------
+
+/// A memory store where another writer's transaction commits just before
+/// the first transaction of the code under test (between its reads and its
+/// write).
+struct Interleaved {
+    inner: MemoryStore,
+    first: Mutex<Option<Txn>>,
+}
+
+impl Store for Interleaved {
+    fn read(
+        &self,
+        reads: &[Read],
+    ) -> impl Future<Output = Result<Vec<ReadResult>, StoreError>> + Send {
+        self.inner.read(reads)
+    }
+
+    fn txn(&self, txn: Txn) -> impl Future<Output = Result<TxnOutcome, StoreError>> + Send {
+        let other = self.first.lock().unwrap().take();
+        async move {
+            if let Some(other) = other {
+                let out = self.inner.txn(other).await?;
+                assert!(matches!(out, TxnOutcome::Committed { .. }), "{out:?}");
+            }
+            self.inner.txn(txn).await
+        }
+    }
+}
+
+fn network() -> Network {
+    let spec = RangeSpec {
+        subnet: "10.0.0.0/24".into(),
+        ..RangeSpec::default()
+    };
+    Network {
+        name: "checknet".into(),
+        prefix: DEFAULT_PREFIX.into(),
+        sets: vec![RangeSet::new(vec![Range::parse(&spec).unwrap()]).unwrap()],
+        chunk_bits: K,
+    }
+}
+
+#[tokio::test]
+async fn a_full_set_rewritten_during_repair_is_not_deleted() {
+    let store = Interleaved {
+        inner: MemoryStore::new(),
+        first: Mutex::new(None),
+    };
+    let full_key = ks().full(Family::V4, 0x0a00_0000 >> K);
+    store
+        .inner
+        .put_raw(&full_key, b"\xff\xffnot roaring".to_vec());
+    let planted = store.inner.dump()[&full_key].mod_revision;
+    // Another writer replaces it (compare on what it saw) after the check
+    // read it and before the repair deletes it.
+    let mut fresh = RoaringTreemap::new();
+    fresh.insert(0x0a00_0000 >> K);
+    let fresh = fullset::encode(&fresh);
+    *store.first.lock().unwrap() = Some(Txn {
+        compares: vec![Compare {
+            key: full_key.clone(),
+            expect: Expect::ModRevision(planted),
+        }],
+        ops: vec![Op::Put(full_key.clone(), fresh.clone())],
+        read_on_conflict: vec![],
+    });
+    let a = Allocator::new(&store, network(), Options::default()).unwrap();
+    let report = a.repair().await.unwrap();
+    assert_eq!(report.repaired, 0, "{report:?}");
+    assert_eq!(report.in_flux, 1, "{report:?}");
+    assert_eq!(
+        store.inner.dump()[&full_key].value,
+        fresh,
+        "the fresh full-set survives the repair"
+    );
+    // Without a concurrent writer, the next repair finds nothing to do.
+    let report = a.repair().await.unwrap();
+    assert!(report.is_clean() && report.repaired == 0, "{report:?}");
+}
+
+#[tokio::test]
+async fn a_corrupt_full_set_nobody_touches_is_deleted() {
+    let store = MemoryStore::new();
+    let full_key = ks().full(Family::V4, 0x0a00_0000 >> K);
+    store.put_raw(&full_key, b"\xff\xffnot roaring".to_vec());
+    let a = Allocator::new(&store, network(), Options::default()).unwrap();
+    let report = a.repair().await.unwrap();
+    assert_eq!((report.repaired, report.in_flux), (1, 0), "{report:?}");
+    assert!(report.is_clean());
+    assert!(!store.dump().contains_key(&full_key));
+}
+
+#[tokio::test]
+async fn a_chunk_changed_during_repair_is_not_overwritten() {
+    let store = Interleaved {
+        inner: MemoryStore::new(),
+        first: Mutex::new(None),
+    };
+    // A bit without owner...
+    let (_, key, planted) = chunk_kv(&[5], 0);
+    store.inner.put_raw(&key, planted.value);
+    let rev = store.inner.dump()[&key].mod_revision;
+    // ...that another writer changes (sets 6) just before the repair.
+    let (_, _, changed) = chunk_kv(&[5, 6], 0);
+    *store.first.lock().unwrap() = Some(Txn {
+        compares: vec![Compare {
+            key: key.clone(),
+            expect: Expect::ModRevision(rev),
+        }],
+        ops: vec![Op::Put(key.clone(), changed.value.clone())],
+        read_on_conflict: vec![],
+    });
+    let a = Allocator::new(&store, network(), Options::default()).unwrap();
+    let report = a.repair().await.unwrap();
+    assert_eq!((report.repaired, report.in_flux), (0, 1), "{report:?}");
+    assert_eq!(store.inner.dump()[&key].value, changed.value);
+}

@@ -1,0 +1,131 @@
+//! The pure planner: from what is [`Known`](super::state::Known), decide
+//! which addresses to hand out or free and build the one compare-and-swap
+//! [`Txn`] that commits it — or say which reads are missing first
+//! ([`Stop::Need`]).
+//!
+//! Planning never mutates `Known`; it works on a `Draft` overlay that is
+//! thrown away when a read is missing or the transaction conflicts, and the
+//! driver simply plans again with what it learned. That keeps the retry loop
+//! in one place (`engine`) and this module free of I/O.
+//!
+//! | file | concern |
+//! |---|---|
+//! | `mod.rs` | the vocabulary: [`Ctx`], [`Plan`], [`Stop`], [`Outcome`] |
+//! | `draft.rs` | the overlay of modified chunks and full-sets, and how it becomes compares and puts |
+//! | `search.rs` | where a set's search starts (node position, start window) and the search for a free dynamic address |
+//! | `add.rs` | ADD of a batch in one transaction: initial reads, meta, owner records, static addresses |
+//! | `batch.rs` | ADD with a result per request: taking failing requests out of a batch |
+//! | `release.rs` | DEL of one owner |
+//! | `sticky.rs` | sticky addresses: the binding an ADD consumes and a DEL writes, and its deletion |
+
+mod add;
+mod batch;
+mod draft;
+mod release;
+mod search;
+mod sticky;
+#[cfg(test)]
+mod tests;
+
+pub use add::{initial_reads, plan_add};
+pub use batch::plan_add_each;
+pub use release::plan_release;
+pub use search::respread_position;
+pub use sticky::{plan_drop_binding, sticky_key_of};
+
+use std::collections::BTreeMap;
+
+use super::error::AllocError;
+use super::keys::Keyspace;
+use super::state::Pending;
+use super::{Assigned, Network, OwnerRecord};
+use crate::store::Txn;
+
+/// Why planning stopped without a plan.
+#[derive(Debug)]
+pub enum Stop {
+    /// These reads are needed first; plan again after them.
+    Need(Vec<Pending>),
+    /// A definite error.
+    Fail(AllocError),
+}
+
+impl From<AllocError> for Stop {
+    fn from(e: AllocError) -> Self {
+        Stop::Fail(e)
+    }
+}
+
+/// Inputs of planning that do not change during an operation.
+pub struct Ctx<'a> {
+    /// The network.
+    pub net: &'a Network,
+    /// Its keys.
+    pub ks: &'a Keyspace,
+    /// Per-node spreading seed.
+    pub seed: u64,
+    /// Present chunks per range read.
+    pub read_limit: usize,
+    /// Seconds since the epoch, for new owner records.
+    pub now: u64,
+    /// This node's name for new owner records (empty: none).
+    pub node: &'a str,
+    /// Per set: the address offset this node's next search starts at (one
+    /// past its last dynamic allocation).
+    pub hints: &'a BTreeMap<usize, u128>,
+    /// A node without a position starts in one of the first `window`
+    /// chunks of a set (see [`START_WINDOW`]).
+    pub window: u128,
+    /// Sticky addresses: seconds a DEL binds a pod's addresses to its name
+    /// (`None`: off; nothing sticky is read or written).
+    pub sticky_ttl: Option<u64>,
+}
+
+/// How many chunks at the start of a range set a node's first search may
+/// start in: nodes spread over this many chunks (fewer conflicts between
+/// nodes) while addresses stay short (an IPv6 /64 hands out `…::2`…`…::ffff`
+/// at k = 8). The collision rates behind the choice are in BENCHMARKS.md
+/// ("Start window").
+pub const START_WINDOW: u128 = 256;
+
+impl Ctx<'_> {
+    fn k(&self) -> u8 {
+        self.net.chunk_bits
+    }
+}
+
+/// What happened to one request of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The owner already held addresses (idempotent ADD).
+    Existing(OwnerRecord, Vec<Assigned>),
+    /// New addresses, committed by the plan's transaction.
+    New(OwnerRecord, Vec<Assigned>),
+}
+
+/// A finished plan.
+#[derive(Debug)]
+pub struct Plan<T> {
+    /// Per-request (or per-operation) result, valid once `txn` commits.
+    pub result: T,
+    /// The transaction; no ops means nothing to write.
+    pub txn: Txn,
+    /// Per range set, where this node's next search starts once `txn`
+    /// commits (only sets that got a dynamic address; last one wins).
+    pub moved: Vec<(usize, u128)>,
+    /// Some requests of `result` failed (see [`plan_add_each`]): the driver
+    /// re-checks such failures from a fresh read when they were planned on
+    /// remembered values.
+    pub has_failures: bool,
+}
+
+impl<T> Plan<T> {
+    fn new(result: T, txn: Txn) -> Self {
+        Plan {
+            result,
+            txn,
+            moved: Vec::new(),
+            has_failures: false,
+        }
+    }
+}

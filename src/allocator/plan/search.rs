@@ -1,0 +1,208 @@
+//! Dynamic addresses: where a set's search starts (the node's position, or
+//! a chunk of the start window drawn by the node's seed) and the search
+//! over the set's candidate chunks for a free address.
+
+use super::draft::Draft;
+use super::{Ctx, Stop};
+use crate::allocator::error::AllocError;
+use crate::allocator::geometry::{self, Candidates};
+use crate::allocator::state::{Lookup, Pending};
+use crate::allocator::Assigned;
+use crate::range::{from_u128, RangeSet};
+
+/// A set's ranges as `start-end, …` (for the exhaustion error).
+fn describe(set: &RangeSet) -> String {
+    set.ranges()
+        .iter()
+        .map(|r| format!("{}-{}", r.start, r.end))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Where a search over a set's candidate chunks starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Start {
+    /// Ordinal of the first chunk visited.
+    pub(super) ord: u128,
+    /// First bit looked at in that chunk; the bits below it are looked at
+    /// last, after every other chunk (round robin over the whole set).
+    bit: usize,
+}
+
+/// The staged or ordinary candidate chunks of a set, and where to start.
+///
+/// Ordinary requests start at the node's position (one past its last
+/// dynamic address, so it walks the whole set before it comes back to an
+/// address it released) or, without one, at the start of a chunk drawn
+/// from the first `ctx.window` chunks by the node's seed. Staged requests
+/// start at their first reserved chunk.
+pub(super) fn candidates(
+    ctx: &Ctx<'_>,
+    i: usize,
+    set: &RangeSet,
+    stage: Option<&str>,
+) -> (Candidates, Start) {
+    let k = ctx.k();
+    match stage {
+        Some(s) if set.has_stage(s) => (
+            geometry::staged_candidates(set, s, k),
+            Start { ord: 0, bit: 0 },
+        ),
+        _ => {
+            let c = geometry::normal_candidates(set, k);
+            let low = (1u128 << k) - 1;
+            let at_position = ctx.hints.get(&i).map(|pos| match c.ordinal_of(pos >> k) {
+                Some(ord) => Start {
+                    ord,
+                    bit: (pos & low) as usize,
+                },
+                // Past the end of a range: the next candidate chunk, or
+                // back to the first one.
+                None => Start {
+                    ord: c.ordinal_after(pos >> k).unwrap_or(0),
+                    bit: 0,
+                },
+            });
+            let start = at_position.unwrap_or_else(|| Start {
+                ord: geometry::spread(ctx.seed, i, c.count().min(ctx.window.max(1))),
+                bit: 0,
+            });
+            (c, start)
+        }
+    }
+}
+
+/// A new position for set `set_index`: the start of a chunk drawn by `seed`
+/// from the first `ctx.window` chunks (a node moving away from a chunk
+/// another node allocates in).
+pub fn respread_position(ctx: &Ctx<'_>, set_index: usize, seed: u64) -> Option<u128> {
+    let set = ctx.net.sets.get(set_index)?;
+    let c = geometry::normal_candidates(set, ctx.k());
+    let ord = geometry::spread(seed, set_index, c.count().min(ctx.window.max(1)));
+    c.nth(ord).map(|idx| idx << ctx.k())
+}
+
+/// A free dynamic address of set `set_index` (of the request's stage when
+/// the set reserves addresses for it), taken in the draft; or the reads the
+/// search needs next, or exhaustion.
+///
+/// One function because the visits share one step counter: the first pass
+/// (skipping chunks the full-set lists), the second pass (looking at every
+/// chunk), the jump over a listed run and the wrap-around into the first
+/// chunk's lower bits all move it.
+pub(super) fn pick_dynamic(
+    ctx: &Ctx<'_>,
+    draft: &mut Draft<'_>,
+    set_index: usize,
+    set: &RangeSet,
+    stage: Option<&str>,
+) -> Result<Assigned, Stop> {
+    let k = ctx.k();
+    let family = set.family();
+    let staged = stage.filter(|s| set.has_stage(s));
+    let (cands, start) = candidates(ctx, set_index, set, staged);
+    let n = cands.count();
+    // Visit every chunk once from the start; when the search started inside
+    // a chunk, that chunk's lower bits come last (one more visit).
+    let visits = if start.bit > 0 { n + 1 } else { n };
+    // Ordinary requests skip chunks the full-set lists on a first pass and
+    // look at them on a second pass before giving up (the set is a hint).
+    let passes: &[bool] = if staged.is_some() {
+        &[false]
+    } else {
+        &[true, false]
+    };
+    let mut corrupt = None;
+    for &use_hint in passes {
+        let mut step: u128 = 0;
+        while step < visits {
+            let ord = (start.ord + step) % n;
+            // Bits of this visit: [from, to).
+            let (from, to) = match step {
+                0 => (start.bit, usize::MAX),
+                s if s == n => (0, start.bit),
+                _ => (0, usize::MAX),
+            };
+            step += 1;
+            let Some(idx) = cands.nth(ord) else { break };
+            // A chunk already read is looked at directly; the full-set is
+            // consulted only to skip chunks not read yet or found full.
+            let view = draft.view(family, idx);
+            let known_free = match &view {
+                Lookup::Present(c) => c.bits.count_ones() < c.bits.len(),
+                Lookup::Absent => true,
+                _ => false,
+            };
+            if use_hint && !known_free {
+                if let Some(skip) = draft.full_run(ctx.ks, family, idx, cands.run_end(idx))? {
+                    // Jump over the whole run of listed chunks (never past
+                    // the last visit).
+                    step = (step - 1 + skip).min(visits);
+                    continue;
+                }
+            }
+            let mask = match staged {
+                Some(s) => geometry::staged_mask(set, s, k, idx),
+                None => geometry::normal_mask(set, k, idx),
+            };
+            let bit = match draft.view(family, idx) {
+                Lookup::Unknown => {
+                    let limit = if use_hint {
+                        ctx.read_limit
+                    } else {
+                        ctx.read_limit * 32
+                    };
+                    return Err(Stop::Need(vec![Pending::Chunks {
+                        family,
+                        lo: idx,
+                        hi: cands.run_end(idx),
+                        limit,
+                    }]));
+                }
+                Lookup::Corrupt(e) => {
+                    corrupt.get_or_insert_with(|| AllocError::CorruptChunk {
+                        key: ctx.ks.chunk(family, k, idx),
+                        source: e.clone(),
+                    });
+                    continue;
+                }
+                // An absent chunk is all free: the first allowed bit.
+                Lookup::Absent => mask.iter_ones().find(|b| *b >= from),
+                Lookup::Present(c) => c.bits.find_free(from.min(mask.len()), &mask),
+            };
+            // find_free wraps around the chunk: keep only [from, to).
+            let Some(bit) = bit.filter(|b| (from..to).contains(b)) else {
+                continue;
+            };
+            // The mask only allows addresses inside the set's ranges, so
+            // both lookups succeed; check before touching the draft anyway.
+            let Some(ip) = from_u128(family, (idx << k) + bit as u128) else {
+                continue;
+            };
+            let Some((range_index, _)) = set.find(ip) else {
+                continue;
+            };
+            let chunk = draft.chunk_mut(family, idx)?;
+            chunk.bits.set(bit);
+            chunk.cursor = ((bit + 1) % (1usize << k)) as u32;
+            return Ok(Assigned {
+                set: set_index,
+                range: range_index,
+                ip,
+            });
+        }
+    }
+    if let Some(e) = corrupt {
+        return Err(Stop::Fail(e));
+    }
+    Err(Stop::Fail(match staged {
+        Some(s) => AllocError::StageExhausted {
+            stage: s.to_string(),
+            set: set_index,
+        },
+        None => AllocError::Exhausted {
+            set: set_index,
+            ranges: describe(set),
+        },
+    }))
+}

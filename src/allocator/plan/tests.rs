@@ -1,0 +1,349 @@
+//! Unit tests of the planner on plain data: a [`Known`] filled by hand, no
+//! store.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::*;
+use crate::allocator::state::Known;
+use crate::allocator::{AllocRequest, OwnerId, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX};
+use crate::codec::{self, Chunk};
+use crate::range::{Family, Range, RangeSet, RangeSpec};
+use crate::store::{Expect, Op, ReadResult, Versioned};
+
+const K: u8 = DEFAULT_CHUNK_BITS;
+
+fn network() -> Network {
+    let spec = RangeSpec {
+        subnet: "10.0.0.0/24".into(),
+        ..RangeSpec::default()
+    };
+    Network {
+        name: "plannet".into(),
+        prefix: DEFAULT_PREFIX.into(),
+        sets: vec![RangeSet::new(vec![Range::parse(&spec).unwrap()]).unwrap()],
+        chunk_bits: K,
+    }
+}
+
+fn ctx<'a>(net: &'a Network, ks: &'a Keyspace, hints: &'a BTreeMap<usize, u128>) -> Ctx<'a> {
+    Ctx {
+        net,
+        ks,
+        seed: 7,
+        read_limit: 8,
+        now: 1_000,
+        node: "node-a",
+        hints,
+        window: START_WINDOW,
+        sticky_ttl: None,
+    }
+}
+
+fn req(id: &str, requested: &[&str]) -> AllocRequest {
+    AllocRequest {
+        owner: OwnerId {
+            container_id: id.into(),
+            ifname: "eth0".into(),
+        },
+        requested: requested.iter().map(|s| s.parse().unwrap()).collect(),
+        ..AllocRequest::default()
+    }
+}
+
+fn versioned(value: Vec<u8>, rev: i64) -> Versioned {
+    Versioned {
+        value,
+        mod_revision: rev,
+        create_revision: rev,
+    }
+}
+
+/// What an empty store answers to `pending`.
+fn answer_empty(known: &mut Known, pending: &[Pending]) {
+    let results = pending
+        .iter()
+        .map(|p| match p {
+            Pending::Get(_) => ReadResult::Get(None),
+            Pending::Chunks { .. } => ReadResult::Range {
+                kvs: Vec::new(),
+                more: false,
+            },
+        })
+        .collect();
+    known.absorb(pending, results);
+}
+
+fn need(r: Result<impl std::fmt::Debug, Stop>) -> Vec<Pending> {
+    match r {
+        Err(Stop::Need(p)) => p,
+        other => panic!("expected reads, got {other:?}"),
+    }
+}
+
+#[test]
+fn add_with_nothing_known_asks_for_the_meta_record() {
+    let (net, hints) = (network(), BTreeMap::new());
+    let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
+    let ctx = ctx(&net, &ks, &hints);
+    let known = Known::new(ks.clone(), K);
+    assert_eq!(
+        need(plan_add(&ctx, &known, &[req("a", &[])])),
+        vec![Pending::Get(ks.meta())]
+    );
+}
+
+#[test]
+fn the_initial_reads_of_an_empty_store_are_all_an_add_needs() {
+    let (net, hints) = (network(), BTreeMap::new());
+    let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
+    let ctx = ctx(&net, &ks, &hints);
+    let reqs = [req("a", &[]), req("b", &["10.0.0.9"])];
+    let mut known = Known::new(ks.clone(), K);
+    answer_empty(&mut known, &initial_reads(&ctx, &reqs));
+    let plan = match plan_add(&ctx, &known, &reqs) {
+        Ok(p) => p,
+        Err(e) => panic!("{e:?}"),
+    };
+    // Both new; b has its static address.
+    let ips: Vec<IpAddr> = plan
+        .result
+        .iter()
+        .map(|o| match o {
+            Outcome::New(rec, _) => rec.ips[0],
+            Outcome::Existing(..) => panic!("nothing existed"),
+        })
+        .collect();
+    assert_eq!(ips[1], "10.0.0.9".parse::<IpAddr>().unwrap());
+    assert_ne!(ips[0], ips[1]);
+    // Every key written is compared absent: meta, one chunk, two owners.
+    let chunk = ks.chunk(Family::V4, K, 0x0a00_0000 >> K);
+    let mut written: Vec<String> = plan
+        .txn
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Put(k, _) => k.clone(),
+            Op::Delete(k) => panic!("no delete expected: {k}"),
+        })
+        .collect();
+    written.sort();
+    let mut want = vec![
+        ks.meta(),
+        chunk.clone(),
+        ks.owner("a", "eth0").unwrap(),
+        ks.owner("b", "eth0").unwrap(),
+    ];
+    want.sort();
+    assert_eq!(written, want);
+    for key in &want {
+        assert!(
+            plan.txn
+                .compares
+                .iter()
+                .any(|c| &c.key == key && c.expect == Expect::Absent),
+            "{key} compared absent: {:?}",
+            plan.txn.compares
+        );
+    }
+    // Only the dynamic address moves the node's position (one past it).
+    assert_eq!(
+        plan.moved,
+        vec![(0, crate::range::to_u128(ips[0]) + 1)],
+        "{:?}",
+        plan.moved
+    );
+}
+
+#[test]
+fn add_of_an_owner_that_holds_addresses_writes_nothing() {
+    let (net, hints) = (network(), BTreeMap::new());
+    let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
+    let ctx = ctx(&net, &ks, &hints);
+    let r = req("a", &[]);
+    let mut known = Known::new(ks.clone(), K);
+    answer_empty(&mut known, &initial_reads(&ctx, std::slice::from_ref(&r)));
+    let rec = OwnerRecord {
+        container_id: "a".into(),
+        ifname: "eth0".into(),
+        ips: vec!["10.0.0.7".parse().unwrap()],
+        created: 5,
+        pod_namespace: None,
+        pod_name: None,
+        node: None,
+    };
+    known.absorb_key(
+        &ks.owner("a", "eth0").unwrap(),
+        Some(versioned(serde_json::to_vec(&rec).unwrap(), 3)),
+    );
+    let plan = plan_add(&ctx, &known, &[r]).unwrap();
+    assert!(plan.txn.ops.is_empty() && plan.txn.compares.is_empty());
+    assert!(
+        matches!(&plan.result[..], [Outcome::Existing(got, a)] if *got == rec && a[0].ip == rec.ips[0])
+    );
+}
+
+#[test]
+fn add_each_gives_a_taken_static_address_its_own_error() {
+    let (net, hints) = (network(), BTreeMap::new());
+    let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
+    let ctx = ctx(&net, &ks, &hints);
+    let reqs = [req("a", &[]), req("b", &["10.0.0.9"]), req("c", &[])];
+    let mut known = Known::new(ks.clone(), K);
+    answer_empty(&mut known, &initial_reads(&ctx, &reqs));
+    // 10.0.0.9 is taken.
+    let mut chunk = Chunk {
+        bits: crate::bitmap::Bitmap::new(1 << K),
+        cursor: 0,
+    };
+    chunk.bits.set(9);
+    let chunk_key = ks.chunk(Family::V4, K, 0x0a00_0000 >> K);
+    known.absorb_key(&chunk_key, Some(versioned(codec::encode(&chunk), 4)));
+    let plan = plan_add_each(&ctx, &known, &reqs).unwrap();
+    assert!(plan.has_failures);
+    assert!(
+        matches!(
+            &plan.result[1],
+            Err(AllocError::RequestedUnavailable { .. })
+        ),
+        "{:?}",
+        plan.result[1]
+    );
+    let ips: Vec<IpAddr> = [0, 2]
+        .iter()
+        .map(|i| match &plan.result[*i] {
+            Ok(Outcome::New(rec, _)) => rec.ips[0],
+            other => panic!("request {i}: {other:?}"),
+        })
+        .collect();
+    assert_ne!(ips[0], ips[1]);
+    // The failed request writes nothing; the others commit on the chunk's
+    // revision.
+    let b = ks.owner("b", "eth0").unwrap();
+    assert!(!plan
+        .txn
+        .ops
+        .iter()
+        .any(|op| matches!(op, Op::Put(k, _) if *k == b)));
+    assert!(plan.txn.compares.contains(&crate::store::Compare {
+        key: chunk_key,
+        expect: Expect::ModRevision(4),
+    }));
+}
+
+#[test]
+fn release_clears_the_bits_and_deletes_the_record_on_their_revisions() {
+    let (net, hints) = (network(), BTreeMap::new());
+    let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
+    let ctx = ctx(&net, &ks, &hints);
+    let owner = ks.owner("a", "eth0").unwrap();
+    let chunk_key = ks.chunk(Family::V4, K, 0x0a00_0000 >> K);
+    let mut known = Known::new(ks.clone(), K);
+    // Nothing known: the record is read first.
+    assert_eq!(
+        need(plan_release(&ctx, &known, &owner)),
+        vec![Pending::Get(owner.clone())]
+    );
+    // Absent: nothing to do.
+    known.absorb_key(&owner, None);
+    let plan = plan_release(&ctx, &known, &owner).unwrap();
+    assert!(plan.result.is_none() && plan.txn.ops.is_empty());
+    // Present: its chunk and full-set are read, in one batch.
+    let rec = OwnerRecord {
+        container_id: "a".into(),
+        ifname: "eth0".into(),
+        ips: vec!["10.0.0.7".parse().unwrap()],
+        created: 5,
+        pod_namespace: None,
+        pod_name: None,
+        node: None,
+    };
+    known.absorb_key(
+        &owner,
+        Some(versioned(serde_json::to_vec(&rec).unwrap(), 11)),
+    );
+    let full_key = ks.full(Family::V4, 0x0a00_0000 >> K);
+    assert_eq!(
+        need(plan_release(&ctx, &known, &owner)),
+        vec![
+            Pending::Get(chunk_key.clone()),
+            Pending::Get(full_key.clone())
+        ]
+    );
+    let mut chunk = Chunk {
+        bits: crate::bitmap::Bitmap::new(1 << K),
+        cursor: 8,
+    };
+    chunk.bits.set(7);
+    chunk.bits.set(8);
+    known.absorb_key(&chunk_key, Some(versioned(codec::encode(&chunk), 10)));
+    known.absorb_key(&full_key, None);
+    let plan = plan_release(&ctx, &known, &owner).unwrap();
+    assert_eq!(plan.result, Some(rec));
+    assert!(plan.txn.compares.contains(&crate::store::Compare {
+        key: owner.clone(),
+        expect: Expect::ModRevision(11),
+    }));
+    assert!(plan.txn.compares.contains(&crate::store::Compare {
+        key: chunk_key.clone(),
+        expect: Expect::ModRevision(10),
+    }));
+    assert!(plan.txn.ops.contains(&Op::Delete(owner)));
+    let put = plan.txn.ops.iter().find_map(|op| match op {
+        Op::Put(k, v) if *k == chunk_key => Some(v.clone()),
+        _ => None,
+    });
+    let after = codec::decode_expecting(&put.unwrap(), K).unwrap();
+    assert!(!after.bits.get(7), "the released bit is cleared");
+    assert!(after.bits.get(8), "the other bit stays");
+}
+
+#[test]
+fn a_node_without_position_starts_inside_the_start_window() {
+    let spec = RangeSpec {
+        subnet: "10.0.0.0/8".into(),
+        ..RangeSpec::default()
+    };
+    let net = Network {
+        sets: vec![RangeSet::new(vec![Range::parse(&spec).unwrap()]).unwrap()],
+        ..network()
+    };
+    let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
+    let hints = BTreeMap::new();
+    let first = 0x0a00_0000u128 >> K;
+    for seed in 0..64 {
+        let ctx = Ctx {
+            seed,
+            ..ctx(&net, &ks, &hints)
+        };
+        let pos = respread_position(&ctx, 0, seed).unwrap();
+        assert_eq!(pos % (1 << K), 0, "the start of a chunk");
+        assert!(
+            (first..first + START_WINDOW).contains(&(pos >> K)),
+            "{pos:x}"
+        );
+    }
+}
+
+#[test]
+fn add_each_takes_out_the_last_request_when_only_the_combination_fails() {
+    let (net, hints) = (network(), BTreeMap::new());
+    let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
+    let ctx = ctx(&net, &ks, &hints);
+    // Each alone gets 10.0.0.9; together, the second one cannot.
+    let reqs = [req("a", &["10.0.0.9"]), req("b", &["10.0.0.9"])];
+    let mut known = Known::new(ks.clone(), K);
+    answer_empty(&mut known, &initial_reads(&ctx, &reqs));
+    let plan = plan_add_each(&ctx, &known, &reqs).unwrap();
+    assert!(
+        matches!(&plan.result[0], Ok(Outcome::New(rec, _)) if rec.ips[0].to_string() == "10.0.0.9")
+    );
+    assert!(
+        matches!(
+            &plan.result[1],
+            Err(AllocError::RequestedUnavailable { .. })
+        ),
+        "{:?}",
+        plan.result[1]
+    );
+}
