@@ -31,7 +31,7 @@
 #   --plot FILE      SVG written from every JSON in DIR after the run
 #                    (default benchmarks/cluster.svg; "" for none)
 #   --node-data-dir  give each node's host-etcd config its own dataDir
-#                    (node-local state such as start hints); default: none,
+#                    (node-local state such as search positions); default: none,
 #                    like the README's example configuration
 #   --agent          also run every node's plugin processes through a node
 #                    agent (`host-etcd agent`, one per node in the node's UTS

@@ -1,5 +1,6 @@
-//! The naive baseline the benchmark compares against: the original design
-//! of etcd IPAM plugins, one key per address under a prefix. An allocation
+//! The naive baseline the benchmark compares against: the layout many
+//! etcd-backed IPAM plugins use, one key per address under a prefix (what
+//! the chunked layout replaces; see ARCHITECTURE.md). An allocation
 //! probes addresses from the start of the range with create-if-absent
 //! transactions (compare: absent, then put) until one commits, so its cost
 //! grows with the number of addresses already taken below the first free

@@ -18,7 +18,8 @@
 //!   runtime); the plugin itself never sends them
 //!   (`crate::cni::agent_client` serves them directly).
 //! * Requests run concurrently, one task per connection on a multi-thread
-//!   runtime.
+//!   runtime. Concurrent ADDs of one network are group-committed, DELs take
+//!   turns (`ARCHITECTURE.md`, "Through the node agent, and group commit").
 //!
 //! The protocol (versioned, length-prefixed JSON frames) is in
 //! [`protocol`]; the plugin's side in [`crate::cni::agent_client`].

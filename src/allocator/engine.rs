@@ -1,7 +1,7 @@
 //! The driver: runs the pure planner against a [`Store`], feeding it reads
 //! and conflict answers, inside the one bounded retry loop of the crate.
 //!
-//! Cold ADD: one read (owner, meta, full-set, starting chunks), one
+//! Cold ADD: one read (owner, meta, full-chunk set, starting chunks), one
 //! transaction; warm ADD or DEL (a [`NodeCache`] that knows the keys): one
 //! transaction on the remembered values, compared by their bytes. A
 //! conflict answer carries the current values, so each retry
@@ -10,6 +10,9 @@
 //! owner record make the retry converge). Everything is bounded by
 //! [`Options::max_attempts`](super::Options::max_attempts) and
 //! [`Options::budget`](super::Options::budget).
+//!
+//! The whole ADD and DEL, step by step through this loop and the planner:
+//! `ARCHITECTURE.md`, "The life of one ADD".
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -52,7 +52,7 @@ pub enum AllocError {
         #[source]
         source: CodecError,
     },
-    /// A full-set could not be decoded.
+    /// A full-chunk set could not be decoded.
     #[error("stored full-set {key} is corrupt: {detail}")]
     CorruptFullSet {
         /// The key.

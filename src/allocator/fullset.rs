@@ -1,13 +1,15 @@
-//! The full-set (`{p}/{net}/full/{family}/{region}`): a roaring treemap of the
-//! low 64 bits of indices of chunks that have no free address for ordinary
-//! (unstaged) pods. Written only when a chunk turns full or stops being full.
-//! It is a *hint*: allocation skips listed chunks on its first pass and reads
-//! them on a second pass before reporting exhaustion, so a stale entry (e.g.
-//! after a range was widened) costs time, never an address.
+//! The full-chunk set (`{p}/{net}/full/{family}/{region}`): a roaring
+//! treemap of the low 64 bits of indices of chunks that have no free address
+//! for ordinary (unstaged) pods. Written only when a chunk turns full or
+//! stops being full. It is *advisory*: allocation skips listed chunks on its
+//! first pass and reads them on a second pass before reporting exhaustion,
+//! so a stale entry (e.g. after a range was widened) costs time, never an
+//! address; one that does not decode is read as empty. Why it exists and
+//! what it saves: `ARCHITECTURE.md`, "Keyspace".
 
 use roaring::RoaringTreemap;
 
-/// Encodes a full-set (roaring portable treemap serialization).
+/// Encodes a full-chunk set (roaring portable treemap serialization).
 pub fn encode(set: &RoaringTreemap) -> Vec<u8> {
     let mut out = Vec::with_capacity(set.serialized_size());
     // Writing into a Vec cannot fail.
@@ -15,7 +17,7 @@ pub fn encode(set: &RoaringTreemap) -> Vec<u8> {
     out
 }
 
-/// Decodes a full-set; `Err` describes the corruption.
+/// Decodes a full-chunk set; `Err` describes the corruption.
 pub fn decode(bytes: &[u8]) -> Result<RoaringTreemap, String> {
     RoaringTreemap::deserialize_from(bytes).map_err(|e| e.to_string())
 }

@@ -1,9 +1,11 @@
 //! Which chunks a range set covers, in which order allocation visits them,
 //! and which addresses of a chunk a request may take (the *allowed mask*).
 //!
-//! Pure: everything is computed from the validated ranges and k. A set's
-//! chunks are kept as merged intervals of chunk indices (`address >> k`), so
-//! an IPv6 /64 costs two integers, not 2^54 entries.
+//! Pure: everything is computed from the validated ranges and k. A range
+//! set's chunks are kept as merged intervals of chunk indices
+//! (`address >> k`), so an IPv6 /64 costs two integers, not 2^56 entries at
+//! k = 8. How the search walks them (search position, start window, node
+//! seed): `ARCHITECTURE.md`, "The planner".
 
 use std::net::IpAddr;
 

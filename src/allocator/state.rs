@@ -109,7 +109,7 @@ impl<T, E> Lazy<T, E> {
     }
 }
 
-/// How a full-set looks to the planner.
+/// How a full-chunk set looks to the planner.
 #[derive(Debug)]
 pub enum FullLookup<'a> {
     /// Not read yet.
@@ -133,7 +133,7 @@ pub struct Known {
     k: u8,
     chunks: HashMap<(Family, u128), Lazy<Chunk, CodecError>>,
     covered: Vec<(Family, u128, u128)>,
-    /// Full-sets by key (decoded on first look, like chunks).
+    /// Full-chunk sets by key (decoded on first look, like chunks).
     full: HashMap<Key, Option<Lazy<RoaringTreemap, String>>>,
     /// The meta record, once read (`Some(None)` = absent).
     pub meta: Option<Stored<Meta>>,
@@ -265,7 +265,7 @@ impl Known {
             .map_or(Expect::Absent, Lazy::expect)
     }
 
-    /// What a transaction relying on the full-set `key` compares.
+    /// What a transaction relying on the full-chunk set `key` compares.
     pub fn full_expect(&self, key: &str) -> Expect {
         match self.full.get(key) {
             Some(Some(l)) => l.expect(),
@@ -299,12 +299,12 @@ impl Known {
         }
     }
 
-    /// Whether the full-set `key` has been read.
+    /// Whether the full-chunk set `key` has been read.
     pub fn full_known(&self, key: &str) -> bool {
         !matches!(self.full(key), FullLookup::Unknown)
     }
 
-    /// The state of one full-set.
+    /// The state of one full-chunk set.
     pub fn full(&self, key: &str) -> FullLookup<'_> {
         match self.full.get(key) {
             None => FullLookup::Unknown,

@@ -2,40 +2,16 @@
 //! column), field-by-field reading (code 7 naming the field path), and
 //! conversion into the allocator's [`Network`] and a store choice.
 //!
-//! Fields read (all others are ignored):
-//!
-//! | field | type | meaning |
-//! |---|---|---|
-//! | `cniVersion` | string | required, one of [`SUPPORTED`](super::version::SUPPORTED) (else code 1) |
-//! | `name` | string | required; alphanumeric first, then alphanumerics, `_`, `.`, `-` |
-//! | `ipam.ranges` | `[[range]]` | range sets; one address per set |
-//! | `ipam.subnet`, `ipam.rangeStart`, `ipam.rangeEnd`, `ipam.gateway`, `ipam.exclude` (+ stage lists) | | old single-range shorthand, prepended as the first set (as host-local does) |
-//! | range `subnet`, `rangeStart`, `rangeEnd`, `gateway` | strings | see [`RangeSpec`] |
-//! | range `sandbox`, `smallflow` | `[string]` | addresses reserved for pods of that stage |
-//! | range `exclude` | `[string]` | CIDRs or addresses inside the subnet, never handed out |
-//! | `ipam.range`, `ipam.range_start`, `ipam.range_end`, `ipam.exclude`, `ipam.gateway` | strings | whereabouts' single range (`range` a CIDR or `a-b/nn`), one set |
-//! | `ipam.ipRanges` | `[{range, range_start, range_end, exclude}]` | whereabouts' ranges, one set per entry |
-//! | `runtimeConfig.ipRanges` | `[[range]]` | the `ipRanges` capability: range sets prepended to the configured ones (as host-local does) |
-//! | `ipam.routes` | `[{dst, gw?}]` | copied to the result |
-//! | `ipam.resolvConf` | string | path of a `resolv.conf` for the result's `dns` |
-//! | `ipam.endpoints` | `[string]` or comma-separated string | etcd endpoints; absent or empty: embedded store |
-//! | `ipam.dataDir` | string | embedded store directory (default `/var/lib/cni/host-etcd/<name>`) |
-//! | `ipam.certfile`, `ipam.keyfile`, `ipam.trustedcafile` | strings | etcd TLS files |
-//! | `ipam.username`, `ipam.password` | strings | etcd auth |
-//! | `ipam.prefix` | string | key prefix (default `/host-etcd`) |
-//! | `ipam.chunkBits` | integer 1..=24 | chunk size exponent k |
-//! | `ipam.dialTimeoutMs`, `ipam.requestTimeoutMs` | integers | etcd deadlines (default 2000) |
-//! | `ipam.budgetMs` | integer | whole-operation budget (default 10000) |
-//! | `ipam.lockWaitMs` | integer | embedded store lock wait (default: the budget) |
-//! | `ipam.maxAttempts` | integer | CAS attempts per operation (default 64) |
-//! | `ipam.statusPolicy`, `ipam.statusGraceMs` | `"grace"` / `"strict"`, integer | when STATUS reports a failing store (default: after 60000 ms of failure; see [`status`](super::status)) |
-//! | `ipam.logFile`, `ipam.logLevel`, `ipam.logMaxBytes` | absolute path, `error` / `info` / `debug`, integer ≥ 1 | the plugin's JSON-lines log (default: none; see [`log`](super::log)) |
-//! | `ipam.stickyTtlSeconds` | integer 1..=31536000 | sticky addresses: a pod's addresses stay bound to `K8S_POD_NAMESPACE`/`K8S_POD_NAME` this long after its DEL (absent: off) |
-//! | `ipam.agent` | `"auto"`, `"off"`, `"required"` | use the node agent (default `auto`: when its socket exists), see [`AgentMode`] |
-//! | `ipam.agentSocket` | string | the node agent's socket (default [`DEFAULT_AGENT_SOCKET`]) |
-//! | `args.cni.ips`, `runtimeConfig.ips` | `[string]` | requested addresses, `ip` or `ip/prefix` |
-//! | `prevResult.ips[].address` | string | CHECK: what ADD returned |
-//! | `cni.dev/valid-attachments` (or `cni.dev/attachments`) | `[{containerID, ifname}]` | GC |
+//! Which fields are read, their types, defaults and allowed values are
+//! listed in one place, README.md's "Network configuration reference";
+//! keep it in step with [`NetConf::parse`] (whose limits come from the
+//! constants they describe, e.g. `chunkBits` from [`CHUNK_BITS_RANGE`] and
+//! [`DEFAULT_CHUNK_BITS`], `stickyTtlSeconds` from
+//! [`MAX_STICKY_TTL_SECONDS`]). All
+//! other fields are ignored, and JSON `null` counts as absent. Range sets
+//! come in host-local's order: `runtimeConfig.ipRanges` first, then the
+//! `ipam.subnet` shorthand, then `ipam.ranges` (or whereabouts' `range` and
+//! `ipRanges`, which cannot be combined with those).
 //!
 //! whereabouts' fields that would change behaviour silently are refused
 //! (code 2, naming the field, see [`WHEREABOUTS_REFUSED`]); its logging and

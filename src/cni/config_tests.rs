@@ -1,4 +1,6 @@
-//! Tests of network config parsing, including the two seed README examples.
+//! Tests of network config parsing, including the two example
+//! configurations in `testdata/` (the README's example, and one with stage
+//! lists and a trailing comma).
 
 use super::*;
 

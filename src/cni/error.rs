@@ -3,8 +3,9 @@
 //!
 //! Every error the plugin can report is a [`CniError`]; errors of the lower
 //! layers ([`RangeError`], [`AllocError`], [`StoreError`]) are wrapped, and
-//! [`CniError::code`] maps them. The code table is in the
-//! [module docs of `cni`](super).
+//! [`CniError::code`] maps them. What each code means and when it is
+//! raised is tabled once, in README.md's "Error codes"; keep it in step with
+//! [`CniError::code`].
 
 use std::net::IpAddr;
 use std::path::PathBuf;

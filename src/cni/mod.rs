@@ -3,7 +3,9 @@
 //! place where errors become CNI error codes.
 //!
 //! Entry points: [`respond`] (everything, errors included, as the binary
-//! needs it) and [`execute`] (one command, typed error).
+//! needs it) and [`execute`] (one command, typed error). How one ADD goes
+//! from [`respond`] through the allocator to the store and back, step by
+//! step: `ARCHITECTURE.md`, "The life of one ADD".
 //!
 //! | file | concern |
 //! |---|---|
@@ -21,23 +23,11 @@
 //!
 //! ## Error codes
 //!
-//! | code | meaning | raised for |
-//! |---|---|---|
-//! | 1 | incompatible CNI version | `cniVersion` missing or not one of 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0; CHECK before 0.4.0, GC or STATUS before 1.1.0 |
-//! | 2 | unsupported field | a whereabouts field host-etcd cannot honour (`etcd_host`, `kubernetes`, ...; see [`config::WHEREABOUTS_REFUSED`]) |
-//! | 3 | container unknown | CHECK of an attachment holding nothing |
-//! | 4 | invalid environment variables | missing/invalid `CNI_*`, bad `CNI_ARGS` |
-//! | 5 | I/O failure | stdin, `resolvConf`, embedded store files |
-//! | 6 | failed to decode content | stdin is not JSON (details give line and column) |
-//! | 7 | invalid network config | missing field, wrong type, bad value, invalid ranges, store config |
-//! | 11 | try again later | store unavailable, budget exceeded |
-//! | 50 | plugin not available | STATUS when the store has not answered for `statusGraceMs` (or at once: `strict`, or an error other than an unreachable store) |
-//! | 100 | requested address unavailable | (allocator) a requested IP is taken, outside every range or excluded |
-//! | 101 | address pool exhausted | (allocator) a range set has no free address |
-//! | 102 | stored state corrupt | corrupt database or chunk (the key is named) |
-//! | 103 | addresses differ from prevResult | CHECK (also: a recorded address not marked in its chunk) |
-//! | 104 | store refused the request | etcd authentication / permission / size |
-//! | 999 | internal error | bugs; a panic caught by the binary |
+//! Every error the plugin reports is a [`CniError`]; [`CniError::code`] (in
+//! [`error`]) is the one mapping of errors to CNI codes, and README.md's
+//! "Error codes" is the one table of what each code means and when it is
+//! raised. The well-known codes (1–11, 50) are the CNI specification's; the
+//! plugin's own are 100–104 and 999.
 
 pub mod agent_client;
 pub mod args;

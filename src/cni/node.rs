@@ -11,13 +11,19 @@
 //!   that work on the same network take turns for the allocation protocol
 //!   (read the cache, one transaction, write the cache). Without it, a burst
 //!   of processes (a kubelet starting pods) would all start from the same
-//!   cache at the same chunk and conflict with each other: measured at 4.5
-//!   etcd transactions per ADD for 16 processes at once, against about 1
-//!   with the lock (BENCHMARKS.md, "Cluster-style plugin benchmark"). The
-//!   lock is taken after the store connection is up and held only around
-//!   the protocol (about one etcd round trip), never around connect or the
-//!   whole budget; it is an `flock`, so the kernel releases it when a
-//!   process dies, kill -9 included.
+//!   cache at the same chunk and conflict with each other: measured with 16
+//!   processes at once on one node, 2.46 etcd calls per ADD and 3.08 per
+//!   DEL without the lock, 1.00 and 1.00 with it (BENCHMARKS.md, "Summary:
+//!   the plugin's fast path", "Without the node lock"). The lock is taken
+//!   after the store connection is up and held only around the protocol
+//!   (about one etcd round trip), never around connect or the whole budget;
+//!   it is an `flock`, so the kernel releases it when a process dies
+//!   (`kill -9` included).
+//!
+//! The third node-local file, the STATUS failure streak
+//! (`status.<network>.<host>.json`), belongs to [`status`](super::status).
+//! Why none of them can make allocation wrong: ARCHITECTURE.md, "Node-local
+//! state, and why correctness never depends on it".
 //!
 //! `<host>` is this node's host name, so nodes that share a directory (a
 //! network file system, or simulated nodes in UTS namespaces on one host)

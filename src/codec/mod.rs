@@ -1,37 +1,11 @@
 //! Chunk bytes <-> [`Chunk`]: the versioned, self-describing, checksummed
-//! chunk format stored under `{prefix}/{net}/chunks/...` (see `FORMAT.md`
-//! beside this file). Input is untrusted: decoding never panics, never
-//! allocates more than the largest valid chunk of its k, and every problem is
-//! a typed [`CodecError`]. Pure: no I/O.
+//! chunk format stored under `{prefix}/{net}/chunks/...`. Input is
+//! untrusted: decoding never panics, never allocates more than the largest
+//! valid chunk of its k, and every problem is a typed [`CodecError`]. Pure:
+//! no I/O.
 //!
-//! # Format, version 1
-//!
-//! A 24-byte little-endian header, then the payload:
-//!
-//! | offset | size | field | rule |
-//! |---|---|---|---|
-//! | 0 | 4 | magic | `b"HEch"` |
-//! | 4 | 1 | version | `1`; anything else is [`CodecError::UnsupportedVersion`] |
-//! | 5 | 1 | encoding tag | 0 raw, 1 roaring, 2 raw+zstd, 3 roaring+zstd |
-//! | 6 | 1 | chunk_bits k | `1..=24`; the chunk covers 2^k addresses |
-//! | 7 | 1 | flags | `0` |
-//! | 8 | 4 | population | number of set bits, `<= 2^k` |
-//! | 12 | 4 | cursor | `< 2^k` |
-//! | 16 | 4 | payload length | bytes after the header, exactly |
-//! | 20 | 4 | crc32 | CRC-32 (IEEE) of bytes 0..20 followed by the payload |
-//! | 24 | n | payload | per encoding, see below |
-//!
-//! Payloads: **raw** is `ceil(2^k / 64)` u64 words, little-endian, bit `i`
-//! of the chunk is bit `i % 64` of word `i / 64`, bits past 2^k zero.
-//! **roaring** is the roaring portable serialization
-//! (<https://github.com/RoaringBitmap/RoaringFormatSpec>) of the set bit
-//! indices, all `< 2^k`. The **zstd** variants are one of those, compressed
-//! with zstd.
-//!
-//! [`encode`] picks the smallest encoding (ties go to the simplest: raw,
-//! roaring, raw+zstd, roaring+zstd) and is canonical: for a valid chunk,
-//! `encode(&decode(&encode(c))?) == encode(c)` byte for byte (the zstd bytes
-//! are canonical for a given zstd library version).
+//! [`encode`] picks the smallest encoding and is canonical;
+//! [`decode`] (and [`decode_expecting`] for a known k) checks everything.
 //!
 //! ```
 //! use host_etcd::codec::{decode, encode, Chunk};
@@ -44,6 +18,11 @@
 //! assert_eq!(decode(&bytes)?, chunk);
 //! # Ok::<(), host_etcd::codec::CodecError>(())
 //! ```
+//!
+//! The rest of this page is `src/codec/FORMAT.md`, the one copy of the
+//! format's specification and of the codec's measurements.
+//!
+#![doc = include_str!("FORMAT.md")]
 
 mod error;
 mod header;
@@ -75,7 +54,10 @@ pub const MAX_CHUNK_BITS: u8 = 24;
 pub struct Chunk {
     /// 2^k bits, set = taken.
     pub bits: Bitmap,
-    /// Round-robin cursor: the next search starts here.
+    /// Round-robin cursor: one past the last address the allocator handed
+    /// out of this chunk (written by every dynamic allocation; the
+    /// allocator's searches start at the node's search position instead,
+    /// see `ARCHITECTURE.md`).
     pub cursor: u32,
 }
 
