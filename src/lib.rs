@@ -39,17 +39,22 @@
 //! do the same on each store (`memory`, `embedded`, `etcd_tls`); the
 //! repository's `ARCHITECTURE.md` follows one ADD through every layer.
 //!
-//! ## Layout (data flows top to bottom, one way)
+//! ## Layout
 //!
-//! | layer | module | I/O? |
+//! Each layer calls only the layers below it (the plugin's agent client
+//! shares the agent's frame format, [`agent::protocol`]). What each layer
+//! does, the keyspace, and one ADD followed through all of them: the
+//! repository's `ARCHITECTURE.md`.
+//!
+//! | layer | module | I/O |
 //! |---|---|---|
-//! | Operator CLI and benchmark (`ipamctl`), on the library API (feature `cli`) | `admin` | through the allocator and stores |
-//! | Node agent (`host-etcd agent`): the CNI commands on warm shared allocators, over a unix socket | [`agent`] | socket; through [`cni`] and the allocator |
+//! | Node agent (`host-etcd agent`): the CNI commands on warm shared allocators over a unix socket; optionally `ipamctl`'s reconcile pass and metrics | [`agent`] | socket; through [`cni`], `admin` and the allocator |
+//! | Operator CLI and benchmark (`ipamctl`), on the library API (feature `cli`) | `admin` | through the allocator and stores; reads the plugin's config with [`cni::config`] |
 //! | CNI protocol: commands, config, args, results, error codes | [`cni`] | env, stdin, `resolv.conf`, the agent socket, node-local files (cache, lock, status streak, log) |
 //! | Allocation protocol over a store: read, plan, CAS, retry | [`allocator`] | through [`Store`] |
 //! | Range math (subnet / rangeStart / rangeEnd / gateway) | [`range`] | none |
-//! | One chunk of 2^k addresses as bits | [`bitmap`] | none |
 //! | Chunk bytes <-> chunk (versioned, checksummed) | [`codec`] | none |
+//! | One chunk of 2^k addresses as bits | [`bitmap`] | none |
 //! | Persistence: the `Store` trait and its backends | [`store`] | yes |
 //!
 //! The binaries in `src/bin/` are thin: they parse their inputs and call into

@@ -290,7 +290,7 @@ impl<S: Store> Allocator<S> {
     /// records; sticky bindings, whose transaction compares them absent, a
     /// conflict answer bringing one that exists).
     fn add_start(&self, batch: &[AllocRequest]) -> (Vec<Pending>, Vec<Key>) {
-        let positions = self.start_positions();
+        let positions = self.search_positions();
         let ctx = self.ctx(&positions);
         let initial = plan::initial_reads(&ctx, batch);
         let mut assume_absent: Vec<Key> = batch
@@ -338,7 +338,7 @@ impl<S: Store> Allocator<S> {
     /// search starts at (one past its last dynamic allocation): a node walks
     /// its whole range set before it comes back to an address it released.
     /// Part of the [node cache](Self::node_cache).
-    pub fn start_positions(&self) -> BTreeMap<usize, u128> {
+    pub fn search_positions(&self) -> BTreeMap<usize, u128> {
         self.cache
             .lock()
             .map(|c| c.positions().clone())
@@ -347,7 +347,7 @@ impl<S: Store> Allocator<S> {
 
     /// Replaces the search positions (e.g. read back from a node-local
     /// file). Positions outside the current ranges are ignored.
-    pub fn set_start_positions(&self, positions: BTreeMap<usize, u128>) {
+    pub fn set_search_positions(&self, positions: BTreeMap<usize, u128>) {
         if let Ok(mut c) = self.cache.lock() {
             c.set_positions(positions);
         }

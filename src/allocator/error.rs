@@ -20,7 +20,7 @@ pub enum AllocError {
     #[error(transparent)]
     BadName(#[from] BadKeyPart),
     /// The chunk size is outside the supported range.
-    #[error("chunkBits {0} is not supported (use 6..=20)")]
+    #[error("chunkBits {0} is not supported (use {lo}..={hi})", lo = crate::allocator::CHUNK_BITS_RANGE.start(), hi = crate::allocator::CHUNK_BITS_RANGE.end())]
     BadChunkBits(u8),
     /// The store failed.
     #[error(transparent)]

@@ -1,9 +1,20 @@
-//! The allocation protocol over a [`Store`]: read, pick a free address in a
-//! chunk, commit with compare-and-swap, retry on conflict (bounded, with
-//! jitter); owner records; release; GC; consistency check.
+//! The allocation protocol over a [`Store`]: a pure planner decides, from
+//! what is known of the store, which addresses to hand out or free and
+//! builds the one compare-and-swap transaction that commits it; the driver
+//! ([`Allocator`]) runs it in the crate's one bounded retry loop (with
+//! jitter), feeding it reads and conflict answers. Owner records, release,
+//! GC, consistency check and repair, sticky bindings and group commit
+//! ([`GroupCommit`]) are built on that loop.
 //!
 //! A cold ADD is two round trips (one read, one transaction); with a warm
-//! [`NodeCache`] an ADD or a DEL is one transaction and no read.
+//! [`NodeCache`] an ADD or a DEL is one transaction and no read. Remembered
+//! values are compared by their bytes, so a stale cache costs a retry,
+//! never an address.
+//!
+//! The whole ADD and DEL step by step, the keyspace with every value
+//! format, and the measured reasons behind the chunk size, the start
+//! window, the node cache, the node lock and group commit: the repository's
+//! `ARCHITECTURE.md`.
 //!
 //! Sticky addresses (opt-in, [`Options::sticky_ttl`]): a DEL of a pod's
 //! container leaves a [`Binding`] of its addresses to its pod name, and the

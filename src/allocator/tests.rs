@@ -549,7 +549,7 @@ async fn a_full_starting_chunk_costs_no_extra_round_trip_once_hinted() {
     );
     // A fresh allocator (a new plugin process) given the same positions too.
     let b = alloc_of(&store, a.network().clone());
-    b.set_start_positions(a.start_positions());
+    b.set_search_positions(a.search_positions());
     store.reset();
     b.allocate(&req("next2")).await.unwrap();
     assert_eq!(store.round_trips(), 2);
@@ -682,11 +682,11 @@ async fn static_requests_do_not_move_the_position() {
     let store = MemoryStore::new();
     let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/16")])]));
     let first = a.allocate(&req("d1")).await.unwrap().assigned[0].ip;
-    let before = a.start_positions();
+    let before = a.search_positions();
     let mut r = req("s1");
     r.requested = vec![ip("10.0.200.9")];
     a.allocate(&r).await.unwrap();
-    assert_eq!(a.start_positions(), before);
+    assert_eq!(a.search_positions(), before);
     let next = a.allocate(&req("d2")).await.unwrap().assigned[0].ip;
     assert_eq!(
         crate::range::to_u128(next),
