@@ -77,6 +77,7 @@ pub mod allocator;
 pub mod bitmap;
 pub mod cni;
 pub mod codec;
+#[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod range;

@@ -1,8 +1,10 @@
 //! Model-based property test: random ADD / static ADD / DEL / GC sequences
 //! with injected store faults, on the memory store, checked step by step
-//! against a plain HashMap/HashSet model. No address is ever given twice;
-//! every release frees exactly what was held; exhaustion is reported exactly
-//! when the model has no free address.
+//! against the allocator model the `allocator` fuzz target also uses
+//! (`host_etcd::fuzzing::model`, built with the `fuzz` feature the
+//! dev-dependency enables). No address is ever given twice; every release
+//! frees exactly what was held; exhaustion is reported exactly when the
+//! model has no free address.
 //!
 //! Several nodes (allocators with their own seeds and node caches) share the
 //! store; before a step a node's cache may be made stale (an old snapshot),
@@ -11,13 +13,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use host_etcd::allocator::{
-    AllocError, AllocRequest, Allocator, Network, NodeCache, Options, OwnerId, DEFAULT_PREFIX,
+use host_etcd::allocator::{Allocator, Network, NodeCache, Options};
+use host_etcd::fuzzing::{
+    self,
+    model::{Model, Op},
 };
-use host_etcd::range::{to_u128, Range, RangeSet, RangeSpec};
 use host_etcd::store::memory::{Fault, MemoryStore};
 use proptest::prelude::*;
 
@@ -77,66 +79,60 @@ fn fault(b: u8) -> Fault {
 
 const STAGES: [&str; 3] = ["sandbox", "smallflow", "other"];
 
+/// The network: shape 0 of the fuzz model, 10.0.0.0/28 (.2 ..= .14, gateway
+/// .1; .3 sandbox, .4/.5 smallflow) and fd00::/124; see
+/// `shape_zero_is_the_documented_network` for its pools.
 fn network(chunk_bits: u8) -> Network {
-    // 10.0.0.0/28: .2 ..= .14, gateway .1; .3 sandbox, .4/.5 smallflow.
-    let mut spec = RangeSpec {
-        subnet: "10.0.0.0/28".into(),
-        ..RangeSpec::default()
-    };
-    spec.stages
-        .insert("sandbox".into(), vec!["10.0.0.3".into()]);
-    spec.stages.insert(
-        "smallflow".into(),
-        vec!["10.0.0.4".into(), "10.0.0.5".into()],
-    );
-    let v6 = RangeSpec {
-        subnet: "fd00::/124".into(),
-        ..RangeSpec::default()
-    };
-    Network {
-        name: "model".into(),
-        prefix: DEFAULT_PREFIX.into(),
-        sets: vec![
-            RangeSet::new(vec![Range::parse(&spec).unwrap()]).unwrap(),
-            RangeSet::new(vec![Range::parse(&v6).unwrap()]).unwrap(),
-        ],
-        chunk_bits,
+    fuzzing::shape_network(0, chunk_bits).unwrap()
+}
+
+/// The model operation of `op`.
+fn decode(op: OpKind) -> Op {
+    match op {
+        OpKind::Add { owner, stage } => Op::Alloc {
+            owner,
+            stage: stage.map(|i| STAGES[i as usize]),
+            ip: None,
+        },
+        OpKind::AddStatic { owner, offset } => Op::Alloc {
+            owner,
+            stage: None,
+            ip: Some(IpAddr::from([10, 0, 0, offset])),
+        },
+        OpKind::Del { owner } => Op::Release { owner },
+        OpKind::Gc { keep } => Op::Gc { keep },
     }
 }
 
-fn owner(n: u8) -> OwnerId {
-    OwnerId {
-        container_id: format!("c{n}"),
-        ifname: "eth0".into(),
+/// What happens to `a`'s node cache before a step (see [`Step::perturb`]).
+fn perturb(
+    a: &Allocator<&MemoryStore>,
+    how: u8,
+    n: usize,
+    snapshots: &[NodeCache],
+    other: &Allocator<&MemoryStore>,
+) {
+    match how {
+        6 => a.set_node_cache(snapshots[n % snapshots.len()].clone()),
+        7 => a.set_node_cache(other.node_cache()),
+        8 => {
+            let mut c = a.node_cache();
+            let keys: Vec<String> = c.entries().map(|(k, _)| k.to_string()).collect();
+            for (i, k) in keys.iter().enumerate() {
+                let junk = vec![i as u8; i % 5];
+                c.remember(a.keyspace(), k, Some(&junk));
+            }
+            a.set_node_cache(c);
+        }
+        9 => a.set_node_cache(NodeCache::new()),
+        _ => {}
     }
 }
 
-#[derive(Default)]
-struct Model {
-    held: HashMap<u8, Vec<IpAddr>>,
-    stage_of: HashMap<u8, Option<&'static str>>,
-}
-
-impl Model {
-    fn taken(&self) -> HashSet<IpAddr> {
-        self.held.values().flatten().copied().collect()
-    }
-
-    /// Free IPv4 addresses a pod of `stage` may get.
-    fn free_v4(&self, stage: Option<&str>) -> Vec<IpAddr> {
-        let taken = self.taken();
-        let pool: Vec<u32> = match stage {
-            Some("sandbox") => vec![3],
-            Some("smallflow") => vec![4, 5],
-            _ => (2..=14).filter(|o| ![3, 4, 5].contains(o)).collect(),
-        };
-        pool.into_iter()
-            .map(|o| IpAddr::from([10, 0, 0, o as u8]))
-            .filter(|ip| !taken.contains(ip))
-            .collect()
-    }
-}
-
+/// Runs `steps` on [`NODES`] allocators sharing one memory store, each step
+/// checked by the fuzz model (`host_etcd::fuzzing::model`): the outcome of
+/// the operation, then the store's invariants read through the node that
+/// ran it.
 fn run(steps: Vec<Step>, chunk_bits: u8) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -144,11 +140,12 @@ fn run(steps: Vec<Step>, chunk_bits: u8) {
         .unwrap();
     rt.block_on(async move {
         let store = MemoryStore::new();
+        let net = network(chunk_bits);
         let nodes: Vec<Allocator<&MemoryStore>> = (0..NODES)
             .map(|i| {
                 Allocator::new(
                     &store,
-                    network(chunk_bits),
+                    net.clone(),
                     Options {
                         node_seed: i as u64 * 7919,
                         ..Options::default()
@@ -158,132 +155,52 @@ fn run(steps: Vec<Step>, chunk_bits: u8) {
             })
             .collect();
         let mut snapshots: Vec<NodeCache> = vec![NodeCache::new()];
-        let mut m = Model::default();
+        let mut m = Model::new(&net);
         for (n, s) in steps.into_iter().enumerate() {
-            let a = &nodes[s.node as usize];
-            match s.perturb {
-                6 => a.set_node_cache(snapshots[n % snapshots.len()].clone()),
-                7 => a.set_node_cache(nodes[(s.node as usize + 1) % NODES].node_cache()),
-                8 => {
-                    let mut c = a.node_cache();
-                    let keys: Vec<String> = c.entries().map(|(k, _)| k.to_string()).collect();
-                    for (i, k) in keys.iter().enumerate() {
-                        let junk = vec![i as u8; i % 5];
-                        c.remember(a.keyspace(), k, Some(&junk));
-                    }
-                    a.set_node_cache(c);
-                }
-                9 => a.set_node_cache(NodeCache::new()),
-                _ => {}
-            }
+            let node = s.node as usize;
+            let a = &nodes[node];
+            perturb(a, s.perturb, n, &snapshots, &nodes[(node + 1) % NODES]);
             store.inject(s.faults.iter().map(|b| fault(*b)));
-            match s.op {
-                OpKind::Add { owner: o, stage } => {
-                    let stage = stage.map(|i| STAGES[i as usize]);
-                    let req = AllocRequest {
-                        owner: owner(o),
-                        stage: stage.map(str::to_string),
-                        ..AllocRequest::default()
-                    };
-                    let free = m.free_v4(stage);
-                    match a.allocate(&req).await {
-                        Ok(got) => {
-                            let ips: Vec<IpAddr> = got.assigned.iter().map(|x| x.ip).collect();
-                            if let Some(prev) = m.held.get(&o) {
-                                assert_eq!(&ips, prev, "idempotent ADD");
-                            } else {
-                                assert!(
-                                    free.contains(&ips[0]),
-                                    "{} not free for {stage:?}",
-                                    ips[0]
-                                );
-                                assert!(!m.taken().contains(&ips[1]), "v6 reuse");
-                                m.held.insert(o, ips);
-                                m.stage_of.insert(o, stage);
-                            }
-                        }
-                        Err(
-                            AllocError::Exhausted { set: 0, .. }
-                            | AllocError::StageExhausted { set: 0, .. },
-                        ) => {
-                            assert!(!m.held.contains_key(&o));
-                            assert!(free.is_empty(), "exhausted but {free:?} free");
-                        }
-                        Err(e) => panic!("unexpected error {e}"),
-                    }
-                }
-                OpKind::AddStatic { owner: o, offset } => {
-                    let ip: IpAddr = IpAddr::from([10, 0, 0, offset]);
-                    let req = AllocRequest {
-                        owner: owner(o),
-                        requested: vec![ip],
-                        ..AllocRequest::default()
-                    };
-                    let ok_in_model = (2..=14).contains(&offset)
-                        && ![3, 4, 5].contains(&offset)
-                        && !m.taken().contains(&ip);
-                    match a.allocate(&req).await {
-                        Ok(got) => {
-                            if let Some(prev) = m.held.get(&o) {
-                                assert_eq!(
-                                    &got.assigned.iter().map(|x| x.ip).collect::<Vec<_>>(),
-                                    prev
-                                );
-                            } else {
-                                assert!(ok_in_model, "static {ip} granted but model says no");
-                                assert_eq!(got.assigned[0].ip, ip);
-                                m.held
-                                    .insert(o, got.assigned.iter().map(|x| x.ip).collect());
-                            }
-                        }
-                        Err(AllocError::RequestedUnavailable { ip: bad, .. }) => {
-                            assert_eq!(bad, ip);
-                            assert!(!m.held.contains_key(&o));
-                            assert!(!ok_in_model, "static {ip} refused but free");
-                        }
-                        Err(AllocError::Exhausted { set: 1, .. }) => {
-                            unreachable!("v6 /124 never fills")
-                        }
-                        Err(e) => panic!("unexpected error {e}"),
-                    }
-                }
-                OpKind::Del { owner: o } => {
-                    let rel = a.release(&owner(o)).await.unwrap();
-                    let had = m.held.remove(&o);
-                    // A lost reply may make the allocator see "already gone".
-                    if let Some(rec) = rel {
-                        assert_eq!(Some(rec.ips), had);
-                    }
-                }
-                OpKind::Gc { keep } => {
-                    let valid: Vec<OwnerId> = keep.iter().map(|o| owner(*o)).collect();
-                    if let Err(e) = a.gc(&valid).await {
-                        // Listing owners is one read, not retried: a transient
-                        // failure is reported (CNI 11) and GC run again.
-                        assert!(e.is_transient(), "{e}");
-                        store.clear_faults();
-                        a.gc(&valid).await.unwrap();
-                    }
-                    m.held.retain(|o, _| keep.contains(o));
-                }
-            }
+            m.apply(a, &decode(s.op)).await;
             // Invariants after every step.
-            store.clear_faults();
-            let recs = a.owners().await.unwrap();
-            assert_eq!(recs.len(), m.held.len());
-            for r in &recs {
-                let o: u8 = r.container_id[1..].parse().unwrap();
-                assert_eq!(Some(&r.ips), m.held.get(&o));
-            }
-            let report = a.check().await.unwrap();
-            assert!(report.is_clean(), "{report:?}");
+            m.check(a).await;
             snapshots.push(a.node_cache());
-            assert_eq!(report.allocated as usize, 2 * m.held.len());
-            let all: Vec<u128> = m.held.values().flatten().map(|ip| to_u128(*ip)).collect();
-            let distinct: HashSet<&u128> = all.iter().collect();
-            assert_eq!(distinct.len(), all.len(), "an address is held twice");
+            assert_eq!(
+                m.held().values().map(Vec::len).sum::<usize>(),
+                2 * m.held().len()
+            );
         }
     });
+}
+
+/// The model's pools on the empty network are the ones this test was
+/// written against: dynamic IPv4 pods get .2 and .6 ..= .14, sandbox pods
+/// .3, smallflow pods .4 and .5; a static request succeeds exactly for an
+/// unreserved address in .2 ..= .14; IPv6 has fd00::2 ..= fd00::f.
+#[test]
+fn shape_zero_is_the_documented_network() {
+    let net = network(6);
+    let m = Model::new(&net);
+    let v4 = |o: &[u8]| -> Vec<IpAddr> { o.iter().map(|o| IpAddr::from([10, 0, 0, *o])).collect() };
+    let regular: Vec<u8> = (2..=14).filter(|o| ![3, 4, 5].contains(o)).collect();
+    assert_eq!(m.pool(0, None), v4(&regular));
+    assert_eq!(m.pool(0, Some("other")), v4(&regular));
+    assert_eq!(m.pool(0, Some("sandbox")), v4(&[3]));
+    assert_eq!(m.pool(0, Some("smallflow")), v4(&[4, 5]));
+    for offset in 0u8..20 {
+        let ip = IpAddr::from([10, 0, 0, offset]);
+        let want = (2..=14).contains(&offset) && ![3, 4, 5].contains(&offset);
+        let got = net
+            .sets
+            .iter()
+            .enumerate()
+            .any(|(i, _)| m.static_ok(i, ip, None));
+        assert_eq!(got, want, "static {ip}");
+    }
+    let v6: Vec<IpAddr> = (2u16..=15)
+        .map(|i| IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, i]))
+        .collect();
+    assert_eq!(m.pool(1, None), v6);
 }
 
 proptest! {

@@ -55,7 +55,7 @@ pub async fn dispatch(
     confirm: &mut dyn Confirm,
 ) -> Result<u8, AdminError> {
     if let Command::Bench(args) = &cli.command {
-        return bench::run(&cli.target, args, cli.json, out).await;
+        return bench::bench_command(&cli.target, args, cli.json, out).await;
     }
     if let Command::Metrics(args) = &cli.command {
         return exporter::metrics_command(Target::resolve_all(&cli.target)?, args, out).await;

@@ -1,0 +1,43 @@
+//! Fuzz target bodies, as plain functions over [`arbitrary`]-derived inputs,
+//! so that libFuzzer (`fuzz/fuzz_targets/*.rs`, run with `cargo fuzz`) and
+//! ordinary tests (`tests/fuzz_corpora.rs`, which replays the checked-in
+//! seed corpora and a few thousand generated inputs) run the same checks.
+//! Built only with the `fuzz` cargo feature (see `Cargo.toml`).
+//!
+//! Each body panics, with a message naming the broken property, only when
+//! the code under test misbehaves; any input, valid or not, is fair.
+//!
+//! | target | input | property |
+//! |---|---|---|
+//! | [`config()`] | bytes: a network config | parse + validate never panics; accepted ranges obey the range invariants |
+//! | [`range()`] | [`RangeInput`] | `Range::parse` never panics and agrees with a small model |
+//! | [`codec()`] | bytes | `decode` never panics; what decodes re-encodes canonically; structured chunks round-trip in every encoding |
+//! | [`allocator()`] | [`AllocatorInput`] | op sequences with injected store faults match the [`model`]; `check()` stays clean |
+//!
+//! One file per target, plus the allocator [`model`] (also driven by the
+//! proptest in `tests/allocator_model.rs`) and the network shapes it runs
+//! on (`shapes.rs`).
+//!
+//! Not part of the supported API (hidden from the docs).
+
+use arbitrary::{Arbitrary, Unstructured};
+
+mod allocator;
+mod codec;
+mod config;
+pub mod model;
+mod range;
+mod shapes;
+
+pub use allocator::{allocator, AllocatorInput, FaultInput, OpInput, StepInput};
+pub use codec::{check_decode, check_roundtrip, codec, frame, ChunkInput, Fill};
+pub use config::{check_network, check_range, config};
+pub use range::{range, AddrInput, RangeInput, SubnetInput};
+pub use shapes::{shape, shape_network, SHAPES};
+
+/// Builds `T` from raw fuzzer bytes exactly as `libfuzzer-sys`'s typed
+/// `fuzz_target!` does (`arbitrary_take_rest`); `None` if the bytes do not
+/// make a `T`.
+pub fn from_bytes<'a, T: Arbitrary<'a>>(data: &'a [u8]) -> Option<T> {
+    T::arbitrary_take_rest(Unstructured::new(data)).ok()
+}
