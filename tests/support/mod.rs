@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod alloc_harness;
 pub mod contract;
 pub mod etcd_metrics;
 pub mod faults;
