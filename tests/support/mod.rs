@@ -20,7 +20,6 @@ pub mod contract;
 pub mod etcd_metrics;
 pub mod faults;
 pub mod ipamctl;
-pub mod pki_extra;
 pub mod plugin;
 pub mod tls;
 
