@@ -92,24 +92,7 @@ async fn inspect_release_check_repair_and_gc() {
 
     // The same network given by flags instead of the config file.
     let url = etcd.url();
-    let by_flags = json(
-        0,
-        &[
-            "--endpoints",
-            &url,
-            "--network",
-            "net1",
-            "--prefix",
-            "/cli-test",
-            "--subnet",
-            "10.10.0.0/24",
-            "show",
-            "--json",
-        ],
-    );
-    assert_eq!(by_flags[0]["used"], 3);
-    // k comes from the stored meta record; a disagreeing one is refused.
-    let out = ipamctl(&[
+    let flags = [
         "--endpoints",
         &url,
         "--network",
@@ -118,10 +101,11 @@ async fn inspect_release_check_repair_and_gc() {
         "/cli-test",
         "--subnet",
         "10.10.0.0/24",
-        "--chunk-bits",
-        "10",
-        "show",
-    ]);
+    ];
+    let by_flags = json(0, &[&flags[..], &["show", "--json"]].concat());
+    assert_eq!(by_flags[0]["used"], 3);
+    // k comes from the stored meta record; a disagreeing one is refused.
+    let out = ipamctl(&[&flags[..], &["--chunk-bits", "10", "show"]].concat());
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("chunkBits 8"), "{}", text(&out));
 

@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use host_etcd::allocator::{AllocRequest, Allocator, OwnerId};
-use host_etcd::cni::config::{NetConf, StoreConf};
+use host_etcd::allocator::Allocator;
 use host_etcd::store::etcd::EtcdStore;
 use serde_json::Value;
+use support::alloc_harness::req;
+use support::ipamctl::{allocator_of, ipamctl, EXE};
 use support::{free_port, EtcdServer};
 
-const EXE: &str = env!("CARGO_BIN_EXE_ipamctl");
 const RULES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/examples/prometheus/host-etcd-ipam.rules.yml"
@@ -80,32 +80,17 @@ fn write_config(dir: &Path, etcd: &EtcdServer, name: &str, ranges: Value) -> Pat
     path
 }
 
+/// The allocator of `config` as node `node`.
 async fn allocator_on(config: &Path, node: &str) -> Allocator<EtcdStore> {
-    let conf = NetConf::parse(&std::fs::read(config).unwrap()).unwrap();
-    let StoreConf::Etcd(etcd) = &conf.ipam.store else {
-        panic!("config must use etcd");
-    };
-    let store = EtcdStore::connect(etcd).await.unwrap();
-    let options = host_etcd::allocator::Options {
-        node_name: node.to_string(),
-        ..conf.options()
-    };
-    Allocator::new(store, conf.network().unwrap(), options).unwrap()
+    allocator_of(config, Some(node)).await
 }
 
+/// Allocates `NODE-i`/eth0 for every `i` of `ids`; returns the addresses.
 async fn add(alloc: &Allocator<EtcdStore>, ids: std::ops::Range<usize>) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for i in ids {
-        let a = alloc
-            .allocate(&AllocRequest {
-                owner: OwnerId {
-                    container_id: format!("{}-{i}", alloc.options().node_name),
-                    ifname: "eth0".into(),
-                },
-                ..AllocRequest::default()
-            })
-            .await
-            .unwrap();
+        let id = format!("{}-{i}", alloc.options().node_name);
+        let a = alloc.allocate(&req(&id)).await.unwrap();
         out.extend(a.assigned.iter().map(|a| a.ip));
     }
     out
@@ -470,11 +455,7 @@ async fn prometheus_scrapes_the_exporter() {
 
     // An address that cannot be listened on: taken, or not an address.
     for bad in [addr.as_str(), "not-an-address", "127.0.0.1:99999"] {
-        let out = Command::new(EXE)
-            .args(["--config", v4.to_str().unwrap(), "metrics", "--listen", bad])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = ipamctl(&["--config", v4.to_str().unwrap(), "metrics", "--listen", bad]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
         assert!(
