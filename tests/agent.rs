@@ -30,11 +30,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use host_etcd::allocator::{Allocator, Options};
-use host_etcd::cni::NetConf;
-use host_etcd::store::etcd::{EtcdConfig, EtcdStore};
+use host_etcd::store::etcd::EtcdStore;
 use serde_json::{json, Value};
 use support::agent::Agent;
 use support::etcd_metrics::kv_counts;
+use support::faults::allocator_with;
 use support::plugin::{addresses, bare_ip, host_etcd, Call};
 use support::EtcdServer;
 
@@ -93,14 +93,7 @@ fn via(socket: &Path, mode: &str) -> Value {
 }
 
 async fn allocator(conf: &Value) -> Allocator<EtcdStore> {
-    let parsed = NetConf::parse(&serde_json::to_vec(conf).unwrap()).unwrap();
-    let store = EtcdStore::connect(&EtcdConfig {
-        endpoints: vec![conf["ipam"]["endpoints"][0].as_str().unwrap().to_string()],
-        ..EtcdConfig::default()
-    })
-    .await
-    .unwrap();
-    Allocator::new(store, parsed.network().unwrap(), Options::default()).unwrap()
+    allocator_with(conf, Options::default()).await
 }
 
 fn ips(result: &Value) -> Vec<IpAddr> {

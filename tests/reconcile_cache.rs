@@ -13,10 +13,9 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
 use support::alloc_harness::req;
 use support::ipamctl::{
-    allocator_of, expect_exit as expect, ipamctl, json, owners, report_ids, text,
+    allocator_of, cache_entry, expect_exit as expect, ipamctl, json, owners, report_ids, text,
 };
 use support::EtcdServer;
 
@@ -43,19 +42,6 @@ fn write_config(dir: &Path, etcd: &EtcdServer) -> PathBuf {
 async fn allocate(config: &Path, node: &str, cid: &str) {
     let alloc = allocator_of(config, Some(node)).await;
     alloc.allocate(&req(cid)).await.unwrap();
-}
-
-/// A cache entry as libcni writes it: the captured podman entry with
-/// this container ID, interface and network.
-fn cache_entry(dir: &Path, net: &str, cid: &str) -> PathBuf {
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/libcni-cache-entry.json");
-    let mut doc: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
-    doc["containerId"] = cid.into();
-    doc["networkName"] = net.into();
-    let path = dir.join(format!("{net}-{cid}-eth0"));
-    std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
-    path
 }
 
 /// `--config CONF reconcile --node node-a [--cache-dir DIR] EXTRA...`.

@@ -1,9 +1,9 @@
 //! Running the `ipamctl` binary from tests: stdin closed (never a
 //! terminal), exit status checked, output shown when an assertion fails;
-//! the owners it lists; and the test's own allocator of a network config
-//! file.
+//! the owners it lists; the test's own allocator of a network config
+//! file; and libcni cache entries for reconcile.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use host_etcd::admin::target::read_config;
@@ -110,4 +110,21 @@ pub async fn allocator_of(config: &Path, node: Option<&str>) -> Allocator<EtcdSt
         .unwrap_or_else(|e| panic!("{}: {e}", config.display()));
     Allocator::new(store_of(config).await, network, options)
         .unwrap_or_else(|e| panic!("allocator of {}: {e}", config.display()))
+}
+
+/// Writes a cache entry as libcni writes it into `dir`: the captured podman
+/// entry (`tests/fixtures/libcni-cache-entry.json`) with this container ID,
+/// interface eth0 and network; returns its path.
+pub fn cache_entry(dir: &Path, net: &str, cid: &str) -> PathBuf {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/libcni-cache-entry.json");
+    let bytes =
+        std::fs::read(&fixture).unwrap_or_else(|e| panic!("read {}: {e}", fixture.display()));
+    let mut doc: Value = serde_json::from_slice(&bytes).expect("the fixture is JSON");
+    doc["containerId"] = cid.into();
+    doc["networkName"] = net.into();
+    let path = dir.join(format!("{net}-{cid}-eth0"));
+    std::fs::write(&path, serde_json::to_vec(&doc).expect("serialize"))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    path
 }
