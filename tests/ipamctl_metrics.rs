@@ -96,11 +96,14 @@ async fn add(alloc: &Allocator<EtcdStore>, ids: std::ops::Range<usize>) -> Vec<I
     out
 }
 
-/// Starts `ipamctl ARGS metrics --listen ADDR ...`; returns the process
-/// and the address it says it serves on.
-fn start_exporter(args: &[&str], log: &Path) -> (Proc, String) {
+/// Starts `ipamctl --config CONFIG... metrics --listen 127.0.0.1:0 FLAGS`
+/// (stderr to `log`); returns the process and the address it says it
+/// serves on.
+fn start_exporter(configs: &[&Path], flags: &[&str], log: &Path) -> (Proc, String) {
     let mut child = Command::new(EXE)
-        .args(args)
+        .args(configs.iter().flat_map(|c| [Path::new("--config"), c]))
+        .args(["metrics", "--listen", "127.0.0.1:0"])
+        .args(flags)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
@@ -244,17 +247,8 @@ async fn prometheus_scrapes_the_exporter() {
     add(&c, 0..3).await;
 
     let (exporter, addr) = start_exporter(
-        &[
-            "--config",
-            v4.to_str().unwrap(),
-            "--config",
-            dual.to_str().unwrap(),
-            "metrics",
-            "--listen",
-            "127.0.0.1:0",
-            "--client-timeout-secs",
-            "1",
-        ],
+        &[&v4, &dual],
+        &["--client-timeout-secs", "1"],
         &dir.path().join("exporter.log"),
     );
 
@@ -479,16 +473,8 @@ async fn an_unreachable_store_is_up_0_and_counted() {
     let a = allocator_on(&config, "n1").await;
     add(&a, 0..2).await;
     let (_exporter, addr) = start_exporter(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "metrics",
-            "--listen",
-            "127.0.0.1:0",
-            "--scrape-timeout-secs",
-            "2",
-            "--no-check",
-        ],
+        &[&config],
+        &["--scrape-timeout-secs", "2", "--no-check"],
         &dir.path().join("exporter.log"),
     );
     let (_, text) = get(&addr, "/metrics");
