@@ -21,7 +21,6 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
@@ -35,7 +34,7 @@ use serde_json::{json, Value};
 use support::agent::Agent;
 use support::etcd_metrics::kv_counts;
 use support::faults::allocator_with;
-use support::plugin::{addresses, bare_ip, host_etcd, Call};
+use support::plugin::{assert_distinct, host_etcd, ips, Call};
 use support::EtcdServer;
 
 /// Sends raw bytes and reads one reply frame (`None`: closed without one).
@@ -94,16 +93,6 @@ fn via(socket: &Path, mode: &str) -> Value {
 
 async fn allocator(conf: &Value) -> Allocator<EtcdStore> {
     allocator_with(conf, Options::default()).await
-}
-
-fn ips(result: &Value) -> Vec<IpAddr> {
-    addresses(result).iter().map(|a| bare_ip(a)).collect()
-}
-
-fn assert_distinct(all: &[Vec<IpAddr>]) {
-    let flat: Vec<IpAddr> = all.iter().flatten().copied().collect();
-    let set: HashSet<_> = flat.iter().collect();
-    assert_eq!(set.len(), flat.len(), "an address was handed out twice");
 }
 
 fn network_requests(status: &Value, name: &str) -> u64 {

@@ -17,7 +17,7 @@ use host_etcd::allocator::{Allocator, Options};
 use host_etcd::store::local::LocalStore;
 use serde_json::Value;
 use support::alloc_harness::network;
-use support::plugin::{addresses, bare_ip};
+use support::plugin::{addresses, bare_ip, ips};
 
 const BIN: &str = env!("CARGO_BIN_EXE_host-etcd");
 
@@ -86,7 +86,7 @@ fn added(out: &Output) -> Value {
 
 /// The addresses (without prefix length) of a successful ADD.
 fn added_ips(out: &Output) -> Vec<IpAddr> {
-    addresses(&added(out)).iter().map(|a| bare_ip(a)).collect()
+    ips(&added(out))
 }
 
 /// The first address of a successful ADD.

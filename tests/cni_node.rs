@@ -16,7 +16,6 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
@@ -29,7 +28,7 @@ use serde_json::{json, Value};
 use support::alloc_harness::owner;
 use support::etcd_metrics::{kv_counts, KvCounts};
 use support::faults::allocator_with;
-use support::plugin::{addresses, bare_ip, host_etcd, Call};
+use support::plugin::{assert_distinct, host_etcd, ips, Call};
 use support::EtcdServer;
 
 fn conf(etcd: &EtcdServer, name: &str, dir: &Path) -> Value {
@@ -52,8 +51,7 @@ fn cache_file(dir: &Path, network: &str) -> std::path::PathBuf {
 }
 
 fn add(conf: &Value, id: &str) -> Vec<IpAddr> {
-    let result = Call::add(id, "eth0").config(conf).run().ok_json();
-    addresses(&result).iter().map(|a| bare_ip(a)).collect()
+    ips(&Call::add(id, "eth0").config(conf).run().ok_json())
 }
 
 fn del(conf: &Value, id: &str) {
@@ -79,12 +77,6 @@ async fn allocator(conf: &Value) -> Allocator<EtcdStore> {
 /// etcd requests (reads and transactions) since `before`.
 fn calls_since(etcd: &EtcdServer, before: KvCounts) -> u64 {
     kv_counts(&etcd.url()).since(before).calls()
-}
-
-fn assert_distinct(all: &[Vec<IpAddr>]) {
-    let flat: Vec<IpAddr> = all.iter().flatten().copied().collect();
-    let set: HashSet<_> = flat.iter().collect();
-    assert_eq!(set.len(), flat.len(), "an address was handed out twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
