@@ -221,6 +221,11 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
         .unwrap_or_else(|| panic!("no {name} with {labels:?} in\n{text}"))
 }
 
+/// The sample of `name` of network `net1`.
+fn of_net1(text: &str, name: &str) -> f64 {
+    sample(text, name, &["network=\"net1\""])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_exporter() {
     let promtool = bin("promtool");
@@ -273,10 +278,7 @@ async fn prometheus_scrapes_the_exporter() {
     assert!(sample(&text, "host_etcd_ipam_chunks_stored_bytes", &net1) > 0.0);
     let v6 = ["network=\"net2\"", "range_set=\"1\"", "family=\"ipv6\""];
     assert_eq!(sample(&text, "host_etcd_ipam_addresses_used", &v6), 3.0);
-    assert_eq!(
-        sample(&text, "host_etcd_ipam_owner_records", &["network=\"net1\""]),
-        7.0
-    );
+    assert_eq!(of_net1(&text, "host_etcd_ipam_owner_records"), 7.0);
     assert_eq!(
         sample(
             &text,
@@ -297,14 +299,7 @@ async fn prometheus_scrapes_the_exporter() {
         sample(&text, "host_etcd_ipam_up", &["network=\"net2\""]),
         1.0
     );
-    assert_eq!(
-        sample(
-            &text,
-            "host_etcd_ipam_scrape_errors_total",
-            &["network=\"net1\""]
-        ),
-        0.0
-    );
+    assert_eq!(of_net1(&text, "host_etcd_ipam_scrape_errors_total"), 0.0);
     assert!(text.contains("# TYPE host_etcd_ipam_scrape_errors_total counter\n"));
     assert!(text.contains("# TYPE host_etcd_ipam_scrape_duration_seconds gauge\n"));
     let mut lint = Command::new(&promtool)
@@ -478,57 +473,24 @@ async fn an_unreachable_store_is_up_0_and_counted() {
         &dir.path().join("exporter.log"),
     );
     let (_, text) = get(&addr, "/metrics");
-    assert_eq!(
-        sample(&text, "host_etcd_ipam_up", &["network=\"net1\""]),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            "host_etcd_ipam_addresses_used",
-            &["network=\"net1\""]
-        ),
-        2.0
-    );
+    assert_eq!(of_net1(&text, "host_etcd_ipam_up"), 1.0);
+    assert_eq!(of_net1(&text, "host_etcd_ipam_addresses_used"), 2.0);
     assert!(!text.contains("host_etcd_ipam_check_problems"), "{text}");
 
     etcd.stop();
     let (code, text) = get(&addr, "/metrics");
     assert_eq!(code, 200, "{text}");
-    assert_eq!(
-        sample(&text, "host_etcd_ipam_up", &["network=\"net1\""]),
-        0.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            "host_etcd_ipam_scrape_errors_total",
-            &["network=\"net1\""]
-        ),
-        1.0
-    );
+    assert_eq!(of_net1(&text, "host_etcd_ipam_up"), 0.0);
+    assert_eq!(of_net1(&text, "host_etcd_ipam_scrape_errors_total"), 1.0);
     assert!(!text.contains("host_etcd_ipam_addresses_used"), "{text}");
 
     etcd.restart();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, text) = get(&addr, "/metrics");
-        if sample(&text, "host_etcd_ipam_up", &["network=\"net1\""]) == 1.0 {
-            assert_eq!(
-                sample(
-                    &text,
-                    "host_etcd_ipam_addresses_used",
-                    &["network=\"net1\""]
-                ),
-                2.0
-            );
-            assert!(
-                sample(
-                    &text,
-                    "host_etcd_ipam_scrape_errors_total",
-                    &["network=\"net1\""]
-                ) >= 1.0
-            );
+        if of_net1(&text, "host_etcd_ipam_up") == 1.0 {
+            assert_eq!(of_net1(&text, "host_etcd_ipam_addresses_used"), 2.0);
+            assert!(of_net1(&text, "host_etcd_ipam_scrape_errors_total") >= 1.0);
             break;
         }
         assert!(Instant::now() < deadline, "never up again:\n{text}");
