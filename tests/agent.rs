@@ -21,7 +21,6 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
@@ -30,12 +29,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use host_etcd::allocator::{Allocator, Options};
-use host_etcd::cni::NetConf;
-use host_etcd::store::etcd::{EtcdConfig, EtcdStore};
+use host_etcd::store::etcd::EtcdStore;
 use serde_json::{json, Value};
 use support::agent::Agent;
 use support::etcd_metrics::kv_counts;
-use support::plugin::{addresses, bare_ip, host_etcd, Call};
+use support::faults::allocator_with;
+use support::plugin::{assert_distinct, host_etcd, ips, Call};
 use support::EtcdServer;
 
 /// Sends raw bytes and reads one reply frame (`None`: closed without one).
@@ -93,24 +92,7 @@ fn via(socket: &Path, mode: &str) -> Value {
 }
 
 async fn allocator(conf: &Value) -> Allocator<EtcdStore> {
-    let parsed = NetConf::parse(&serde_json::to_vec(conf).unwrap()).unwrap();
-    let store = EtcdStore::connect(&EtcdConfig {
-        endpoints: vec![conf["ipam"]["endpoints"][0].as_str().unwrap().to_string()],
-        ..EtcdConfig::default()
-    })
-    .await
-    .unwrap();
-    Allocator::new(store, parsed.network().unwrap(), Options::default()).unwrap()
-}
-
-fn ips(result: &Value) -> Vec<IpAddr> {
-    addresses(result).iter().map(|a| bare_ip(a)).collect()
-}
-
-fn assert_distinct(all: &[Vec<IpAddr>]) {
-    let flat: Vec<IpAddr> = all.iter().flatten().copied().collect();
-    let set: HashSet<_> = flat.iter().collect();
-    assert_eq!(set.len(), flat.len(), "an address was handed out twice");
+    allocator_with(conf, Options::default()).await
 }
 
 fn network_requests(status: &Value, name: &str) -> u64 {

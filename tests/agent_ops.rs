@@ -26,11 +26,13 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use host_etcd::allocator::{AllocRequest, Allocator, OwnerId};
-use host_etcd::cni::NetConf;
-use host_etcd::store::etcd::{EtcdConfig, EtcdStore};
+use host_etcd::allocator::Allocator;
+use host_etcd::store::etcd::EtcdStore;
 use serde_json::{json, Value};
 use support::agent::Agent;
+use support::alloc_harness::{owner, req};
+use support::faults::{allocator_with, netconf};
+use support::ipamctl::cache_entry;
 use support::plugin::Call;
 use support::EtcdServer;
 
@@ -79,38 +81,9 @@ fn conf(etcd: &EtcdServer, name: &str, prefix: &str, dir: &Path, agent: &Agent) 
 
 /// The test's own allocator of the network, as node `node`.
 async fn allocator(conf: &Value, node: &str) -> Allocator<EtcdStore> {
-    let parsed = NetConf::parse(&serde_json::to_vec(conf).unwrap()).unwrap();
-    let store = EtcdStore::connect(&EtcdConfig {
-        endpoints: vec![conf["ipam"]["endpoints"][0].as_str().unwrap().to_string()],
-        ..EtcdConfig::default()
-    })
-    .await
-    .unwrap();
-    let mut options = parsed.options();
+    let mut options = netconf(conf).options();
     options.node_name = node.to_string();
-    Allocator::new(store, parsed.network().unwrap(), options).unwrap()
-}
-
-fn owner(cid: &str) -> OwnerId {
-    OwnerId {
-        container_id: cid.into(),
-        ifname: "eth0".into(),
-    }
-}
-
-/// A cache entry as libcni writes it: the captured podman entry with this
-/// container ID and network.
-fn cache_entry(dir: &Path, net: &str, cid: &str) {
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/libcni-cache-entry.json");
-    let mut doc: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
-    doc["containerId"] = cid.into();
-    doc["networkName"] = net.into();
-    std::fs::write(
-        dir.join(format!("{net}-{cid}-eth0")),
-        serde_json::to_vec(&doc).unwrap(),
-    )
-    .unwrap();
+    allocator_with(conf, options).await
 }
 
 fn add(conf: &Value, cid: &str) {
@@ -159,13 +132,7 @@ async fn periodic_reconcile_releases_exactly_the_containers_the_runtime_no_longe
     }
     // Another node's record: never looked at.
     let other = allocator(&conf, "some-other-node").await;
-    other
-        .allocate(&AllocRequest {
-            owner: owner("elsewhere"),
-            ..AllocRequest::default()
-        })
-        .await
-        .unwrap();
+    other.allocate(&req("elsewhere")).await.unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(15);
     while held(&other, &leaked).await.iter().any(|h| *h) {

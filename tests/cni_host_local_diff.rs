@@ -43,7 +43,7 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde_json::{json, Value};
 
-use support::plugin::{bare_ip, host_etcd, host_local, shared_etcd, Call, Outcome};
+use support::plugin::{host_etcd, host_local, ips, shared_etcd, Call, Outcome};
 use support::EtcdServer;
 
 /// Versions both plugins speak.
@@ -161,16 +161,6 @@ fn first_host(subnet: IpNet) -> IpAddr {
         IpAddr::V4(a) => IpAddr::V4((u32::from(a) + 1).into()),
         IpAddr::V6(a) => IpAddr::V6((u128::from(a) + 1).into()),
     }
-}
-
-/// The addresses of a result.
-fn ips(result: &Value) -> Vec<IpAddr> {
-    result["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| bare_ip(e["address"].as_str().unwrap()))
-        .collect()
 }
 
 /// One shared-surface scenario.

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::IpAddr;
@@ -11,10 +13,11 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use host_etcd::allocator::{Allocator, Network, Options, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX};
-use host_etcd::range::{Range, RangeSet, RangeSpec};
+use host_etcd::allocator::{Allocator, Options};
 use host_etcd::store::local::LocalStore;
 use serde_json::Value;
+use support::alloc_harness::network;
+use support::plugin::{addresses, bare_ip, ips};
 
 const BIN: &str = env!("CARGO_BIN_EXE_host-etcd");
 
@@ -64,30 +67,53 @@ fn run(cmd: &str, id: &str, conf: &str) -> Output {
     plugin(cmd, id, conf).wait_with_output().unwrap()
 }
 
-fn added_ip(out: &Output) -> IpAddr {
+/// Runs the plugin with `CNI_ARGS` set.
+fn run_args(cmd: &str, id: &str, args: &str, conf: &str) -> Output {
+    plugin_with(cmd, id, Some(args), conf)
+        .wait_with_output()
+        .unwrap()
+}
+
+/// The result of a successful ADD.
+fn added(out: &Output) -> Value {
     assert!(
         out.status.success(),
         "ADD failed: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let addr = v["ips"][0]["address"].as_str().unwrap();
-    addr.split('/').next().unwrap().parse().unwrap()
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn allocator(dir: &Path, subnet: &str) -> Allocator<LocalStore> {
+/// The addresses (without prefix length) of a successful ADD.
+fn added_ips(out: &Output) -> Vec<IpAddr> {
+    ips(&added(out))
+}
+
+/// The first address of a successful ADD.
+fn added_ip(out: &Output) -> IpAddr {
+    added_ips(out)[0]
+}
+
+/// The error JSON of a failed call.
+fn error_of(out: &Output) -> Value {
+    assert!(!out.status.success(), "expected a failure");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The error of a failed call: (code, details).
+fn failed(out: &Output) -> (u64, String) {
+    let v = error_of(out);
+    (
+        v["code"].as_u64().unwrap(),
+        v["details"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// The test's own allocator of the `localnet` network in `dir`, one range
+/// set per subnet.
+fn allocator(dir: &Path, subnets: &[&str]) -> Allocator<LocalStore> {
     let store = LocalStore::open(dir, Duration::from_secs(30)).unwrap();
-    let spec = RangeSpec {
-        subnet: subnet.into(),
-        ..RangeSpec::default()
-    };
-    let net = Network {
-        name: "localnet".into(),
-        prefix: DEFAULT_PREFIX.into(),
-        sets: vec![RangeSet::new(vec![Range::parse(&spec).unwrap()]).unwrap()],
-        chunk_bits: DEFAULT_CHUNK_BITS,
-    };
-    Allocator::new(store, net, Options::default()).unwrap()
+    Allocator::new(store, network("localnet", subnets), Options::default()).unwrap()
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -120,7 +146,7 @@ fn eight_processes_times_200_adds_are_all_distinct() {
         }
     }
     assert_eq!(all.len(), 1600);
-    let a = allocator(&data, "10.20.0.0/21");
+    let a = allocator(&data, &["10.20.0.0/21"]);
     let report = block_on(a.check()).unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!((report.owners, report.allocated), (1600, 1600));
@@ -154,7 +180,7 @@ fn sigkill_at_random_points_leaves_a_consistent_store() {
     );
     // The store opens, and bits and owner records agree.
     {
-        let a = allocator(&data, "10.30.0.0/24");
+        let a = allocator(&data, &["10.30.0.0/24"]);
         let report = block_on(a.check()).unwrap();
         assert!(report.is_clean(), "{report:?}");
         assert_eq!(report.allocated as usize, report.owners);
@@ -170,7 +196,7 @@ fn sigkill_at_random_points_leaves_a_consistent_store() {
     for i in 0..40 {
         assert!(run("DEL", &format!("c{i}"), &conf).status.success());
     }
-    let a = allocator(&data, "10.30.0.0/24");
+    let a = allocator(&data, &["10.30.0.0/24"]);
     let report = block_on(a.check()).unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(
@@ -178,11 +204,6 @@ fn sigkill_at_random_points_leaves_a_consistent_store() {
         (1, 1),
         "only 'warm' is left"
     );
-}
-
-fn error_of(out: &Output) -> Value {
-    assert!(!out.status.success());
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
@@ -234,20 +255,6 @@ fn example_config_runs_add_then_is_idempotent() {
     let again: Value = serde_json::from_slice(&run("ADD", "demo", &conf).stdout).unwrap();
     assert_eq!(v, again);
     assert!(run("DEL", "demo", &conf).status.success());
-}
-
-fn bare(address: &str) -> IpAddr {
-    address.split('/').next().unwrap().parse().unwrap()
-}
-
-/// The error JSON of a failed call: (code, details).
-fn failed(out: &Output) -> (u64, String) {
-    assert!(!out.status.success(), "expected a failure");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    (
-        v["code"].as_u64().unwrap(),
-        v["details"].as_str().unwrap_or_default().to_string(),
-    )
 }
 
 fn conf_with(data_dir: &Path, ipam: Value, top: Value) -> String {
@@ -317,21 +324,7 @@ fn static_request_for_an_excluded_address_is_code_100() {
     );
     // CNI_ARGS IP= takes the same path.
     let plain = conf_with(&data, ipam, serde_json::json!({}));
-    let out = Command::new(BIN)
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", "s2")
-        .env("CNI_NETNS", "/var/run/netns/test")
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env("CNI_ARGS", "IgnoreUnknown=1;IP=10.31.0.127")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(plain.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = run_args("ADD", "s2", "IgnoreUnknown=1;IP=10.31.0.127", &plain);
     let (code, details) = failed(&out);
     assert_eq!(code, 100, "{details}");
     assert!(
@@ -358,25 +351,14 @@ fn whereabouts_style_config_allocates_its_range() {
     );
     let mut v4 = Vec::new();
     for i in 0..2 {
-        let out = run("ADD", &format!("w{i}"), &conf);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let ips: Vec<&str> = v["ips"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["address"].as_str().unwrap())
-            .collect();
+        let v = added(&run("ADD", &format!("w{i}"), &conf));
+        let ips = addresses(&v);
         assert_eq!(ips.len(), 2, "{v}");
         assert!(
             ips[1].starts_with("fd00:2::1") && ips[1].ends_with("/120"),
             "{v}"
         );
-        v4.push(ips[0].to_string());
+        v4.push(ips[0].clone());
     }
     v4.sort();
     // .225-.230 minus .226/.227 (excluded) and .225 (the gateway defaults
@@ -399,25 +381,13 @@ fn runtime_ip_ranges_add_range_sets() {
         serde_json::json!({"subnet": "10.32.0.0/24"}),
         serde_json::json!({"runtimeConfig": {"ipRanges": [[{"subnet": "10.33.0.0/24", "rangeStart": "10.33.0.50"}]]}}),
     );
-    let out = run("ADD", "r1", &conf);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ips: Vec<&str> = v["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["address"].as_str().unwrap())
-        .collect();
-    assert_eq!(ips, ["10.33.0.50/24", "10.32.0.2/24"]);
+    let v = added(&run("ADD", "r1", &conf));
+    assert_eq!(addresses(&v), ["10.33.0.50/24", "10.32.0.2/24"]);
     // DEL with the same runtime config releases both.
     assert!(run("DEL", "r1", &conf).status.success());
     let again = run("ADD", "r2", &conf);
     let v: Value = serde_json::from_slice(&again.stdout).unwrap();
-    let first = bare(v["ips"][0]["address"].as_str().unwrap());
+    let first = bare_ip(v["ips"][0]["address"].as_str().unwrap());
     assert!(
         first.to_string().starts_with("10.33.0.")
             && first >= "10.33.0.50".parse::<IpAddr>().unwrap(),
@@ -435,13 +405,6 @@ fn runtime_ip_ranges_add_range_sets() {
         details.starts_with("runtimeConfig.ipRanges[0][0].exclude[0]:"),
         "{details}"
     );
-}
-
-/// Runs the plugin with `CNI_ARGS` set.
-fn run_args(cmd: &str, id: &str, args: &str, conf: &str) -> Output {
-    plugin_with(cmd, id, Some(args), conf)
-        .wait_with_output()
-        .unwrap()
 }
 
 /// The lines of a plugin log, each parsed as JSON (a torn or foreign line
@@ -713,21 +676,6 @@ fn run_pod(cmd: &str, id: &str, pod: Option<&str>, conf: &str) -> Output {
         .unwrap()
 }
 
-fn added_ips(out: &Output) -> Vec<IpAddr> {
-    assert!(
-        out.status.success(),
-        "ADD failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| bare(i["address"].as_str().unwrap()))
-        .collect()
-}
-
 /// `stickyTtlSeconds`: a StatefulSet pod that comes back under a new
 /// container ID gets its addresses back (both families); another pod name
 /// does not, and a network without the field behaves as before.
@@ -771,27 +719,7 @@ fn sticky_addresses_follow_the_pod_name_across_container_ids() {
     }
     // State: the sticky network holds web-0's binding, the plain one none.
     for (sub, want) in [("sticky", 1), ("plain", 0)] {
-        let store = LocalStore::open(&dir.path().join(sub), Duration::from_secs(30)).unwrap();
-        let net = Network {
-            name: "localnet".into(),
-            prefix: DEFAULT_PREFIX.into(),
-            sets: vec![
-                RangeSet::new(vec![Range::parse(&RangeSpec {
-                    subnet: "10.40.0.0/24".into(),
-                    ..RangeSpec::default()
-                })
-                .unwrap()])
-                .unwrap(),
-                RangeSet::new(vec![Range::parse(&RangeSpec {
-                    subnet: "fd40::/120".into(),
-                    ..RangeSpec::default()
-                })
-                .unwrap()])
-                .unwrap(),
-            ],
-            chunk_bits: DEFAULT_CHUNK_BITS,
-        };
-        let a = Allocator::new(store, net, Options::default()).unwrap();
+        let a = allocator(&dir.path().join(sub), &["10.40.0.0/24", "fd40::/120"]);
         let bindings = block_on(a.bindings()).unwrap();
         assert_eq!(bindings.len(), want, "{sub}: {bindings:?}");
         assert!(block_on(a.check()).unwrap().is_clean());

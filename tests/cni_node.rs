@@ -16,19 +16,19 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use host_etcd::allocator::{Allocator, Network, Options};
-use host_etcd::cni::NetConf;
-use host_etcd::store::etcd::{EtcdConfig, EtcdStore};
+use host_etcd::allocator::{Allocator, Options};
+use host_etcd::store::etcd::EtcdStore;
 use serde_json::{json, Value};
+use support::alloc_harness::owner;
 use support::etcd_metrics::{kv_counts, KvCounts};
-use support::plugin::{addresses, bare_ip, host_etcd, Call};
+use support::faults::allocator_with;
+use support::plugin::{assert_distinct, host_etcd, ips, Call};
 use support::EtcdServer;
 
 fn conf(etcd: &EtcdServer, name: &str, dir: &Path) -> Value {
@@ -51,8 +51,7 @@ fn cache_file(dir: &Path, network: &str) -> std::path::PathBuf {
 }
 
 fn add(conf: &Value, id: &str) -> Vec<IpAddr> {
-    let result = Call::add(id, "eth0").config(conf).run().ok_json();
-    addresses(&result).iter().map(|a| bare_ip(a)).collect()
+    ips(&Call::add(id, "eth0").config(conf).run().ok_json())
 }
 
 fn del(conf: &Value, id: &str) {
@@ -72,27 +71,12 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
 }
 
 async fn allocator(conf: &Value) -> Allocator<EtcdStore> {
-    let parsed = NetConf::parse(&serde_json::to_vec(conf).unwrap()).unwrap();
-    let network: Network = parsed.network().unwrap();
-    let endpoint = conf["ipam"]["endpoints"][0].as_str().unwrap();
-    let store = EtcdStore::connect(&EtcdConfig {
-        endpoints: vec![endpoint.to_string()],
-        ..EtcdConfig::default()
-    })
-    .await
-    .unwrap();
-    Allocator::new(store, network, Options::default()).unwrap()
+    allocator_with(conf, Options::default()).await
 }
 
 /// etcd requests (reads and transactions) since `before`.
 fn calls_since(etcd: &EtcdServer, before: KvCounts) -> u64 {
     kv_counts(&etcd.url()).since(before).calls()
-}
-
-fn assert_distinct(all: &[Vec<IpAddr>]) {
-    let flat: Vec<IpAddr> = all.iter().flatten().copied().collect();
-    let set: HashSet<_> = flat.iter().collect();
-    assert_eq!(set.len(), flat.len(), "an address was handed out twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,14 +230,7 @@ async fn kill_9_mid_burst_converges() {
     let report = a.check().await.unwrap();
     assert!(report.is_clean(), "{report:?}");
     for (id, ips) in victims.iter().zip(&got) {
-        let rec = a
-            .owner(&host_etcd::allocator::OwnerId {
-                container_id: id.clone(),
-                ifname: "eth0".into(),
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let rec = a.owner(&owner(id)).await.unwrap().unwrap();
         assert_eq!(&rec.ips, ips);
     }
     burst(&victims, |id| del(&c, id));

@@ -9,13 +9,13 @@ mod support;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use host_etcd::allocator::{AllocRequest, Allocator, OwnerId};
-use host_etcd::cni::config::NetConf;
+use host_etcd::allocator::Allocator;
 use host_etcd::range::{to_u128, Family};
 use host_etcd::store::etcd::EtcdStore;
 use host_etcd::store::{Op, Store, Txn};
 use serde_json::Value;
-use support::ipamctl::{expect_exit, ipamctl, json, text};
+use support::alloc_harness::{owner, pod_req, req};
+use support::ipamctl::{allocator_of, container_ids, expect_exit, ipamctl, json, store_of, text};
 use support::EtcdServer;
 
 /// Runs and expects exit status `code`; returns stdout.
@@ -42,13 +42,14 @@ fn write_config(dir: &Path, etcd: &EtcdServer) -> PathBuf {
     path
 }
 
+/// The allocator of `config` as this host.
 async fn allocator(config: &Path) -> Allocator<EtcdStore> {
-    let conf = NetConf::parse(&std::fs::read(config).unwrap()).unwrap();
-    let host_etcd::cni::config::StoreConf::Etcd(etcd) = &conf.ipam.store else {
-        panic!("config must use etcd");
-    };
-    let store = EtcdStore::connect(etcd).await.unwrap();
-    Allocator::new(store, conf.network().unwrap(), conf.options()).unwrap()
+    allocator_of(config, None).await
+}
+
+/// Allocates `id`/eth0; returns its address.
+async fn add(alloc: &Allocator<EtcdStore>, id: &str) -> IpAddr {
+    alloc.allocate(&req(id)).await.unwrap().assigned[0].ip
 }
 
 /// Allocates `c1`, `c2`, `c3` (pods ns/p1..p3); returns their addresses.
@@ -56,15 +57,7 @@ async fn populate(alloc: &Allocator<EtcdStore>) -> Vec<IpAddr> {
     let mut ips = Vec::new();
     for i in 1..=3 {
         let a = alloc
-            .allocate(&AllocRequest {
-                owner: OwnerId {
-                    container_id: format!("c{i}"),
-                    ifname: "eth0".into(),
-                },
-                pod_namespace: Some("ns".into()),
-                pod_name: Some(format!("p{i}")),
-                ..AllocRequest::default()
-            })
+            .allocate(&pod_req(&format!("c{i}"), &format!("p{i}")))
             .await
             .unwrap();
         ips.push(a.assigned[0].ip);
@@ -99,24 +92,7 @@ async fn inspect_release_check_repair_and_gc() {
 
     // The same network given by flags instead of the config file.
     let url = etcd.url();
-    let by_flags = json(
-        0,
-        &[
-            "--endpoints",
-            &url,
-            "--network",
-            "net1",
-            "--prefix",
-            "/cli-test",
-            "--subnet",
-            "10.10.0.0/24",
-            "show",
-            "--json",
-        ],
-    );
-    assert_eq!(by_flags[0]["used"], 3);
-    // k comes from the stored meta record; a disagreeing one is refused.
-    let out = ipamctl(&[
+    let flags = [
         "--endpoints",
         &url,
         "--network",
@@ -125,10 +101,11 @@ async fn inspect_release_check_repair_and_gc() {
         "/cli-test",
         "--subnet",
         "10.10.0.0/24",
-        "--chunk-bits",
-        "10",
-        "show",
-    ]);
+    ];
+    let by_flags = json(0, &[&flags[..], &["show", "--json"]].concat());
+    assert_eq!(by_flags[0]["used"], 3);
+    // k comes from the stored meta record; a disagreeing one is refused.
+    let out = ipamctl(&[&flags[..], &["--chunk-bits", "10", "show"]].concat());
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("chunkBits 8"), "{}", text(&out));
 
@@ -163,14 +140,7 @@ async fn inspect_release_check_repair_and_gc() {
     let out = ipamctl(&["--config", cfg, "release", "--container", "c1"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--yes"), "{}", text(&out));
-    assert!(alloc
-        .owner(&OwnerId {
-            container_id: "c1".into(),
-            ifname: "eth0".into()
-        })
-        .await
-        .unwrap()
-        .is_some());
+    assert!(alloc.owner(&owner("c1")).await.unwrap().is_some());
     let released = json(
         0,
         &[
@@ -199,18 +169,7 @@ async fn inspect_release_check_repair_and_gc() {
     assert_eq!(report["owners"], 1);
 
     // Plant a bit without owner: re-allocate c4, then delete its owner key.
-    let a4 = alloc
-        .allocate(&AllocRequest {
-            owner: OwnerId {
-                container_id: "c4".into(),
-                ifname: "eth0".into(),
-            },
-            ..AllocRequest::default()
-        })
-        .await
-        .unwrap()
-        .assigned[0]
-        .ip;
+    let a4 = add(&alloc, "c4").await;
     let owner_key = alloc.keyspace().owner("c4", "eth0").unwrap();
     alloc
         .store()
@@ -253,16 +212,7 @@ async fn inspect_release_check_repair_and_gc() {
 
     // gc: keep c3, release the rest.
     for i in 5..=6 {
-        alloc
-            .allocate(&AllocRequest {
-                owner: OwnerId {
-                    container_id: format!("c{i}"),
-                    ifname: "eth0".into(),
-                },
-                ..AllocRequest::default()
-            })
-            .await
-            .unwrap();
+        add(&alloc, &format!("c{i}")).await;
     }
     let valid = dir.path().join("valid.json");
     std::fs::write(&valid, r#"[{"containerID": "c3", "ifname": "eth0"}]"#).unwrap();
@@ -274,14 +224,7 @@ async fn inspect_release_check_repair_and_gc() {
         0,
         &["--config", cfg, "gc", "--valid", vf, "--yes", "--json"],
     );
-    let mut gone: Vec<&str> = released
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["container_id"].as_str().unwrap())
-        .collect();
-    gone.sort();
-    assert_eq!(gone, ["c5", "c6"]);
+    assert_eq!(container_ids(&released), ["c5", "c6"]);
     let left = alloc.owners().await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].container_id, "c3");
@@ -427,31 +370,7 @@ fn write_config_prefix(dir: &Path, etcd: &EtcdServer, prefix: &str) -> PathBuf {
 
 /// The allocator of `config` as node `node` (empty: records name no node).
 async fn allocator_on(config: &Path, node: &str) -> Allocator<EtcdStore> {
-    let conf = NetConf::parse(&std::fs::read(config).unwrap()).unwrap();
-    let host_etcd::cni::config::StoreConf::Etcd(etcd) = &conf.ipam.store else {
-        panic!("config must use etcd");
-    };
-    let store = EtcdStore::connect(etcd).await.unwrap();
-    let options = host_etcd::allocator::Options {
-        node_name: node.to_string(),
-        ..conf.options()
-    };
-    Allocator::new(store, conf.network().unwrap(), options).unwrap()
-}
-
-async fn add(alloc: &Allocator<EtcdStore>, id: &str) -> IpAddr {
-    alloc
-        .allocate(&AllocRequest {
-            owner: OwnerId {
-                container_id: id.into(),
-                ifname: "eth0".into(),
-            },
-            ..AllocRequest::default()
-        })
-        .await
-        .unwrap()
-        .assigned[0]
-        .ip
+    allocator_of(config, Some(node)).await
 }
 
 /// Every key under `prefix` with its value and revisions, and etcd's
@@ -499,24 +418,11 @@ async fn owners_name_their_node_and_release_by_node() {
     // The default node name is this host's name.
     let default = allocator(&config).await;
     add(&default, "here").await;
-    let here = default
-        .owner(&OwnerId {
-            container_id: "here".into(),
-            ifname: "eth0".into(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let here = default.owner(&owner("here")).await.unwrap().unwrap();
     let hostname = host_etcd::allocator::local_hostname();
     assert!(!hostname.is_empty());
     assert_eq!(here.node.as_deref(), Some(hostname.as_str()));
-    default
-        .release(&OwnerId {
-            container_id: "here".into(),
-            ifname: "eth0".into(),
-        })
-        .await
-        .unwrap();
+    default.release(&owner("here")).await.unwrap();
 
     // list and get show the node; a record without one has no "node" key.
     let all = json(0, &["--config", cfg, "list", "--json"]);
@@ -584,14 +490,7 @@ async fn owners_name_their_node_and_release_by_node() {
             "--config", cfg, "release", "--node", "node-a", "--yes", "--json",
         ],
     );
-    let mut gone: Vec<&str> = released
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["container_id"].as_str().unwrap())
-        .collect();
-    gone.sort();
-    assert_eq!(gone, ["a1", "a2"]);
+    assert_eq!(container_ids(&released), ["a1", "a2"]);
     let mut left: Vec<String> = node_a
         .owners()
         .await
@@ -696,14 +595,7 @@ async fn dry_runs_print_the_plan_and_write_nothing() {
         0,
         &["--config", cfg, "gc", "--valid", vf, "--dry-run", "--json"],
     );
-    let mut ids: Vec<&str> = plan
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["container_id"].as_str().unwrap())
-        .collect();
-    ids.sort();
-    assert_eq!(ids, ["c1", "c2"]);
+    assert_eq!(container_ids(&plan), ["c1", "c2"]);
 
     let out = expect(1, &["--config", cfg, "check", "--repair", "--dry-run"]);
     assert!(
@@ -791,28 +683,11 @@ async fn bindings_list_release_and_expire() {
     let alloc = allocator(&config).await;
     let ips = populate(&alloc).await;
     for id in ["c1", "c2"] {
-        alloc
-            .release(&OwnerId {
-                container_id: id.into(),
-                ifname: "eth0".into(),
-            })
-            .await
-            .unwrap();
+        alloc.release(&owner(id)).await.unwrap();
     }
     // c3 released by a node whose clock says 1970: its binding is expired.
     let old = Allocator::new(
-        EtcdStore::connect(
-            match &NetConf::parse(&std::fs::read(&config).unwrap())
-                .unwrap()
-                .ipam
-                .store
-            {
-                host_etcd::cni::config::StoreConf::Etcd(e) => e,
-                _ => panic!("etcd"),
-            },
-        )
-        .await
-        .unwrap(),
+        store_of(&config).await,
         alloc.network().clone(),
         host_etcd::allocator::Options {
             clock: host_etcd::allocator::Clock::manual(1_000),
@@ -820,12 +695,7 @@ async fn bindings_list_release_and_expire() {
         },
     )
     .unwrap();
-    old.release(&OwnerId {
-        container_id: "c3".into(),
-        ifname: "eth0".into(),
-    })
-    .await
-    .unwrap();
+    old.release(&owner("c3")).await.unwrap();
     let listed = json(0, &["--config", cfg, "--json", "bindings", "list"]);
     let rows = listed.as_array().unwrap();
     assert_eq!(rows.len(), 3, "{listed}");

@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use host_etcd::allocator::{AllocRequest, Allocator, OwnerId};
-use host_etcd::cni::config::{NetConf, StoreConf};
+use host_etcd::allocator::Allocator;
 use host_etcd::store::etcd::EtcdStore;
 use serde_json::Value;
+use support::alloc_harness::req;
+use support::ipamctl::{allocator_of, ipamctl, EXE};
 use support::{free_port, EtcdServer};
 
-const EXE: &str = env!("CARGO_BIN_EXE_ipamctl");
 const RULES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/examples/prometheus/host-etcd-ipam.rules.yml"
@@ -80,42 +80,30 @@ fn write_config(dir: &Path, etcd: &EtcdServer, name: &str, ranges: Value) -> Pat
     path
 }
 
+/// The allocator of `config` as node `node`.
 async fn allocator_on(config: &Path, node: &str) -> Allocator<EtcdStore> {
-    let conf = NetConf::parse(&std::fs::read(config).unwrap()).unwrap();
-    let StoreConf::Etcd(etcd) = &conf.ipam.store else {
-        panic!("config must use etcd");
-    };
-    let store = EtcdStore::connect(etcd).await.unwrap();
-    let options = host_etcd::allocator::Options {
-        node_name: node.to_string(),
-        ..conf.options()
-    };
-    Allocator::new(store, conf.network().unwrap(), options).unwrap()
+    allocator_of(config, Some(node)).await
 }
 
+/// Allocates `NODE-i`/eth0 for every `i` of `ids`; returns the addresses.
 async fn add(alloc: &Allocator<EtcdStore>, ids: std::ops::Range<usize>) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for i in ids {
-        let a = alloc
-            .allocate(&AllocRequest {
-                owner: OwnerId {
-                    container_id: format!("{}-{i}", alloc.options().node_name),
-                    ifname: "eth0".into(),
-                },
-                ..AllocRequest::default()
-            })
-            .await
-            .unwrap();
+        let id = format!("{}-{i}", alloc.options().node_name);
+        let a = alloc.allocate(&req(&id)).await.unwrap();
         out.extend(a.assigned.iter().map(|a| a.ip));
     }
     out
 }
 
-/// Starts `ipamctl ARGS metrics --listen ADDR ...`; returns the process
-/// and the address it says it serves on.
-fn start_exporter(args: &[&str], log: &Path) -> (Proc, String) {
+/// Starts `ipamctl --config CONFIG... metrics --listen 127.0.0.1:0 FLAGS`
+/// (stderr to `log`); returns the process and the address it says it
+/// serves on.
+fn start_exporter(configs: &[&Path], flags: &[&str], log: &Path) -> (Proc, String) {
     let mut child = Command::new(EXE)
-        .args(args)
+        .args(configs.iter().flat_map(|c| [Path::new("--config"), c]))
+        .args(["metrics", "--listen", "127.0.0.1:0"])
+        .args(flags)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
@@ -233,6 +221,11 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
         .unwrap_or_else(|| panic!("no {name} with {labels:?} in\n{text}"))
 }
 
+/// The sample of `name` of network `net1`.
+fn of_net1(text: &str, name: &str) -> f64 {
+    sample(text, name, &["network=\"net1\""])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_exporter() {
     let promtool = bin("promtool");
@@ -259,17 +252,8 @@ async fn prometheus_scrapes_the_exporter() {
     add(&c, 0..3).await;
 
     let (exporter, addr) = start_exporter(
-        &[
-            "--config",
-            v4.to_str().unwrap(),
-            "--config",
-            dual.to_str().unwrap(),
-            "metrics",
-            "--listen",
-            "127.0.0.1:0",
-            "--client-timeout-secs",
-            "1",
-        ],
+        &[&v4, &dual],
+        &["--client-timeout-secs", "1"],
         &dir.path().join("exporter.log"),
     );
 
@@ -294,10 +278,7 @@ async fn prometheus_scrapes_the_exporter() {
     assert!(sample(&text, "host_etcd_ipam_chunks_stored_bytes", &net1) > 0.0);
     let v6 = ["network=\"net2\"", "range_set=\"1\"", "family=\"ipv6\""];
     assert_eq!(sample(&text, "host_etcd_ipam_addresses_used", &v6), 3.0);
-    assert_eq!(
-        sample(&text, "host_etcd_ipam_owner_records", &["network=\"net1\""]),
-        7.0
-    );
+    assert_eq!(of_net1(&text, "host_etcd_ipam_owner_records"), 7.0);
     assert_eq!(
         sample(
             &text,
@@ -318,14 +299,7 @@ async fn prometheus_scrapes_the_exporter() {
         sample(&text, "host_etcd_ipam_up", &["network=\"net2\""]),
         1.0
     );
-    assert_eq!(
-        sample(
-            &text,
-            "host_etcd_ipam_scrape_errors_total",
-            &["network=\"net1\""]
-        ),
-        0.0
-    );
+    assert_eq!(of_net1(&text, "host_etcd_ipam_scrape_errors_total"), 0.0);
     assert!(text.contains("# TYPE host_etcd_ipam_scrape_errors_total counter\n"));
     assert!(text.contains("# TYPE host_etcd_ipam_scrape_duration_seconds gauge\n"));
     let mut lint = Command::new(&promtool)
@@ -470,11 +444,7 @@ async fn prometheus_scrapes_the_exporter() {
 
     // An address that cannot be listened on: taken, or not an address.
     for bad in [addr.as_str(), "not-an-address", "127.0.0.1:99999"] {
-        let out = Command::new(EXE)
-            .args(["--config", v4.to_str().unwrap(), "metrics", "--listen", bad])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = ipamctl(&["--config", v4.to_str().unwrap(), "metrics", "--listen", bad]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
         assert!(
@@ -498,70 +468,29 @@ async fn an_unreachable_store_is_up_0_and_counted() {
     let a = allocator_on(&config, "n1").await;
     add(&a, 0..2).await;
     let (_exporter, addr) = start_exporter(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "metrics",
-            "--listen",
-            "127.0.0.1:0",
-            "--scrape-timeout-secs",
-            "2",
-            "--no-check",
-        ],
+        &[&config],
+        &["--scrape-timeout-secs", "2", "--no-check"],
         &dir.path().join("exporter.log"),
     );
     let (_, text) = get(&addr, "/metrics");
-    assert_eq!(
-        sample(&text, "host_etcd_ipam_up", &["network=\"net1\""]),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            "host_etcd_ipam_addresses_used",
-            &["network=\"net1\""]
-        ),
-        2.0
-    );
+    assert_eq!(of_net1(&text, "host_etcd_ipam_up"), 1.0);
+    assert_eq!(of_net1(&text, "host_etcd_ipam_addresses_used"), 2.0);
     assert!(!text.contains("host_etcd_ipam_check_problems"), "{text}");
 
     etcd.stop();
     let (code, text) = get(&addr, "/metrics");
     assert_eq!(code, 200, "{text}");
-    assert_eq!(
-        sample(&text, "host_etcd_ipam_up", &["network=\"net1\""]),
-        0.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            "host_etcd_ipam_scrape_errors_total",
-            &["network=\"net1\""]
-        ),
-        1.0
-    );
+    assert_eq!(of_net1(&text, "host_etcd_ipam_up"), 0.0);
+    assert_eq!(of_net1(&text, "host_etcd_ipam_scrape_errors_total"), 1.0);
     assert!(!text.contains("host_etcd_ipam_addresses_used"), "{text}");
 
     etcd.restart();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, text) = get(&addr, "/metrics");
-        if sample(&text, "host_etcd_ipam_up", &["network=\"net1\""]) == 1.0 {
-            assert_eq!(
-                sample(
-                    &text,
-                    "host_etcd_ipam_addresses_used",
-                    &["network=\"net1\""]
-                ),
-                2.0
-            );
-            assert!(
-                sample(
-                    &text,
-                    "host_etcd_ipam_scrape_errors_total",
-                    &["network=\"net1\""]
-                ) >= 1.0
-            );
+        if of_net1(&text, "host_etcd_ipam_up") == 1.0 {
+            assert_eq!(of_net1(&text, "host_etcd_ipam_addresses_used"), 2.0);
+            assert!(of_net1(&text, "host_etcd_ipam_scrape_errors_total") >= 1.0);
             break;
         }
         assert!(Instant::now() < deadline, "never up again:\n{text}");

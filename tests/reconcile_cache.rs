@@ -12,18 +12,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use host_etcd::allocator::{AllocRequest, Allocator, OwnerId};
-use host_etcd::cni::config::NetConf;
-use host_etcd::store::etcd::EtcdStore;
-use serde_json::Value;
-use support::ipamctl::{expect_exit, ipamctl, json, text};
+use support::alloc_harness::req;
+use support::ipamctl::{
+    allocator_of, cache_entry, expect_exit as expect, ipamctl, json, owners, report_ids, text,
+};
 use support::EtcdServer;
-
-fn expect(code: i32, args: &[&str]) -> Output {
-    expect_exit(code, args)
-}
 
 fn write_config(dir: &Path, etcd: &EtcdServer) -> PathBuf {
     let conf = serde_json::json!({
@@ -46,73 +40,18 @@ fn write_config(dir: &Path, etcd: &EtcdServer) -> PathBuf {
 
 /// Allocates `cid`/eth0 as node `node`.
 async fn allocate(config: &Path, node: &str, cid: &str) {
-    let bytes = std::fs::read(config).unwrap();
-    let doc: Value = serde_json::from_slice(&bytes).unwrap();
-    let mut plugin = doc["plugins"][0].clone();
-    plugin["name"] = doc["name"].clone();
-    plugin["cniVersion"] = doc["cniVersion"].clone();
-    let conf = NetConf::parse(&serde_json::to_vec(&plugin).unwrap()).unwrap();
-    let host_etcd::cni::config::StoreConf::Etcd(etcd) = &conf.ipam.store else {
-        panic!("etcd config expected");
-    };
-    let store = EtcdStore::connect(etcd).await.unwrap();
-    let mut options = conf.options();
-    options.node_name = node.to_string();
-    let alloc = Allocator::new(store, conf.network().unwrap(), options).unwrap();
-    alloc
-        .allocate(&AllocRequest {
-            owner: OwnerId {
-                container_id: cid.into(),
-                ifname: "eth0".into(),
-            },
-            ..AllocRequest::default()
-        })
-        .await
-        .unwrap();
+    let alloc = allocator_of(config, Some(node)).await;
+    alloc.allocate(&req(cid)).await.unwrap();
 }
 
-/// A cache entry as libcni writes it: the captured podman entry with
-/// this container ID, interface and network.
-fn cache_entry(dir: &Path, net: &str, cid: &str) -> PathBuf {
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/libcni-cache-entry.json");
-    let mut doc: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
-    doc["containerId"] = cid.into();
-    doc["networkName"] = net.into();
-    let path = dir.join(format!("{net}-{cid}-eth0"));
-    std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
-    path
-}
-
-fn owners(conf: &str) -> Vec<String> {
-    let v = json(0, &["--config", conf, "list", "--json"]);
-    let mut ids: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["container_id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
-}
-
-fn ids(v: &Value, field: &str) -> Vec<String> {
-    let mut ids: Vec<String> = v[field]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            d.get("record")
-                .unwrap_or(d)
-                .get("container_id")
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    ids.sort();
-    ids
+/// `--config CONF reconcile --node node-a [--cache-dir DIR] EXTRA...`.
+fn reconcile<'a>(conf: &'a str, cache_dir: Option<&'a str>, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--config", conf, "reconcile", "--node", "node-a"];
+    if let Some(dir) = cache_dir {
+        args.extend(["--cache-dir", dir]);
+    }
+    args.extend_from_slice(extra);
+    args
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,25 +76,12 @@ async fn reconcile_against_a_written_cache() {
     std::fs::write(&valid, r#"[{"containerID":"listed","ifname":"eth0"}]"#).unwrap();
     let valid_s = valid.to_str().unwrap();
     let all = ["elsewhere", "leak1", "leak2", "listed", "live"];
-    let base = [
-        "--config",
-        conf,
-        "reconcile",
-        "--node",
-        "node-a",
-        "--cache-dir",
-        cache_s,
-    ];
-    let with = |extra: &[&'static str]| -> Vec<&str> {
-        let mut v: Vec<&str> = base.to_vec();
-        v.extend_from_slice(extra);
-        v
-    };
+    let cached = Some(cache_s);
 
     // Default grace (10m): everything is younger, nothing would go.
-    let v = json(0, &with(&["--dry-run", "--json"]));
-    assert_eq!(ids(&v, "release"), Vec::<String>::new());
-    assert_eq!(ids(&v, "keep"), ["leak1", "leak2", "listed", "live"]);
+    let v = json(0, &reconcile(conf, cached, &["--dry-run", "--json"]));
+    assert_eq!(report_ids(&v, "release"), Vec::<String>::new());
+    assert_eq!(report_ids(&v, "keep"), ["leak1", "leak2", "listed", "live"]);
     assert!(v["keep"]
         .as_array()
         .unwrap()
@@ -165,21 +91,19 @@ async fn reconcile_against_a_written_cache() {
 
     // Grace 0, dry run: exactly the unattached ones, with reasons; nothing
     // written.
-    let mut args = with(&["--grace", "0", "--dry-run", "--json", "--valid"]);
-    args.push(valid_s);
-    let v = json(0, &args);
-    assert_eq!(ids(&v, "release"), ["leak1", "leak2"]);
+    let args = ["--grace", "0", "--dry-run", "--json", "--valid", valid_s];
+    let v = json(0, &reconcile(conf, cached, &args));
+    assert_eq!(report_ids(&v, "release"), ["leak1", "leak2"]);
     assert!(v["release"]
         .as_array()
         .unwrap()
         .iter()
         .all(|d| d["reason"] == "notAttached"));
-    assert_eq!(ids(&v, "keep"), ["listed", "live"]);
+    assert_eq!(report_ids(&v, "keep"), ["listed", "live"]);
     assert_eq!(owners(conf), all);
     // Human dry run names each record and why.
-    let mut args = with(&["--grace", "0", "--dry-run", "--valid"]);
-    args.push(valid_s);
-    let out = expect(0, &args);
+    let args = ["--grace", "0", "--dry-run", "--valid", valid_s];
+    let out = expect(0, &reconcile(conf, cached, &args));
     let human = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         human.contains("WOULD RELEASE") && human.contains("no attachment"),
@@ -193,9 +117,10 @@ async fn reconcile_against_a_written_cache() {
     assert!(human.contains("dry run: 2 to release"), "{human}");
 
     // Without --yes and without a terminal: refused, nothing released.
-    let mut args = with(&["--grace", "0", "--valid"]);
-    args.push(valid_s);
-    let out = expect(2, &args);
+    let out = expect(
+        2,
+        &reconcile(conf, cached, &["--grace", "0", "--valid", valid_s]),
+    );
     assert!(text(&out).contains("not a terminal"), "{}", text(&out));
     assert_eq!(owners(conf), all);
 
@@ -207,14 +132,13 @@ async fn reconcile_against_a_written_cache() {
         br#"{"cniVersion":"0.4.0","ips":[]}"#,
     ] {
         std::fs::write(cache.join("rnet-leak2-eth0"), garbage).unwrap();
-        let mut args = with(&["--grace", "0", "--yes", "--json", "--valid"]);
-        args.push(valid_s);
-        let v = json(2, &args);
+        let args = ["--grace", "0", "--yes", "--json", "--valid", valid_s];
+        let v = json(2, &reconcile(conf, cached, &args));
         assert_eq!(v["blocked"]["kind"], "badCacheFiles", "{v}");
-        assert_eq!(ids(&v, "release"), Vec::<String>::new());
+        assert_eq!(report_ids(&v, "release"), Vec::<String>::new());
         assert_eq!(v["released"].as_array().unwrap().len(), 0);
         assert_eq!(owners(conf), all);
-        let out = expect(2, &with(&["--grace", "0", "--dry-run"]));
+        let out = expect(2, &reconcile(conf, cached, &["--grace", "0", "--dry-run"]));
         assert!(
             text(&out).contains("rnet-leak2-eth0") && text(&out).contains("do not decode"),
             "{}",
@@ -227,18 +151,8 @@ async fn reconcile_against_a_written_cache() {
 
     // Unreadable cache directories: clear error, nothing released.
     for bad in [tmp.path().join("missing"), config.clone()] {
-        let out = ipamctl(&[
-            "--config",
-            conf,
-            "reconcile",
-            "--node",
-            "node-a",
-            "--grace",
-            "0",
-            "--yes",
-            "--cache-dir",
-            bad.to_str().unwrap(),
-        ]);
+        let bad = Some(bad.to_str().unwrap());
+        let out = ipamctl(&reconcile(conf, bad, &["--grace", "0", "--yes"]));
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         assert!(
             text(&out).contains("the runtime's CNI cache directory")
@@ -250,66 +164,47 @@ async fn reconcile_against_a_written_cache() {
     assert_eq!(owners(conf), all);
     // Bad durations are refused by the parser.
     for bad in ["--grace=10x", "--grace=-5m", "--grace=1.5h", "--grace="] {
-        let out = expect(2, &with(&[bad, "--yes"]));
+        let out = expect(2, &reconcile(conf, cached, &[bad, "--yes"]));
         assert!(text(&out).contains("--grace"), "{}", text(&out));
     }
-    let out = expect(2, &with(&["--interval", "0", "--yes"]));
+    let out = expect(2, &reconcile(conf, cached, &["--interval", "0", "--yes"]));
     assert!(text(&out).contains("--interval"), "{}", text(&out));
-    let out = expect(2, &with(&["--interval", "1s"]));
+    let out = expect(2, &reconcile(conf, cached, &["--interval", "1s"]));
     assert!(text(&out).contains("--yes"), "{}", text(&out));
     assert_eq!(owners(conf), all);
 
     // The real run: exactly the two leaks, node-b's record untouched.
-    let mut args = with(&["--grace", "0", "--yes", "--json", "--valid"]);
-    args.push(valid_s);
-    let v = json(0, &args);
-    assert_eq!(ids(&v, "released"), ["leak1", "leak2"]);
+    let args = ["--grace", "0", "--yes", "--json", "--valid", valid_s];
+    let v = json(0, &reconcile(conf, cached, &args));
+    assert_eq!(report_ids(&v, "released"), ["leak1", "leak2"]);
     assert_eq!(owners(conf), ["elsewhere", "listed", "live"]);
     let v = json(0, &["--config", conf, "check", "--json"]);
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
 
     // --no-cache: only the list counts (`live` goes now).
-    let mut args = vec![
-        "--config",
-        conf,
-        "reconcile",
-        "--node",
-        "node-a",
+    let args = [
         "--grace",
         "0",
         "--yes",
         "--no-cache",
         "--json",
         "--valid",
+        valid_s,
     ];
-    args.push(valid_s);
-    let v = json(0, &args);
-    assert_eq!(ids(&v, "released"), ["live"]);
+    let v = json(0, &reconcile(conf, None, &args));
+    assert_eq!(report_ids(&v, "released"), ["live"]);
     assert_eq!(owners(conf), ["elsewhere", "listed"]);
 
     // No attachment of this network known at all: refused unless
     // --allow-empty.
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let e = empty.to_str().unwrap();
-    let args = [
-        "--config",
-        conf,
-        "reconcile",
-        "--node",
-        "node-a",
-        "--grace",
-        "0",
-        "--yes",
-        "--cache-dir",
-        e,
-    ];
-    let out = expect(2, &args);
+    let e = Some(empty.to_str().unwrap());
+    let out = expect(2, &reconcile(conf, e, &["--grace", "0", "--yes"]));
     assert!(text(&out).contains("--allow-empty"), "{}", text(&out));
     assert_eq!(owners(conf), ["elsewhere", "listed"]);
-    let mut args = args.to_vec();
-    args.extend(["--allow-empty", "--json"]);
-    let v = json(0, &args);
-    assert_eq!(ids(&v, "released"), ["listed"]);
+    let args = ["--grace", "0", "--yes", "--allow-empty", "--json"];
+    let v = json(0, &reconcile(conf, e, &args));
+    assert_eq!(report_ids(&v, "released"), ["listed"]);
     assert_eq!(owners(conf), ["elsewhere"]);
 }

@@ -35,7 +35,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::ipamctl::{json, text};
+use support::ipamctl::{json, owners, report_ids, text};
 use support::EtcdServer;
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_host-etcd");
@@ -261,34 +261,6 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-/// Container IDs holding addresses.
-fn owners(conf: &str) -> Vec<String> {
-    let v = json(0, &["--config", conf, "list", "--json"]);
-    sorted(
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["container_id"].as_str().unwrap().to_string())
-            .collect(),
-    )
-}
-
-fn ids(v: &Value, field: &str) -> Vec<String> {
-    sorted(
-        v[field]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| {
-                d.get("record").unwrap_or(d)["container_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect(),
-    )
-}
-
 #[test]
 fn reconcile_frees_exactly_the_containers_whose_del_was_lost() {
     let etcd = EtcdServer::start();
@@ -344,18 +316,21 @@ fn reconcile_frees_exactly_the_containers_whose_del_was_lost() {
     };
     // Default grace (10 minutes): everything is younger, nothing would go.
     let v = reconcile(&["--dry-run"], 0);
-    assert_eq!(ids(&v, "release"), Vec::<String>::new());
-    assert_eq!(ids(&v, "keep"), all);
+    assert_eq!(report_ids(&v, "release"), Vec::<String>::new());
+    assert_eq!(report_ids(&v, "keep"), all);
     // Dry runs with grace 0: exactly the leaks, nothing written.
     let v = reconcile(&["--dry-run", "--grace", "0"], 0);
-    assert_eq!(ids(&v, "release"), std::slice::from_ref(&lost));
+    assert_eq!(report_ids(&v, "release"), std::slice::from_ref(&lost));
     assert_eq!(v["release"][0]["reason"], "notAttached");
     assert_eq!(
-        ids(&v, "keep"),
+        report_ids(&v, "keep"),
         sorted(vec![live1.clone(), live2.clone(), gone.clone()])
     );
     let v = reconcile(&["--dry-run", "--grace", "0", "--check-netns"], 0);
-    assert_eq!(ids(&v, "release"), sorted(vec![gone.clone(), lost.clone()]));
+    assert_eq!(
+        report_ids(&v, "release"),
+        sorted(vec![gone.clone(), lost.clone()])
+    );
     assert!(
         v["release"]
             .as_array()
@@ -368,13 +343,13 @@ fn reconcile_frees_exactly_the_containers_whose_del_was_lost() {
 
     // The real runs.
     let v = reconcile(&["--grace", "0", "--yes"], 0);
-    assert_eq!(ids(&v, "released"), std::slice::from_ref(&lost));
+    assert_eq!(report_ids(&v, "released"), std::slice::from_ref(&lost));
     assert_eq!(
         owners(conf),
         sorted(vec![live1.clone(), live2.clone(), gone.clone()])
     );
     let v = reconcile(&["--grace", "0", "--yes", "--check-netns"], 0);
-    assert_eq!(ids(&v, "released"), std::slice::from_ref(&gone));
+    assert_eq!(report_ids(&v, "released"), std::slice::from_ref(&gone));
     assert_eq!(owners(conf), sorted(vec![live1.clone(), live2.clone()]));
     let v = json(0, &["--config", conf, "check", "--json"]);
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");

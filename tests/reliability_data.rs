@@ -16,8 +16,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use host_etcd::allocator::{AllocRequest, Keyspace, OwnerId};
 use host_etcd::codec;
 use host_etcd::range::Family;
@@ -25,6 +23,7 @@ use host_etcd::store::{prefix_end, Op, Read, ReadResult, Store, Txn, TxnOutcome,
 use serde_json::{json, Value};
 
 use support::faults::{inspect, with_allocator};
+use support::ipamctl::{ipamctl, text};
 use support::plugin::{addresses, bare_ip, shared_etcd, Call, Outcome};
 use support::EtcdServer;
 
@@ -117,21 +116,12 @@ fn assert_corrupt(out: &Outcome, key: &str, what: &str) {
 }
 
 /// `ipamctl check` on the network: non-zero exit, the key named.
-fn assert_ipamctl_reports(conf: &Value, key: &str) -> String {
+fn assert_ipamctl_reports(conf: &Value, key: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("net.conf");
     std::fs::write(&path, serde_json::to_vec(conf).unwrap()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ipamctl"))
-        .arg("--config")
-        .arg(&path)
-        .arg("check")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ipamctl(&["--config", path.to_str().unwrap(), "check"]);
+    let text = text(&out);
     assert!(!text.contains("panicked"), "ipamctl panicked: {text}");
     assert!(
         !out.status.success(),
@@ -141,7 +131,11 @@ fn assert_ipamctl_reports(conf: &Value, key: &str) -> String {
         text.contains(key),
         "ipamctl check does not name {key}: {text}"
     );
-    text
+}
+
+/// `check()` problems as text (the allocator's own view).
+fn inspect_problems(conf: &Value) -> String {
+    format!("{:?}", inspect(conf).report.problems)
 }
 
 /// Asserts the damaged key still holds exactly what the test wrote.
@@ -154,155 +148,261 @@ fn assert_untouched(conf: &Value, key: &str, written: &Versioned) {
     );
 }
 
-/// A chunk with the given bytes replacing the one chunk of a /24 network
-/// holding `c1`: ADD of another container (nothing else free) and DEL of
-/// `c1` fail with 102 naming the key; so does CHECK of `c1` (it verifies the
-/// recorded addresses are still marked in their chunks); idempotent ADD of
-/// `c1` returns its record.
-fn bad_chunk_case(etcd: &EtcdServer, name: &str, subnet: &str, damage: impl Fn(&[u8]) -> Vec<u8>) {
-    let c = conf(etcd, name, subnet);
-    let added = Call::add("c1", "eth0").config(&c).run().ok_json();
-    let (key, good) = only_chunk(&c, name);
-    let written = put(&c, &key, &damage(&good.value));
+// ---------------------------------------------------------------------------
+// The corrupt-value scenario and its cases
+// ---------------------------------------------------------------------------
 
-    assert_corrupt(&Call::add("c2", "eth0").config(&c).run(), &key, "ADD");
-    assert_corrupt(&Call::del("c1", "eth0").config(&c).run(), &key, "DEL");
-    assert_corrupt(
-        &Call::check("c1", "eth0")
-            .config(&with_prev(&c, &added))
-            .run(),
-        &key,
-        "CHECK",
-    );
-    let again = Call::add("c1", "eth0").config(&c).run().ok_json();
-    assert_eq!(addresses(&again), addresses(&added));
-    assert_untouched(&c, &key, &written);
-    assert_ipamctl_reports(&c, &key);
-    assert_untouched(&c, &key, &written);
-    let problems = inspect_problems(&c);
-    assert!(problems.contains(&key), "{problems}");
+/// One corrupt-value case: on a fresh network `name` (one range set,
+/// `subnet`, k = 8), ADD `c1`/eth0, overwrite the [`Target`] key with
+/// `damage(current bytes)`, run `steps` in order, each with its expected
+/// outcome; then the damaged key holds exactly what was written, `ipamctl
+/// check` exits non-zero naming it (and the key is still untouched), and
+/// with `check_names_key` the allocator's own `check()` names it too.
+struct Case {
+    name: &'static str,
+    subnet: &'static str,
+    target: Target,
+    damage: fn(&[u8]) -> Vec<u8>,
+    steps: &'static [(Step, Want)],
+    check_names_key: bool,
 }
 
-/// `check()` problems as text (the allocator's own view).
-fn inspect_problems(conf: &Value) -> String {
-    format!("{:?}", inspect(conf).report.problems)
+/// The key a case damages (after the ADD of `c1`).
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// The network's one chunk (asserted to be the only one).
+    OnlyChunk,
+    /// The owner record of `c1`/eth0.
+    OwnerOfC1,
+    /// The full-set of the IPv4 set 0.
+    FullSet,
+    /// The meta record (asserted to be written by the ADD).
+    Meta,
 }
 
-#[test]
-fn chunk_overwritten_with_garbage() {
-    bad_chunk_case(&shared_etcd(), "garbage-chunk", "10.50.1.0/24", |_| {
-        b"this is not a chunk at all".to_vec()
-    });
+impl Target {
+    /// The key and its current bytes (empty when absent).
+    fn key(self, conf: &Value, name: &str) -> (String, Vec<u8>) {
+        let key = match self {
+            Target::OnlyChunk => {
+                let (key, good) = only_chunk(conf, name);
+                return (key, good.value);
+            }
+            Target::OwnerOfC1 => format!("{}/owners/c1/eth0", root(name)),
+            Target::FullSet => Keyspace::new("/host-etcd", name)
+                .unwrap()
+                .full(Family::V4, 0),
+            Target::Meta => {
+                let key = format!("{}/meta", root(name));
+                assert!(get(conf, &key).is_some(), "ADD wrote no meta record");
+                key
+            }
+        };
+        let bytes = get(conf, &key).map(|v| v.value).unwrap_or_default();
+        (key, bytes)
+    }
 }
 
-#[test]
-fn truncated_chunk() {
-    bad_chunk_case(&shared_etcd(), "truncated-chunk", "10.50.2.0/24", |good| {
-        good[..good.len() / 2].to_vec()
-    });
+/// A plugin call on the damaged network: ADD, DEL or CHECK of a
+/// container's eth0 (CHECK with `c1`'s ADD result as `prevResult`).
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Add(&'static str),
+    Del(&'static str),
+    Check(&'static str),
 }
 
-#[test]
-fn chunk_of_a_future_format_version() {
+/// What a [`Step`] must do.
+#[derive(Clone, Copy, Debug)]
+enum Want {
+    /// Code 102 ("stored state corrupt") with the damaged key in the
+    /// details, no panic; with `Some(text)` the details also contain
+    /// `text`.
+    Corrupt(Option<&'static str>),
+    /// Success: an ADD result, or no output for DEL and CHECK.
+    Ok,
+    /// An ADD result with `c1`'s addresses.
+    SameAsC1,
+    /// An ADD result with other addresses than `c1`'s.
+    OtherThanC1,
+    /// Failure with this code.
+    Code(u64),
+}
+
+/// Runs one [`Case`].
+fn corrupt_value(case: &Case) {
     let etcd = shared_etcd();
-    bad_chunk_case(&etcd, "future-chunk", "10.50.3.0/24", |good| {
-        let mut b = good.to_vec();
-        assert_eq!(&b[..4], &codec::MAGIC);
-        assert_eq!(b[4], codec::FORMAT_VERSION);
-        b[4] = codec::FORMAT_VERSION + 1;
-        // A valid header otherwise: recompute the checksum (bytes 0..20
-        // followed by the payload, stored at 20..24).
-        let mut h = crc32fast::Hasher::new();
-        h.update(&b[..20]);
-        h.update(&b[24..]);
-        b[20..24].copy_from_slice(&h.finalize().to_le_bytes());
-        b
-    });
-    // And the message says what is wrong.
-    let c = conf(&etcd, "future-chunk", "10.50.3.0/24");
-    let e = Call::del("c1", "eth0").config(&c).run().details();
-    assert!(e.contains("version 2"), "{e}");
-}
-
-#[test]
-fn owner_record_with_bad_json() {
-    let name = "bad-owner";
-    let etcd = shared_etcd();
-    let c = conf(&etcd, name, "10.50.4.0/24");
+    let c = conf(&etcd, case.name, case.subnet);
     let added = Call::add("c1", "eth0").config(&c).run().ok_json();
-    let key = format!("{}/owners/c1/eth0", root(name));
-    let written = put(&c, &key, b"{\"ips\": [\"10.50.4.");
+    let (key, good) = case.target.key(&c, case.name);
+    let written = put(&c, &key, &(case.damage)(&good));
 
-    assert_corrupt(&Call::add("c1", "eth0").config(&c).run(), &key, "ADD");
-    assert_corrupt(&Call::del("c1", "eth0").config(&c).run(), &key, "DEL");
-    assert_corrupt(
-        &Call::check("c1", "eth0")
-            .config(&with_prev(&c, &added))
-            .run(),
-        &key,
-        "CHECK",
-    );
-    // Other containers are not affected.
-    let other = Call::add("c2", "eth0").config(&c).run().ok_json();
-    assert_ne!(addresses(&other), addresses(&added));
-    Call::del("c2", "eth0").config(&c).run().ok_empty();
-    assert_untouched(&c, &key, &written);
-    assert_ipamctl_reports(&c, &key);
-    assert_untouched(&c, &key, &written);
-}
-
-#[test]
-fn full_set_with_garbage() {
-    let name = "bad-fullset";
-    let etcd = shared_etcd();
-    let c = conf(&etcd, name, "10.50.5.0/24");
-    let added = Call::add("c1", "eth0").config(&c).run().ok_json();
-    let key = Keyspace::new("/host-etcd", name)
-        .unwrap()
-        .full(Family::V4, 0);
-    let written = put(&c, &key, b"\x00\x01garbage full-set");
-
-    let add = Call::add("c2", "eth0").config(&c).run();
-    let del = Call::del("c1", "eth0").config(&c).run();
-    let check = Call::check("c1", "eth0")
-        .config(&with_prev(&c, &added))
+    for &(step, want) in case.steps {
+        let out = match step {
+            Step::Add(id) => Call::add(id, "eth0").config(&c),
+            Step::Del(id) => Call::del(id, "eth0").config(&c),
+            Step::Check(id) => Call::check(id, "eth0").config(&with_prev(&c, &added)),
+        }
         .run();
-    // The full-set is a hint: a corrupt one means "no hint" for ADD and
-    // DEL while no chunk turns full or stops being full (then the
-    // transaction would have to change it: 102 naming the key). It is never
-    // overwritten; `ipamctl check` reports it and `--repair` deletes it.
-    add.ok_json();
-    del.ok_empty();
-    check.err(3);
+        let what = format!("{:?} on a damaged {:?}", step, case.target);
+        match (want, step) {
+            (Want::Corrupt(says), _) => {
+                assert_corrupt(&out, &key, &what);
+                if let Some(text) = says {
+                    let details = out.details();
+                    assert!(details.contains(text), "{what}: {details}");
+                }
+            }
+            (Want::Ok, Step::Add(_)) => {
+                out.ok_json();
+            }
+            (Want::Ok, _) => out.ok_empty(),
+            (Want::SameAsC1, _) => {
+                assert_eq!(addresses(&out.ok_json()), addresses(&added), "{what}")
+            }
+            (Want::OtherThanC1, _) => {
+                assert_ne!(addresses(&out.ok_json()), addresses(&added), "{what}")
+            }
+            (Want::Code(code), _) => {
+                out.err(code);
+            }
+        }
+    }
     assert_untouched(&c, &key, &written);
     assert_ipamctl_reports(&c, &key);
     assert_untouched(&c, &key, &written);
+    if case.check_names_key {
+        let problems = inspect_problems(&c);
+        assert!(problems.contains(&key), "{problems}");
+    }
 }
 
-#[test]
-fn meta_with_garbage() {
-    let name = "bad-meta";
-    let etcd = shared_etcd();
-    let c = conf(&etcd, name, "10.50.6.0/24");
-    let added = Call::add("c1", "eth0").config(&c).run().ok_json();
-    let key = format!("{}/meta", root(name));
-    assert!(get(&c, &key).is_some(), "ADD wrote no meta record");
-    let written = put(&c, &key, b"not json {");
+/// A damaged chunk of a /24 network holding `c1`: ADD of another container
+/// (nothing else free) and DEL of `c1` fail with 102 naming the key; so
+/// does CHECK of `c1` (it verifies the recorded addresses are still marked
+/// in their chunks); idempotent ADD of `c1` returns its record.
+const BAD_CHUNK: &[(Step, Want)] = &[
+    (Step::Add("c2"), Want::Corrupt(None)),
+    (Step::Del("c1"), Want::Corrupt(None)),
+    (Step::Check("c1"), Want::Corrupt(None)),
+    (Step::Add("c1"), Want::SameAsC1),
+];
 
-    let add = Call::add("c2", "eth0").config(&c).run();
-    let del = Call::del("c1", "eth0").config(&c).run();
-    let check = Call::check("c1", "eth0")
-        .config(&with_prev(&c, &added))
-        .run();
-    // ADD checks the chunk size against meta: refused. DEL does not read
-    // meta (chunks carry their own k, checked on decode): it releases.
-    assert_corrupt(&add, &key, "ADD");
-    del.ok_empty();
-    check.err(3);
-    assert_untouched(&c, &key, &written);
-    assert_ipamctl_reports(&c, &key);
-    assert_untouched(&c, &key, &written);
+/// A chunk with a valid header of the next format version: as
+/// [`BAD_CHUNK`], and the message says what is wrong.
+const FUTURE_CHUNK: &[(Step, Want)] = &[
+    (Step::Add("c2"), Want::Corrupt(None)),
+    (Step::Del("c1"), Want::Corrupt(Some("version 2"))),
+    (Step::Check("c1"), Want::Corrupt(None)),
+    (Step::Add("c1"), Want::SameAsC1),
+];
+
+/// A valid chunk as the next format version would write it: version byte
+/// bumped, checksum recomputed (bytes 0..20 followed by the payload, stored
+/// at 20..24).
+fn future_version(good: &[u8]) -> Vec<u8> {
+    let mut b = good.to_vec();
+    assert_eq!(&b[..4], &codec::MAGIC);
+    assert_eq!(b[4], codec::FORMAT_VERSION);
+    b[4] = codec::FORMAT_VERSION + 1;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&b[..20]);
+    h.update(&b[24..]);
+    b[20..24].copy_from_slice(&h.finalize().to_le_bytes());
+    b
 }
+
+/// The table: one `#[test]` per row, `test_name: Case { .. },`.
+macro_rules! corrupt_value_cases {
+    ($($(#[$doc:meta])* $test:ident: $case:expr,)*) => {
+        $(
+            $(#[$doc])*
+            #[test]
+            fn $test() {
+                corrupt_value(&$case);
+            }
+        )*
+    };
+}
+
+corrupt_value_cases! {
+    chunk_overwritten_with_garbage: Case {
+        name: "garbage-chunk",
+        subnet: "10.50.1.0/24",
+        target: Target::OnlyChunk,
+        damage: |_| b"this is not a chunk at all".to_vec(),
+        steps: BAD_CHUNK,
+        check_names_key: true,
+    },
+    truncated_chunk: Case {
+        name: "truncated-chunk",
+        subnet: "10.50.2.0/24",
+        target: Target::OnlyChunk,
+        damage: |good| good[..good.len() / 2].to_vec(),
+        steps: BAD_CHUNK,
+        check_names_key: true,
+    },
+    chunk_of_a_future_format_version: Case {
+        name: "future-chunk",
+        subnet: "10.50.3.0/24",
+        target: Target::OnlyChunk,
+        damage: future_version,
+        steps: FUTURE_CHUNK,
+        check_names_key: true,
+    },
+    /// ADD (idempotent), DEL and CHECK of `c1` need its record: 102. Other
+    /// containers are not affected.
+    owner_record_with_bad_json: Case {
+        name: "bad-owner",
+        subnet: "10.50.4.0/24",
+        target: Target::OwnerOfC1,
+        damage: |_| b"{\"ips\": [\"10.50.4.".to_vec(),
+        steps: &[
+            (Step::Add("c1"), Want::Corrupt(None)),
+            (Step::Del("c1"), Want::Corrupt(None)),
+            (Step::Check("c1"), Want::Corrupt(None)),
+            (Step::Add("c2"), Want::OtherThanC1),
+            (Step::Del("c2"), Want::Ok),
+        ],
+        check_names_key: false,
+    },
+    /// The full-set is a hint: a corrupt one means "no hint" for ADD and
+    /// DEL while no chunk turns full or stops being full (then the
+    /// transaction would have to change it: 102 naming the key). It is
+    /// never overwritten; `ipamctl check` reports it and `--repair` deletes
+    /// it. (CHECK of `c1` after its DEL: code 3.)
+    full_set_with_garbage: Case {
+        name: "bad-fullset",
+        subnet: "10.50.5.0/24",
+        target: Target::FullSet,
+        damage: |_| b"\x00\x01garbage full-set".to_vec(),
+        steps: &[
+            (Step::Add("c2"), Want::Ok),
+            (Step::Del("c1"), Want::Ok),
+            (Step::Check("c1"), Want::Code(3)),
+        ],
+        check_names_key: false,
+    },
+    /// ADD checks the chunk size against meta: refused. DEL does not read
+    /// meta (chunks carry their own k, checked on decode): it releases.
+    /// (CHECK of `c1` after its DEL: code 3.)
+    meta_with_garbage: Case {
+        name: "bad-meta",
+        subnet: "10.50.6.0/24",
+        target: Target::Meta,
+        damage: |_| b"not json {".to_vec(),
+        steps: &[
+            (Step::Add("c2"), Want::Corrupt(None)),
+            (Step::Del("c1"), Want::Ok),
+            (Step::Check("c1"), Want::Code(3)),
+        ],
+        check_names_key: false,
+    },
+}
+
+// ---------------------------------------------------------------------------
+// A corrupt chunk among good ones
+// ---------------------------------------------------------------------------
 
 #[test]
 fn corrupt_chunk_is_skipped_until_nothing_else_is_free() {

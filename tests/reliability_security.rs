@@ -13,12 +13,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use support::pki_extra::expired_client;
+use support::ipamctl::{ipamctl, text};
 use support::plugin::{addresses, Call, Outcome};
 use support::tls::TestPki;
 use support::{EtcdCluster, EtcdServer};
@@ -91,7 +90,7 @@ fn assert_tls_rejected(out: &Outcome, why: &str) {
 #[test]
 fn mutual_tls_through_the_plugin() {
     let pki = TestPki::generate();
-    let (expired_cert, expired_key) = expired_client(&pki);
+    let (expired_cert, expired_key) = pki.expired_client();
     let etcd = EtcdServer::start_with(EtcdCluster::builder().tls(pki.server_tls(true)));
     let files: Vec<PathBuf> = vec![
         pki.ca.clone(),
@@ -259,17 +258,8 @@ fn username_password_with_a_role_limited_to_the_prefix() {
     let before = (snapshot(&path), snapshot(&wrong_path));
     for (p, ok) in [(&path, true), (&wrong_path, false)] {
         for cmd in ["show", "list", "check"] {
-            let out = Command::new(env!("CARGO_BIN_EXE_ipamctl"))
-                .arg("--config")
-                .arg(p.as_path())
-                .arg(cmd)
-                .output()
-                .unwrap();
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = ipamctl(&["--config", p.to_str().unwrap(), cmd]);
+            let text = text(&out);
             for s in &all_secrets {
                 assert!(
                     !text.contains(s.as_str()),

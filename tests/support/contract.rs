@@ -306,7 +306,11 @@ pub async fn ops_order<S: Store>(s: &S, p: &str) {
     )
     .await;
     let v = get(s, &k).await.expect("k");
-    assert_eq!((v.value.as_slice(), v.mod_revision), (&b"4"[..], r));
+    assert_eq!(
+        (v.value.as_slice(), v.mod_revision, v.create_revision),
+        (&b"4"[..], r, r),
+        "deleted (absent) then put in one transaction: created there"
+    );
 
     // Several keys, interleaved.
     let (a, b) = (format!("{p}a"), format!("{p}b"));

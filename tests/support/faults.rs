@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use host_etcd::allocator::{Allocator, CheckReport, OwnerRecord};
+use host_etcd::allocator::{Allocator, CheckReport, Options, OwnerRecord};
 use host_etcd::cni::config::StoreConf;
 use host_etcd::cni::NetConf;
 use host_etcd::store::etcd::{EtcdConfig, EtcdStore};
@@ -34,6 +34,24 @@ pub fn patient_etcd_config(conf: &Value) -> EtcdConfig {
         }
         StoreConf::Local { .. } => panic!("test config has no etcd endpoints: {conf}"),
     }
+}
+
+/// The test's own allocator of `conf`'s network with `options`, on the
+/// config's first etcd endpoint with the default client settings.
+pub async fn allocator_with(conf: &Value, options: Options) -> Allocator<EtcdStore> {
+    let endpoint = conf["ipam"]["endpoints"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("test config has no etcd endpoints: {conf}"));
+    let store = EtcdStore::connect(&EtcdConfig {
+        endpoints: vec![endpoint.to_string()],
+        ..EtcdConfig::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"));
+    let network = netconf(conf)
+        .network()
+        .expect("test config ranges are valid");
+    Allocator::new(store, network, options).expect("the test's allocator")
 }
 
 /// What the store holds for a network: the check report and every owner

@@ -15,11 +15,11 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod alloc_harness;
 pub mod contract;
 pub mod etcd_metrics;
 pub mod faults;
 pub mod ipamctl;
-pub mod pki_extra;
 pub mod plugin;
 pub mod tls;
 

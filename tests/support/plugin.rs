@@ -295,3 +295,15 @@ pub fn bare_ip(address: &str) -> std::net::IpAddr {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not ip/prefix: {address}"))
 }
+
+/// The bare IPs (no prefix) of a result's `ips`, in order.
+pub fn ips(result: &Value) -> Vec<std::net::IpAddr> {
+    addresses(result).iter().map(|a| bare_ip(a)).collect()
+}
+
+/// Asserts that no address occurs twice among all the results' addresses.
+pub fn assert_distinct(all: &[Vec<std::net::IpAddr>]) {
+    let flat: Vec<_> = all.iter().flatten().collect();
+    let set: std::collections::HashSet<_> = flat.iter().collect();
+    assert_eq!(set.len(), flat.len(), "an address was handed out twice");
+}

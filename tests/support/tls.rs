@@ -1,6 +1,10 @@
 //! A throwaway PKI made with the `openssl` CLI: a CA, a server certificate
 //! for 127.0.0.1/localhost, a client certificate, and a second unrelated CA
 //! (for "wrong CA" tests). EC P-256 keys (fast to generate), valid 2 days.
+//! On request ([`TestPki::expired_client`]) also a client certificate that
+//! expired long ago, signed by the same CA (`openssl ca` with explicit
+//! `-startdate`/`-enddate`, which OpenSSL 3.0 accepts; `req -x509
+//! -not_after` needs 3.4).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,6 +45,28 @@ keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = clientAuth
 ";
 
+/// An `openssl ca` database config for [`TestPki::expired_client`]: the
+/// test CA signs a CSR with explicit dates and the client extensions.
+const CA_DB_CONFIG: &str = "\
+[ca]
+default_ca = test_ca
+[test_ca]
+dir = .
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = any
+unique_subject = no
+copy_extensions = none
+[any]
+commonName = supplied
+[client_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth
+";
+
 /// Files of a generated test PKI (removed on drop).
 pub struct TestPki {
     /// The CA that signed `server_cert` and `client_cert`.
@@ -59,7 +85,7 @@ pub struct TestPki {
 }
 
 /// Runs `openssl` in `dir`; panics with its stderr when it fails.
-pub(crate) fn openssl(dir: &Path, args: &[&str]) {
+fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)
@@ -74,18 +100,26 @@ pub(crate) fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` with a fresh EC P-256 key (unencrypted), then `args`.
+fn req_new_key(dir: &Path, args: &[&str]) {
+    let mut all = vec![
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    all.extend_from_slice(args);
+    openssl(dir, &all);
+}
+
 fn new_ca(dir: &Path, name: &str) {
-    openssl(
+    req_new_key(
         dir,
         &[
-            "req",
             "-x509",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
             "-days",
             "2",
             "-config",
@@ -99,16 +133,9 @@ fn new_ca(dir: &Path, name: &str) {
 }
 
 fn new_leaf(dir: &Path, name: &str, ext: &str, serial: &str) {
-    openssl(
+    req_new_key(
         dir,
         &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
             "-config",
             "leaf.cnf",
             "-keyout",
@@ -187,5 +214,50 @@ impl TestPki {
     /// The directory holding the files.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A client certificate (and key) signed by the CA, valid only during
+    /// 2019: `(cert, key)` in [`TestPki::dir`].
+    pub fn expired_client(&self) -> (PathBuf, PathBuf) {
+        let dir = self.dir();
+        std::fs::write(dir.join("ca-db.cnf"), CA_DB_CONFIG).expect("write openssl file");
+        std::fs::write(dir.join("index.txt"), "").expect("write openssl file");
+        std::fs::write(dir.join("serial"), "2001\n").expect("write openssl file");
+        req_new_key(
+            dir,
+            &[
+                "-subj",
+                "/CN=host-etcd expired client",
+                "-keyout",
+                "expired.key",
+                "-out",
+                "expired.csr",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "ca",
+                "-batch",
+                "-config",
+                "ca-db.cnf",
+                "-cert",
+                "ca.pem",
+                "-keyfile",
+                "ca.key",
+                "-extensions",
+                "client_ext",
+                "-startdate",
+                "20190101000000Z",
+                "-enddate",
+                "20200101000000Z",
+                "-notext",
+                "-in",
+                "expired.csr",
+                "-out",
+                "expired.pem",
+            ],
+        );
+        (dir.join("expired.pem"), dir.join("expired.key"))
     }
 }
