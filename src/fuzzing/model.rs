@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use crate::allocator::{AllocError, AllocRequest, Allocator, Network, OwnerId};
+use crate::allocator::{AllocError, AllocRequest, Allocation, Allocator, Network, OwnerId};
 use crate::range::{from_u128, to_u128};
 use crate::store::memory::MemoryStore;
 
@@ -224,23 +224,7 @@ impl<'n> Model<'n> {
                     failing, None,
                     "ADD c{o} {stage:?} {ip:?} granted, model says no: {got:?}"
                 );
-                assert_eq!(got.assigned.len(), self.net.sets.len());
-                let mut ips = Vec::new();
-                for (i, x) in got.assigned.iter().enumerate() {
-                    assert_eq!(x.set, i);
-                    match ip.filter(|_| static_set == Some(i)) {
-                        Some(want) => assert_eq!(x.ip, want, "static ADD c{o}"),
-                        None => {
-                            let pool = self.pool(i, stage);
-                            assert!(
-                                pool.contains(&x.ip),
-                                "{} not free for {stage:?} in set {i}",
-                                x.ip
-                            );
-                        }
-                    }
-                    ips.push(x.ip);
-                }
+                let ips = self.granted(o, stage, ip, static_set, &got);
                 self.held.insert(o, ips);
             }
             Err(AllocError::Exhausted { set, .. } | AllocError::StageExhausted { set, .. }) => {
@@ -260,6 +244,37 @@ impl<'n> Model<'n> {
             }
             Err(e) => panic!("ADD c{o} {stage:?} {ip:?}: unexpected error {e}"),
         }
+    }
+
+    /// The addresses of a granted ADD of new owner `o`, checked: one per
+    /// set in set order, the requested one in `static_set`, elsewhere a
+    /// free address of the pod's pool.
+    fn granted(
+        &self,
+        o: u8,
+        stage: Option<&str>,
+        ip: Option<IpAddr>,
+        static_set: Option<usize>,
+        got: &Allocation,
+    ) -> Vec<IpAddr> {
+        assert_eq!(got.assigned.len(), self.net.sets.len());
+        let mut ips = Vec::new();
+        for (i, x) in got.assigned.iter().enumerate() {
+            assert_eq!(x.set, i);
+            match ip.filter(|_| static_set == Some(i)) {
+                Some(want) => assert_eq!(x.ip, want, "static ADD c{o}"),
+                None => {
+                    let pool = self.pool(i, stage);
+                    assert!(
+                        pool.contains(&x.ip),
+                        "{} not free for {stage:?} in set {i}",
+                        x.ip
+                    );
+                }
+            }
+            ips.push(x.ip);
+        }
+        ips
     }
 
     async fn release(&mut self, a: &ModelAllocator<'_>, o: u8) {

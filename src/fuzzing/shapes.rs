@@ -32,7 +32,9 @@ pub const SHAPES: u8 = 4;
 /// exhaustion is reached), stage reservations, dual stack, a set of two
 /// ranges in different chunks, a range starting at its network address,
 /// explicit gateways inside the range. Every range's gateway, network and
-/// broadcast lie outside the other ranges of its set.
+/// broadcast lie outside the other ranges of its set. Shape 0 is also the
+/// network of the multi-node proptest in `tests/allocator_model.rs`, which
+/// pins its pools. One literal table of specs, so it stays one function.
 pub fn shape(n: u8) -> Vec<Vec<RangeSpec>> {
     match n % SHAPES {
         0 => vec![
