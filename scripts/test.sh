@@ -19,4 +19,4 @@ fi
 # --all-targets builds the examples; tests/examples.rs runs them.
 cargo test --all-targets
 cargo test --doc
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet --features fuzz

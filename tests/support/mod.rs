@@ -366,7 +366,9 @@ impl EtcdCluster {
 
     /// SIGSTOP member `i` (it keeps its sockets but answers nothing).
     pub fn pause(&self, i: usize) {
-        signal(self.pid(i).expect("member is not running"), "STOP");
+        let pid = self.pid(i).expect("member is not running");
+        signal(pid, "STOP");
+        wait_stopped(pid);
     }
 
     /// SIGCONT member `i`.
@@ -564,6 +566,32 @@ impl Deref for EtcdServer {
 }
 
 /// Sends a signal by name (`"STOP"`, `"CONT"`, `"TERM"`) with kill(1).
+/// Waits until every thread of `pid` is stopped (`T` in
+/// `/proc/<pid>/task/*/stat`): `kill -STOP` returns once the signal is
+/// queued, and a thread still running on the other core could answer one
+/// more request.
+fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc tasks");
+        let all_stopped = tasks.filter_map(Result::ok).all(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The state follows the parenthesised command name.
+                    let after = stat.rsplit_once(')')?.1;
+                    after.trim_start().chars().next()
+                })
+                .is_some_and(|state| state == 'T' || state == 't')
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))

@@ -81,6 +81,19 @@ fn need(r: Result<impl std::fmt::Debug, Stop>) -> Vec<Pending> {
     }
 }
 
+/// The stored record of owner `a`/`eth0` holding 10.0.0.7.
+fn record_a() -> OwnerRecord {
+    OwnerRecord {
+        container_id: "a".into(),
+        ifname: "eth0".into(),
+        ips: vec!["10.0.0.7".parse().unwrap()],
+        created: 5,
+        pod_namespace: None,
+        pod_name: None,
+        node: None,
+    }
+}
+
 #[test]
 fn add_with_nothing_known_asks_for_the_meta_record() {
     let (net, positions) = (network(), BTreeMap::new());
@@ -163,15 +176,7 @@ fn add_of_an_owner_that_holds_addresses_writes_nothing() {
     let r = req("a", &[]);
     let mut known = Known::new(ks.clone(), K);
     answer_empty(&mut known, &initial_reads(&ctx, std::slice::from_ref(&r)));
-    let rec = OwnerRecord {
-        container_id: "a".into(),
-        ifname: "eth0".into(),
-        ips: vec!["10.0.0.7".parse().unwrap()],
-        created: 5,
-        pod_namespace: None,
-        pod_name: None,
-        node: None,
-    };
+    let rec = record_a();
     known.absorb_key(
         &ks.owner("a", "eth0").unwrap(),
         Some(versioned(serde_json::to_vec(&rec).unwrap(), 3)),
@@ -249,15 +254,7 @@ fn release_clears_the_bits_and_deletes_the_record_on_their_revisions() {
     let plan = plan_release(&ctx, &known, &owner).unwrap();
     assert!(plan.result.is_none() && plan.txn.ops.is_empty());
     // Present: its chunk and full-set are read, in one batch.
-    let rec = OwnerRecord {
-        container_id: "a".into(),
-        ifname: "eth0".into(),
-        ips: vec!["10.0.0.7".parse().unwrap()],
-        created: 5,
-        pod_namespace: None,
-        pod_name: None,
-        node: None,
-    };
+    let rec = record_a();
     known.absorb_key(
         &owner,
         Some(versioned(serde_json::to_vec(&rec).unwrap(), 11)),
