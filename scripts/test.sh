@@ -16,7 +16,9 @@ if [ -n "$extra" ]; then
   echo "$extra" >&2
   exit 1
 fi
-# --all-targets builds the examples; tests/examples.rs runs them.
+# tests/examples.rs runs the examples from target/debug/examples/ (cargo
+# test builds them only under hashed names).
+cargo build --examples --quiet
 cargo test --all-targets
 cargo test --doc
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet --features fuzz
