@@ -7,62 +7,25 @@
 
 mod support;
 
-use std::future::Future;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use host_etcd::allocator::internals::encode_full_set;
-use host_etcd::allocator::{Allocator, Keyspace, Network, Options, DEFAULT_PREFIX};
-use host_etcd::range::{Family, Range, RangeSet, RangeSpec};
+use host_etcd::allocator::{Allocator, Keyspace, Network, Options};
+use host_etcd::range::{Family, RangeSet};
 use host_etcd::store::etcd::{EtcdConfig, EtcdStore};
+use host_etcd::store::interleaved::Interleaved;
 use host_etcd::store::{
-    Compare, Expect, Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned,
+    Compare, Expect, Key, Op, Read, ReadResult, Store, Txn, TxnOutcome, Versioned,
 };
 use roaring::RoaringTreemap;
 use support::EtcdServer;
 
 const K: u8 = 8;
 
-/// A store where another writer's transaction commits just before the
-/// first transaction of the code under test (between its reads and its
-/// write).
-struct Interleaved<S> {
-    inner: S,
-    first: Mutex<Option<Txn>>,
-}
-
-impl<S: Store> Store for Interleaved<S> {
-    fn read(
-        &self,
-        reads: &[Read],
-    ) -> impl Future<Output = Result<Vec<ReadResult>, StoreError>> + Send {
-        self.inner.read(reads)
-    }
-
-    fn txn(&self, txn: Txn) -> impl Future<Output = Result<TxnOutcome, StoreError>> + Send {
-        let other = self.first.lock().unwrap().take();
-        async move {
-            if let Some(other) = other {
-                let out = self.inner.txn(other).await?;
-                assert!(matches!(out, TxnOutcome::Committed { .. }), "{out:?}");
-            }
-            self.inner.txn(txn).await
-        }
-    }
-}
-
 fn network(name: &str) -> Network {
-    let range = Range::parse(&RangeSpec {
-        subnet: "10.0.0.0/24".into(),
-        ..RangeSpec::default()
-    })
-    .unwrap();
-    Network {
-        name: name.into(),
-        prefix: DEFAULT_PREFIX.into(),
-        sets: vec![RangeSet::new(vec![range]).unwrap()],
-        chunk_bits: K,
-    }
+    Network::new(name, vec![RangeSet::from_cidr("10.0.0.0/24").unwrap()])
+        .and_then(|n| n.with_chunk_bits(K))
+        .unwrap()
 }
 
 async fn get(store: &impl Store, key: &Key) -> Option<Versioned> {
@@ -102,19 +65,16 @@ async fn repair_never_deletes_a_full_set_rewritten_since_the_check_read_it() {
         request_timeout: Duration::from_secs(5),
         ..EtcdConfig::default()
     };
-    let store = Interleaved {
-        inner: EtcdStore::connect(&config).await.unwrap(),
-        first: Mutex::new(None),
-    };
+    let store = Interleaved::new(EtcdStore::connect(&config).await.unwrap());
 
     // A concurrent writer rewrites the corrupt full-set (a CAS on what it
     // saw) after the check read it, before the repair deletes it.
     let net = network("raced");
-    let (key, planted) = plant_corrupt_full_set(&store.inner, &net).await;
+    let (key, planted) = plant_corrupt_full_set(store.inner(), &net).await;
     let mut set = RoaringTreemap::new();
     set.insert(0x0a00_0000 >> K);
     let fresh = encode_full_set(&set);
-    *store.first.lock().unwrap() = Some(Txn {
+    store.before_next_txn(Txn {
         compares: vec![Compare {
             key: key.clone(),
             expect: Expect::ModRevision(planted),
@@ -126,7 +86,7 @@ async fn repair_never_deletes_a_full_set_rewritten_since_the_check_read_it() {
     let report = a.repair().await.unwrap();
     assert_eq!((report.repaired, report.in_flux), (0, 1), "{report:?}");
     assert_eq!(
-        get(&store.inner, &key).await.map(|v| v.value),
+        get(store.inner(), &key).await.map(|v| v.value),
         Some(fresh),
         "the rewritten full-set survives the repair"
     );
@@ -138,10 +98,10 @@ async fn repair_never_deletes_a_full_set_rewritten_since_the_check_read_it() {
 
     // Nobody touches it: the repair deletes it.
     let net = network("quiet");
-    let (key, _) = plant_corrupt_full_set(&store.inner, &net).await;
-    let a = Allocator::new(&store.inner, net, Options::default()).unwrap();
+    let (key, _) = plant_corrupt_full_set(store.inner(), &net).await;
+    let a = Allocator::new(store.inner(), net, Options::default()).unwrap();
     let report = a.repair().await.unwrap();
     assert_eq!((report.repaired, report.in_flux), (1, 0), "{report:?}");
     assert!(report.is_clean(), "{report:?}");
-    assert_eq!(get(&store.inner, &key).await, None);
+    assert_eq!(get(store.inner(), &key).await, None);
 }

@@ -100,6 +100,8 @@ pub const DEFAULT_PREFIX: &str = "/host-etcd";
 ///     RangeSet::from_cidr("10.22.9.0/24")?,
 /// ]).unwrap_err();
 /// assert!(err.to_string().contains("10.22.9.0/24"), "{err}");
+/// // And there is at least one.
+/// assert!(Network::new("pods", vec![]).is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -127,7 +129,9 @@ impl Network {
             sets,
             chunk_bits: DEFAULT_CHUNK_BITS,
         };
-        crate::range::check_sets(&network.sets)?;
+        if network.sets.is_empty() {
+            return Err(crate::range::RangeError::NoSets.into());
+        }
         network.validate()?;
         Ok(network)
     }

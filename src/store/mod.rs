@@ -59,6 +59,7 @@ use std::path::PathBuf;
 pub mod any;
 pub mod counting;
 pub mod etcd;
+pub mod interleaved;
 pub mod local;
 pub mod memory;
 

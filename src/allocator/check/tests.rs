@@ -1,9 +1,7 @@
 //! Tests of `check`: the pure assessment on plain data, and the driver's
 //! repair against a concurrent writer on the memory store.
 
-use std::future::Future;
 use std::net::IpAddr;
-use std::sync::Mutex;
 
 use roaring::RoaringTreemap;
 
@@ -17,10 +15,9 @@ use crate::allocator::{
 use crate::bitmap::Bitmap;
 use crate::codec::{self, Chunk};
 use crate::range::{Family, Range, RangeSet, RangeSpec};
+use crate::store::interleaved::Interleaved;
 use crate::store::memory::MemoryStore;
-use crate::store::{
-    Compare, Expect, Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned,
-};
+use crate::store::{Compare, Expect, Key, Op, Txn, Versioned};
 
 const K: u8 = DEFAULT_CHUNK_BITS;
 
@@ -317,64 +314,29 @@ fn usage_counts_the_taken_addresses_inside_the_range_only() {
 // The driver against a concurrent writer
 // ---------------------------------------------------------------------------
 
-/// A memory store where another writer's transaction commits just before
-/// the first transaction of the code under test (between its reads and its
-/// write).
-struct Interleaved {
-    inner: MemoryStore,
-    first: Mutex<Option<Txn>>,
-}
-
-impl Store for Interleaved {
-    fn read(
-        &self,
-        reads: &[Read],
-    ) -> impl Future<Output = Result<Vec<ReadResult>, StoreError>> + Send {
-        self.inner.read(reads)
-    }
-
-    fn txn(&self, txn: Txn) -> impl Future<Output = Result<TxnOutcome, StoreError>> + Send {
-        let other = self.first.lock().unwrap().take();
-        async move {
-            if let Some(other) = other {
-                let out = self.inner.txn(other).await?;
-                assert!(matches!(out, TxnOutcome::Committed { .. }), "{out:?}");
-            }
-            self.inner.txn(txn).await
-        }
-    }
-}
-
 fn network() -> Network {
-    let spec = RangeSpec {
-        subnet: "10.0.0.0/24".into(),
-        ..RangeSpec::default()
-    };
-    Network {
-        name: "checknet".into(),
-        prefix: DEFAULT_PREFIX.into(),
-        sets: vec![RangeSet::new(vec![Range::parse(&spec).unwrap()]).unwrap()],
-        chunk_bits: K,
-    }
+    Network::new(
+        "checknet",
+        vec![RangeSet::from_cidr("10.0.0.0/24").unwrap()],
+    )
+    .and_then(|n| n.with_chunk_bits(K))
+    .unwrap()
 }
 
 #[tokio::test]
 async fn a_full_set_rewritten_during_repair_is_not_deleted() {
-    let store = Interleaved {
-        inner: MemoryStore::new(),
-        first: Mutex::new(None),
-    };
+    let store = Interleaved::new(MemoryStore::new());
     let full_key = ks().full(Family::V4, 0x0a00_0000 >> K);
     store
-        .inner
+        .inner()
         .put_raw(&full_key, b"\xff\xffnot roaring".to_vec());
-    let planted = store.inner.dump()[&full_key].mod_revision;
+    let planted = store.inner().dump()[&full_key].mod_revision;
     // Another writer replaces it (compare on what it saw) after the check
     // read it and before the repair deletes it.
     let mut fresh = RoaringTreemap::new();
     fresh.insert(0x0a00_0000 >> K);
     let fresh = fullset::encode(&fresh);
-    *store.first.lock().unwrap() = Some(Txn {
+    store.before_next_txn(Txn {
         compares: vec![Compare {
             key: full_key.clone(),
             expect: Expect::ModRevision(planted),
@@ -387,7 +349,7 @@ async fn a_full_set_rewritten_during_repair_is_not_deleted() {
     assert_eq!(report.repaired, 0, "{report:?}");
     assert_eq!(report.in_flux, 1, "{report:?}");
     assert_eq!(
-        store.inner.dump()[&full_key].value,
+        store.inner().dump()[&full_key].value,
         fresh,
         "the fresh full-set survives the repair"
     );
@@ -410,17 +372,14 @@ async fn a_corrupt_full_set_nobody_touches_is_deleted() {
 
 #[tokio::test]
 async fn a_chunk_changed_during_repair_is_not_overwritten() {
-    let store = Interleaved {
-        inner: MemoryStore::new(),
-        first: Mutex::new(None),
-    };
+    let store = Interleaved::new(MemoryStore::new());
     // A bit without owner...
     let (_, key, planted) = chunk_kv(&[5], 0);
-    store.inner.put_raw(&key, planted.value);
-    let rev = store.inner.dump()[&key].mod_revision;
+    store.inner().put_raw(&key, planted.value);
+    let rev = store.inner().dump()[&key].mod_revision;
     // ...that another writer changes (sets 6) just before the repair.
     let (_, _, changed) = chunk_kv(&[5, 6], 0);
-    *store.first.lock().unwrap() = Some(Txn {
+    store.before_next_txn(Txn {
         compares: vec![Compare {
             key: key.clone(),
             expect: Expect::ModRevision(rev),
@@ -431,5 +390,5 @@ async fn a_chunk_changed_during_repair_is_not_overwritten() {
     let a = Allocator::new(&store, network(), Options::default()).unwrap();
     let report = a.repair().await.unwrap();
     assert_eq!((report.repaired, report.in_flux), (0, 1), "{report:?}");
-    assert_eq!(store.inner.dump()[&key].value, changed.value);
+    assert_eq!(store.inner().dump()[&key].value, changed.value);
 }

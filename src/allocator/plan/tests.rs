@@ -6,24 +6,17 @@ use std::net::IpAddr;
 
 use super::*;
 use crate::allocator::state::Known;
-use crate::allocator::{AllocRequest, OwnerId, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX};
+use crate::allocator::{AllocRequest, OwnerId, DEFAULT_CHUNK_BITS};
 use crate::codec::{self, Chunk};
-use crate::range::{Family, Range, RangeSet, RangeSpec};
+use crate::range::{Family, RangeSet};
 use crate::store::{Expect, Op, ReadResult, Versioned};
 
 const K: u8 = DEFAULT_CHUNK_BITS;
 
 fn network() -> Network {
-    let spec = RangeSpec {
-        subnet: "10.0.0.0/24".into(),
-        ..RangeSpec::default()
-    };
-    Network {
-        name: "plannet".into(),
-        prefix: DEFAULT_PREFIX.into(),
-        sets: vec![RangeSet::new(vec![Range::parse(&spec).unwrap()]).unwrap()],
-        chunk_bits: K,
-    }
+    Network::new("plannet", vec![RangeSet::from_cidr("10.0.0.0/24").unwrap()])
+        .and_then(|n| n.with_chunk_bits(K))
+        .unwrap()
 }
 
 fn ctx<'a>(net: &'a Network, ks: &'a Keyspace, positions: &'a BTreeMap<usize, u128>) -> Ctx<'a> {
@@ -297,12 +290,8 @@ fn release_clears_the_bits_and_deletes_the_record_on_their_revisions() {
 
 #[test]
 fn a_node_without_position_starts_inside_the_start_window() {
-    let spec = RangeSpec {
-        subnet: "10.0.0.0/8".into(),
-        ..RangeSpec::default()
-    };
     let net = Network {
-        sets: vec![RangeSet::new(vec![Range::parse(&spec).unwrap()]).unwrap()],
+        sets: vec![RangeSet::from_cidr("10.0.0.0/8").unwrap()],
         ..network()
     };
     let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
