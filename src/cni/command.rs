@@ -77,7 +77,7 @@ type Counted = Arc<CountingStore<AnyStore>>;
 
 tokio::task_local! {
     /// Where [`allocator`] registers the stores it opens, for the
-    /// invocation's report (set around the whole dispatch by [`run_reported`]).
+    /// invocation's report (set around the whole dispatch by [`execute_reported`]).
     static OPENED: Arc<Mutex<Vec<Counted>>>;
 }
 
@@ -99,7 +99,7 @@ pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Re
             Attempt::Answered(response) => return response,
             Attempt::Failed(e) => (Some(env), Err(e)),
             Attempt::Direct { spent } => {
-                let outcome = run_reported(&env, stdin, &mut report, spent);
+                let outcome = execute_reported(&env, stdin, &mut report, spent);
                 (Some(env), outcome)
             }
         },
@@ -137,13 +137,13 @@ pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Re
 /// Runs one command. `Ok(Some(json))` is printed on stdout; `Ok(None)` means
 /// success with no output (DEL, CHECK, GC, STATUS).
 pub fn execute(env: &Env, stdin: &[u8]) -> Result<Option<String>, CniError> {
-    run_reported(env, stdin, &mut Report::default(), Duration::ZERO)
+    execute_reported(env, stdin, &mut Report::default(), Duration::ZERO)
 }
 
 /// [`execute`], reporting into `report`, when `spent` of the deadline is already
 /// used up (by a node agent that did not answer): the direct path gets what
 /// is left.
-fn run_reported(
+fn execute_reported(
     env: &Env,
     stdin: &[u8],
     report: &mut Report,
