@@ -144,6 +144,10 @@ pub struct ListArgs {
     /// Only the holder of this address.
     #[arg(long)]
     pub ip: Option<std::net::IpAddr>,
+    /// Only the records this node allocated (read from the node's index
+    /// entries alone).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
 }
 
 /// What `release` releases.
@@ -232,10 +236,12 @@ pub struct MetricsArgs {
     /// store on every scrape; concurrent scrapes always share one read).
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     pub cache_secs: f64,
-    /// Skip the consistency check (a full scan of chunks and owner
-    /// records) on every scrape; no `check_problems` metrics then.
-    #[arg(long)]
-    pub no_check: bool,
+    /// Run the consistency check (a full scan of chunks and owner records)
+    /// every this many seconds, apart from scrapes, and export its last
+    /// result (`check_problems`, `check_in_flux`, `owner_records`); off by
+    /// default.
+    #[arg(long, value_name = "SECS")]
+    pub check_interval_secs: Option<f64>,
     /// Give up on a network's store reads after this many seconds (that
     /// network's `up` is then 0).
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]

@@ -252,6 +252,13 @@ pub fn matches(rec: &OwnerRecord, filter: &ListArgs) -> bool {
     if filter.ip.is_some_and(|ip| !rec.ips.contains(&ip)) {
         return false;
     }
+    if filter
+        .node
+        .as_ref()
+        .is_some_and(|n| rec.node.as_deref() != Some(n.as_str()))
+    {
+        return false;
+    }
     true
 }
 
@@ -262,9 +269,14 @@ pub async fn list<S: Store>(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<u8, AdminError> {
-    let mut records: Vec<OwnerRecord> = alloc
-        .owners()
-        .await?
+    // The narrowest read the filters allow: one node's index entries, one
+    // container's records (a point range read), else every record.
+    let candidates = match (&filter.node, &filter.container) {
+        (Some(node), _) => alloc.node_records(node).await?.records,
+        (None, Some(cid)) => alloc.container_records(cid).await?,
+        (None, None) => alloc.owners().await?,
+    };
+    let mut records: Vec<OwnerRecord> = candidates
         .into_iter()
         .filter(|r| matches(r, filter))
         .collect();
@@ -383,15 +395,18 @@ async fn release_node<S: Store>(
     if node.is_empty() {
         return Err(AdminError::Usage("--node: the node name is empty".into()));
     }
-    let (all, corrupt) = owners_lenient(alloc).await?;
-    let mut mine: Vec<OwnerRecord> = all
+    // The node's own index entries: one range read, whatever the cluster.
+    let listed = alloc.node_records(node).await?;
+    let mut mine: Vec<OwnerRecord> = listed
+        .records
         .into_iter()
         .filter(|r| r.node.as_deref() == Some(node))
         .collect();
     mine.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
-    if corrupt > 0 {
+    if !listed.corrupt.is_empty() {
         eprintln!(
-            "ipamctl: skipped {corrupt} owner records that do not decode (see `ipamctl check`)"
+            "ipamctl: skipped {} index entries that do not decode (see `ipamctl check`)",
+            listed.corrupt.len()
         );
     }
     if mine.is_empty() {
@@ -440,8 +455,10 @@ async fn release_node<S: Store>(
     }
 }
 
-/// Releases each record's owner (compare-and-swap, as the plugin's DEL);
-/// returns what was released and the first failure.
+/// Releases each listed record (compare-and-swap, as the plugin's DEL),
+/// only while it is still exactly the record listed: an owner created again
+/// since the listing is never touched. Returns what was released and the
+/// first failure.
 async fn release_each<S: Store>(
     alloc: &Allocator<S>,
     records: &[OwnerRecord],
@@ -449,7 +466,7 @@ async fn release_each<S: Store>(
     let mut released = Vec::new();
     let mut first_err = None;
     for r in records {
-        match alloc.release(&id_of(r)).await {
+        match alloc.release_record(r).await {
             Ok(Some(rec)) => released.push(rec),
             Ok(None) => {}
             Err(e) => {
@@ -477,6 +494,12 @@ pub fn describe(p: &Problem) -> String {
         Problem::OwnerWithoutBit { ip, owner } => {
             format!("{ip} is held by {owner} but not marked taken")
         }
+        Problem::OwnerNotIndexed { owner, entry } => {
+            format!("owner record {owner} has no per-node index entry {entry}")
+        }
+        Problem::StaleIndexEntry { entry } => {
+            format!("per-node index entry {entry} has no owner record behind it")
+        }
         Problem::SharedAddress { ip, owners } => {
             format!("{ip} is held by several owners: {}", owners.join(", "))
         }
@@ -492,7 +515,9 @@ pub fn repairable(p: &Problem, all: &[Problem]) -> bool {
     match p {
         Problem::BitWithoutOwner { .. }
         | Problem::CorruptChunk { .. }
-        | Problem::CorruptFullSet { .. } => true,
+        | Problem::CorruptFullSet { .. }
+        | Problem::OwnerNotIndexed { .. }
+        | Problem::StaleIndexEntry { .. } => true,
         Problem::OwnerWithoutBit { ip, .. } => !all
             .iter()
             .any(|q| matches!(q, Problem::SharedAddress { ip: shared, .. } if shared == ip)),
@@ -775,10 +800,9 @@ pub async fn reconcile_pass<S: Store>(
         String::new()
     };
     let header = format!(
-        "network {network} node {node}: {} owner records of this node ({} of other nodes \
-         not looked at), {} attachments known, grace {}s",
+        "network {network} node {node}: {} owner records of this node (read from its index; \
+         other nodes' records are never read), {} attachments known, grace {}s",
         report.plan.release.len() + report.plan.keep.len(),
-        report.plan.other_nodes,
         attachments,
         report.grace_secs
     );

@@ -260,11 +260,15 @@ pub async fn metrics_command(
 ) -> Result<u8, AdminError> {
     let options = ScrapeOptions {
         cache: secs("--cache-secs", args.cache_secs, 0.0)?,
-        check: !args.no_check,
+        check_interval: match args.check_interval_secs {
+            None => None,
+            Some(v) => Some(secs("--check-interval-secs", v, 1.0)?),
+        },
         timeout: secs("--scrape-timeout-secs", args.scrape_timeout_secs, 0.001)?,
     };
     let client_timeout = secs("--client-timeout-secs", args.client_timeout_secs, 0.001)?;
     let collector = Arc::new(Collector::new(targets, options)?);
+    tokio::spawn(collector.clone().run_checks());
     let listener = TcpListener::bind(args.listen.as_str())
         .await
         .map_err(|source| AdminError::Listen {

@@ -1,14 +1,19 @@
-//! `ipamctl metrics`: the figures of one or more networks in the
-//! Prometheus text exposition format (version 0.0.4), computed from the
-//! store on a scrape. [`exporter`](super::exporter) serves them over HTTP.
+//! `ipamctl metrics`: the cluster figures of one or more networks in the
+//! Prometheus text exposition format (version 0.0.4). [`exporter`](super::exporter)
+//! serves them over HTTP. Run it once per cluster (one Deployment replica),
+//! not on every node: the node agent exports each node's own figures.
 //!
 //! Every metric is named `host_etcd_ipam_*`, carries its base unit in its
 //! name (`_bytes`, `_seconds`, `_ratio`) and has `HELP` and `TYPE` lines;
 //! only counters end in `_total`. Per range (labels `network`,
 //! `range_set`, `range`, `family`): size, used, free, utilization, stored
-//! chunks and their bytes. Per network: owner records (and per `node`, for
-//! records that carry one), problems `check` finds (by `kind`), and the
-//! exporter's own health (`up`, scrape duration, scrape errors).
+//! chunks and their bytes, all from the chunks' population counts: a
+//! scrape costs O(chunks) (one range read per range), never O(owners).
+//! Per network: the exporter's own health (`up`, scrape duration, scrape
+//! errors), and, with `--check-interval`, the result of the last
+//! consistency check (problems by `kind`, findings in flux, owner records,
+//! when it ran): the check is a full scan and runs on its own interval,
+//! never on a scrape.
 //!
 //! A scrape reads every network within a deadline; what fails is counted
 //! in `host_etcd_ipam_scrape_errors_total`, reported once on stderr when
@@ -23,10 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::commands::owners_lenient;
 use super::error::AdminError;
 use super::target::Target;
-use crate::allocator::{Allocator, Problem};
+use crate::allocator::{Allocator, CheckReport, Problem};
 use crate::store::any::AnyStore;
 use crate::store::Store;
 
@@ -35,7 +39,7 @@ pub const PREFIX: &str = "host_etcd_ipam_";
 
 /// Every `kind` of [`Problem`], as in `check --json` (each is exported,
 /// zeros included, so an alert can compare against 0).
-pub const PROBLEM_KINDS: [&str; 7] = [
+pub const PROBLEM_KINDS: [&str; 9] = [
     "corruptChunk",
     "corruptOwner",
     "corruptFullSet",
@@ -43,6 +47,8 @@ pub const PROBLEM_KINDS: [&str; 7] = [
     "bitWithoutOwner",
     "ownerWithoutBit",
     "sharedAddress",
+    "ownerNotIndexed",
+    "staleIndexEntry",
 ];
 
 /// The `kind` label of a problem.
@@ -55,6 +61,8 @@ pub fn problem_kind(p: &Problem) -> &'static str {
         Problem::BitWithoutOwner { .. } => "bitWithoutOwner",
         Problem::OwnerWithoutBit { .. } => "ownerWithoutBit",
         Problem::SharedAddress { .. } => "sharedAddress",
+        Problem::OwnerNotIndexed { .. } => "ownerNotIndexed",
+        Problem::StaleIndexEntry { .. } => "staleIndexEntry",
     }
 }
 
@@ -65,6 +73,9 @@ pub enum Kind {
     Gauge,
     /// A value that only goes up (name ends in `_total`).
     Counter,
+    /// Observations counted in cumulative buckets (`_bucket{le=...}`,
+    /// `_sum`, `_count`; see [`Histogram`]).
+    Histogram,
 }
 
 /// One metric family: name (without [`PREFIX`]), help, type.
@@ -125,19 +136,12 @@ pub const CHUNK_BYTES: Def = Def {
     labels: RANGE_LABELS,
     help: "Bytes of the stored values of the chunks overlapping the range.",
 };
-/// Owner records of a network.
+/// Owner records of a network, as the last check counted them.
 pub const OWNER_RECORDS: Def = Def {
     name: "owner_records",
     kind: Kind::Gauge,
     labels: NET_LABELS,
-    help: "Owner records (container interfaces holding addresses) that decode.",
-};
-/// Owner records per node.
-pub const NODE_OWNER_RECORDS: Def = Def {
-    name: "node_owner_records",
-    kind: Kind::Gauge,
-    labels: &["network", "node"],
-    help: "Owner records per node that allocated them (records that name a node).",
+    help: "Owner records (container interfaces holding addresses) the last consistency check read.",
 };
 /// Problems found by `check`.
 pub const CHECK_PROBLEMS: Def = Def {
@@ -152,6 +156,20 @@ pub const CHECK_IN_FLUX: Def = Def {
     kind: Kind::Gauge,
     labels: NET_LABELS,
     help: "Check findings whose chunk changed during the check (concurrent writes).",
+};
+/// When the last check finished.
+pub const CHECK_TIMESTAMP: Def = Def {
+    name: "check_last_run_timestamp_seconds",
+    kind: Kind::Gauge,
+    labels: NET_LABELS,
+    help: "Unix time at which the last consistency check of the network finished.",
+};
+/// Failed checks.
+pub const CHECK_ERRORS: Def = Def {
+    name: "check_errors_total",
+    kind: Kind::Counter,
+    labels: NET_LABELS,
+    help: "Consistency checks of the network that could not read the store.",
 };
 /// Whether the last scrape read everything.
 pub const UP: Def = Def {
@@ -176,7 +194,7 @@ pub const SCRAPE_ERRORS: Def = Def {
 };
 
 /// Every metric family, in output order.
-pub const ALL: [Def; 13] = [
+pub const ALL: [Def; 14] = [
     ADDRESSES_SIZE,
     ADDRESSES_USED,
     ADDRESSES_FREE,
@@ -184,18 +202,23 @@ pub const ALL: [Def; 13] = [
     CHUNKS,
     CHUNK_BYTES,
     OWNER_RECORDS,
-    NODE_OWNER_RECORDS,
     CHECK_PROBLEMS,
     CHECK_IN_FLUX,
+    CHECK_TIMESTAMP,
+    CHECK_ERRORS,
     UP,
     SCRAPE_DURATION,
     SCRAPE_ERRORS,
 ];
 
+/// One sample line: a name suffix (`_bucket`, ... for histograms), label
+/// pairs, the value.
+type Line = (&'static str, Vec<(&'static str, String)>, String);
+
 /// Samples being gathered, per family.
 #[derive(Debug, Default)]
 pub struct Samples {
-    by_name: BTreeMap<&'static str, Vec<(Vec<String>, String)>>,
+    by_name: BTreeMap<&'static str, Vec<Line>>,
 }
 
 impl Samples {
@@ -203,9 +226,40 @@ impl Samples {
     pub fn add(&mut self, def: &Def, labels: &[&str], value: impl Into<Value>) {
         debug_assert_eq!(labels.len(), def.labels.len(), "{}", def.name);
         self.by_name.entry(def.name).or_default().push((
-            labels.iter().map(|l| l.to_string()).collect(),
+            "",
+            def.labels
+                .iter()
+                .copied()
+                .zip(labels.iter().map(|l| l.to_string()))
+                .collect(),
             value.into().0,
         ));
+    }
+
+    /// Adds the lines of one histogram (`def` of kind
+    /// [`Kind::Histogram`]): a cumulative `_bucket` per bound and `+Inf`,
+    /// `_sum` and `_count`.
+    pub fn add_histogram(&mut self, def: &Def, labels: &[&str], h: &HistogramSnapshot) {
+        debug_assert_eq!(labels.len(), def.labels.len(), "{}", def.name);
+        let pairs: Vec<(&'static str, String)> = def
+            .labels
+            .iter()
+            .copied()
+            .zip(labels.iter().map(|l| l.to_string()))
+            .collect();
+        let lines = self.by_name.entry(def.name).or_default();
+        let mut cumulative = 0;
+        for (bound, n) in BUCKETS.iter().zip(&h.buckets) {
+            cumulative += n;
+            let mut l = pairs.clone();
+            l.push(("le", Value::from(*bound).0));
+            lines.push(("_bucket", l, cumulative.to_string()));
+        }
+        let mut l = pairs.clone();
+        l.push(("le", "+Inf".into()));
+        lines.push(("_bucket", l, h.count.to_string()));
+        lines.push(("_sum", pairs.clone(), Value::from(h.sum_secs).0));
+        lines.push(("_count", pairs, h.count.to_string()));
     }
 
     /// The exposition text: for every family with samples, `# HELP`,
@@ -238,14 +292,15 @@ impl Samples {
             let kind = match def.kind {
                 Kind::Gauge => "gauge",
                 Kind::Counter => "counter",
+                Kind::Histogram => "histogram",
             };
             let _ = writeln!(out, "# HELP {prefix}{} {}", def.name, escape_help(def.help));
             let _ = writeln!(out, "# TYPE {prefix}{} {kind}", def.name);
-            for (values, value) in samples {
-                let _ = write!(out, "{prefix}{}", def.name);
-                if !values.is_empty() {
+            for (suffix, pairs, value) in samples {
+                let _ = write!(out, "{prefix}{}{suffix}", def.name);
+                if !pairs.is_empty() {
                     out.push('{');
-                    for (i, (name, v)) in def.labels.iter().zip(values).enumerate() {
+                    for (i, (name, v)) in pairs.iter().enumerate() {
                         if i > 0 {
                             out.push(',');
                         }
@@ -257,6 +312,56 @@ impl Samples {
             }
         }
         out
+    }
+}
+
+/// Upper bounds (seconds) of the [`Histogram`] buckets: 1 ms to 10 s, the
+/// span of one CNI command (its budget is 10 s by default).
+pub const BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Durations observed, in the fixed [`BUCKETS`] (lock-free: one atomic add
+/// per observation).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+/// What a [`Histogram`] holds at one moment (per-bucket counts, not
+/// cumulative).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Observations per bucket (those above the last bound are only in
+    /// `count`).
+    pub buckets: [u64; BUCKETS.len()],
+    /// Every observation.
+    pub count: u64,
+    /// Their sum, seconds.
+    pub sum_secs: f64,
+}
+
+impl Histogram {
+    /// Counts one duration.
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The current counts.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            count: self.count.load(Ordering::Relaxed),
+            sum_secs: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
     }
 }
 
@@ -323,6 +428,9 @@ struct Source {
     alloc: Mutex<Option<Arc<Allocator<AnyStore>>>>,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The last check's report and when it finished (Unix seconds).
+    checked: Mutex<Option<(CheckReport, f64)>>,
+    check_errors: AtomicU64,
 }
 
 /// What a scrape does.
@@ -330,8 +438,9 @@ struct Source {
 pub struct ScrapeOptions {
     /// Reuse a result this long.
     pub cache: Duration,
-    /// Run the consistency check (a full scan) on every scrape.
-    pub check: bool,
+    /// Run the consistency check (a full scan of the network) this often,
+    /// apart from scrapes; `None`: never.
+    pub check_interval: Option<Duration>,
     /// Deadline of each network's reads.
     pub timeout: Duration,
 }
@@ -365,6 +474,8 @@ impl Collector {
                     alloc: Mutex::new(None),
                     errors: AtomicU64::new(0),
                     last_error: Mutex::new(None),
+                    checked: Mutex::new(None),
+                    check_errors: AtomicU64::new(0),
                 })
                 .collect(),
             options,
@@ -426,16 +537,21 @@ impl Collector {
             }
         };
         if let Some(alloc) = &alloc {
-            errors.extend(
-                collect_figures(
-                    &**alloc,
-                    net,
-                    self.options.check,
-                    deadline,
-                    self.options.timeout,
-                    out,
-                )
-                .await,
+            match tokio::time::timeout_at(deadline, collect_usage(&**alloc, net, out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(format!("usage: {e}")),
+                Err(_) => errors.push(format!("usage: {}", timed_out())),
+            }
+        }
+        if self.options.check_interval.is_some() {
+            let checked = source.checked.lock().ok().and_then(|c| c.clone());
+            if let Some((report, at)) = checked {
+                add_check(out, net, &report, at);
+            }
+            out.add(
+                &CHECK_ERRORS,
+                &[net],
+                source.check_errors.load(Ordering::Relaxed),
             );
         }
         let failed = !errors.is_empty();
@@ -469,72 +585,78 @@ impl Collector {
     }
 }
 
-/// Reads one network's figures from its allocator (range usage, owner
-/// records, and with `check` the consistency check), each within
-/// `deadline`, into `out`; returns what could not be read (empty: all
-/// read). Used by [`Collector`] and by the node agent's exporter.
-pub async fn collect_figures<S: Store>(
+/// Reads one network's range figures from its chunks' population counts
+/// (one range read per range, whatever the number of owners) into `out`.
+pub async fn collect_usage<S: Store>(
     alloc: &Allocator<S>,
     net: &str,
-    check: bool,
-    deadline: tokio::time::Instant,
-    timeout: Duration,
     out: &mut Samples,
-) -> Vec<String> {
-    let mut errors: Vec<String> = Vec::new();
-    let timed_out = || format!("no answer within {timeout:?}");
-    match tokio::time::timeout_at(deadline, alloc.usage()).await {
-        Ok(Ok(usage)) => {
-            for u in &usage {
-                let set = u.set.to_string();
-                let range = format!("{}-{}", u.start, u.end);
-                let family = if u.start.is_ipv4() { "ipv4" } else { "ipv6" };
-                let l = [net, set.as_str(), range.as_str(), family];
-                out.add(&ADDRESSES_SIZE, &l, u.size);
-                out.add(&ADDRESSES_USED, &l, u.used);
-                out.add(&ADDRESSES_FREE, &l, u.size.saturating_sub(u.used));
-                out.add(&UTILIZATION, &l, ratio(u.used, u.size));
-                out.add(&CHUNKS, &l, u.chunks);
-                out.add(&CHUNK_BYTES, &l, u.bytes);
-            }
-        }
-        Ok(Err(e)) => errors.push(format!("usage: {e}")),
-        Err(_) => errors.push(format!("usage: {}", timed_out())),
+) -> Result<(), crate::allocator::AllocError> {
+    for u in &alloc.usage().await? {
+        let set = u.set.to_string();
+        let range = format!("{}-{}", u.start, u.end);
+        let family = if u.start.is_ipv4() { "ipv4" } else { "ipv6" };
+        let l = [net, set.as_str(), range.as_str(), family];
+        out.add(&ADDRESSES_SIZE, &l, u.size);
+        out.add(&ADDRESSES_USED, &l, u.used);
+        out.add(&ADDRESSES_FREE, &l, u.size.saturating_sub(u.used));
+        out.add(&UTILIZATION, &l, ratio(u.used, u.size));
+        out.add(&CHUNKS, &l, u.chunks);
+        out.add(&CHUNK_BYTES, &l, u.bytes);
     }
-    match tokio::time::timeout_at(deadline, owners_lenient(alloc)).await {
-        Ok(Ok((records, _corrupt))) => {
-            out.add(&OWNER_RECORDS, &[net], records.len());
-            let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
-            for r in &records {
-                if let Some(n) = r.node.as_deref().filter(|n| !n.is_empty()) {
-                    *per_node.entry(n).or_default() += 1;
+    Ok(())
+}
+
+/// Adds the figures of a finished check (at `at`, Unix seconds).
+fn add_check(out: &mut Samples, net: &str, report: &CheckReport, at: f64) {
+    for kind in PROBLEM_KINDS {
+        let n = report
+            .problems
+            .iter()
+            .filter(|p| problem_kind(p) == kind)
+            .count();
+        out.add(&CHECK_PROBLEMS, &[net, kind], n);
+    }
+    out.add(&CHECK_IN_FLUX, &[net], report.in_flux);
+    out.add(&OWNER_RECORDS, &[net], report.owners);
+    out.add(&CHECK_TIMESTAMP, &[net], at);
+}
+
+impl Collector {
+    /// Runs the consistency check of every network every `check_interval`
+    /// (the first right away), keeping each result for the scrapes; never
+    /// returns while checks are on (spawn it). A check failure is counted
+    /// and reported on stderr; the last good result stays exported with
+    /// its time.
+    pub async fn run_checks(self: Arc<Self>) {
+        let Some(every) = self.options.check_interval else {
+            return;
+        };
+        loop {
+            for source in &self.sources {
+                let net = &source.target.network.name;
+                let result = match self.allocator(source).await {
+                    Ok(alloc) => alloc.check().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("opening the store: {e}")),
+                };
+                match result {
+                    Ok(report) => {
+                        let at = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0.0, |d| d.as_secs_f64());
+                        if let Ok(mut c) = source.checked.lock() {
+                            *c = Some((report, at));
+                        }
+                    }
+                    Err(e) => {
+                        source.check_errors.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("ipamctl metrics: network {net}: check failed: {e}");
+                    }
                 }
             }
-            for (node, n) in per_node {
-                out.add(&NODE_OWNER_RECORDS, &[net, node], n);
-            }
-        }
-        Ok(Err(e)) => errors.push(format!("owner records: {e}")),
-        Err(_) => errors.push(format!("owner records: {}", timed_out())),
-    }
-    if check {
-        match tokio::time::timeout_at(deadline, alloc.check()).await {
-            Ok(Ok(report)) => {
-                for kind in PROBLEM_KINDS {
-                    let n = report
-                        .problems
-                        .iter()
-                        .filter(|p| problem_kind(p) == kind)
-                        .count();
-                    out.add(&CHECK_PROBLEMS, &[net, kind], n);
-                }
-                out.add(&CHECK_IN_FLUX, &[net], report.in_flux);
-            }
-            Ok(Err(e)) => errors.push(format!("check: {e}")),
-            Err(_) => errors.push(format!("check: {}", timed_out())),
+            tokio::time::sleep(every).await;
         }
     }
-    errors
 }
 
 /// Adds a network's exporter health: `up` (0 when `failed`), the scrape

@@ -353,8 +353,6 @@ pub struct Plan {
     pub release: Vec<Decision>,
     /// Records of this node kept.
     pub keep: Vec<Decision>,
-    /// Records of other nodes or without a node (not looked at).
-    pub other_nodes: usize,
     /// Set when the pass must release nothing; every would-be release is
     /// then in `keep` with [`Reason::Blocked`].
     pub blocked: Option<Blocked>,
@@ -377,15 +375,13 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
             .or_default()
             .push(a);
     }
-    let mut mine: Vec<&OwnerRecord> = Vec::new();
-    let mut other_nodes = 0;
-    for r in inputs.records {
-        if r.node.as_deref() == Some(inputs.node) {
-            mine.push(r);
-        } else {
-            other_nodes += 1;
-        }
-    }
+    // The records come from the node's index; any other (a record of
+    // another node, or without one) is never looked at.
+    let mut mine: Vec<&OwnerRecord> = inputs
+        .records
+        .iter()
+        .filter(|r| r.node.as_deref() == Some(inputs.node))
+        .collect();
     mine.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
     let mut release = Vec::new();
     let mut keep = Vec::new();
@@ -468,7 +464,6 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
     Plan {
         release,
         keep,
-        other_nodes,
         blocked,
     }
 }
@@ -542,7 +537,14 @@ mod tests {
         assert_eq!(ids(&p.release), ["edge", "leak"]);
         assert_eq!(p.release[1].reason, Reason::NotAttached { age_secs: 9_000 });
         assert_eq!(ids(&p.keep), ["adding", "live"]);
-        assert_eq!(p.other_nodes, 2);
+        // Records of other nodes or without one are never decided.
+        let decided: Vec<&str> = p
+            .release
+            .iter()
+            .chain(&p.keep)
+            .map(|d| d.record.container_id.as_str())
+            .collect();
+        assert!(!decided.contains(&"other") && !decided.contains(&"legacy"));
         assert_eq!(p.blocked, None);
         // One second earlier `edge` is younger than the grace.
         let p = plan(&Inputs {

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::cli::ReconcileArgs;
-use super::commands::{owners_lenient, read_valid};
+use super::commands::read_valid;
 use super::error::AdminError;
 use super::reconcile::{self, Attachment, BadCacheFile, Inputs, Plan, Reason, Source};
 use crate::allocator::{Allocator, OwnerId, OwnerRecord};
@@ -254,10 +254,13 @@ pub async fn survey<S: Store>(
     note: &mut (dyn FnMut(Note) + Send),
 ) -> Result<Survey, AdminError> {
     let network = alloc.network().name.clone();
-    let (records, corrupt) = owners_lenient(alloc).await?;
-    if corrupt > 0 {
-        note(Note::CorruptOwners(corrupt));
+    // This node's index entries only: one range read, whatever the size
+    // of the cluster.
+    let listed = alloc.node_records(node).await?;
+    if !listed.corrupt.is_empty() {
+        note(Note::CorruptOwners(listed.corrupt.len()));
     }
+    let records = listed.records;
     let mut scan = if args.no_cache {
         CacheScan::default()
     } else {
@@ -359,11 +362,13 @@ pub async fn release_planned<S: Store>(
                 continue;
             }
         }
-        match alloc.release(&id).await {
+        // Released only while the record is still the one listed: an ADD of
+        // the same container ID since the re-read is never undone.
+        match alloc.release_record(&d.record).await {
             Ok(Some(rec)) => report.released.push(rec),
             Ok(None) => report.skipped.push(Skipped {
                 record: d.record.clone(),
-                why: "released meanwhile".into(),
+                why: "released or changed meanwhile".into(),
             }),
             Err(e) => {
                 note(Note::Release {

@@ -15,10 +15,13 @@
 //!   The releases of a pass take the network's turn (the agent's node
 //!   lock, as a DEL does). One JSON log line (`reconcile`) per pass per
 //!   network.
-//! * Metrics: `GET /metrics` answers the figures `ipamctl metrics` exports
-//!   (`host_etcd_ipam_*`, read through the agent's own allocators, with the
-//!   consistency check) for every network served, and the agent's own
-//!   figures ([`AGENT_PREFIX`]`*`). Served by
+//! * Metrics: `GET /metrics` answers this node's figures only
+//!   ([`AGENT_PREFIX`]`*`): its request counters and latency histograms
+//!   per command, the reconcile results, and per network served the owner
+//!   records of this node, read from the node's index entries (one range
+//!   read per network: a scrape costs O(this node's records), never a scan
+//!   of the cluster). The cluster figures (range use, the consistency
+//!   check) come from one `ipamctl metrics` per cluster. Served by
 //!   [`crate::admin::exporter::serve`].
 
 use std::collections::BTreeMap;
@@ -33,7 +36,7 @@ use super::log;
 use super::server::{NetEntry, Shared};
 use crate::admin::cli::ReconcileArgs;
 use crate::admin::exporter::Scrape;
-use crate::admin::metrics::{add_health, collect_figures, Def, Kind, Samples};
+use crate::admin::metrics::{Def, Kind, Samples};
 use crate::admin::reconcile::Reason;
 use crate::admin::reconcile_run::{self, Note};
 
@@ -127,7 +130,6 @@ async fn reconcile_network(entry: &NetEntry, config: &ReconcileConfig) {
             ops.reconcile_released
                 .fetch_add(report.released.len() as u64, Ordering::Relaxed);
             fields["owners"] = json!(report.plan.keep.len() + report.plan.release.len());
-            fields["other_nodes"] = json!(report.plan.other_nodes);
             fields["kept"] = json!(report.plan.keep.len());
             fields["younger_than_grace"] = json!(young);
             fields["released"] = json!(report.released.len());
@@ -245,8 +247,36 @@ pub const RECONCILE_RELEASED: Def = Def {
     help: "Owner records the periodic reconcile released.",
 };
 
+/// Request latency per command.
+pub const REQUEST_DURATION: Def = Def {
+    name: "request_duration_seconds",
+    kind: Kind::Histogram,
+    labels: &["command"],
+    help: "Time the agent took to answer a CNI request, by CNI_COMMAND.",
+};
+/// This node's owner records per network.
+pub const NODE_OWNER_RECORDS: Def = Def {
+    name: "node_owner_records",
+    kind: Kind::Gauge,
+    labels: &["network", "node"],
+    help: "Owner records this node holds in the network (its per-node index entries).",
+};
+/// Scrapes whose store read failed.
+pub const SCRAPE_ERRORS: Def = Def {
+    name: "scrape_errors_total",
+    kind: Kind::Counter,
+    labels: &["network"],
+    help: "Scrapes in which this node's owner records of the network could not be read.",
+};
+
+/// The commands with a latency histogram (anything else counts as `other`).
+pub const COMMANDS: [&str; 7] = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "other"];
+
 /// The agent's families, in output order.
-pub const AGENT_FAMILIES: [Def; 12] = [
+pub const AGENT_FAMILIES: [Def; 15] = [
+    REQUEST_DURATION,
+    NODE_OWNER_RECORDS,
+    SCRAPE_ERRORS,
     REQUESTS,
     ERRORS,
     PROTOCOL_ERRORS,
@@ -261,11 +291,11 @@ pub const AGENT_FAMILIES: [Def; 12] = [
     RECONCILE_RELEASED,
 ];
 
-/// Longest a network's store reads may take in a scrape.
+/// Longest a network's store read may take in a scrape.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The agent's `/metrics`: the `host_etcd_ipam_*` figures of every network
-/// served and the agent's own. Concurrent scrapes share one read.
+/// The agent's `/metrics`: this node's figures. Concurrent scrapes share
+/// one read.
 pub(super) struct AgentMetrics {
     pub(super) shared: Arc<Shared>,
     pub(super) cache: tokio::sync::Mutex<Option<(Instant, Arc<String>)>>,
@@ -288,9 +318,11 @@ impl AgentMetrics {
     async fn collect(&self) -> String {
         let mut entries = self.shared.entries();
         entries.sort_by(|a, b| (&a.name, &a.endpoints).cmp(&(&b.name, &b.endpoints)));
-        let mut ipam = Samples::default();
         let mut agent = Samples::default();
         let c = self.shared.counters();
+        for (command, h) in COMMANDS.iter().zip(&c.latency) {
+            agent.add_histogram(&REQUEST_DURATION, &[command], &h.snapshot());
+        }
         agent.add(&REQUESTS, &[], c.requests.load(Ordering::Relaxed));
         agent.add(&ERRORS, &[], c.errors.load(Ordering::Relaxed));
         agent.add(
@@ -303,7 +335,7 @@ impl AgentMetrics {
         agent.add(&NETWORKS, &[], entries.len());
         // Two configs of one network name (other endpoints or prefix)
         // would give clashing series: the agent's counters are summed per
-        // name, the store figures are those of the first config.
+        // name, the node's records are those of the first config.
         let mut per_name: BTreeMap<&str, [u64; 6]> = BTreeMap::new();
         let mut seen = std::collections::BTreeSet::new();
         for e in &entries {
@@ -322,30 +354,18 @@ impl AgentMetrics {
             if !seen.insert(e.name.as_str()) {
                 continue;
             }
-            let started = Instant::now();
-            let deadline = tokio::time::Instant::now() + SCRAPE_TIMEOUT;
-            let errors = collect_figures(
-                &*e.allocator,
-                &e.name,
-                true,
-                deadline,
-                SCRAPE_TIMEOUT,
-                &mut ipam,
-            )
-            .await;
-            let failed = !errors.is_empty();
-            if failed {
-                ops.scrape_errors.fetch_add(1, Ordering::Relaxed);
-                log::warn(
-                    "scrape_failed",
-                    json!({"network": e.name, "error": errors.join("; ")}),
-                );
+            let node = e.allocator.options().node_name.clone();
+            let read = tokio::time::timeout(SCRAPE_TIMEOUT, e.allocator.node_records(&node)).await;
+            match read {
+                Ok(Ok(listed)) => {
+                    agent.add(&NODE_OWNER_RECORDS, &[&e.name, &node], listed.records.len());
+                }
+                Ok(Err(err)) => scrape_failed(e, err.to_string()),
+                Err(_) => scrape_failed(e, format!("no answer within {SCRAPE_TIMEOUT:?}")),
             }
-            add_health(
-                &mut ipam,
-                &e.name,
-                failed,
-                started.elapsed(),
+            agent.add(
+                &SCRAPE_ERRORS,
+                &[&e.name],
                 ops.scrape_errors.load(Ordering::Relaxed),
             );
         }
@@ -358,10 +378,14 @@ impl AgentMetrics {
             agent.add(&RECONCILE_FAILED, &l, v[4]);
             agent.add(&RECONCILE_RELEASED, &l, v[5]);
         }
-        let mut text = ipam.render();
-        text.push_str(&agent.render_families(AGENT_PREFIX, &AGENT_FAMILIES));
-        text
+        agent.render_families(AGENT_PREFIX, &AGENT_FAMILIES)
     }
+}
+
+/// Counts and logs a scrape whose store read of network `e` failed.
+fn scrape_failed(e: &NetEntry, error: String) {
+    e.ops.scrape_errors.fetch_add(1, Ordering::Relaxed);
+    log::warn("scrape_failed", json!({"network": e.name, "error": error}));
 }
 
 impl Scrape for AgentMetrics {

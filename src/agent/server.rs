@@ -338,6 +338,8 @@ pub(super) struct Counters {
     /// CNI requests being served (shared with the group commits, which
     /// wait for more ADDs only while others are in flight).
     pub(super) in_flight: Arc<AtomicU64>,
+    /// Answer times per command, in the order of [`super::ops::COMMANDS`].
+    pub(super) latency: [crate::admin::metrics::Histogram; 7],
 }
 
 /// A network's figures of the operations side ([`super::ops`]).
@@ -714,6 +716,7 @@ impl NetHandle {
 /// Runs one CNI request as the plugin would and gives what it would print
 /// and its exit status.
 async fn run_cni(shared: &Shared, vars: &BTreeMap<String, String>, stdin: &str) -> Reply {
+    let started = std::time::Instant::now();
     let bytes = stdin.as_bytes();
     let lender = Lender {
         shared,
@@ -751,6 +754,12 @@ async fn run_cni(shared: &Shared, vars: &BTreeMap<String, String>, stdin: &str) 
     };
     let c = &shared.counters;
     c.requests.fetch_add(1, Ordering::Relaxed);
+    let command = vars.get("CNI_COMMAND").map_or("other", String::as_str);
+    let slot = super::ops::COMMANDS
+        .iter()
+        .position(|k| *k == command)
+        .unwrap_or(super::ops::COMMANDS.len() - 1);
+    c.latency[slot].observe(started.elapsed());
     let code = outcome.as_ref().err().map_or(0, CniError::code);
     let used = lock(&lender.used).take();
     if let Some(entry) = &used {

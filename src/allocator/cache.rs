@@ -78,6 +78,8 @@ enum Class {
     Chunk,
     Owner,
     Binding,
+    /// Per-node index entries: never remembered.
+    Index,
     Other,
 }
 
@@ -129,8 +131,11 @@ impl NodeCache {
 
     fn insert(&mut self, ks: &Keyspace, key: &str, value: Option<&[u8]>) -> Class {
         let class = class_of(ks, key);
-        // Absent bindings too: a warm ADD assumes them absent anyway.
-        if matches!(class, Class::Owner | Class::Binding) && value.is_none() {
+        // Absent bindings too: a warm ADD assumes them absent anyway. Index
+        // entries are never planned on: not remembered at all.
+        if class == Class::Index
+            || matches!(class, Class::Owner | Class::Binding) && value.is_none()
+        {
             self.entries.remove(key);
             return class;
         }
@@ -153,7 +158,7 @@ impl NodeCache {
         let limit = match class {
             Class::Chunk => MAX_CHUNKS,
             Class::Owner | Class::Binding => MAX_OWNERS,
-            Class::Other => return,
+            Class::Index | Class::Other => return,
         };
         let count = self
             .entries
@@ -245,6 +250,8 @@ fn class_of(ks: &Keyspace, key: &str) -> Class {
         Class::Owner
     } else if key.starts_with(&ks.sticky_prefix()) {
         Class::Binding
+    } else if key.starts_with(&ks.nodes_prefix()) {
+        Class::Index
     } else if key.starts_with(&format!("{}/chunks/", ks.root())) {
         Class::Chunk
     } else {

@@ -23,9 +23,7 @@ use super::cache::NodeCache;
 use super::plan::{self, Ctx, Outcome, Plan, Stop, START_WINDOW};
 use super::state::{Known, Pending};
 use super::{AllocError, AllocRequest, Allocation, Allocator, OwnerId, OwnerRecord, MAX_BATCH};
-use crate::store::{
-    prefix_end, Key, Op, Read, ReadResult, Store, StoreError, TxnOutcome, Versioned,
-};
+use crate::store::{Key, Op, Read, ReadResult, Store, StoreError, TxnOutcome, Versioned};
 
 /// Where a node that found another node allocating in its chunk moves to: a
 /// chunk of the first `CONTESTED_WINDOW` of its range set (16 start windows:
@@ -413,7 +411,25 @@ impl<S: Store> Allocator<S> {
     pub async fn release(&self, owner: &OwnerId) -> Result<Option<OwnerRecord>, AllocError> {
         let key = self.keyspace.owner(&owner.container_id, &owner.ifname)?;
         self.drive(vec![Pending::Get(key.clone())], &[], |ctx, known| {
-            plan::plan_release(ctx, known, &key)
+            plan::plan_release(ctx, known, &key, None)
+        })
+        .await
+    }
+
+    /// Releases `expected`'s owner only while its stored record is still
+    /// exactly `expected` (same addresses, creation time, node): a record
+    /// released and created again meanwhile, e.g. by a new ADD of the same
+    /// container ID, is left alone (`None`). For releases decided on a
+    /// listing read earlier (GC, reconcile, `release --node`).
+    pub async fn release_record(
+        &self,
+        expected: &OwnerRecord,
+    ) -> Result<Option<OwnerRecord>, AllocError> {
+        let key = self
+            .keyspace
+            .owner(&expected.container_id, &expected.ifname)?;
+        self.drive(vec![Pending::Get(key.clone())], &[], |ctx, known| {
+            plan::plan_release(ctx, known, &key, Some(expected))
         })
         .await
     }
@@ -518,49 +534,19 @@ impl<S: Store> Allocator<S> {
         }
     }
 
-    /// Every stored key and value under `prefix`, in pages of `page`.
-    pub(crate) async fn scan(
+    /// Every owner record of container `container_id` (each interface): one
+    /// range read of its own keys.
+    pub async fn container_records(
         &self,
-        prefix: &str,
-        page: usize,
-    ) -> Result<Vec<(Key, Versioned)>, AllocError> {
-        self.scan_range(prefix.to_string(), prefix_end(prefix), page)
-            .await
-    }
-
-    /// Every stored key and value in `[start, end)`, in pages of `page`.
-    pub(crate) async fn scan_range(
-        &self,
-        mut start: Key,
-        end: Key,
-        page: usize,
-    ) -> Result<Vec<(Key, Versioned)>, AllocError> {
-        let deadline = Instant::now() + self.options.budget;
-        let mut out = Vec::new();
-        loop {
-            let res = self
-                .call(
-                    self.store.read(&[Read::Range {
-                        start: start.clone(),
-                        end: end.clone(),
-                        limit: page,
-                    }]),
-                    deadline,
-                    "none",
-                )
-                .await?;
-            let Some(ReadResult::Range { kvs, more }) = res.into_iter().next() else {
-                return Ok(out);
-            };
-            if let Some((last, _)) = kvs.last() {
-                start = format!("{last}\0");
-            }
-            let empty = kvs.is_empty();
-            out.extend(kvs);
-            if !more || empty {
-                return Ok(out);
-            }
-        }
+        container_id: &str,
+    ) -> Result<Vec<OwnerRecord>, AllocError> {
+        let key = self.keyspace.owner(container_id, "x")?;
+        let prefix = key.trim_end_matches('x');
+        self.scan(prefix, 1000)
+            .await?
+            .iter()
+            .map(|(k, v)| decode_owner(k, v))
+            .collect()
     }
 
     /// Every owner record of the network; a record that does not decode is
@@ -573,10 +559,13 @@ impl<S: Store> Allocator<S> {
             .collect()
     }
 
-    /// Releases every owner not in `valid` (CNI GC). Owners are released one
-    /// by one; every owner is tried, and the first failure is returned after
-    /// the others were released.
-    pub async fn gc(&self, valid: &[OwnerId]) -> Result<Vec<OwnerRecord>, AllocError> {
+    /// Releases every owner of the whole network that is not in `valid`, on
+    /// every node (an operator's cluster-wide collection: `ipamctl gc
+    /// --valid`; the CNI `GC` verb uses the node-scoped
+    /// [`gc_node`](Self::gc_node)). Scans every owner record; owners are
+    /// released one by one; every owner is tried, and the first failure is
+    /// returned after the others were released.
+    pub async fn gc_cluster(&self, valid: &[OwnerId]) -> Result<Vec<OwnerRecord>, AllocError> {
         let valid: std::collections::HashSet<&OwnerId> = valid.iter().collect();
         let mut released = Vec::new();
         let mut first_err = None;

@@ -4,8 +4,9 @@
 
 use crate::range::Family;
 
-/// Characters allowed in a network name, container ID or ifname used in a key.
-fn key_safe(s: &str) -> bool {
+/// Characters allowed in a network name, container ID, ifname or node name
+/// used in a key.
+pub(crate) fn key_safe(s: &str) -> bool {
     !s.is_empty()
         && s != "."
         && s != ".."
@@ -23,6 +24,7 @@ fn key_safe(s: &str) -> bool {
 /// | `{p}/{net}/full/{4\|6}/{region}` | roaring treemap of full chunk indices |
 /// | `{p}/{net}/owners/{containerID}/{ifname}` | JSON [`OwnerRecord`](super::OwnerRecord) |
 /// | `{p}/{net}/sticky/{namespace}/{podName}/{ifname}` | JSON [`Binding`](super::Binding) (sticky addresses only) |
+/// | `{p}/{net}/nodes/{node}/{containerID}/{ifname}` | the per-node index: the same bytes as the owner record of a record that names its node |
 ///
 /// `{base}` is the chunk's first address as fixed-width lower-case hex (8
 /// digits for IPv4, 32 for IPv6), so byte order of keys is address order and
@@ -128,6 +130,45 @@ impl Keyspace {
         Ok(format!("{}{container_id}/{ifname}", self.owners_prefix()))
     }
 
+    /// Prefix of the whole per-node index (every node).
+    pub fn nodes_prefix(&self) -> String {
+        format!("{}/nodes/", self.root)
+    }
+
+    /// Prefix of one node's index entries; `None` when the node name cannot
+    /// be used in a key (such a node's records are not indexed).
+    pub fn node_prefix(&self, node: &str) -> Option<String> {
+        key_safe(node).then(|| format!("{}{node}/", self.nodes_prefix()))
+    }
+
+    /// The index entry of an owner record written by `node`; `None` when a
+    /// part cannot be used in a key.
+    pub fn node_entry(&self, node: &str, container_id: &str, ifname: &str) -> Option<String> {
+        let prefix = self.node_prefix(node)?;
+        (key_safe(container_id) && key_safe(ifname))
+            .then(|| format!("{prefix}{container_id}/{ifname}"))
+    }
+
+    /// Parses an index key into its node and owner; `None` if it is not one.
+    pub fn parse_node_entry<'a>(&self, key: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
+        let rest = key
+            .strip_prefix(self.root.as_str())?
+            .strip_prefix("/nodes/")?;
+        let mut parts = rest.split('/');
+        let (node, cid, ifname) = (parts.next()?, parts.next()?, parts.next()?);
+        (parts.next().is_none() && key_safe(node) && key_safe(cid) && key_safe(ifname))
+            .then_some((node, cid, ifname))
+    }
+
+    /// Parses an owner key into its container ID and ifname.
+    pub fn parse_owner<'a>(&self, key: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = key
+            .strip_prefix(self.root.as_str())?
+            .strip_prefix("/owners/")?;
+        let (cid, ifname) = rest.split_once('/')?;
+        (key_safe(cid) && key_safe(ifname)).then_some((cid, ifname))
+    }
+
     /// Prefix of every sticky-address binding.
     pub fn sticky_prefix(&self) -> String {
         format!("{}/sticky/", self.root)
@@ -201,6 +242,21 @@ mod tests {
             "/p/n/sticky/default/web-0/eth0"
         );
         assert!(ks.sticky("a/b", "web-0", "eth0").is_err());
+        let entry = ks.node_entry("node-1", "abc", "eth0").unwrap();
+        assert_eq!(entry, "/p/n/nodes/node-1/abc/eth0");
+        assert_eq!(ks.parse_node_entry(&entry), Some(("node-1", "abc", "eth0")));
+        assert_eq!(
+            ks.parse_owner("/p/n/owners/abc/eth0"),
+            Some(("abc", "eth0"))
+        );
+        assert!(ks.node_entry("a b", "abc", "eth0").is_none());
+        assert!(ks.node_prefix("").is_none());
+        assert!(ks.parse_node_entry("/p/n/nodes/x/abc").is_none());
+        // One node's prefix never covers another node whose name extends it.
+        assert!(!ks
+            .node_entry("node-10", "abc", "eth0")
+            .unwrap()
+            .starts_with(&ks.node_prefix("node-1").unwrap()));
         assert!(ks.sticky("default", "", "eth0").is_err());
         // One pod's prefix never covers another pod whose name extends it.
         assert!(!ks

@@ -42,7 +42,9 @@ mod geometry;
 mod group;
 mod keys;
 pub(crate) mod meta;
+mod nodes;
 mod plan;
+mod scan;
 mod state;
 mod sticky;
 
@@ -52,6 +54,8 @@ pub use error::AllocError;
 pub use geometry::node_seed_from;
 pub use group::GroupCommit;
 pub use keys::{BadKeyPart, Keyspace};
+pub use nodes::NodeRecords;
+pub use scan::ScanProgress;
 pub use sticky::BindingEntry;
 
 /// Not API: internals this crate's own benches, examples and tests use (the
@@ -403,6 +407,7 @@ pub struct Allocator<S> {
     keyspace: Keyspace,
     options: Options,
     cache: std::sync::Mutex<NodeCache>,
+    progress: std::sync::Mutex<Option<ScanProgress>>,
 }
 
 impl<S: Store> Allocator<S> {
@@ -416,6 +421,7 @@ impl<S: Store> Allocator<S> {
             keyspace,
             options,
             cache: Default::default(),
+            progress: Default::default(),
         })
     }
 

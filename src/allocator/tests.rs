@@ -414,7 +414,17 @@ async fn check_finds_and_repair_fixes_planted_inconsistencies() {
         serde_json::to_vec(&ghost).unwrap(),
     );
     let report = a.check().await.unwrap();
-    assert_eq!(report.problems.len(), 2, "{report:?}");
+    // The record deleted behind the allocator's back left its per-node
+    // index entry; the planted one has none.
+    assert_eq!(report.problems.len(), 4, "{report:?}");
+    let ks = a.keyspace();
+    assert!(report.problems.contains(&Problem::StaleIndexEntry {
+        entry: ks.node_entry("vm", "c0", "eth0").unwrap()
+    }));
+    assert!(report.problems.contains(&Problem::OwnerNotIndexed {
+        owner: ks.owner("ghost", "eth0").unwrap(),
+        entry: ks.node_entry("vm", "ghost", "eth0").unwrap()
+    }));
     assert!(report
         .problems
         .iter()
@@ -424,8 +434,17 @@ async fn check_finds_and_repair_fixes_planted_inconsistencies() {
         .iter()
         .any(|p| matches!(p, Problem::OwnerWithoutBit { ip: x, .. } if *x == ip("10.0.0.200"))));
     let fixed = a.repair().await.unwrap();
-    assert_eq!(fixed.repaired, 2);
+    assert_eq!(fixed.repaired, 4);
     assert!(a.check().await.unwrap().is_clean());
+    // The repaired index lists exactly the records left.
+    let listed = a.node_records("vm").await.unwrap();
+    let mut ids: Vec<&str> = listed
+        .records
+        .iter()
+        .map(|r| r.container_id.as_str())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["c1", "c2", "c3", "c4", "ghost"]);
 }
 
 #[tokio::test]
@@ -436,7 +455,7 @@ async fn gc_releases_all_but_valid() {
         a.allocate(&req(&format!("c{i}"))).await.unwrap();
     }
     let valid = vec![req("c1").owner, req("c4").owner];
-    let released = a.gc(&valid).await.unwrap();
+    let released = a.gc_cluster(&valid).await.unwrap();
     assert_eq!(released.len(), 4);
     let left: Vec<String> = a
         .owners()
@@ -521,9 +540,10 @@ async fn huge_ranges_cost_one_chunk() {
         .await
         .unwrap();
     assert_eq!(got.len(), 200);
-    // Only touched chunks exist: a handful of keys, not 2^24 or 2^64.
+    // Only touched chunks exist: a handful of keys, not 2^24 or 2^64 (plus
+    // 200 owner records and their 200 index entries).
     let keys = store.inner().dump().len();
-    assert!(keys < 220 + 10, "{keys} keys");
+    assert!(keys < 420 + 10, "{keys} keys");
     let usage = a.usage().await.unwrap();
     assert_eq!(usage[0].used, 200);
     assert_eq!(usage[1].used, 200);

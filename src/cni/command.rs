@@ -372,7 +372,13 @@ pub async fn dispatch_with<A: AllocatorSource>(
                     "missing; GC without the list of valid attachments would release everything",
                 )
             })?;
-            source.allocator(conf).await?.gc(valid).await?;
+            // Only this node's records: the runtime lists its own
+            // attachments, never another node's.
+            source
+                .allocator(conf)
+                .await?
+                .gc_node(valid, conf.ipam.gc_grace)
+                .await?;
             Ok(None)
         }
         Command::Status => status(conf, source).await,

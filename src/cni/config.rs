@@ -83,6 +83,13 @@ pub const WHEREABOUTS_REFUSED: [(&str, &str); 14] = [
 /// The longest `stickyTtlSeconds` accepted (365 days).
 pub const MAX_STICKY_TTL_SECONDS: u64 = 365 * 86_400;
 
+/// `gcGraceSeconds` when not given: the CNI `GC` verb leaves records younger
+/// than this (an ADD in flight on the node is never collected).
+pub const DEFAULT_GC_GRACE_SECONDS: u64 = 60;
+
+/// The longest `gcGraceSeconds` accepted (one day).
+pub const MAX_GC_GRACE_SECONDS: u64 = 86_400;
+
 /// Where embedded-store directories live by default (`<this>/<name>`).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/host-etcd";
 
@@ -147,6 +154,9 @@ pub struct IpamConf {
     pub max_attempts: u32,
     /// `stickyTtlSeconds`: sticky addresses on, with this binding lifetime.
     pub sticky_ttl: Option<Duration>,
+    /// `gcGraceSeconds`: the CNI `GC` verb collects only records at least
+    /// this old.
+    pub gc_grace: Duration,
     /// Where the node-local state (node cache, node lock) is kept: the
     /// embedded store's directory, or with etcd `dataDir` if given, else
     /// `/var/lib/cni/host-etcd/<name>`.
@@ -472,6 +482,16 @@ fn parse_ipam(
             ))
         }
     };
+    let gc_grace = match ipam.u64("gcGraceSeconds")? {
+        None => Duration::from_secs(DEFAULT_GC_GRACE_SECONDS),
+        Some(secs) if secs <= MAX_GC_GRACE_SECONDS => Duration::from_secs(secs),
+        Some(secs) => {
+            return Err(CniError::config(
+                ipam.field("gcGraceSeconds"),
+                format!("{secs} is out of range 0..={MAX_GC_GRACE_SECONDS}"),
+            ))
+        }
+    };
     let prefix = match ipam.str("prefix")? {
         None => DEFAULT_PREFIX.to_string(),
         Some(p) => {
@@ -507,6 +527,7 @@ fn parse_ipam(
         budget,
         max_attempts,
         sticky_ttl,
+        gc_grace,
         node_dir,
         status: StatusPolicy::parse(ipam)?,
         log: LogSettings::parse(ipam)?,

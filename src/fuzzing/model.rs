@@ -317,12 +317,12 @@ impl<'n> Model<'n> {
 
     async fn gc(&mut self, a: &ModelAllocator<'_>, keep: &[u8]) {
         let valid: Vec<OwnerId> = keep.iter().map(|o| owner_id(*o)).collect();
-        if let Err(e) = a.gc(&valid).await {
+        if let Err(e) = a.gc_cluster(&valid).await {
             // Listing owners is one read, not retried: a transient failure
             // is reported (CNI 11) and GC run again.
             assert!(e.is_transient(), "gc: {e}");
             a.store().clear_faults();
-            a.gc(&valid)
+            a.gc_cluster(&valid)
                 .await
                 .unwrap_or_else(|e| panic!("gc retry: {e}"));
         }

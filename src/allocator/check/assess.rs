@@ -29,6 +29,8 @@ pub(crate) struct Scanned {
     pub(crate) meta: Option<Versioned>,
     /// Keys and values under the owners prefix.
     pub(crate) owners: Vec<(Key, Versioned)>,
+    /// Keys and values under the per-node index prefix.
+    pub(crate) index: Vec<(Key, Versioned)>,
 }
 
 /// A scanned chunk: key, mod revision, decoded or why not.
@@ -77,6 +79,8 @@ pub(crate) struct Assessment {
     pub(crate) report: CheckReport,
     /// Chunks with problems, in chunk order.
     pub(crate) suspects: Vec<Suspect>,
+    /// Index entries and records that do not match, with their fixes.
+    pub(crate) index: Vec<super::index::IndexSuspect>,
     /// Corrupt full-sets by key, with their mod revision at the scan.
     corrupt_full_sets: BTreeMap<Key, i64>,
     k: u8,
@@ -91,6 +95,7 @@ type Suspects = BTreeMap<(Family, u128), Vec<Problem>>;
 /// Decodes what the scan read and finds every problem (chunk keys that do
 /// not parse as chunks of chunk size `k` are not looked at).
 pub(crate) fn assess(ks: &Keyspace, k: u8, scanned: Scanned) -> Assessment {
+    let index = super::index::assess_index(ks, &scanned.owners, &scanned.index);
     let chunks = decode_chunks(ks, k, scanned.chunks);
     let (holders, corrupt_owners, owners) = holders_of(scanned.owners);
     let mut report = CheckReport {
@@ -133,6 +138,7 @@ pub(crate) fn assess(ks: &Keyspace, k: u8, scanned: Scanned) -> Assessment {
     Assessment {
         report,
         suspects,
+        index,
         corrupt_full_sets,
         k,
         chunks,

@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use super::assess::{self, Assessment, Scanned};
+use super::index::IndexSuspect;
 use super::{CheckReport, Problem, RangeUsage};
 use crate::allocator::{AllocError, Allocator};
 use crate::range::Family;
@@ -25,6 +26,7 @@ impl<S: Store> Allocator<S> {
         scanned.full_sets = self.scan(&full_prefix, 500).await?;
         scanned.meta = self.get(self.keyspace.meta()).await?;
         scanned.owners = self.scan(&self.keyspace.owners_prefix(), 1000).await?;
+        scanned.index = self.scan(&self.keyspace.nodes_prefix(), 1000).await?;
         Ok(scanned)
     }
 
@@ -90,6 +92,7 @@ impl<S: Store> Allocator<S> {
                 report.in_flux += s.problems.len();
             }
         }
+        self.settle_index(&a.index, repair, &mut report).await?;
         if repair {
             for (_, txn) in a.full_set_repairs() {
                 if self.commit(txn).await? {
@@ -102,6 +105,66 @@ impl<S: Store> Allocator<S> {
                 .problems
                 .retain(|p| !matches!(p, Problem::CorruptFullSet { .. }));
         }
+        Ok(report)
+    }
+
+    /// Confirms each index problem by reading its two keys again (a plain
+    /// check) or fixes it with its compare-and-swap on the scanned
+    /// revisions (a repair); a changed key makes it in flux.
+    async fn settle_index(
+        &self,
+        suspects: &[IndexSuspect],
+        repair: bool,
+        report: &mut CheckReport,
+    ) -> Result<(), AllocError> {
+        for s in suspects {
+            if repair {
+                if self.commit(s.txn.clone()).await? {
+                    report.repaired += 1;
+                } else {
+                    report.in_flux += 1;
+                }
+                continue;
+            }
+            let deadline = Instant::now() + self.options.budget;
+            let now = self
+                .call(
+                    self.store
+                        .read(&[Read::Get(s.owner.0.clone()), Read::Get(s.entry.0.clone())]),
+                    deadline,
+                    "none",
+                )
+                .await?;
+            let mut it = now.into_iter().map(|r| match r {
+                ReadResult::Get(v) => v,
+                ReadResult::Range { .. } => None,
+            });
+            let (owner, entry) = (it.next().flatten(), it.next().flatten());
+            if s.unchanged(owner.as_ref(), entry.as_ref()) {
+                report.problems.push(s.problem.clone());
+            } else {
+                report.in_flux += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the missing per-node index entries of owner records and deletes
+    /// entries without a record (what `ipamctl reindex` runs once after an
+    /// upgrade): reads only the owner records and the index, never the
+    /// chunks. Each fix is a compare-and-swap on the revisions the scan
+    /// read, so ADDs and DELs running meanwhile are never undone (their
+    /// fixes count as in flux; run it again). With `dry_run`, nothing is
+    /// written and the problems are confirmed as by `check`.
+    pub async fn reindex(&self, dry_run: bool) -> Result<CheckReport, AllocError> {
+        let owners = self.scan(&self.keyspace.owners_prefix(), 1000).await?;
+        let index = self.scan(&self.keyspace.nodes_prefix(), 1000).await?;
+        let suspects = super::index::assess_index(&self.keyspace, &owners, &index);
+        let mut report = CheckReport {
+            owners: owners.len(),
+            ..CheckReport::default()
+        };
+        self.settle_index(&suspects, !dry_run, &mut report).await?;
         Ok(report)
     }
 

@@ -14,6 +14,7 @@
 
 mod assess;
 mod driver;
+mod index;
 #[cfg(test)]
 mod tests;
 
@@ -73,6 +74,22 @@ pub enum Problem {
         ip: IpAddr,
         /// The owner keys.
         owners: Vec<String>,
+    },
+    /// An owner record that names its node but whose per-node index entry
+    /// is missing or holds other bytes (e.g. written before the index
+    /// existed): that node's GC, reconcile and `release --node` do not see
+    /// it until it is indexed (`ipamctl reindex` or `check --repair`).
+    OwnerNotIndexed {
+        /// The owner key.
+        owner: String,
+        /// The index entry it should have.
+        entry: String,
+    },
+    /// A per-node index entry without the owner record it copies (e.g. the
+    /// record was released by a build without the index).
+    StaleIndexEntry {
+        /// The index entry.
+        entry: String,
     },
 }
 

@@ -277,7 +277,7 @@ fn put_owner(
         created: ctx.now,
         pod_namespace: req.pod_namespace.clone(),
         pod_name: req.pod_name.clone(),
-        node: Some(ctx.node.to_string()).filter(|n| !n.is_empty()),
+        node: Some(ctx.node.to_string()).filter(|n| crate::allocator::keys::key_safe(n)),
     };
     let bytes = serde_json::to_vec(&rec).map_err(|e| AllocError::Encode {
         what: "owner record",
@@ -287,6 +287,11 @@ fn put_owner(
         key: key.clone(),
         expect: Expect::Absent,
     });
+    // The per-node index entry rides on the owner's `Absent` compare: it is
+    // written exactly when the record is, with the same bytes.
+    if let Some(entry) = ctx.node_entry(&rec) {
+        txn.ops.push(Op::Put(entry, bytes.clone()));
+    }
     txn.ops.push(Op::Put(key.clone(), bytes));
     txn.read_on_conflict.push(key);
     Ok(rec)

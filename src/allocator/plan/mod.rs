@@ -92,6 +92,13 @@ impl Ctx<'_> {
     fn k(&self) -> u8 {
         self.net.chunk_bits
     }
+
+    /// The per-node index key of an owner record, when it names a node
+    /// that can be used in a key.
+    fn node_entry(&self, rec: &OwnerRecord) -> Option<crate::store::Key> {
+        self.ks
+            .node_entry(rec.node.as_deref()?, &rec.container_id, &rec.ifname)
+    }
 }
 
 /// What happened to one request of a batch.

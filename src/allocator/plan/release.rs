@@ -12,8 +12,10 @@ use crate::allocator::OwnerRecord;
 use crate::range::Family;
 use crate::store::{Compare, Key, Op, Txn};
 
-/// Plans the release of one owner: clear its bits, delete its record, in one
-/// transaction guarded by the record's revision. `None` if it holds nothing.
+/// Plans the release of one owner: clear its bits, delete its record (and
+/// its per-node index entry), in one transaction guarded by the record's
+/// revision. `None` if it holds nothing, or, with `expected`, if its record
+/// is not exactly `expected`.
 ///
 /// One function: every chunk and full-set it needs is asked for in one
 /// batch of reads before the draft changes anything.
@@ -21,6 +23,7 @@ pub fn plan_release(
     ctx: &Ctx<'_>,
     known: &Known,
     key: &Key,
+    expected: Option<&OwnerRecord>,
 ) -> Result<Plan<Option<OwnerRecord>>, Stop> {
     let k = ctx.k();
     let (rev, rec) = match known.owners.get(key) {
@@ -34,6 +37,9 @@ pub fn plan_release(
             }))
         }
     };
+    if expected.is_some_and(|e| e != rec) {
+        return Ok(Plan::new(None, Txn::default()));
+    }
     // Fetch every chunk and full-set involved in one read.
     let mut missing = Vec::new();
     for ip in &rec.ips {
@@ -69,6 +75,11 @@ pub fn plan_release(
         expect: rev,
     });
     txn.ops.push(Op::Delete(key.clone()));
+    // Its per-node index entry goes in the same transaction (deleting an
+    // absent one, e.g. of a record written before the index, is a no-op).
+    if let Some(entry) = ctx.node_entry(rec) {
+        txn.ops.push(Op::Delete(entry));
+    }
     txn.read_on_conflict.push(key.clone());
     sticky_bind(ctx, known, rec, &mut txn);
     draft.finish(ctx, &mut txn)?;

@@ -122,8 +122,22 @@ fn the_initial_reads_of_an_empty_store_are_all_an_add_needs() {
         .collect();
     assert_eq!(ips[1], "10.0.0.9".parse::<IpAddr>().unwrap());
     assert_ne!(ips[0], ips[1]);
-    // Every key written is compared absent: meta, one chunk, two owners.
+    // Every key written is compared absent: meta, one chunk, two owners;
+    // each owner's per-node index entry is written with the same bytes,
+    // riding on its owner's absent compare.
     let chunk = ks.chunk(Family::V4, K, 0x0a00_0000 >> K);
+    for cid in ["a", "b"] {
+        let entry = ks.node_entry(ctx.node, cid, "eth0").unwrap();
+        let owner = ks.owner(cid, "eth0").unwrap();
+        let value_of = |key: &str| {
+            plan.txn.ops.iter().find_map(|op| match op {
+                Op::Put(k, v) if k == key => Some(v.clone()),
+                _ => None,
+            })
+        };
+        assert_eq!(value_of(&entry), value_of(&owner), "{entry}");
+        assert!(value_of(&entry).is_some(), "{entry} written");
+    }
     let mut written: Vec<String> = plan
         .txn
         .ops
@@ -132,6 +146,7 @@ fn the_initial_reads_of_an_empty_store_are_all_an_add_needs() {
             Op::Put(k, _) => k.clone(),
             Op::Delete(k) => panic!("no delete expected: {k}"),
         })
+        .filter(|k| !k.starts_with(&ks.nodes_prefix()))
         .collect();
     written.sort();
     let mut want = vec![
@@ -239,12 +254,12 @@ fn release_clears_the_bits_and_deletes_the_record_on_their_revisions() {
     let mut known = Known::new(ks.clone(), K);
     // Nothing known: the record is read first.
     assert_eq!(
-        need(plan_release(&ctx, &known, &owner)),
+        need(plan_release(&ctx, &known, &owner, None)),
         vec![Pending::Get(owner.clone())]
     );
     // Absent: nothing to do.
     known.absorb_key(&owner, None);
-    let plan = plan_release(&ctx, &known, &owner).unwrap();
+    let plan = plan_release(&ctx, &known, &owner, None).unwrap();
     assert!(plan.result.is_none() && plan.txn.ops.is_empty());
     // Present: its chunk and full-set are read, in one batch.
     let rec = record_a();
@@ -254,7 +269,7 @@ fn release_clears_the_bits_and_deletes_the_record_on_their_revisions() {
     );
     let full_key = ks.full(Family::V4, 0x0a00_0000 >> K);
     assert_eq!(
-        need(plan_release(&ctx, &known, &owner)),
+        need(plan_release(&ctx, &known, &owner, None)),
         vec![
             Pending::Get(chunk_key.clone()),
             Pending::Get(full_key.clone())
@@ -268,7 +283,7 @@ fn release_clears_the_bits_and_deletes_the_record_on_their_revisions() {
     chunk.bits.set(8);
     known.absorb_key(&chunk_key, Some(versioned(codec::encode(&chunk), 10)));
     known.absorb_key(&full_key, None);
-    let plan = plan_release(&ctx, &known, &owner).unwrap();
+    let plan = plan_release(&ctx, &known, &owner, None).unwrap();
     assert_eq!(plan.result, Some(rec));
     assert!(plan.txn.compares.contains(&crate::store::Compare {
         key: owner.clone(),
