@@ -140,7 +140,7 @@ mod tests {
             owner: id(cid),
             ..AllocRequest::default()
         };
-        futures_lite(a.allocate(&req));
+        futures_lite(a.allocate(&req)).unwrap();
     }
 
     fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
