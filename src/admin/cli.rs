@@ -84,7 +84,17 @@ pub enum Command {
         #[arg(long, requires = "repair")]
         dry_run: bool,
     },
-    /// Release every owner not in a list of valid attachments.
+    /// Index owner records written before the per-node index existed, and
+    /// drop index entries without a record (run once after upgrading every
+    /// node; safe to run again, and while ADDs and DELs run).
+    Reindex {
+        /// Print what would be fixed, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Release every owner of the whole network (every node) not in a list
+    /// of valid attachments: an operator's cluster-wide collection (the CNI
+    /// GC verb only collects its own node's records).
     Gc {
         /// JSON list of `{"containerID", "ifname"}` (as in
         /// `cni.dev/valid-attachments`).

@@ -664,6 +664,40 @@ pub fn read_valid(path: &Path) -> Result<Vec<OwnerId>, AdminError> {
         .collect()
 }
 
+/// `reindex [--dry-run]`: adds missing per-node index entries and drops
+/// entries without a record (`Allocator::reindex`). Exit 0 when everything
+/// is indexed (or was fixed), 1 when problems are left (a dry run that
+/// found some, or fixes in flux: run it again).
+pub async fn reindex<S: Store>(
+    alloc: &Allocator<S>,
+    dry_run: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<u8, AdminError> {
+    let report = alloc.reindex(dry_run).await?;
+    if json {
+        json_line(out, &report)?;
+    } else {
+        for p in &report.problems {
+            writeln!(out, "{}", describe(p))?;
+        }
+        writeln!(
+            out,
+            "{} owner records read; {} index problems {}; {} in flux (changed meanwhile: run again)",
+            report.owners,
+            if dry_run { report.problems.len() } else { report.repaired },
+            if dry_run { "found (dry run)" } else { "fixed" },
+            report.in_flux
+        )?;
+    }
+    let clean = report.in_flux == 0 && report.problems.is_empty();
+    Ok(if clean {
+        EXIT_OK
+    } else {
+        super::error::EXIT_PROBLEMS
+    })
+}
+
 /// `gc --valid FILE`: lists the owners not in the file, asks, and
 /// releases exactly those (an owner created after the listing is never
 /// touched).

@@ -65,6 +65,7 @@ pub async fn dispatch(
         target.require_ranges("show")?;
     }
     let alloc = target.open().await?;
+    alloc.set_scan_progress(Some(scan_progress()));
     match &cli.command {
         Command::Show => commands::show(&alloc, cli.json, out).await,
         Command::List(filter) => commands::list(&alloc, filter, cli.json, out).await,
@@ -73,6 +74,7 @@ pub async fn dispatch(
         Command::Check { repair, dry_run } => {
             commands::check(&alloc, *repair, *dry_run, cli.json, out).await
         }
+        Command::Reindex { dry_run } => commands::reindex(&alloc, *dry_run, cli.json, out).await,
         Command::Gc {
             valid,
             yes,
@@ -82,6 +84,32 @@ pub async fn dispatch(
         Command::Bindings(cmd) => bindings::bindings_command(&alloc, cmd, cli.json, out).await,
         Command::Bench(_) | Command::Metrics(_) => Ok(error::EXIT_OK),
     }
+}
+
+/// Tells the operator on stderr how far a long scan has come: at most one
+/// line every 2 seconds, none for a scan that ends sooner.
+fn scan_progress() -> crate::allocator::ScanProgress {
+    let started = std::sync::Mutex::new(None::<(String, std::time::Instant, std::time::Instant)>);
+    std::sync::Arc::new(move |what: &str, keys: usize| {
+        let Ok(mut state) = started.lock() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let (label, first, last) = match state.take() {
+            Some(s) if s.0 == what => s,
+            _ => (what.to_string(), now, now),
+        };
+        let last = if now.duration_since(last) >= std::time::Duration::from_secs(2) {
+            eprintln!(
+                "ipamctl: scanning {label}: {keys} keys read in {:.0?}",
+                now.duration_since(first)
+            );
+            now
+        } else {
+            last
+        };
+        *state = Some((label, first, last));
+    })
 }
 
 /// The `ipamctl` process: parses the command line, runs the command on a
