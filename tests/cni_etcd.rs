@@ -15,6 +15,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -202,6 +203,115 @@ fn every_command_in_every_version() {
     }
 }
 
+/// The regression of a runtime's GC on one node releasing every other
+/// node's addresses: two simulated nodes (UTS namespaces with their own
+/// host names) on one etcd network; each node's GC collects only its own
+/// records, whatever its valid list says, and never a record younger than
+/// `gcGraceSeconds`.
+#[test]
+fn gc_on_one_node_never_releases_another_nodes_addresses() {
+    let etcd = shared_etcd();
+    let name = "gc-nodes";
+    let ranges = json!([[{"subnet": "10.2.1.0/24"}]]);
+    let c = conf(
+        &etcd,
+        "1.1.0",
+        name,
+        json!({"ranges": ranges, "gcGraceSeconds": 0}),
+    );
+    let mut held = BTreeMap::new();
+    for node in ["node-a", "node-b"] {
+        for i in 0..3 {
+            let cid = format!("{node}-c{i}");
+            let r = Call::add(&cid, "eth0")
+                .on_node(node)
+                .config(&c)
+                .run()
+                .ok_json();
+            held.insert(cid, addresses(&r));
+        }
+    }
+    let all: Vec<String> = held.keys().map(|c| format!("{c}/eth0")).collect();
+    let valid_of = |node: &str| -> Value {
+        (0..3)
+            .map(|i| json!({"containerID": format!("{node}-c{i}"), "ifname": "eth0"}))
+            .collect()
+    };
+    // Node A's runtime lists its own three attachments: nothing goes, on
+    // either node.
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = valid_of("node-a");
+    Call::bare(&host_etcd(), "GC")
+        .on_node("node-a")
+        .config(&gc)
+        .run()
+        .ok_empty();
+    assert_eq!(owners(&etcd, name), all);
+    // Node A lost one container: only that one is released.
+    gc["cni.dev/valid-attachments"] = json!([
+        {"containerID": "node-a-c0", "ifname": "eth0"},
+        {"containerID": "node-a-c1", "ifname": "eth0"}
+    ]);
+    Call::bare(&host_etcd(), "GC")
+        .on_node("node-a")
+        .config(&gc)
+        .run()
+        .ok_empty();
+    let left: Vec<&String> = all.iter().filter(|o| !o.starts_with("node-a-c2")).collect();
+    assert_eq!(owners(&etcd, name).iter().collect::<Vec<_>>(), left);
+    // Node B's runtime with an empty list (all its pods gone) with the
+    // default grace: its records are younger than 60 s, nothing goes.
+    let young = conf(&etcd, "1.1.0", name, json!({"ranges": ranges}));
+    let mut gc_b = young.clone();
+    gc_b["cni.dev/valid-attachments"] = json!([]);
+    Call::bare(&host_etcd(), "GC")
+        .on_node("node-b")
+        .config(&gc_b)
+        .run()
+        .ok_empty();
+    assert_eq!(owners(&etcd, name).len(), 5);
+    // Without the grace, node B's three go and node A's two stay.
+    let mut gc_b = c.clone();
+    gc_b["cni.dev/valid-attachments"] = json!([]);
+    Call::bare(&host_etcd(), "GC")
+        .on_node("node-b")
+        .config(&gc_b)
+        .run()
+        .ok_empty();
+    assert_eq!(owners(&etcd, name), ["node-a-c0/eth0", "node-a-c1/eth0"]);
+    // A node with no records of its own collects nothing.
+    Call::bare(&host_etcd(), "GC")
+        .on_node("node-c")
+        .config(&gc_b)
+        .run()
+        .ok_empty();
+    assert_eq!(owners(&etcd, name).len(), 2);
+    // Node A's addresses are still its own: an ADD of the same container
+    // is idempotent.
+    let again = Call::add("node-a-c0", "eth0")
+        .on_node("node-a")
+        .config(&c)
+        .run()
+        .ok_json();
+    assert_eq!(addresses(&again), held["node-a-c0"]);
+    // The per-node index lists exactly what is left.
+    let index = etcd.etcdctl(&[
+        "get",
+        &format!("/host-etcd/{name}/nodes/"),
+        "--prefix",
+        "--keys-only",
+    ]);
+    let index = String::from_utf8_lossy(&index.stdout);
+    let entries: Vec<&str> = index.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        entries,
+        [
+            format!("/host-etcd/{name}/nodes/node-a/node-a-c0/eth0"),
+            format!("/host-etcd/{name}/nodes/node-a/node-a-c1/eth0")
+        ]
+    );
+}
+
 #[test]
 fn gc_releases_every_attachment_not_listed() {
     let etcd = shared_etcd();
@@ -210,7 +320,7 @@ fn gc_releases_every_attachment_not_listed() {
         &etcd,
         "1.1.0",
         name,
-        json!({"ranges": [[{"subnet": "10.2.0.0/29"}]]}),
+        json!({"ranges": [[{"subnet": "10.2.0.0/29"}]], "gcGraceSeconds": 0}),
     );
     let mut held = Vec::new();
     for (cid, ifname) in [
@@ -241,6 +351,15 @@ fn gc_releases_every_attachment_not_listed() {
             .ok_json();
         assert_eq!(&addresses(&r)[0], addr);
     }
+    // A grace out of range is refused, naming the field.
+    let mut bad = gc.clone();
+    bad["ipam"]["gcGraceSeconds"] = json!(86_401);
+    let e = Call::bare(&host_etcd(), "GC").config(&bad).run().err(7);
+    assert!(
+        e["msg"].as_str().unwrap().contains("gcGraceSeconds")
+            || e["details"].as_str().unwrap().contains("gcGraceSeconds"),
+        "{e}"
+    );
     // GC without the list is refused (it would release everything).
     let e = Call::bare(&host_etcd(), "GC").config(&c).run().err(7);
     assert!(

@@ -170,11 +170,15 @@ async fn inspect_release_check_repair_and_gc() {
 
     // Plant a bit without owner: re-allocate c4, then delete its owner key.
     let a4 = add(&alloc, "c4").await;
+    // (the record and its per-node index entry, as a release that lost
+    // its chunk write would leave them)
     let owner_key = alloc.keyspace().owner("c4", "eth0").unwrap();
+    let node = alloc.options().node_name.clone();
+    let entry = alloc.keyspace().node_entry(&node, "c4", "eth0").unwrap();
     alloc
         .store()
         .txn(Txn {
-            ops: vec![Op::Delete(owner_key)],
+            ops: vec![Op::Delete(owner_key), Op::Delete(entry)],
             ..Txn::default()
         })
         .await
@@ -524,11 +528,19 @@ async fn dry_runs_print_the_plan_and_write_nothing() {
     // Plant a bit without owner (repairable) and a bad full-set hint.
     let lost = add(&alloc, "lost").await;
     let lost_key = alloc.keyspace().owner("lost", "eth0").unwrap();
+    let lost_entry = alloc
+        .keyspace()
+        .node_entry("node-a", "lost", "eth0")
+        .unwrap();
     let full_key = format!("{}/full/junk", alloc.keyspace().root());
     alloc
         .store()
         .txn(Txn {
-            ops: vec![Op::Delete(lost_key), Op::Put(full_key, b"junk".to_vec())],
+            ops: vec![
+                Op::Delete(lost_key),
+                Op::Delete(lost_entry),
+                Op::Put(full_key, b"junk".to_vec()),
+            ],
             ..Txn::default()
         })
         .await

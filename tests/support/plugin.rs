@@ -62,6 +62,9 @@ pub struct Call {
     strict: bool,
     env: BTreeMap<String, String>,
     stdin: Vec<u8>,
+    /// Run on a simulated node: in a UTS namespace of its own with this
+    /// host name (the plugin records it in owner records).
+    node: Option<String>,
 }
 
 impl Call {
@@ -74,7 +77,15 @@ impl Call {
             strict: exe == host_etcd(),
             env,
             stdin: Vec::new(),
+            node: None,
         }
+    }
+
+    /// Runs the plugin as node `name` would: in a new UTS namespace
+    /// (`unshare --uts`, needs root) whose host name is `name`.
+    pub fn on_node(mut self, name: &str) -> Call {
+        self.node = Some(name.to_string());
+        self
     }
 
     /// `command` for attachment (`container`, `ifname`), with `CNI_NETNS`
@@ -134,7 +145,16 @@ impl Call {
     /// Runs the plugin in a clean environment (only `PATH` and the
     /// variables set here) and collects its output.
     pub fn run(&self) -> Outcome {
-        let mut cmd = Command::new(&self.exe);
+        let mut cmd = match &self.node {
+            None => Command::new(&self.exe),
+            Some(node) => {
+                let mut c = Command::new("unshare");
+                c.args(["--uts", "--", "sh", "-c", "hostname \"$0\" && exec \"$1\""])
+                    .arg(node)
+                    .arg(&self.exe);
+                c
+            }
+        };
         cmd.env_clear()
             .envs(&self.env)
             .stdin(Stdio::piped())
@@ -166,8 +186,12 @@ impl Call {
 
     fn describe(&self) -> String {
         let env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let node = self
+            .node
+            .as_ref()
+            .map_or(String::new(), |n| format!("[node {n}] "));
         format!(
-            "{} {} <<< {}",
+            "{node}{} {} <<< {}",
             env.join(" "),
             self.exe.display(),
             String::from_utf8_lossy(&self.stdin)
