@@ -80,6 +80,7 @@ pub mod codec;
 #[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod liveness;
 pub mod range;
 pub mod store;
 

@@ -114,6 +114,12 @@ pub enum Command {
     /// Serve Prometheus metrics of one or more networks over HTTP
     /// (`GET /metrics`, text exposition format).
     Metrics(MetricsArgs),
+    /// Every node: liveness (alive, gone, reaped, or never had an agent
+    /// with liveness), last seen, owner records from the per-node index.
+    Nodes,
+    /// Release the owner records of nodes whose agent's liveness key has
+    /// been gone longer than --node-gone-after (one or more networks).
+    Reap(ReapArgs),
     /// Measure allocation throughput against etcd, with the raw CAS limit
     /// and the naive one-key-per-IP baseline in the same run.
     Bench(BenchArgs),
@@ -234,6 +240,26 @@ pub struct ReconcileArgs {
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     super::reconcile::parse_duration(text)
+}
+
+/// Options of `reap`.
+#[derive(Debug, Clone, Args)]
+pub struct ReapArgs {
+    /// How long a node's liveness key must have been gone (as seen by the
+    /// reaper) before its records are released.
+    #[arg(long, value_name = "DURATION", default_value = "30m",
+          value_parser = parse_duration_arg)]
+    pub node_gone_after: std::time::Duration,
+    /// Run a pass every DURATION until SIGTERM or SIGINT (the grace then
+    /// counts from the reaper's start and from its last failed pass).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub interval: Option<std::time::Duration>,
+    /// Release (needed: the reaper runs unattended).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print what would be marked and released, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Options of `metrics`.

@@ -972,12 +972,8 @@ pub async fn reconcile<S: Store>(
             "reconcile --interval runs unattended: pass --yes (or --dry-run)".into(),
         ));
     }
-    let signal = |kind| {
-        tokio::signal::unix::signal(kind)
-            .map_err(|e| AdminError::Usage(format!("cannot handle signals: {e}")))
-    };
-    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let stop = stop_signal()?;
+    tokio::pin!(stop);
     loop {
         match reconcile_pass(alloc, args, &node, json, false, confirm, out).await {
             Ok((report, err)) => {
@@ -995,8 +991,7 @@ pub async fn reconcile<S: Store>(
         out.flush()?;
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = &mut stop => break,
         }
     }
     eprintln!("ipamctl: reconcile stopped by signal");
@@ -1083,4 +1078,21 @@ mod tests {
             "{text}"
         );
     }
+}
+
+/// Completes on the first SIGTERM or SIGINT (the long-running forms stop
+/// after their current pass).
+pub fn stop_signal() -> Result<impl std::future::Future<Output = ()>, AdminError> {
+    let signal = |kind| {
+        tokio::signal::unix::signal(kind)
+            .map_err(|e| AdminError::Usage(format!("cannot handle signals: {e}")))
+    };
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

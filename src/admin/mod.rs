@@ -37,6 +37,7 @@ pub mod error;
 pub mod exporter;
 pub mod metrics;
 pub mod naive;
+pub mod reap;
 pub mod reconcile;
 pub mod reconcile_run;
 pub mod table;
@@ -60,6 +61,12 @@ pub async fn dispatch(
     if let Command::Metrics(args) = &cli.command {
         return exporter::metrics_command(Target::resolve_all(&cli.target)?, args, out).await;
     }
+    if let Command::Reap(args) = &cli.command {
+        return reap::reap_command(Target::resolve_all(&cli.target)?, args, cli.json, out).await;
+    }
+    if let Command::Nodes = &cli.command {
+        return reap::nodes_command(Target::resolve_all(&cli.target)?, cli.json, out).await;
+    }
     let target = Target::resolve(&cli.target, None)?;
     if let Command::Show = &cli.command {
         target.require_ranges("show")?;
@@ -82,7 +89,9 @@ pub async fn dispatch(
         } => commands::gc(&alloc, valid, *yes, *dry_run, cli.json, confirm, out).await,
         Command::Reconcile(args) => commands::reconcile(&alloc, args, cli.json, confirm, out).await,
         Command::Bindings(cmd) => bindings::bindings_command(&alloc, cmd, cli.json, out).await,
-        Command::Bench(_) | Command::Metrics(_) => Ok(error::EXIT_OK),
+        Command::Bench(_) | Command::Metrics(_) | Command::Reap(_) | Command::Nodes => {
+            Ok(error::EXIT_OK)
+        }
     }
 }
 

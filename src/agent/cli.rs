@@ -63,11 +63,19 @@ struct Cli {
     /// entry names a network namespace that no longer exists.
     #[arg(long, requires = "reconcile_interval")]
     check_netns: bool,
-    /// Serve Prometheus metrics (`GET /metrics`) on HOST:PORT: every served
-    /// network's `host_etcd_ipam_*` figures and the agent's
-    /// `host_etcd_agent_*`. Off by default.
+    /// Serve Prometheus metrics (`GET /metrics`) on HOST:PORT: this node's
+    /// figures (`host_etcd_agent_*`). Off by default.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// Keep this node's liveness key in the etcd (and key prefix) of this
+    /// network config (repeat for several stores): a cluster reaper
+    /// (`ipamctl reap`, `ipamctl metrics --reap-after`) releases the owner
+    /// records of a node whose key has been gone too long. Off by default.
+    #[arg(long, value_name = "FILE")]
+    liveness_config: Vec<PathBuf>,
+    /// The liveness lease's TTL in seconds (renewed every third of it).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    liveness_ttl_secs: u64,
     #[command(subcommand)]
     command: Option<Sub>,
 }
@@ -117,6 +125,10 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     match cli.command {
         Some(Sub::Status { timeout_ms }) => runtime.block_on(status(cli.socket, timeout_ms)),
         None => {
+            if !(5..=3600).contains(&cli.liveness_ttl_secs) {
+                eprintln!("host-etcd agent: --liveness-ttl-secs must be in 5..=3600");
+                return ExitCode::from(2);
+            }
             if cli.reconcile_interval.is_some_and(|d| d.is_zero()) {
                 eprintln!("host-etcd agent: --reconcile-interval must be more than 0");
                 return ExitCode::from(2);
@@ -135,6 +147,12 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
                     check_netns: cli.check_netns,
                 }),
                 metrics_listen: cli.metrics_listen.clone(),
+                liveness: (!cli.liveness_config.is_empty()).then(|| {
+                    super::liveness::LivenessConfig {
+                        configs: cli.liveness_config.clone(),
+                        ttl: Duration::from_secs(cli.liveness_ttl_secs),
+                    }
+                }),
             };
             runtime.block_on(async {
                 let shutdown = match shutdown_signal() {

@@ -80,6 +80,8 @@ pub mod protocol;
 #[cfg(feature = "cli")]
 mod cli;
 #[cfg(feature = "cli")]
+pub mod liveness;
+#[cfg(feature = "cli")]
 pub mod log;
 #[cfg(feature = "cli")]
 pub mod ops;

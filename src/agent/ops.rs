@@ -269,11 +269,37 @@ pub const SCRAPE_ERRORS: Def = Def {
     help: "Scrapes in which this node's owner records of the network could not be read.",
 };
 
+/// Whether this node holds its liveness key.
+pub const LIVENESS_UP: Def = Def {
+    name: "liveness_up",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Stores in which this agent holds its node's liveness key (--liveness-config).",
+};
+/// Found reaped at start.
+pub const NODE_REAPED: Def = Def {
+    name: "node_reaped",
+    kind: Kind::Gauge,
+    labels: &[],
+    help:
+        "Stores whose records said at start that a reaper had released this node's owner records.",
+};
+/// Failed liveness calls.
+pub const LIVENESS_ERRORS: Def = Def {
+    name: "liveness_errors_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Liveness calls to etcd (lease, live key, seen record) that failed.",
+};
+
 /// The commands with a latency histogram (anything else counts as `other`).
 pub const COMMANDS: [&str; 7] = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "other"];
 
 /// The agent's families, in output order.
-pub const AGENT_FAMILIES: [Def; 15] = [
+pub const AGENT_FAMILIES: [Def; 18] = [
+    LIVENESS_UP,
+    NODE_REAPED,
+    LIVENESS_ERRORS,
     REQUEST_DURATION,
     NODE_OWNER_RECORDS,
     SCRAPE_ERRORS,
@@ -333,6 +359,10 @@ impl AgentMetrics {
         agent.add(&REFUSED_PEERS, &[], c.refused_peers.load(Ordering::Relaxed));
         agent.add(&IN_FLIGHT, &[], c.in_flight.load(Ordering::Relaxed));
         agent.add(&NETWORKS, &[], entries.len());
+        let l = &self.shared.liveness;
+        agent.add(&LIVENESS_UP, &[], l.up.load(Ordering::Relaxed));
+        agent.add(&NODE_REAPED, &[], l.reaped.load(Ordering::Relaxed));
+        agent.add(&LIVENESS_ERRORS, &[], l.errors.load(Ordering::Relaxed));
         // Two configs of one network name (other endpoints or prefix)
         // would give clashing series: the agent's counters are summed per
         // name, the node's records are those of the first config.

@@ -68,6 +68,8 @@ pub struct Config {
     pub reconcile: Option<super::ops::ReconcileConfig>,
     /// The metrics address (`HOST:PORT`), when on.
     pub metrics_listen: Option<String>,
+    /// Node liveness in etcd, when on.
+    pub liveness: Option<super::liveness::LivenessConfig>,
 }
 
 /// Why the agent could not start.
@@ -247,6 +249,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             }),
         );
         background.spawn(super::ops::reconcile_loop(shared.clone(), rc.clone()));
+    }
+    if let Some(lc) = &config.liveness {
+        let node = crate::allocator::local_hostname();
+        log::info(
+            "liveness_enabled",
+            json!({"node": node, "ttl_secs": lc.ttl.as_secs(), "configs": lc.configs.len()}),
+        );
+        background.spawn(super::liveness::run(
+            lc.clone(),
+            node,
+            shared.liveness.clone(),
+        ));
     }
     log::info(
         "listening",
@@ -457,6 +471,8 @@ pub(super) struct Shared {
     own_uid: u32,
     started: Instant,
     counters: Counters,
+    /// The node liveness figures (all zero when it is off).
+    pub(super) liveness: Arc<super::liveness::LivenessState>,
     stores: Mutex<HashMap<StoreKey, Arc<StoreSlot>>>,
     nets: Mutex<HashMap<NetKey, Arc<OnceCell<Arc<NetEntry>>>>>,
 }
@@ -474,6 +490,7 @@ impl Shared {
             own_uid,
             started: Instant::now(),
             counters: Counters::default(),
+            liveness: Arc::default(),
             stores: Mutex::new(HashMap::new()),
             nets: Mutex::new(HashMap::new()),
         }

@@ -32,11 +32,34 @@ impl Agent {
 
     /// Starts the process without waiting for it to answer.
     pub fn spawn(dir: &Path, extra: &[&str]) -> Agent {
+        Agent::spawn_as(dir, None, extra)
+    }
+
+    /// Starts an agent as simulated node `node` (its own UTS namespace with
+    /// that host name, `unshare --uts`; the process keeps its pid) and
+    /// waits until it answers.
+    pub fn start_on_node(dir: &Path, node: &str, extra: &[&str]) -> Agent {
+        let agent = Agent::spawn_as(dir, Some(node), extra);
+        agent.wait_ready();
+        agent
+    }
+
+    fn spawn_as(dir: &Path, node: Option<&str>, extra: &[&str]) -> Agent {
         std::fs::create_dir_all(dir).expect("agent dir");
         let socket = dir.join("agent.sock");
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let log = dir.join(format!("agent-{n}.log"));
-        let child = Command::new(host_etcd())
+        let mut command = match node {
+            None => Command::new(host_etcd()),
+            Some(node) => {
+                let mut c = Command::new("unshare");
+                c.args(["--uts", "--", "sh", "-c", "hostname \"$0\" && exec \"$@\""])
+                    .arg(node)
+                    .arg(host_etcd());
+                c
+            }
+        };
+        let child = command
             .arg("agent")
             .arg("--socket")
             .arg(&socket)

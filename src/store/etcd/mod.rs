@@ -31,6 +31,7 @@ use super::{Expect, Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcom
 
 mod config;
 mod error;
+mod lease;
 
 pub use config::EtcdConfig;
 use error::{map_error, Phase};
