@@ -998,6 +998,23 @@ pub async fn reconcile<S: Store>(
     Ok(EXIT_OK)
 }
 
+/// Completes on the first SIGTERM or SIGINT (the long-running forms stop
+/// after their current pass).
+pub fn stop_signal() -> Result<impl std::future::Future<Output = ()>, AdminError> {
+    let signal = |kind| {
+        tokio::signal::unix::signal(kind)
+            .map_err(|e| AdminError::Usage(format!("cannot handle signals: {e}")))
+    };
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -1078,21 +1095,4 @@ mod tests {
             "{text}"
         );
     }
-}
-
-/// Completes on the first SIGTERM or SIGINT (the long-running forms stop
-/// after their current pass).
-pub fn stop_signal() -> Result<impl std::future::Future<Output = ()>, AdminError> {
-    let signal = |kind| {
-        tokio::signal::unix::signal(kind)
-            .map_err(|e| AdminError::Usage(format!("cannot handle signals: {e}")))
-    };
-    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    })
 }
