@@ -278,6 +278,15 @@ pub struct MetricsArgs {
     /// default.
     #[arg(long, value_name = "SECS")]
     pub check_interval_secs: Option<f64>,
+    /// Also run the dead-node reaper (as `ipamctl reap --yes --interval`):
+    /// release the records of nodes whose liveness key has been gone this
+    /// long (e.g. 30m), counted in `reaped_*_total`. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub reap_after: Option<std::time::Duration>,
+    /// The reaper's pass interval.
+    #[arg(long, value_name = "DURATION", default_value = "1m",
+          value_parser = parse_duration_arg)]
+    pub reap_interval: std::time::Duration,
     /// Give up on a network's store reads after this many seconds (that
     /// network's `up` is then 0).
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]

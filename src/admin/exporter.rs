@@ -265,10 +265,20 @@ pub async fn metrics_command(
             Some(v) => Some(secs("--check-interval-secs", v, 1.0)?),
         },
         timeout: secs("--scrape-timeout-secs", args.scrape_timeout_secs, 0.001)?,
+        reap: match args.reap_after {
+            None => None,
+            Some(after) if after.is_zero() || args.reap_interval.is_zero() => {
+                return Err(AdminError::Usage(
+                    "--reap-after and --reap-interval must be more than 0".into(),
+                ))
+            }
+            Some(after) => Some((after, args.reap_interval)),
+        },
     };
     let client_timeout = secs("--client-timeout-secs", args.client_timeout_secs, 0.001)?;
     let collector = Arc::new(Collector::new(targets, options)?);
     tokio::spawn(collector.clone().run_checks());
+    tokio::spawn(collector.clone().run_reaper());
     let listener = TcpListener::bind(args.listen.as_str())
         .await
         .map_err(|source| AdminError::Listen {

@@ -171,6 +171,27 @@ pub const CHECK_ERRORS: Def = Def {
     labels: NET_LABELS,
     help: "Consistency checks of the network that could not read the store.",
 };
+/// Nodes reaped.
+pub const REAPED_NODES: Def = Def {
+    name: "reaped_nodes_total",
+    kind: Kind::Counter,
+    labels: NET_LABELS,
+    help: "Dead nodes whose owner records of the network the reaper released (--reap-after).",
+};
+/// Records released by the reaper.
+pub const REAPED_RECORDS: Def = Def {
+    name: "reaped_owner_records_total",
+    kind: Kind::Counter,
+    labels: NET_LABELS,
+    help: "Owner records of dead nodes the reaper released (--reap-after).",
+};
+/// Failed reaper passes.
+pub const REAP_ERRORS: Def = Def {
+    name: "reap_errors_total",
+    kind: Kind::Counter,
+    labels: NET_LABELS,
+    help: "Reaper passes over the network's store that failed (the grace then starts again).",
+};
 /// Whether the last scrape read everything.
 pub const UP: Def = Def {
     name: "up",
@@ -194,7 +215,7 @@ pub const SCRAPE_ERRORS: Def = Def {
 };
 
 /// Every metric family, in output order.
-pub const ALL: [Def; 14] = [
+pub const ALL: [Def; 17] = [
     ADDRESSES_SIZE,
     ADDRESSES_USED,
     ADDRESSES_FREE,
@@ -206,6 +227,9 @@ pub const ALL: [Def; 14] = [
     CHECK_IN_FLUX,
     CHECK_TIMESTAMP,
     CHECK_ERRORS,
+    REAPED_NODES,
+    REAPED_RECORDS,
+    REAP_ERRORS,
     UP,
     SCRAPE_DURATION,
     SCRAPE_ERRORS,
@@ -431,6 +455,9 @@ struct Source {
     /// The last check's report and when it finished (Unix seconds).
     checked: Mutex<Option<(CheckReport, f64)>>,
     check_errors: AtomicU64,
+    reaped_nodes: AtomicU64,
+    reaped_records: AtomicU64,
+    reap_errors: AtomicU64,
 }
 
 /// What a scrape does.
@@ -443,6 +470,8 @@ pub struct ScrapeOptions {
     pub check_interval: Option<Duration>,
     /// Deadline of each network's reads.
     pub timeout: Duration,
+    /// The dead-node reaper, when on: node gone-after and pass interval.
+    pub reap: Option<(Duration, Duration)>,
 }
 
 /// The figures of every network, computed on demand.
@@ -476,6 +505,9 @@ impl Collector {
                     last_error: Mutex::new(None),
                     checked: Mutex::new(None),
                     check_errors: AtomicU64::new(0),
+                    reaped_nodes: AtomicU64::new(0),
+                    reaped_records: AtomicU64::new(0),
+                    reap_errors: AtomicU64::new(0),
                 })
                 .collect(),
             options,
@@ -554,6 +586,12 @@ impl Collector {
                 source.check_errors.load(Ordering::Relaxed),
             );
         }
+        if self.options.reap.is_some() {
+            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            out.add(&REAPED_NODES, &[net], load(&source.reaped_nodes));
+            out.add(&REAPED_RECORDS, &[net], load(&source.reaped_records));
+            out.add(&REAP_ERRORS, &[net], load(&source.reap_errors));
+        }
         let failed = !errors.is_empty();
         if failed {
             source.errors.fetch_add(1, Ordering::Relaxed);
@@ -623,6 +661,60 @@ fn add_check(out: &mut Samples, net: &str, report: &CheckReport, at: f64) {
 }
 
 impl Collector {
+    /// Runs the dead-node reaper ([`super::reap`]) every interval, the
+    /// grace counted from this start and from the last failed pass;
+    /// never returns while it is on (spawn it). Each reaped node is
+    /// logged on stderr and counted per network.
+    pub async fn run_reaper(self: Arc<Self>) {
+        let Some((gone_after, every)) = self.options.reap else {
+            return;
+        };
+        let source_of = |net: &str| self.sources.iter().find(|s| s.target.network.name == net);
+        let mut healthy_since = super::reap::now_secs();
+        loop {
+            let mut allocs = Vec::new();
+            let mut failed = false;
+            for source in &self.sources {
+                match self.allocator(source).await {
+                    Ok(a) => allocs.push((format!("{:?}", source.target.store), a)),
+                    Err(e) => {
+                        failed = true;
+                        source.reap_errors.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("ipamctl metrics: reaper: {e}");
+                    }
+                }
+            }
+            for group in super::reap::groups(allocs) {
+                let now = super::reap::now_secs();
+                match super::reap::reap_pass(&group, now, healthy_since, gone_after, false).await {
+                    Ok(outcomes) => {
+                        for o in outcomes.iter().filter(|o| o.action == "reaped") {
+                            for (net, n) in &o.released {
+                                if let Some(s) = source_of(net) {
+                                    s.reaped_nodes.fetch_add(1, Ordering::Relaxed);
+                                    s.reaped_records.fetch_add(*n, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        failed = true;
+                        for a in &group.allocs {
+                            if let Some(s) = source_of(&a.network().name) {
+                                s.reap_errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        eprintln!("ipamctl metrics: reaper pass failed (the grace restarts): {e}");
+                    }
+                }
+            }
+            if failed {
+                healthy_since = super::reap::now_secs();
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Runs the consistency check of every network every `check_interval`
     /// (the first right away), keeping each result for the scrapes; never
     /// returns while checks are on (spawn it). A check failure is counted
