@@ -79,3 +79,91 @@ impl<S: Store> Allocator<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::allocator::{Network, Options};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{ReadResult, StoreError, Txn, TxnOutcome};
+
+    /// A store whose every read takes `delay`.
+    struct Slow {
+        inner: MemoryStore,
+        delay: Duration,
+    }
+
+    impl Store for Slow {
+        async fn read(&self, reads: &[Read]) -> Result<Vec<ReadResult>, StoreError> {
+            tokio::time::sleep(self.delay).await;
+            self.inner.read(reads).await
+        }
+        async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+            self.inner.txn(txn).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_scan_longer_than_one_budget_finishes_and_reports_progress() {
+        let inner = MemoryStore::new();
+        for i in 0..50 {
+            inner.put_raw(&format!("/p/x/{i:03}"), b"v".to_vec());
+        }
+        let store = Slow {
+            inner,
+            delay: Duration::from_millis(40),
+        };
+        let options = Options {
+            budget: Duration::from_millis(100),
+            ..Options::default()
+        };
+        let a = Allocator::new(
+            &store,
+            Network::new(
+                "x",
+                vec![crate::range::RangeSet::from_cidr("10.0.0.0/24").unwrap()],
+            )
+            .unwrap(),
+            options,
+        )
+        .unwrap();
+        let pages = Arc::new(AtomicUsize::new(0));
+        let seen = pages.clone();
+        a.set_scan_progress(Some(Arc::new(move |what: &str, keys: usize| {
+            assert_eq!(what, "/p/x/");
+            assert_eq!(keys, (seen.fetch_add(1, Ordering::SeqCst) + 1) * 10);
+        })));
+        // 5 pages of 10 at 40 ms each: 200 ms, twice the budget, yet each
+        // page is within its own.
+        let got = a.scan("/p/x/", 10).await.unwrap();
+        assert_eq!(got.len(), 50);
+        assert_eq!(pages.load(Ordering::SeqCst), 5);
+        // A page that takes longer than the budget still fails.
+        let stuck = Slow {
+            inner: MemoryStore::new(),
+            delay: Duration::from_millis(300),
+        };
+        let options = Options {
+            budget: Duration::from_millis(100),
+            ..Options::default()
+        };
+        let b = Allocator::new(
+            &stuck,
+            Network::new(
+                "x",
+                vec![crate::range::RangeSet::from_cidr("10.0.0.0/24").unwrap()],
+            )
+            .unwrap(),
+            options,
+        )
+        .unwrap();
+        assert!(matches!(
+            b.scan("/p/x/", 10).await,
+            Err(AllocError::BudgetExceeded { .. })
+        ));
+    }
+}
