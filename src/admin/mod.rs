@@ -71,7 +71,10 @@ pub async fn dispatch(
     if let Command::Show = &cli.command {
         target.require_ranges("show")?;
     }
-    let alloc = target.open().await?;
+    let alloc = match &cli.command {
+        Command::List(_) => target.open_for_records().await?,
+        _ => target.open().await?,
+    };
     alloc.set_scan_progress(Some(scan_progress()));
     match &cli.command {
         Command::Show => commands::show(&alloc, cli.json, out).await,

@@ -234,6 +234,15 @@ impl Target {
         Ok(Allocator::new(store, network, self.options.clone())?)
     }
 
+    /// Opens the store and binds an allocator without reading the meta
+    /// record (one etcd call less), for commands that only read owner
+    /// records and index entries and never look at a chunk (`list`): the
+    /// chunk size does not matter to them.
+    pub async fn open_for_records(&self) -> Result<Allocator<AnyStore>, AdminError> {
+        let store = open_store(&self.store).await?;
+        Ok(Allocator::new(store, self.network.clone(), self.options.clone())?)
+    }
+
     /// The network with the chunk size agreed with the store's meta record.
     pub async fn checked_network<S: Store>(&self, store: &S) -> Result<Network, AdminError> {
         let mut network = self.network.clone();
