@@ -33,8 +33,8 @@
 #
 # Needs root (unshare --uts), etcd (apt-get install etcd-server), python3,
 # util-linux. Only loopback traffic; everything lives in one temp dir
-# (BENCH_DIR to choose its parent; default /tmp). About 3 minutes on the
-# project's 2-core VM at the default sizes, most of it the fill.
+# (BENCH_DIR to choose its parent; default /tmp). About a minute on the
+# project's 2-core VM at the default sizes, once built.
 set -euo pipefail
 # Everything runs from main(), read whole before it starts: editing this file
 # during a run cannot change the running script.
