@@ -424,6 +424,8 @@ def run_main(a):
 # ---------------------------------------------------------------- output
 
 def kb(v):
+    if v < 1000:
+        return "%d B" % v
     return "%.1f KB" % (v / 1000) if v < 1_000_000 else "%.2f MB" % (v / 1e6)
 
 
@@ -447,10 +449,10 @@ def verdicts(reports):
             o = r["ops"][key]
             if calls is not None and o["calls"] > calls:
                 ok = False
-                why.append("%d calls at N=%d" % (o["calls"], r["owners"]))
+                why.append("%d calls at N = %s" % (o["calls"], format(r["owners"], ",")))
             if nbytes is not None and o["bytes"] > nbytes:
                 ok = False
-                why.append("%s at N=%d" % (kb(o["bytes"]), r["owners"]))
+                why.append("%s at N = %s" % (kb(o["bytes"]), format(r["owners"], ",")))
         if scope in ("node", "chunks") and len(reports) > 1:
             a, b = lo["ops"][key], hi["ops"][key]
             slack = max(FLAT_BYTES * a["bytes"], FLAT_BYTES_ABS)
