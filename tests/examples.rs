@@ -102,3 +102,54 @@ fn etcd_tls_example_runs_against_a_tls_etcd() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn scale_fill_example_writes_indexed_records_per_node() {
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("net.conf");
+    let doc = serde_json::json!({
+        "cniVersion": "1.1.0", "name": "scale",
+        "ipam": {"type": "host-etcd", "endpoints": [etcd.endpoint(0)],
+                 "ranges": [[{"subnet": "10.64.0.0/16"}], [{"subnet": "fd00:64::/64"}]]},
+    });
+    std::fs::write(&conf, doc.to_string()).expect("write config");
+    let fill = |first: &str| {
+        let mut cmd = Command::new(example("scale_fill"));
+        cmd.arg(&conf)
+            .args(["--first-node", first, "--nodes", "2", "--per-node", "30"]);
+        stdout(&run(&mut cmd))
+    };
+    let out = fill("7");
+    assert!(out.contains("\"owners\": 60, \"new_owners\": 60"), "{out}");
+    // Filling the same nodes again adds nothing (ADD is idempotent).
+    let again = fill("7");
+    assert!(again.contains("\"new_owners\": 0"), "{again}");
+
+    let keys = |prefix: &str| -> Vec<String> {
+        let out = etcd.etcdctl(&["get", "--prefix", "--keys-only", prefix]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(keys("/host-etcd/scale/owners/").len(), 60);
+    for node in ["scale-node-00007", "scale-node-00008"] {
+        let entries = keys(&format!("/host-etcd/scale/nodes/{node}/"));
+        assert_eq!(entries.len(), 30, "{node}: {entries:?}");
+        // Each entry is its owner record's copy: the record names the node,
+        // a pod, and one address per range set.
+        let out = etcd.etcdctl(&["get", "--print-value-only", &entries[0]]);
+        let rec: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("index entry is JSON");
+        assert_eq!(rec["node"], node, "{rec}");
+        assert_eq!(rec["pod_namespace"], "default", "{rec}");
+        assert_eq!(rec["ips"].as_array().map(Vec::len), Some(2), "{rec}");
+        assert_eq!(
+            rec["container_id"].as_str().map(str::len),
+            Some(64),
+            "{rec}"
+        );
+    }
+}
