@@ -240,7 +240,11 @@ impl Target {
     /// chunk size does not matter to them.
     pub async fn open_for_records(&self) -> Result<Allocator<AnyStore>, AdminError> {
         let store = open_store(&self.store).await?;
-        Ok(Allocator::new(store, self.network.clone(), self.options.clone())?)
+        Ok(Allocator::new(
+            store,
+            self.network.clone(),
+            self.options.clone(),
+        )?)
     }
 
     /// The network with the chunk size agreed with the store's meta record.
