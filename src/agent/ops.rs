@@ -245,12 +245,45 @@ pub const RECONCILE_RELEASED: Def = Def {
     help: "Owner records the periodic reconcile released.",
 };
 
+/// Requests dropped because their client went away.
+pub const ABANDONED_DROPPED: Def = Def {
+    name: "abandoned_dropped_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "CNI requests whose client went away before they were committed: not run.",
+};
+/// Late ADDs released again.
+pub const ABANDONED_RELEASED: Def = Def {
+    name: "abandoned_released_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "ADDs committed after their client went away, released again by compare-and-swap.",
+};
+/// Late ADDs left alone.
+pub const ABANDONED_KEPT: Def = Def {
+    name: "abandoned_kept_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "ADDs committed after their client went away whose record was written again since: left alone.",
+};
+/// Late ADDs whose release failed.
+pub const ABANDONED_RELEASE_FAILED: Def = Def {
+    name: "abandoned_release_failed_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "ADDs committed after their client went away whose release failed (reconcile or GC releases them).",
+};
+
 /// The agent's families, in output order.
-pub const AGENT_FAMILIES: [Def; 12] = [
+pub const AGENT_FAMILIES: [Def; 16] = [
     REQUESTS,
     ERRORS,
     PROTOCOL_ERRORS,
     REFUSED_PEERS,
+    ABANDONED_DROPPED,
+    ABANDONED_RELEASED,
+    ABANDONED_KEPT,
+    ABANDONED_RELEASE_FAILED,
     IN_FLIGHT,
     NETWORKS,
     NETWORK_REQUESTS,
@@ -299,6 +332,15 @@ impl AgentMetrics {
             c.protocol_errors.load(Ordering::Relaxed),
         );
         agent.add(&REFUSED_PEERS, &[], c.refused_peers.load(Ordering::Relaxed));
+        let a = &c.abandoned;
+        agent.add(&ABANDONED_DROPPED, &[], a.dropped.load(Ordering::Relaxed));
+        agent.add(&ABANDONED_RELEASED, &[], a.released.load(Ordering::Relaxed));
+        agent.add(&ABANDONED_KEPT, &[], a.kept.load(Ordering::Relaxed));
+        agent.add(
+            &ABANDONED_RELEASE_FAILED,
+            &[],
+            a.release_failed.load(Ordering::Relaxed),
+        );
         agent.add(&IN_FLIGHT, &[], c.in_flight.load(Ordering::Relaxed));
         agent.add(&NETWORKS, &[], entries.len());
         // Two configs of one network name (other endpoints or prefix)

@@ -6,31 +6,45 @@
 //! an embedded-store network keeps its exclusive file lock per process and
 //! is always served directly, and VERSION never needs a store.
 //!
+//! **Timing.** The whole invocation — the exchange with the agent and a
+//! direct run after it — ends within the command's deadline
+//! ([`command::deadline`]: `budgetMs` plus the store's `dialTimeoutMs`, the
+//! same bound as a direct call). The plugin asks the agent to acknowledge
+//! its request (`agentAckMs`, default [`DEFAULT_ACK_TIMEOUT`]): an agent
+//! that accepts the connection (the kernel does that for a stopped
+//! process too) but does not acknowledge in time is taken for frozen, and
+//! with `auto` the command runs directly with what is left of the
+//! deadline. Once acknowledged, the reply is awaited until the deadline.
+//!
 //! | what happens | `auto` | `required` |
 //! |---|---|---|
 //! | socket file absent | direct, at once | code 11 |
 //! | connect refused or not within [`CONNECT_TIMEOUT`] | direct | code 11 |
 //! | request not fully written | direct | code 11 |
 //! | `error` reply (wrong protocol version, refused request): not run | direct | code 11 |
+//! | no acknowledgement within `agentAckMs` (agent frozen) | direct | (waits for it until the deadline) |
 //! | connection lost after the request was sent (agent killed) | direct | code 11 |
-//! | no reply within the deadline (+ [`REPLY_MARGIN`]) | code 11 | code 11 |
+//! | acknowledged, no reply within the deadline | code 11 | code 11 |
 //! | CNI reply | printed as the agent gave it | same |
 //!
 //! (STATUS reports code 50 instead of 11, as it does for a store that does
 //! not answer.)
 //!
 //! **Why falling back after a lost reply is safe.** The agent may have run
-//! the command before the connection broke. Running it again directly is
-//! harmless for every command: ADD is idempotent per container and
-//! interface (the same addresses come back, whether the agent's ADD
-//! committed or not, or commits concurrently: the owner record is created
-//! by compare-and-swap on its absence, and the loser reads the winner's
-//! record); DEL converges (releasing an owner that holds nothing succeeds);
-//! CHECK and STATUS only read; GC releases the same non-valid attachments
-//! again. The fallback happens at most once per invocation, never in a
-//! loop, and the direct run gets only what is left of the deadline. When
-//! the agent holds the request past the deadline there is nothing left, so
-//! that is code 11 without a second try.
+//! the command before the connection broke, or may run it later (a frozen
+//! agent that resumes reads the request still queued on its socket).
+//! Running it directly as well is harmless for every command: ADD is
+//! idempotent per container and interface (the same addresses come back,
+//! whether the agent's ADD committed or not, or commits concurrently: the
+//! owner record is created by compare-and-swap on its absence, and the
+//! loser reads the winner's record); DEL converges (releasing an owner that
+//! holds nothing succeeds); CHECK and STATUS only read; GC releases the
+//! same non-valid attachments again. And the agent does not commit for a
+//! client that went away: a request still queued when its connection
+//! closes is dropped, and an ADD that committed after it is released again
+//! (`crate::allocator::GroupCommit`). The fallback happens at most once per
+//! invocation, never in a loop, and the direct run gets only what is left
+//! of the deadline.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -48,8 +62,9 @@ use crate::store::StoreError;
 /// Longest wait for the agent to accept the connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 
-/// Time granted over the command's deadline for the reply to travel.
-pub const REPLY_MARGIN: Duration = Duration::from_millis(500);
+/// Default of `ipam.agentAckMs`: the longest wait for the agent's
+/// acknowledgement of a request before an `auto` plugin goes direct.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// What the plugin does with one invocation.
 #[derive(Debug)]
@@ -72,6 +87,9 @@ enum Miss {
     NotRun(String),
     /// It may have: the request was sent, the reply did not come back.
     Lost(String),
+    /// No acknowledgement within this wait: the agent is taken for frozen
+    /// (it may run the command later; see the module docs).
+    NotAcked(Duration),
     /// No reply within the deadline.
     TimedOut,
 }
@@ -114,8 +132,16 @@ pub fn attempt(env: &Env, stdin: &[u8]) -> Attempt {
     let request = Request::Cni {
         env: env_vars(env),
         stdin: text.to_string(),
+        ack: true,
     };
-    match exchange(socket, &request, deadline) {
+    // `required` has nowhere else to go: it waits for the acknowledgement
+    // as long as for the reply.
+    let ack = if required {
+        deadline
+    } else {
+        conf.ipam.agent_ack
+    };
+    match exchange(socket, &request, deadline, Some(ack)) {
         Ok(Reply::Cni { stdout, exit }) => Attempt::Answered(Response {
             stdout,
             stderr: None,
@@ -130,7 +156,7 @@ pub fn attempt(env: &Env, stdin: &[u8]) -> Attempt {
                 "the agent refused the request: {error} (it speaks versions {versions:?})"
             )),
         ),
-        Ok(Reply::Status(_)) => miss(
+        Ok(Reply::Status(_) | Reply::Ack) => miss(
             env.command,
             socket,
             required,
@@ -161,10 +187,15 @@ fn miss(command: Command, socket: &Path, required: bool, started: Instant, m: Mi
             socket,
             &format!("no reply within {} ms", started.elapsed().as_millis()),
         )),
+        Miss::NotAcked(wait) if required => Attempt::Failed(unavailable(
+            command,
+            socket,
+            &format!("no acknowledgement within {} ms", wait.as_millis()),
+        )),
         Miss::NotRun(why) | Miss::Lost(why) if required => {
             Attempt::Failed(unavailable(command, socket, &why))
         }
-        Miss::NotRun(_) | Miss::Lost(_) => Attempt::Direct {
+        Miss::NotRun(_) | Miss::Lost(_) | Miss::NotAcked(_) => Attempt::Direct {
             spent: started.elapsed(),
         },
     }
@@ -198,21 +229,31 @@ fn env_vars(env: &Env) -> BTreeMap<String, String> {
 }
 
 /// One request and its reply, on a current-thread runtime of its own.
-fn exchange(socket: &Path, request: &Request, deadline: Duration) -> Result<Reply, Miss> {
+fn exchange(
+    socket: &Path,
+    request: &Request,
+    deadline: Duration,
+    ack: Option<Duration>,
+) -> Result<Reply, Miss> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Miss::NotRun(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(exchange_async(socket, request, deadline))
+    runtime.block_on(exchange_async(socket, request, deadline, ack))
 }
 
-/// [`exchange`] inside a runtime.
+/// [`exchange`] inside a runtime: everything within `deadline`; with `ack`,
+/// the request's acknowledgement is awaited at most that long (and within
+/// the deadline) before the reply.
 async fn exchange_async(
     socket: &Path,
     request: &Request,
     deadline: Duration,
+    ack: Option<Duration>,
 ) -> Result<Reply, Miss> {
-    let connect = tokio::time::timeout(CONNECT_TIMEOUT.min(deadline), UnixStream::connect(socket));
+    let started = Instant::now();
+    let left = || deadline.saturating_sub(started.elapsed());
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT.min(left()), UnixStream::connect(socket));
     let mut stream = match connect.await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Miss::NotRun(format!("cannot connect: {e}"))),
@@ -224,7 +265,7 @@ async fn exchange_async(
         }
     };
     let body = request.encode();
-    match tokio::time::timeout(deadline, write_frame(&mut stream, &body)).await {
+    match tokio::time::timeout(left(), write_frame(&mut stream, &body)).await {
         Ok(Ok(())) => {}
         Ok(Err(FrameError::TooLarge { len })) => {
             return Err(Miss::NotRun(format!(
@@ -234,7 +275,10 @@ async fn exchange_async(
         Ok(Err(e)) => {
             // The agent may have refused the request before reading it
             // (e.g. the peer check) and closed: its error reply is waiting.
-            let early = tokio::time::timeout(Duration::from_millis(100), read_frame(&mut stream));
+            let early = tokio::time::timeout(
+                Duration::from_millis(100).min(left()),
+                read_frame(&mut stream),
+            );
             if let Ok(Ok(Some(body))) = early.await {
                 if let Ok(reply @ Reply::Error { .. }) = Reply::decode(&body) {
                     return Ok(reply);
@@ -244,7 +288,27 @@ async fn exchange_async(
         }
         Err(_) => return Err(Miss::NotRun("the request could not be sent in time".into())),
     }
-    match tokio::time::timeout(deadline + REPLY_MARGIN, read_frame(&mut stream)).await {
+    if let Some(wait) = ack {
+        match tokio::time::timeout(wait.min(left()), read_frame(&mut stream)).await {
+            Ok(Ok(Some(body))) => match Reply::decode(&body) {
+                Ok(Reply::Ack) => {}
+                // An error reply (not run), or an agent that does not
+                // acknowledge and answered at once.
+                Ok(reply) => return Ok(reply),
+                Err(e) => return Err(Miss::Lost(e)),
+            },
+            // The agent acknowledges before it runs anything.
+            Ok(Ok(None)) => {
+                return Err(Miss::NotRun(
+                    "connection closed before the acknowledgement (agent stopped?)".into(),
+                ))
+            }
+            Ok(Err(e)) => return Err(Miss::NotRun(format!("no acknowledgement: {e}"))),
+            Err(_) if left().is_zero() => return Err(Miss::TimedOut),
+            Err(_) => return Err(Miss::NotAcked(wait)),
+        }
+    }
+    match tokio::time::timeout(left(), read_frame(&mut stream)).await {
         Ok(Ok(Some(body))) => Reply::decode(&body).map_err(Miss::Lost),
         Ok(Ok(None)) => Err(Miss::Lost(
             "connection closed before the reply (agent stopped?)".into(),
@@ -262,11 +326,13 @@ pub(crate) async fn request(
     request: &Request,
     timeout: Duration,
 ) -> Result<Reply, String> {
-    exchange_async(socket, request, timeout)
+    exchange_async(socket, request, timeout, None)
         .await
         .map_err(|m| match m {
             Miss::NotRun(s) | Miss::Lost(s) => s,
-            Miss::TimedOut => format!("no reply within {} ms", timeout.as_millis()),
+            Miss::TimedOut | Miss::NotAcked(_) => {
+                format!("no reply within {} ms", timeout.as_millis())
+            }
         })
 }
 
