@@ -1290,20 +1290,17 @@ impl<S: Store> Store for Gated<S> {
         self.inner.read(reads)
     }
 
-    fn txn(
+    async fn txn(
         &self,
         txn: crate::store::Txn,
-    ) -> impl std::future::Future<Output = Result<crate::store::TxnOutcome, crate::store::StoreError>>
-           + Send {
-        async move {
-            if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                self.entered.notify_one();
-                if let Ok(p) = self.open.acquire().await {
-                    p.forget();
-                }
+    ) -> Result<crate::store::TxnOutcome, crate::store::StoreError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.entered.notify_one();
+            if let Ok(p) = self.open.acquire().await {
+                p.forget();
             }
-            self.inner.txn(txn).await
         }
+        self.inner.txn(txn).await
     }
 }
 

@@ -6,15 +6,16 @@
 //! an embedded-store network keeps its exclusive file lock per process and
 //! is always served directly, and VERSION never needs a store.
 //!
-//! **Timing.** The whole invocation — the exchange with the agent and a
-//! direct run after it — ends within the command's deadline
-//! ([`command::deadline`]: `budgetMs` plus the store's `dialTimeoutMs`, the
-//! same bound as a direct call). The plugin asks the agent to acknowledge
-//! its request (`agentAckMs`, default [`DEFAULT_ACK_TIMEOUT`]): an agent
-//! that accepts the connection (the kernel does that for a stopped
-//! process too) but does not acknowledge in time is taken for frozen, and
-//! with `auto` the command runs directly with what is left of the
-//! deadline. Once acknowledged, the reply is awaited until the deadline.
+//! **Timing.** The exchange with the agent ends within `budgetMs`, and the
+//! whole invocation — the exchange and a direct run after it — within the
+//! command's deadline ([`command::deadline`]: `budgetMs` plus the store's
+//! `dialTimeoutMs`, the same bound as a direct call). The plugin asks the
+//! agent to acknowledge its request (`agentAckMs`, default
+//! [`DEFAULT_ACK_TIMEOUT`]): an agent that accepts the connection (the
+//! kernel does that for a stopped process too) but does not acknowledge in
+//! time is taken for frozen, and with `auto` the command runs directly
+//! with what is left of the deadline. Once acknowledged, the reply is
+//! awaited until `budgetMs` has passed.
 //!
 //! | what happens | `auto` | `required` |
 //! |---|---|---|
@@ -22,9 +23,9 @@
 //! | connect refused or not within [`CONNECT_TIMEOUT`] | direct | code 11 |
 //! | request not fully written | direct | code 11 |
 //! | `error` reply (wrong protocol version, refused request): not run | direct | code 11 |
-//! | no acknowledgement within `agentAckMs` (agent frozen) | direct | (waits for it until the deadline) |
+//! | no acknowledgement within `agentAckMs` (agent frozen) | direct | code 11 after `budgetMs` (it waits for the acknowledgement as for the reply) |
 //! | connection lost after the request was sent (agent killed) | direct | code 11 |
-//! | acknowledged, no reply within the deadline | code 11 | code 11 |
+//! | acknowledged, no reply within `budgetMs` | code 11 | code 11 |
 //! | CNI reply | printed as the agent gave it | same |
 //!
 //! (STATUS reports code 50 instead of 11, as it does for a store that does
@@ -134,14 +135,17 @@ pub fn attempt(env: &Env, stdin: &[u8]) -> Attempt {
         stdin: text.to_string(),
         ack: true,
     };
+    // The agent is connected to its store already: the exchange gets the
+    // budget (a direct run after it gets what is left of the deadline).
+    let budget = conf.ipam.budget.min(deadline);
     // `required` has nowhere else to go: it waits for the acknowledgement
     // as long as for the reply.
     let ack = if required {
-        deadline
+        budget
     } else {
         conf.ipam.agent_ack
     };
-    match exchange(socket, &request, deadline, Some(ack)) {
+    match exchange(socket, &request, budget, Some(ack)) {
         Ok(Reply::Cni { stdout, exit }) => Attempt::Answered(Response {
             stdout,
             stderr: None,
@@ -304,8 +308,7 @@ async fn exchange_async(
                 ))
             }
             Ok(Err(e)) => return Err(Miss::NotRun(format!("no acknowledgement: {e}"))),
-            Err(_) if left().is_zero() => return Err(Miss::TimedOut),
-            Err(_) => return Err(Miss::NotAcked(wait)),
+            Err(_) => return Err(Miss::NotAcked(wait.min(deadline))),
         }
     }
     match tokio::time::timeout(left(), read_frame(&mut stream)).await {
