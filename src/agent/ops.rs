@@ -12,8 +12,8 @@
 //!   an unreadable cache directory fails the pass, a cache file of the
 //!   network that does not decode blocks it, and no attachment of the
 //!   network at all blocks it; a failed or blocked pass releases nothing.
-//!   The releases of a pass take the network's turn (the agent's node
-//!   lock, as a DEL does). One JSON log line (`reconcile`) per pass per
+//!   The releases of a pass take the network's turn (one pass of a
+//!   network at a time). One JSON log line (`reconcile`) per pass per
 //!   network.
 //! * Metrics: `GET /metrics` answers the figures `ipamctl metrics` exports
 //!   (`host_etcd_ipam_*`, read through the agent's own allocators, with the
