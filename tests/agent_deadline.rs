@@ -422,3 +422,65 @@ fn sixteen_concurrent_dels_through_the_agent_each_succeed_and_free_their_address
     let st = wait_status(&agent.socket, "idle", |st| st["in_flight"] == 0);
     assert_eq!(st["errors"], 0, "{st:#}");
 }
+
+/// The agent commits an ADD, then the connection breaks before its reply
+/// (here a stand-in agent does exactly that): the plugin runs the ADD
+/// directly, gets the same addresses back, and confirms them, so the
+/// agent's undo of an ADD whose client went away (a compare-and-swap on the
+/// revision it wrote) no longer applies and the container keeps them.
+#[test]
+fn a_direct_retry_confirms_what_the_agent_committed_so_its_undo_leaves_it() {
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("standin.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let c = conf(&etcd, "confirm", dir.path(), via(&socket, "auto"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let created = std::thread::scope(|s| {
+        let agent = s.spawn(|| {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut len = [0u8; 4];
+            conn.read_exact(&mut len).unwrap();
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            conn.read_exact(&mut body).unwrap();
+            let req: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(req["ack"], true, "the plugin asks for an acknowledgement");
+            conn.write_all(&frame(br#"{"v":1,"ack":true}"#)).unwrap();
+            // The agent's ADD commits; its reply never arrives.
+            let rev = rt.block_on(async {
+                let a = allocator(&c).await;
+                let got = a
+                    .allocate(&host_etcd::allocator::AllocRequest {
+                        owner: owner("c1"),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                assert!(!got.existing);
+                let key = a.keyspace().owner("c1", "eth0").unwrap();
+                let mut kv = etcd_client::Client::connect([etcd.url()], None)
+                    .await
+                    .unwrap();
+                let resp = kv.get(key, None).await.unwrap();
+                (
+                    resp.kvs()[0].mod_revision(),
+                    got.assigned.iter().map(|x| x.ip).collect::<Vec<_>>(),
+                )
+            });
+            drop(conn);
+            rev
+        });
+        let out = Call::add("c1", "eth0").config(&c).run();
+        let (rev, agent_ips) = agent.join().unwrap();
+        assert_eq!(ips(&out.ok_json()), agent_ips, "the same addresses back");
+        rev
+    });
+    // The agent's undo, as it runs it for a client that went away.
+    rt.block_on(async {
+        let a = allocator(&c).await;
+        let undone = a.release_created(&owner("c1"), created).await.unwrap();
+        assert!(undone.is_none(), "the confirmed record is left alone");
+        assert!(a.owner(&owner("c1")).await.unwrap().is_some());
+        assert!(a.check().await.unwrap().is_clean());
+    });
+}

@@ -545,6 +545,21 @@ impl<S: Store> Allocator<S> {
         .await
     }
 
+    /// Writes `owner`'s record again, unchanged, by a compare-and-swap on
+    /// the revision read: a [`release_created`](Self::release_created) of
+    /// an earlier revision no longer applies to it. For a caller that got
+    /// back an owner's existing addresses while someone that may have
+    /// created them could still undo that (a node agent that gave up on
+    /// the same request). The record confirmed, `None` when there is none
+    /// (it was released meanwhile).
+    pub async fn confirm_owner(&self, owner: &OwnerId) -> Result<Option<OwnerRecord>, AllocError> {
+        let key = self.keyspace.owner(&owner.container_id, &owner.ifname)?;
+        self.drive(vec![Pending::Get(key.clone())], &[], |_, known| {
+            plan::plan_confirm_owner(known, &key)
+        })
+        .await
+    }
+
     /// Releases whoever holds `ip`; `None` if nobody does.
     pub async fn release_ip(&self, ip: IpAddr) -> Result<Option<OwnerRecord>, AllocError> {
         match self.holder_of(ip).await? {

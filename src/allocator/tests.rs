@@ -1439,3 +1439,28 @@ async fn release_created_leaves_a_record_written_again_since() {
         .is_some());
     assert!(a.check().await.unwrap().is_clean());
 }
+
+#[tokio::test]
+async fn a_confirmed_record_is_not_released_by_its_creators_undo() {
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, dual());
+    let out = a.allocate_each_committed(&[req("c")]).await;
+    let (alloc, rev) = out.into_iter().next().unwrap().unwrap();
+    // Someone else got the same addresses back (an idempotent ADD) and
+    // confirms them before the creator's undo.
+    let again = a.allocate(&req("c")).await.unwrap();
+    assert!(again.existing);
+    let rec = a.confirm_owner(&req("c").owner).await.unwrap().unwrap();
+    let held: Vec<IpAddr> = alloc.assigned.iter().map(|x| x.ip).collect();
+    assert_eq!(rec.ips, held);
+    assert!(a
+        .release_created(&req("c").owner, rev.unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(a.owner(&req("c").owner).await.unwrap().is_some());
+    // Nothing to confirm once released.
+    a.release(&req("c").owner).await.unwrap();
+    assert!(a.confirm_owner(&req("c").owner).await.unwrap().is_none());
+    assert!(a.check().await.unwrap().is_clean());
+}

@@ -43,7 +43,11 @@
 //! same non-valid attachments again. And the agent does not commit for a
 //! client that went away: a request still queued when its connection
 //! closes is dropped, and an ADD that committed after it is released again
-//! (`crate::allocator::GroupCommit`). The fallback happens at most once per
+//! (`crate::allocator::GroupCommit`) — by a compare-and-swap on the
+//! revision it wrote, so a direct ADD that got those same addresses back
+//! confirms them first (`Allocator::confirm_owner`: the record written
+//! again, the agent's undo then leaves it alone; if the undo came first,
+//! the direct ADD allocates again, once). The fallback happens at most once per
 //! invocation, never in a loop, and the direct run gets only what is left
 //! of the deadline.
 
@@ -78,6 +82,11 @@ pub enum Attempt {
     Direct {
         /// Time used talking to the agent.
         spent: Duration,
+        /// Whether the agent may run the command too (it received the
+        /// request and did not answer): an ADD that gets back existing
+        /// addresses confirms them, since the agent undoes an ADD it
+        /// committed for a client that went away.
+        agent_may_run: bool,
     },
 }
 
@@ -100,6 +109,7 @@ enum Miss {
 pub fn attempt(env: &Env, stdin: &[u8]) -> Attempt {
     let direct = Attempt::Direct {
         spent: Duration::ZERO,
+        agent_may_run: false,
     };
     if env.command == Command::Version {
         return direct;
@@ -176,7 +186,7 @@ impl Attempt {
     /// A direct run with no time left is a timeout at once.
     fn with_deadline(self, command: Command, deadline: Duration) -> Attempt {
         match self {
-            Attempt::Direct { spent } if spent >= deadline => {
+            Attempt::Direct { spent, .. } if spent >= deadline => {
                 Attempt::Failed(command::timed_out(command, deadline))
             }
             other => other,
@@ -199,8 +209,13 @@ fn miss(command: Command, socket: &Path, required: bool, started: Instant, m: Mi
         Miss::NotRun(why) | Miss::Lost(why) if required => {
             Attempt::Failed(unavailable(command, socket, &why))
         }
-        Miss::NotRun(_) | Miss::Lost(_) | Miss::NotAcked(_) => Attempt::Direct {
+        Miss::NotRun(_) => Attempt::Direct {
             spent: started.elapsed(),
+            agent_may_run: false,
+        },
+        Miss::Lost(_) | Miss::NotAcked(_) => Attempt::Direct {
+            spent: started.elapsed(),
+            agent_may_run: true,
         },
     }
 }
@@ -374,7 +389,7 @@ mod tests {
         let auto = conf(&format!(r#","agentSocket":"{}""#, sock.display()));
         assert!(matches!(
             attempt(&env(Command::Add), &auto),
-            Attempt::Direct { spent } if spent.is_zero()
+            Attempt::Direct { spent, agent_may_run: false } if spent.is_zero()
         ));
         let required = conf(&format!(
             r#","agent":"required","agentSocket":"{}""#,

@@ -3,7 +3,9 @@
 //! is still the one a given transaction wrote ([`plan_release_created`]).
 //! All three clear the owners' bits and delete their records in one
 //! transaction (and, with sticky addresses on, bind the addresses to their
-//! pods) through the same per-owner step, [`release_owner`].
+//! pods) through the same per-owner step, [`release_owner`]. And the
+//! counterpart of the third: [`plan_confirm_owner`] rewrites a record so
+//! that such a conditional release no longer applies.
 
 use std::collections::BTreeMap;
 
@@ -130,6 +132,38 @@ pub fn plan_release_created(
             plan_release(ctx, known, key)
         }
         _ => Ok(Plan::new(None, Txn::default())),
+    }
+}
+
+/// Plans the confirmation of `key`'s record: the same record written again
+/// (compare-and-swap on the revision read), so that a release conditioned
+/// on an earlier revision ([`plan_release_created`]) no longer applies. The
+/// result is the record confirmed, `None` when there is none.
+pub fn plan_confirm_owner(known: &Known, key: &Key) -> Result<Plan<Option<OwnerRecord>>, Stop> {
+    match known.owners.get(key) {
+        None | Some(Some((Expect::Value(_), _))) => {
+            Err(Stop::Need(vec![Pending::Get(key.clone())]))
+        }
+        Some(None) => Ok(Plan::new(None, Txn::default())),
+        Some(Some((_, Err(detail)))) => Err(Stop::Fail(AllocError::CorruptOwner {
+            key: key.clone(),
+            detail: detail.clone(),
+        })),
+        Some(Some((expect, Ok(rec)))) => {
+            let bytes = serde_json::to_vec(rec).map_err(|e| AllocError::CorruptOwner {
+                key: key.clone(),
+                detail: e.to_string(),
+            })?;
+            let txn = Txn {
+                compares: vec![Compare {
+                    key: key.clone(),
+                    expect: expect.clone(),
+                }],
+                ops: vec![Op::Put(key.clone(), bytes)],
+                read_on_conflict: vec![key.clone()],
+            };
+            Ok(Plan::new(Some(rec.clone()), txn))
+        }
     }
 }
 
