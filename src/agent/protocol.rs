@@ -49,7 +49,8 @@
 //!
 //! The client keeps its side open until the reply arrives: a connection
 //! closed (or half-closed) by the client while its command runs cancels
-//! the command.
+//! the command — it is not committed if it was not yet, and an ADD that
+//! committed meanwhile is released again (`crate::allocator::GroupCommit`).
 
 use std::collections::BTreeMap;
 

@@ -529,8 +529,8 @@ impl<S: Store> Allocator<S> {
     }
 
     /// Releases `owner` only if its record is still the one written at
-    /// `revision` (as [`allocate_each_committed`](Self::allocate_each_committed)
-    /// reports it): the compare-and-swap is on that mod revision, so a
+    /// `revision` (the revision of the transaction that created it): the
+    /// compare-and-swap is on that mod revision, so a
     /// record written since — the owner allocated again, or its record
     /// rewritten — is left alone. `None` when nothing was released.
     pub async fn release_created(
