@@ -414,6 +414,40 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_that_never_acknowledges_is_left_for_direct_in_auto_and_is_11_when_required() {
+        // A listener nobody accepts on: the kernel queues the connection
+        // and takes the request, as for a stopped agent.
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("frozen.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let auto = conf(&format!(
+            r#","agentSocket":"{}","agentAckMs":50,"budgetMs":5000"#,
+            sock.display()
+        ));
+        match attempt(&env(Command::Add), &auto) {
+            Attempt::Direct {
+                spent,
+                agent_may_run: true,
+            } => assert!(spent >= Duration::from_millis(50), "{spent:?}"),
+            other => panic!("{other:?}"),
+        }
+        let required = conf(&format!(
+            r#","agent":"required","agentSocket":"{}","agentAckMs":50,"budgetMs":300"#,
+            sock.display()
+        ));
+        match attempt(&env(Command::Add), &required) {
+            Attempt::Failed(e) => {
+                assert_eq!(e.code(), 11, "{e}");
+                assert!(
+                    e.to_string().contains("no acknowledgement within 300 ms"),
+                    "{e}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn off_embedded_and_version_never_try_the_agent() {
         let required_missing = r#","agent":"required","agentSocket":"/nonexistent/a.sock""#;
         assert!(matches!(
