@@ -210,6 +210,55 @@ async fn group_commit_on_etcd() {
     assert_eq!(a.owners().await.unwrap().len(), 130);
 }
 
+/// DELs committed together on real etcd: owners spread over many chunks
+/// (each its own chunk in both families: three operations per owner) do
+/// not fit in one transaction of etcd's 128 operations, so the batch is
+/// split; each owner gets its own result, a bad one fails alone, and the
+/// state is clean after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_each_splits_what_etcd_would_refuse_and_frees_everyone() {
+    let etcd = EtcdServer::start();
+    let store = Arc::new(CountingStore::new(connect(&etcd.url()).await));
+    let net = Network {
+        chunk_bits: 6,
+        ..network("rel", &["10.4.0.0/16", "2001:db8:4::/64"])
+    };
+    let a = Arc::new(Allocator::new(store.clone(), net, patient(9)).unwrap());
+    let reqs: Vec<_> = (0..60)
+        .map(|i| {
+            let mut r = req(&format!("s{i}"));
+            r.requested = vec![
+                format!("10.4.{i}.70").parse().unwrap(),
+                format!("2001:db8:4::{:x}", (i + 1) << 8).parse().unwrap(),
+            ];
+            r
+        })
+        .collect();
+    for r in &reqs {
+        a.allocate(r).await.unwrap();
+    }
+    let mut owners: Vec<_> = reqs.iter().map(|r| r.owner.clone()).collect();
+    owners.push(owner("never-added"));
+    store.reset();
+    let out = a.release_each(&owners).await;
+    for (o, r) in owners.iter().zip(&out) {
+        match r {
+            Ok(Some(rec)) => assert_eq!(rec.container_id, o.container_id),
+            Ok(None) => assert_eq!(o.container_id, "never-added"),
+            Err(e) => panic!("{}: {e}", o.container_id),
+        }
+    }
+    // 60 owners × 3 operations: at least two transactions, far fewer than
+    // one per owner.
+    let txns = store.txns();
+    assert!(
+        (2..=8).contains(&txns),
+        "{txns} transactions for 60 releases"
+    );
+    assert!(a.owners().await.unwrap().is_empty());
+    assert!(a.check().await.unwrap().is_clean());
+}
+
 // ---------------------------------------------------------------------------
 // 2./3. Multi-process proof
 // ---------------------------------------------------------------------------

@@ -18,8 +18,11 @@
 //!   runtime); the plugin itself never sends them
 //!   (`crate::cni::agent_client` serves them directly).
 //! * Requests run concurrently, one task per connection on a multi-thread
-//!   runtime. Concurrent ADDs of one network are group-committed, DELs take
-//!   turns (`ARCHITECTURE.md`, "Through the node agent, and group commit").
+//!   runtime. Concurrent ADDs of one network are group-committed, and so
+//!   are concurrent DELs (`ARCHITECTURE.md`, "Through the node agent, and
+//!   group commit"). A request is acknowledged once read, before it runs;
+//!   a request whose client went away is never committed late (dropped,
+//!   or an ADD committed meanwhile released again).
 //!
 //! The protocol (versioned, length-prefixed JSON frames) is in
 //! [`protocol`]; the plugin's side in [`crate::cni::agent_client`].

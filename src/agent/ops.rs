@@ -12,8 +12,8 @@
 //!   an unreadable cache directory fails the pass, a cache file of the
 //!   network that does not decode blocks it, and no attachment of the
 //!   network at all blocks it; a failed or blocked pass releases nothing.
-//!   The releases of a pass take the network's turn (the agent's node
-//!   lock, as a DEL does). One JSON log line (`reconcile`) per pass per
+//!   The releases of a pass take the network's turn (one pass of a
+//!   network at a time). One JSON log line (`reconcile`) per pass per
 //!   network.
 //! * Metrics: `GET /metrics` answers this node's figures only
 //!   ([`AGENT_PREFIX`]`*`): its request counters and latency histograms
@@ -295,8 +295,37 @@ pub const LIVENESS_ERRORS: Def = Def {
 /// The commands with a latency histogram (anything else counts as `other`).
 pub const COMMANDS: [&str; 7] = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "other"];
 
+/// Requests dropped because their client went away.
+pub const ABANDONED_DROPPED: Def = Def {
+    name: "abandoned_dropped_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "CNI requests whose client went away before they were committed: not run.",
+};
+/// Late ADDs released again.
+pub const ABANDONED_RELEASED: Def = Def {
+    name: "abandoned_released_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "ADDs committed after their client went away, released again by compare-and-swap.",
+};
+/// Late ADDs left alone.
+pub const ABANDONED_KEPT: Def = Def {
+    name: "abandoned_kept_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "ADDs committed after their client went away whose record was written again since: left alone.",
+};
+/// Late ADDs whose release failed.
+pub const ABANDONED_RELEASE_FAILED: Def = Def {
+    name: "abandoned_release_failed_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "ADDs committed after their client went away whose release failed (reconcile or GC releases them).",
+};
+
 /// The agent's families, in output order.
-pub const AGENT_FAMILIES: [Def; 18] = [
+pub const AGENT_FAMILIES: [Def; 22] = [
     LIVENESS_UP,
     NODE_REAPED,
     LIVENESS_ERRORS,
@@ -307,6 +336,10 @@ pub const AGENT_FAMILIES: [Def; 18] = [
     ERRORS,
     PROTOCOL_ERRORS,
     REFUSED_PEERS,
+    ABANDONED_DROPPED,
+    ABANDONED_RELEASED,
+    ABANDONED_KEPT,
+    ABANDONED_RELEASE_FAILED,
     IN_FLIGHT,
     NETWORKS,
     NETWORK_REQUESTS,
@@ -357,6 +390,15 @@ impl AgentMetrics {
             c.protocol_errors.load(Ordering::Relaxed),
         );
         agent.add(&REFUSED_PEERS, &[], c.refused_peers.load(Ordering::Relaxed));
+        let a = &c.abandoned;
+        agent.add(&ABANDONED_DROPPED, &[], a.dropped.load(Ordering::Relaxed));
+        agent.add(&ABANDONED_RELEASED, &[], a.released.load(Ordering::Relaxed));
+        agent.add(&ABANDONED_KEPT, &[], a.kept.load(Ordering::Relaxed));
+        agent.add(
+            &ABANDONED_RELEASE_FAILED,
+            &[],
+            a.release_failed.load(Ordering::Relaxed),
+        );
         agent.add(&IN_FLIGHT, &[], c.in_flight.load(Ordering::Relaxed));
         agent.add(&NETWORKS, &[], entries.len());
         let l = &self.shared.liveness;

@@ -9,21 +9,35 @@
 //! ```json
 //! {"v": 1, "env": {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0",
 //!                  "CNI_NETNS": "/var/run/netns/c1", "CNI_ARGS": "...", "CNI_PATH": "/opt/cni/bin"},
-//!  "stdin": "<the network config, as the runtime gave it>"}
+//!  "stdin": "<the network config, as the runtime gave it>", "ack": true}
 //! {"v": 1, "op": "status"}
 //! ```
 //!
 //! `op` is `"cni"` when absent. `env` holds the plugin's `CNI_*` variables
 //! (absent ones left out; others are ignored); the agent validates them as
-//! the plugin does.
+//! the plugin does. `ack` (optional, default `false`) asks for an
+//! acknowledgement.
 //!
 //! Replies:
 //!
 //! ```json
+//! {"v": 1, "ack": true}
 //! {"v": 1, "stdout": "<what the plugin prints, or null>", "exit": 0}
 //! {"v": 1, "status": {...}}
 //! {"v": 1, "error": "<why the request was not served>", "versions": [1]}
 //! ```
+//!
+//! **Acknowledgement.** A CNI request with `"ack": true` gets an `ack`
+//! frame as soon as the agent has read, decoded and accepted it (before
+//! the command runs), then its CNI reply on the same connection. A plugin
+//! that sees no acknowledgement within its `agentAckMs` takes the agent
+//! for frozen, closes the connection and runs the command directly
+//! (`crate::cni::agent_client`). A request without `ack` gets no `ack`
+//! frame, so both sides stay compatible within version 1: an agent of an
+//! earlier build ignores the field and answers with the reply only (the
+//! plugin then goes direct after `agentAckMs` while that agent also runs
+//! the command, which is safe but costs the agent's benefit: upgrade the
+//! agent first), and a plugin of an earlier build never asks.
 //!
 //! A CNI reply is exactly what the plugin would have printed and its exit
 //! status (0 or 1; a CNI error is a CNI reply with its error JSON). An
@@ -35,7 +49,8 @@
 //!
 //! The client keeps its side open until the reply arrives: a connection
 //! closed (or half-closed) by the client while its command runs cancels
-//! the command.
+//! the command — it is not committed if it was not yet, and an ADD that
+//! committed meanwhile is released again (`crate::allocator::GroupCommit`).
 
 use std::collections::BTreeMap;
 
@@ -140,6 +155,8 @@ pub enum Request {
         env: BTreeMap<String, String>,
         /// The network config (the plugin's stdin).
         stdin: String,
+        /// Whether the client wants an [`Reply::Ack`] before the reply.
+        ack: bool,
     },
     /// Report the agent's state.
     Status,
@@ -151,13 +168,21 @@ struct CniWire {
     v: u64,
     env: BTreeMap<String, String>,
     stdin: String,
+    #[serde(default)]
+    ack: bool,
 }
 
 impl Request {
     /// The frame body of this request.
     pub fn encode(&self) -> Vec<u8> {
         let v = match self {
-            Request::Cni { env, stdin } => json!({"v": VERSION, "env": env, "stdin": stdin}),
+            Request::Cni { env, stdin, ack } => {
+                let mut v = json!({"v": VERSION, "env": env, "stdin": stdin});
+                if *ack {
+                    v["ack"] = json!(true);
+                }
+                v
+            }
             Request::Status => json!({"v": VERSION, "op": "status"}),
         };
         v.to_string().into_bytes()
@@ -190,6 +215,7 @@ impl Request {
                 Ok(Request::Cni {
                     env: wire.env,
                     stdin: wire.stdin,
+                    ack: wire.ack,
                 })
             }
             Some(Some("status")) => Ok(Request::Status),
@@ -201,6 +227,9 @@ impl Request {
 /// A decoded reply.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reply {
+    /// The CNI request was read and accepted; its reply follows (sent only
+    /// to a request that asks for it).
+    Ack,
     /// What the plugin would print and its exit status.
     Cni {
         /// stdout (`None`: nothing).
@@ -231,6 +260,7 @@ impl Reply {
     /// The frame body of this reply.
     pub fn encode(&self) -> Vec<u8> {
         let v = match self {
+            Reply::Ack => json!({"v": VERSION, "ack": true}),
             Reply::Cni { stdout, exit } => json!({"v": VERSION, "stdout": stdout, "exit": exit}),
             Reply::Status(s) => json!({"v": VERSION, "status": s}),
             Reply::Error { error, versions } => {
@@ -264,6 +294,9 @@ impl Reply {
         }
         if let Some(status) = doc.get("status") {
             return Ok(Reply::Status(status.clone()));
+        }
+        if doc.get("ack") == Some(&Value::Bool(true)) {
+            return Ok(Reply::Ack);
         }
         let exit = doc
             .get("exit")
@@ -319,11 +352,19 @@ mod tests {
     fn requests_round_trip_and_bad_ones_say_why() {
         let mut env = BTreeMap::new();
         env.insert("CNI_COMMAND".to_string(), "ADD".to_string());
-        let req = Request::Cni {
-            env,
-            stdin: "{\"a\":1}".into(),
-        };
-        assert_eq!(Request::decode(&req.encode()), Ok(req));
+        for ack in [false, true] {
+            let req = Request::Cni {
+                env: env.clone(),
+                stdin: "{\"a\":1}".into(),
+                ack,
+            };
+            assert_eq!(Request::decode(&req.encode()), Ok(req));
+        }
+        // A request of an earlier build (no "ack") asks for none.
+        assert!(matches!(
+            Request::decode(br#"{"v":1,"env":{},"stdin":""}"#),
+            Ok(Request::Cni { ack: false, .. })
+        ));
         assert_eq!(
             Request::decode(&Request::Status.encode()),
             Ok(Request::Status)
@@ -358,6 +399,7 @@ mod tests {
             },
             Reply::Status(json!({"healthy": true})),
             Reply::error("nope"),
+            Reply::Ack,
         ] {
             assert_eq!(Reply::decode(&reply.encode()), Ok(reply));
         }

@@ -7,12 +7,16 @@
 //! concurrently (the allocator is `Sync`; every write is a
 //! compare-and-swap). Concurrent ADDs of one network are committed together
 //! ([`GroupCommit`]: the requests that arrive while a transaction is in
-//! flight go into the next one, each with its own result); DELs of one
-//! network take turns around the allocator call only (`NetHandle::turn`, the
-//! agent's node lock), because concurrent releases from one node's cache
-//! conflict. A reply is written only after the command returned,
-//! so an acknowledged ADD or DEL is committed in etcd: killing the agent
-//! (even with `kill -9`) loses nothing it acknowledged.
+//! flight go into the next one, each with its own result), and so are
+//! concurrent DELs (in a transaction of their own). A reply is written only
+//! after the command returned, so an answered ADD or DEL is committed in
+//! etcd: killing the agent (even with `kill -9`) loses nothing it answered.
+//!
+//! A CNI request that asks for it is acknowledged (an `ack` frame) as soon
+//! as it is read and decoded, before it runs; a client that closes its
+//! connection before its request is committed has it dropped, and an ADD
+//! committed after its client went away is released again (logged as
+//! `abandoned_request`, counted in the metrics).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -32,7 +36,9 @@ use tokio::task::JoinSet;
 
 use super::log;
 use super::protocol::{read_frame, write_frame, FrameError, Reply, Request, MAX_FRAME, VERSIONS};
-use crate::allocator::{AllocRequest, Allocation, Allocator, GroupCommit, OwnerId};
+use crate::allocator::{
+    Abandoned, AllocRequest, Allocation, Allocator, GroupCommit, Observer, OwnerId,
+};
 use crate::cni::command::{self, AllocatorSource, Prepared};
 use crate::cni::config::{NetConf, StoreConf};
 use crate::cni::error::{CODE_NOT_AVAILABLE, CODE_TRY_AGAIN_LATER};
@@ -354,6 +360,81 @@ pub(super) struct Counters {
     pub(super) in_flight: Arc<AtomicU64>,
     /// Answer times per command, in the order of [`super::ops::COMMANDS`].
     pub(super) latency: [crate::admin::metrics::Histogram; 7],
+    /// Requests whose client went away (shared with the group commits).
+    pub(super) abandoned: Arc<AbandonedCounters>,
+}
+
+/// What became of requests whose client went away ([`Abandoned`]).
+#[derive(Default)]
+pub(super) struct AbandonedCounters {
+    /// Dropped before their commit (and those whose client was gone
+    /// before they started).
+    pub(super) dropped: AtomicU64,
+    /// ADDs committed after their client went away, released again.
+    pub(super) released: AtomicU64,
+    /// Such ADDs whose record was written again since: left alone.
+    pub(super) kept: AtomicU64,
+    /// Such ADDs whose release failed.
+    pub(super) release_failed: AtomicU64,
+}
+
+impl AbandonedCounters {
+    /// The group commit's observer of one network: counts and logs.
+    fn observer(self: &Arc<Self>, network: &str) -> Observer {
+        let counters = self.clone();
+        let network = network.to_string();
+        Arc::new(move |what: &Abandoned| {
+            let (counter, fields) = match what {
+                Abandoned::Dropped { owner, allocation } => (
+                    &counters.dropped,
+                    json!({
+                        "outcome": "dropped before its commit",
+                        "command": if *allocation { "ADD" } else { "DEL" },
+                        "container": owner.container_id,
+                        "ifname": owner.ifname,
+                    }),
+                ),
+                Abandoned::Released { record } => (
+                    &counters.released,
+                    json!({
+                        "outcome": "ADD committed after its client went away; released again",
+                        "command": "ADD",
+                        "container": record.container_id,
+                        "ifname": record.ifname,
+                        "ips": record.ips,
+                    }),
+                ),
+                Abandoned::Kept { owner } => (
+                    &counters.kept,
+                    json!({
+                        "outcome": "ADD committed after its client went away; its record was written again since, left alone",
+                        "command": "ADD",
+                        "container": owner.container_id,
+                        "ifname": owner.ifname,
+                    }),
+                ),
+                Abandoned::ReleaseFailed { owner, error } => (
+                    &counters.release_failed,
+                    json!({
+                        "outcome": "ADD committed after its client went away; releasing it again failed (reconcile or GC releases it)",
+                        "command": "ADD",
+                        "container": owner.container_id,
+                        "ifname": owner.ifname,
+                        "error": error.to_string(),
+                    }),
+                ),
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let mut fields = fields;
+            fields["network"] = json!(network);
+            let level = if matches!(what, Abandoned::ReleaseFailed { .. }) {
+                "warn"
+            } else {
+                "info"
+            };
+            log::line(level, "abandoned_request", fields);
+        })
+    }
 }
 
 /// A network's figures of the operations side ([`super::ops`]).
@@ -434,7 +515,7 @@ pub(super) struct NetEntry {
     pub(super) name: String,
     pub(super) endpoints: String,
     pub(super) allocator: Arc<Allocator<Arc<AnyStore>>>,
-    /// ADDs of this network, committed together (group commit).
+    /// ADDs and DELs of this network, committed together (group commit).
     group: GroupCommit<Arc<AnyStore>>,
     files: NodeFiles,
     pub(super) requests: AtomicU64,
@@ -444,7 +525,7 @@ pub(super) struct NetEntry {
     last_code: AtomicU32,
     last_error: Mutex<Option<String>>,
     last_used: AtomicU64,
-    /// Turns for ADD and DEL, the agent's node lock (see [`Lender`]).
+    /// Turns for the periodic reconcile's releases.
     turn: tokio::sync::Mutex<()>,
 }
 
@@ -572,7 +653,8 @@ impl Shared {
                         allocator.clone(),
                         self.config.batch_window,
                         self.counters.in_flight.clone(),
-                    ),
+                    )
+                    .observed(self.counters.abandoned.observer(&conf.name)),
                     allocator,
                     files,
                     requests: AtomicU64::new(0),
@@ -654,6 +736,12 @@ impl Shared {
             "requests": c.requests.load(Ordering::Relaxed),
             "errors": c.errors.load(Ordering::Relaxed),
             "cancelled": c.cancelled.load(Ordering::Relaxed),
+            "abandoned": {
+                "dropped": c.abandoned.dropped.load(Ordering::Relaxed),
+                "released": c.abandoned.released.load(Ordering::Relaxed),
+                "kept": c.abandoned.kept.load(Ordering::Relaxed),
+                "release_failed": c.abandoned.release_failed.load(Ordering::Relaxed),
+            },
             "protocol_errors": c.protocol_errors.load(Ordering::Relaxed),
             "refused_peers": c.refused_peers.load(Ordering::Relaxed),
             "in_flight": c.in_flight.load(Ordering::Relaxed),
@@ -702,31 +790,16 @@ impl AllocatorSource for Lender<'_> {
         Ok(allocator.0.group.allocate(request.clone()).await?)
     }
 
+    // Concurrent DELs of the network are committed together too (they
+    // would conflict in the node's chunk if each went alone).
     async fn release(
         &self,
-        conf: &NetConf,
+        _conf: &NetConf,
         allocator: &NetHandle,
         owner: &OwnerId,
     ) -> Result<(), CniError> {
-        let _turn = allocator.turn(conf).await;
-        allocator.release(owner).await?;
+        allocator.0.group.release(owner).await?;
         Ok(())
-    }
-}
-
-impl NetHandle {
-    /// Waits for this network's turn, as plugin processes wait for the node
-    /// lock and for the same reason: concurrent ADDs of one node start from
-    /// the same cache at the same chunk and conflict (measured through the
-    /// agent, tests/agent.rs: 16 concurrent ADDs cost 72 etcd calls without
-    /// turns, 16 with them). Used by DEL (ADDs are group-committed instead).
-    /// Held around the allocator call only (about one round trip),
-    /// waited for at most a quarter of the budget (at most
-    /// [`LOCK_WAIT_MAX`]), then the request goes on without it: CAS keeps
-    /// that correct.
-    async fn turn(&self, conf: &NetConf) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        let wait = (conf.ipam.budget / 4).min(LOCK_WAIT_MAX);
-        tokio::time::timeout(wait, self.0.turn.lock()).await.ok()
     }
 }
 
@@ -859,10 +932,39 @@ async fn serve_connection(shared: &Shared, mut stream: UnixStream) {
     };
     match request {
         Request::Status => reply(&mut stream, &Reply::Status(shared.status())).await,
-        Request::Cni { env, stdin } => {
+        Request::Cni { env, stdin, ack } => {
+            if ack {
+                let sent = tokio::time::timeout(
+                    WRITE_TIMEOUT,
+                    write_frame(&mut stream, &Reply::Ack.encode()),
+                )
+                .await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    // The client went away before the acknowledgement (it
+                    // runs the command directly): nothing is run.
+                    c.cancelled.fetch_add(1, Ordering::Relaxed);
+                    c.abandoned.dropped.fetch_add(1, Ordering::Relaxed);
+                    log::info(
+                        "abandoned_request",
+                        json!({
+                            "outcome": "client gone before the acknowledgement; not run",
+                            "command": env.get("CNI_COMMAND"),
+                            "container": env.get("CNI_CONTAINERID"),
+                        }),
+                    );
+                    return;
+                }
+            }
             c.in_flight.fetch_add(1, Ordering::Relaxed);
             let (mut rd, mut wr) = stream.split();
+            // The command first: when its answer and the client's close are
+            // both ready, the answer is taken and written (a closed client
+            // then loses it, as a plugin killed after the reply would). A
+            // client already gone is seen at the first poll, after the
+            // command has only queued its request: the group commit drops
+            // it.
             let outcome = tokio::select! {
+                biased;
                 r = run_cni(shared, &env, &stdin) => Some(r),
                 _ = peer_gone(&mut rd) => None,
             };

@@ -98,6 +98,19 @@ impl<S: Store> Allocator<S> {
         assume_absent: &[Key],
         planner: impl Fn(&Ctx<'_>, &Known) -> Result<Plan<T>, Stop>,
     ) -> Result<T, AllocError> {
+        self.drive_committed(initial, assume_absent, planner)
+            .await
+            .map(|(result, _)| result)
+    }
+
+    /// [`drive`](Self::drive), also giving the revision the operation's
+    /// transaction committed at (`None`: it wrote nothing).
+    pub(super) async fn drive_committed<T>(
+        &self,
+        initial: Vec<Pending>,
+        assume_absent: &[Key],
+        planner: impl Fn(&Ctx<'_>, &Known) -> Result<Plan<T>, Stop>,
+    ) -> Result<(T, Option<i64>), AllocError> {
         let mut learned = Learned::default();
         let out = self
             .drive_attempts(initial, assume_absent, &planner, &mut learned)
@@ -112,7 +125,7 @@ impl<S: Store> Allocator<S> {
         assume_absent: &[Key],
         planner: &impl Fn(&Ctx<'_>, &Known) -> Result<Plan<T>, Stop>,
         learned: &mut Learned,
-    ) -> Result<T, AllocError> {
+    ) -> Result<(T, Option<i64>), AllocError> {
         let deadline = Instant::now() + self.options.budget;
         // Owner records are remembered for DEL: only those this operation
         // reads are taken (decoding every remembered record on every ADD
@@ -196,12 +209,12 @@ impl<S: Store> Allocator<S> {
                 continue;
             }
             if plan.txn.ops.is_empty() {
-                return Ok(plan.result);
+                return Ok((plan.result, None));
             }
             attempts += 1;
             let ops = plan.txn.ops.clone();
             match self.call(self.store.txn(plan.txn), deadline, &last).await {
-                Ok(TxnOutcome::Committed { .. }) => {
+                Ok(TxnOutcome::Committed { revision }) => {
                     let mut moved = plan.moved;
                     if contested {
                         // Another node allocates in the chunk this one
@@ -218,7 +231,7 @@ impl<S: Store> Allocator<S> {
                         }
                     }
                     learned.committed(ops, moved);
-                    return Ok(plan.result);
+                    return Ok((plan.result, Some(revision)));
                 }
                 Ok(TxnOutcome::Conflict { current }) => {
                     contested |= current
@@ -314,17 +327,37 @@ impl<S: Store> Allocator<S> {
         &self,
         reqs: &[AllocRequest],
     ) -> Vec<Result<Allocation, AllocError>> {
+        self.allocate_each_committed(reqs)
+            .await
+            .into_iter()
+            .map(|r| r.map(|(a, _)| a))
+            .collect()
+    }
+
+    /// [`allocate_each`](Self::allocate_each), each new allocation with the
+    /// revision its owner record was written at (`None` for an owner that
+    /// already held addresses): what
+    /// [`release_created`](Self::release_created) compares.
+    pub(super) async fn allocate_each_committed(
+        &self,
+        reqs: &[AllocRequest],
+    ) -> Vec<Result<(Allocation, Option<i64>), AllocError>> {
         let mut out = Vec::with_capacity(reqs.len());
         for batch in reqs.chunks(MAX_BATCH) {
             let (initial, assume_absent) = self.add_start(batch);
             match self
-                .drive(initial, &assume_absent, |ctx, known| {
+                .drive_committed(initial, &assume_absent, |ctx, known| {
                     plan::plan_add_each(ctx, known, batch)
                 })
                 .await
             {
-                Ok(results) => {
-                    out.extend(results.into_iter().map(|r| r.map(allocation_of)));
+                Ok((results, revision)) => {
+                    out.extend(results.into_iter().map(|r| {
+                        r.map(|o| {
+                            let new = matches!(o, Outcome::New(..));
+                            (allocation_of(o), revision.filter(|_| new))
+                        })
+                    }));
                 }
                 Err(e) => out.extend(batch.iter().map(|_| Err(e.clone()))),
             }
@@ -430,6 +463,115 @@ impl<S: Store> Allocator<S> {
             .owner(&expected.container_id, &expected.ifname)?;
         self.drive(vec![Pending::Get(key.clone())], &[], |ctx, known| {
             plan::plan_release(ctx, known, &key, Some(expected))
+        })
+        .await
+    }
+
+    /// Releases many owners, each on its own: their releases are committed
+    /// together (one transaction per [`MAX_BATCH`] owners when they fit in
+    /// [`MAX_TXN_OPS`](super::MAX_TXN_OPS) compares and operations, more
+    /// otherwise), and an owner that cannot be released (corrupt record or
+    /// chunk, bad container ID) gets its own error without failing the
+    /// others. An error of a whole transaction (store unavailable, budget
+    /// exceeded) is the error of every owner in it. Results are in request
+    /// order: the released record, `None` for an owner that held nothing.
+    /// This is what [`GroupCommit`](super::group::GroupCommit) commits for
+    /// DELs.
+    ///
+    /// ```
+    /// use host_etcd::allocator::{AllocRequest, Allocator, Network, Options, OwnerId};
+    /// use host_etcd::{MemoryStore, RangeSet};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let net = Network::new("example", vec![RangeSet::from_cidr("10.1.0.0/24")?])?;
+    /// let alloc = Allocator::new(MemoryStore::new(), net, Options::default())?;
+    /// let owner = |id: &str| OwnerId { container_id: id.into(), ifname: "eth0".into() };
+    /// alloc.allocate(&AllocRequest { owner: owner("a"), ..AllocRequest::default() }).await?;
+    /// let out = alloc.release_each(&[owner("a"), owner("never-added")]).await;
+    /// assert!(out[0].as_ref().is_ok_and(|r| r.is_some()));
+    /// assert!(out[1].as_ref().is_ok_and(|r| r.is_none()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn release_each(
+        &self,
+        owners: &[OwnerId],
+    ) -> Vec<Result<Option<OwnerRecord>, AllocError>> {
+        let mut out: Vec<Option<Result<Option<OwnerRecord>, AllocError>>> =
+            owners.iter().map(|_| None).collect();
+        // Owners whose key cannot be made fail alone, before any I/O.
+        let mut todo: Vec<(usize, Key)> = Vec::new();
+        for (i, o) in owners.iter().enumerate() {
+            match self.keyspace.owner(&o.container_id, &o.ifname) {
+                Ok(key) => todo.push((i, key)),
+                Err(e) => out[i] = Some(Err(e.into())),
+            }
+        }
+        while !todo.is_empty() {
+            let n = todo.len().min(MAX_BATCH);
+            let batch: Vec<(usize, Key)> = todo.drain(..n).collect();
+            let keys: Vec<Key> = batch.iter().map(|(_, k)| k.clone()).collect();
+            let initial: Vec<Pending> = keys.iter().cloned().map(Pending::Get).collect();
+            match self
+                .drive(initial, &[], |ctx, known| {
+                    plan::plan_release_each(ctx, known, &keys)
+                })
+                .await
+            {
+                Ok(slots) => {
+                    // Owners left out of a full transaction go first in
+                    // the next one.
+                    let mut left = Vec::new();
+                    for ((i, key), slot) in batch.into_iter().zip(slots) {
+                        match slot {
+                            Some(r) => out[i] = Some(r),
+                            None => left.push((i, key)),
+                        }
+                    }
+                    left.append(&mut todo);
+                    todo = left;
+                }
+                Err(e) => {
+                    for (i, _) in batch {
+                        out[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(AllocError::Contention { attempts: 0 })))
+            .collect()
+    }
+
+    /// Releases `owner` only if its record is still the one written at
+    /// `revision` (the revision of the transaction that created it): the
+    /// compare-and-swap is on that mod revision, so a
+    /// record written since — the owner allocated again, or its record
+    /// rewritten — is left alone. `None` when nothing was released.
+    pub async fn release_created(
+        &self,
+        owner: &OwnerId,
+        revision: i64,
+    ) -> Result<Option<OwnerRecord>, AllocError> {
+        let key = self.keyspace.owner(&owner.container_id, &owner.ifname)?;
+        self.drive(vec![Pending::Get(key.clone())], &[], |ctx, known| {
+            plan::plan_release_created(ctx, known, &key, revision)
+        })
+        .await
+    }
+
+    /// Writes `owner`'s record again, unchanged, by a compare-and-swap on
+    /// the revision read: a [`release_created`](Self::release_created) of
+    /// an earlier revision no longer applies to it. For a caller that got
+    /// back an owner's existing addresses while someone that may have
+    /// created them could still undo that (a node agent that gave up on
+    /// the same request). The record confirmed, `None` when there is none
+    /// (it was released meanwhile).
+    pub async fn confirm_owner(&self, owner: &OwnerId) -> Result<Option<OwnerRecord>, AllocError> {
+        let key = self.keyspace.owner(&owner.container_id, &owner.ifname)?;
+        self.drive(vec![Pending::Get(key.clone())], &[], |_, known| {
+            plan::plan_confirm_owner(known, &key)
         })
         .await
     }

@@ -1,6 +1,8 @@
-//! Group commit ([`GroupCommit`]): concurrent allocations on one allocator
-//! that arrive while a transaction is in flight are committed together in
-//! the next one.
+//! Group commit ([`GroupCommit`]): concurrent allocations and releases on
+//! one allocator that arrive while a transaction is in flight are
+//! committed together in the next one; a request whose caller went away is
+//! dropped before its commit, and an allocation committed after its caller
+//! went away is released again ([`Abandoned`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,8 +31,20 @@ use crate::store::Store;
 /// spread out (plugin processes starting one after the other);
 /// `with_window_while_busy` waits it only while more requests are in flight
 /// than queued, so a lone request never waits.
-/// Releases are not grouped: [`GroupCommit::release`] goes straight to the
-/// allocator (one transaction when warm).
+/// Releases ([`release`](Self::release)) are grouped the same way, in a
+/// transaction of their own ([`Allocator::release_each`]): a batch taken
+/// from the queue costs one transaction for its allocations and one for
+/// its releases.
+///
+/// **Callers that go away.** A caller that stops waiting (its future is
+/// dropped: the node agent's client closed the connection) before its
+/// request is taken into a batch has it dropped: nothing is written for
+/// it. An allocation whose caller went away while its transaction was in
+/// flight is released again at once, by a compare-and-swap on the
+/// revision its owner record was written at
+/// ([`Allocator::release_created`]): a record written since (the same
+/// owner allocated again) is left alone. Each case is reported to the
+/// observer ([`observed`](Self::observed)) as an [`Abandoned`].
 ///
 /// ```
 /// use std::sync::Arc;
@@ -70,12 +84,49 @@ impl<S> Clone for GroupCommit<S> {
     }
 }
 
+/// What the group commit did with a request whose caller went away before
+/// its answer (see [`GroupCommit`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Abandoned {
+    /// Dropped before its transaction: nothing was written for it.
+    Dropped {
+        /// The owner of the request.
+        owner: OwnerId,
+        /// `true` for an allocation, `false` for a release.
+        allocation: bool,
+    },
+    /// An allocation committed after its caller went away, released again.
+    Released {
+        /// The record written and deleted again.
+        record: OwnerRecord,
+    },
+    /// An allocation committed after its caller went away whose record was
+    /// written again since (or is gone): left alone.
+    Kept {
+        /// The owner.
+        owner: OwnerId,
+    },
+    /// An allocation committed after its caller went away whose release
+    /// failed: its record stays (for `ipamctl reconcile` or CNI GC).
+    ReleaseFailed {
+        /// The owner.
+        owner: OwnerId,
+        /// Why the release failed.
+        error: AllocError,
+    },
+}
+
+/// Receives every [`Abandoned`] request of a [`GroupCommit`].
+pub type Observer = Arc<dyn Fn(&Abandoned) + Send + Sync>;
+
 struct Shared<S> {
     alloc: Arc<Allocator<S>>,
     window: Duration,
     /// When set: the window is waited only while more requests are in
     /// flight at the caller than are queued here (more are on their way).
     busy: Option<Arc<AtomicU64>>,
+    observer: Option<Observer>,
     queue: Mutex<Queue>,
 }
 
@@ -88,9 +139,25 @@ struct Queue {
     last_batch: Option<std::time::Instant>,
 }
 
-struct Job {
-    req: AllocRequest,
-    reply: oneshot::Sender<Result<Allocation, AllocError>>,
+enum Job {
+    Allocate {
+        req: AllocRequest,
+        reply: oneshot::Sender<Result<Allocation, AllocError>>,
+    },
+    Release {
+        owner: OwnerId,
+        reply: oneshot::Sender<Result<Option<OwnerRecord>, AllocError>>,
+    },
+}
+
+impl Job {
+    /// Whether the caller stopped waiting for the answer.
+    fn abandoned(&self) -> bool {
+        match self {
+            Job::Allocate { reply, .. } => reply.is_closed(),
+            Job::Release { reply, .. } => reply.is_closed(),
+        }
+    }
 }
 
 impl<S: Store + 'static> GroupCommit<S> {
@@ -102,14 +169,7 @@ impl<S: Store + 'static> GroupCommit<S> {
 
     /// Waits `window` before each batch to collect more requests.
     pub fn with_window(alloc: Arc<Allocator<S>>, window: Duration) -> Self {
-        GroupCommit {
-            shared: Arc::new(Shared {
-                alloc,
-                window,
-                busy: None,
-                queue: Mutex::new(Queue::default()),
-            }),
-        }
+        GroupCommit::build(alloc, window, None, None)
     }
 
     /// Waits `window` before a batch only while `busy` (the caller's count
@@ -121,11 +181,30 @@ impl<S: Store + 'static> GroupCommit<S> {
         window: Duration,
         busy: Arc<AtomicU64>,
     ) -> Self {
+        GroupCommit::build(alloc, window, Some(busy), None)
+    }
+
+    /// The same group commit, reporting every request whose caller went
+    /// away to `observer` (called on the committer task; keep it short).
+    /// Takes effect on handles made from the returned one.
+    pub fn observed(self, observer: Observer) -> Self {
+        let s = &self.shared;
+        let (alloc, window, busy) = (s.alloc.clone(), s.window, s.busy.clone());
+        GroupCommit::build(alloc, window, busy, Some(observer))
+    }
+
+    fn build(
+        alloc: Arc<Allocator<S>>,
+        window: Duration,
+        busy: Option<Arc<AtomicU64>>,
+        observer: Option<Observer>,
+    ) -> Self {
         GroupCommit {
             shared: Arc::new(Shared {
                 alloc,
                 window,
-                busy: Some(busy),
+                busy,
+                observer,
                 queue: Mutex::new(Queue::default()),
             }),
         }
@@ -141,16 +220,7 @@ impl<S: Store + 'static> GroupCommit<S> {
     /// committer is a spawned task).
     pub async fn allocate(&self, req: AllocRequest) -> Result<Allocation, AllocError> {
         let (reply, answer) = oneshot::channel();
-        let start = match self.shared.queue.lock() {
-            Ok(mut q) => {
-                q.jobs.push(Job { req, reply });
-                !std::mem::replace(&mut q.running, true)
-            }
-            Err(_) => return Err(AllocError::Contention { attempts: 0 }),
-        };
-        if start {
-            tokio::spawn(commit_loop(self.shared.clone()));
-        }
+        self.enqueue(Job::Allocate { req, reply })?;
         // The committer answers every job it takes; a dropped sender means
         // it died (a panic): report a retryable failure.
         answer
@@ -158,9 +228,33 @@ impl<S: Store + 'static> GroupCommit<S> {
             .unwrap_or(Err(AllocError::Contention { attempts: 0 }))
     }
 
-    /// [`Allocator::release`], not grouped.
+    /// Like [`Allocator::release`], committed together with the other
+    /// releases queued at the same time ([`Allocator::release_each`]: each
+    /// its own result). Needs a tokio runtime.
     pub async fn release(&self, owner: &OwnerId) -> Result<Option<OwnerRecord>, AllocError> {
-        self.shared.alloc.release(owner).await
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Job::Release {
+            owner: owner.clone(),
+            reply,
+        })?;
+        answer
+            .await
+            .unwrap_or(Err(AllocError::Contention { attempts: 0 }))
+    }
+
+    /// Queues a job and starts the committer when none runs.
+    fn enqueue(&self, job: Job) -> Result<(), AllocError> {
+        let start = match self.shared.queue.lock() {
+            Ok(mut q) => {
+                q.jobs.push(job);
+                !std::mem::replace(&mut q.running, true)
+            }
+            Err(_) => return Err(AllocError::Contention { attempts: 0 }),
+        };
+        if start {
+            tokio::spawn(commit_loop(self.shared.clone()));
+        }
+        Ok(())
     }
 }
 
@@ -196,6 +290,14 @@ fn more_coming<S>(shared: &Shared<S>) -> bool {
             .is_some_and(|t| t.elapsed() < shared.window * 2)
 }
 
+impl<S> Shared<S> {
+    fn report(&self, what: Abandoned) {
+        if let Some(observer) = &self.observer {
+            observer(&what);
+        }
+    }
+}
+
 async fn commit_loop<S: Store + 'static>(shared: Arc<Shared<S>>) {
     let _running = Running(&shared.queue);
     loop {
@@ -214,11 +316,61 @@ async fn commit_loop<S: Store + 'static>(shared: Arc<Shared<S>>) {
             }
             Err(_) => return,
         };
-        let reqs: Vec<AllocRequest> = jobs.iter().map(|j| j.req.clone()).collect();
-        let results = shared.alloc.allocate_each(&reqs).await;
-        for (job, result) in jobs.into_iter().zip(results) {
-            // A caller that went away does not matter to the others.
-            let _ = job.reply.send(result);
+        let mut adds = Vec::new();
+        let mut dels = Vec::new();
+        for job in jobs {
+            // A caller that went away is not committed for.
+            if job.abandoned() {
+                let (owner, allocation) = match job {
+                    Job::Allocate { req, .. } => (req.owner, true),
+                    Job::Release { owner, .. } => (owner, false),
+                };
+                shared.report(Abandoned::Dropped { owner, allocation });
+                continue;
+            }
+            match job {
+                Job::Allocate { req, reply } => adds.push((req, reply)),
+                Job::Release { owner, reply } => dels.push((owner, reply)),
+            }
         }
+        if !adds.is_empty() {
+            commit_allocations(&shared, adds).await;
+        }
+        if !dels.is_empty() {
+            let owners: Vec<OwnerId> = dels.iter().map(|(o, _)| o.clone()).collect();
+            let results = shared.alloc.release_each(&owners).await;
+            for ((_, reply), result) in dels.into_iter().zip(results) {
+                // A caller that went away meanwhile: its DEL is done anyway.
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+type AllocReply = oneshot::Sender<Result<Allocation, AllocError>>;
+
+/// Commits a batch of allocations and answers each caller; an allocation
+/// whose caller went away meanwhile is released again.
+async fn commit_allocations<S: Store + 'static>(
+    shared: &Shared<S>,
+    adds: Vec<(AllocRequest, AllocReply)>,
+) {
+    let reqs: Vec<AllocRequest> = adds.iter().map(|(r, _)| r.clone()).collect();
+    let results = shared.alloc.allocate_each_committed(&reqs).await;
+    for ((req, reply), result) in adds.into_iter().zip(results) {
+        let revision = result.as_ref().ok().and_then(|(_, rev)| *rev);
+        if reply.send(result.map(|(a, _)| a)).is_ok() {
+            continue;
+        }
+        // Nobody takes the answer. Only a record this request wrote is
+        // released: an owner that already held addresses keeps them.
+        let Some(revision) = revision else { continue };
+        let owner = req.owner;
+        let what = match shared.alloc.release_created(&owner, revision).await {
+            Ok(Some(record)) => Abandoned::Released { record },
+            Ok(None) => Abandoned::Kept { owner },
+            Err(error) => Abandoned::ReleaseFailed { owner, error },
+        };
+        shared.report(what);
     }
 }

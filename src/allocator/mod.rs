@@ -52,7 +52,7 @@ pub use cache::NodeCache;
 pub use check::{CheckReport, Problem, RangeUsage};
 pub use error::AllocError;
 pub use geometry::node_seed_from;
-pub use group::GroupCommit;
+pub use group::{Abandoned, GroupCommit, Observer};
 pub use keys::{BadKeyPart, Keyspace};
 pub use nodes::NodeRecords;
 pub use scan::ScanProgress;
@@ -78,6 +78,11 @@ pub const CHUNK_BITS_RANGE: std::ops::RangeInclusive<u8> = 6..=20;
 /// Requests committed per transaction by [`Allocator::allocate_batch`]
 /// (etcd refuses transactions with more than 128 operations by default).
 pub const MAX_BATCH: usize = 50;
+
+/// Most compares, and most operations, one transaction of the allocator
+/// carries: etcd's default limit (`--max-txn-ops`). The batch release
+/// ([`Allocator::release_each`]) splits its owners to stay within it.
+pub const MAX_TXN_OPS: usize = 128;
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "/host-etcd";

@@ -1202,3 +1202,285 @@ async fn without_sticky_round_trips_and_keys_are_unchanged() {
     assert_eq!(sticky_counts, counts);
     assert!(got.windows(2).all(|w| w[0] == w[1]), "{got:?}");
 }
+
+// --- Batch release and abandoned group-commit callers ----------------------
+
+#[tokio::test]
+async fn release_each_frees_every_owner_on_its_own_in_few_transactions() {
+    let store = CountingStore::new(MemoryStore::new());
+    let a = alloc_of(&store, dual());
+    let reqs: Vec<AllocRequest> = (0..120).map(|i| req(&format!("r{i}"))).collect();
+    a.allocate_batch(&reqs).await.unwrap();
+    let mut owners: Vec<OwnerId> = reqs.iter().map(|r| r.owner.clone()).collect();
+    owners.insert(7, req("never-added").owner);
+    owners.insert(
+        9,
+        OwnerId {
+            container_id: "bad/id".into(),
+            ifname: "eth0".into(),
+        },
+    );
+    store.reset();
+    let out = a.release_each(&owners).await;
+    assert_eq!(out.len(), 122);
+    assert!(matches!(out[7], Ok(None)), "never added: nothing held");
+    assert!(
+        out[9].is_err(),
+        "a bad container ID fails alone: {:?}",
+        out[9]
+    );
+    let released = out.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+    assert_eq!(released, 120);
+    assert!(
+        store.txns() as usize <= 120usize.div_ceil(MAX_BATCH) + 1,
+        "{} transactions for 120 releases",
+        store.txns()
+    );
+    assert!(a.owners().await.unwrap().is_empty());
+    assert!(a.check().await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn release_each_with_a_corrupt_record_fails_that_owner_only() {
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, dual());
+    for id in ["x", "y"] {
+        a.allocate(&req(id)).await.unwrap();
+    }
+    let bad = a.keyspace().owner("y", "eth0").unwrap();
+    let put = crate::store::Txn {
+        compares: vec![],
+        ops: vec![crate::store::Op::Put(bad, b"{broken".to_vec())],
+        read_on_conflict: vec![],
+    };
+    store.txn(put).await.unwrap();
+    let out = a.release_each(&[req("x").owner, req("y").owner]).await;
+    assert!(matches!(out[0], Ok(Some(_))), "{:?}", out[0]);
+    assert!(
+        matches!(out[1], Err(AllocError::CorruptOwner { .. })),
+        "{:?}",
+        out[1]
+    );
+}
+
+// Current-thread runtime: every caller queues before the committer runs.
+#[tokio::test]
+async fn group_commit_batches_concurrent_releases() {
+    let store = Arc::new(CountingStore::new(MemoryStore::new()));
+    let a = Arc::new(Allocator::new(store.clone(), dual(), opts()).unwrap());
+    let group = group::GroupCommit::new(a.clone());
+    let reqs: Vec<AllocRequest> = (0..100).map(|i| req(&format!("d{i}"))).collect();
+    a.allocate_batch(&reqs).await.unwrap();
+    store.reset();
+    let tasks: Vec<_> = reqs
+        .iter()
+        .map(|r| {
+            let (g, owner) = (group.clone(), r.owner.clone());
+            tokio::spawn(async move { g.release(&owner).await })
+        })
+        .collect();
+    for t in tasks {
+        assert!(t.await.unwrap().unwrap().is_some());
+    }
+    assert!(
+        store.txns() as usize <= 100usize.div_ceil(MAX_BATCH) + 1,
+        "{} transactions for 100 concurrent releases",
+        store.txns()
+    );
+    assert!(a.owners().await.unwrap().is_empty());
+    assert!(a.check().await.unwrap().is_clean());
+}
+
+/// A store whose transactions wait, once armed, until released: the
+/// moment an operation's transaction is in flight.
+struct Gated<S> {
+    inner: S,
+    armed: std::sync::atomic::AtomicBool,
+    entered: tokio::sync::Notify,
+    open: tokio::sync::Semaphore,
+}
+
+impl<S: Store> Store for Gated<S> {
+    fn read(
+        &self,
+        reads: &[crate::store::Read],
+    ) -> impl std::future::Future<
+        Output = Result<Vec<crate::store::ReadResult>, crate::store::StoreError>,
+    > + Send {
+        self.inner.read(reads)
+    }
+
+    async fn txn(
+        &self,
+        txn: crate::store::Txn,
+    ) -> Result<crate::store::TxnOutcome, crate::store::StoreError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.entered.notify_one();
+            if let Ok(p) = self.open.acquire().await {
+                p.forget();
+            }
+        }
+        self.inner.txn(txn).await
+    }
+}
+
+fn observer_log() -> (group::Observer, Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let observer: group::Observer = Arc::new(move |a: &group::Abandoned| {
+        let line = match a {
+            group::Abandoned::Dropped { owner, allocation } => {
+                format!("dropped {} {allocation}", owner.container_id)
+            }
+            group::Abandoned::Released { record } => format!("released {}", record.container_id),
+            group::Abandoned::Kept { owner } => format!("kept {}", owner.container_id),
+            group::Abandoned::ReleaseFailed { owner, .. } => {
+                format!("failed {}", owner.container_id)
+            }
+        };
+        log.lock().unwrap().push(line);
+    });
+    (observer, seen)
+}
+
+#[tokio::test]
+async fn a_caller_gone_before_the_commit_is_dropped_and_nothing_is_written() {
+    let store = Arc::new(CountingStore::new(MemoryStore::new()));
+    let a = Arc::new(Allocator::new(store.clone(), dual(), opts()).unwrap());
+    let (observer, seen) = observer_log();
+    let group = group::GroupCommit::new(a.clone()).observed(observer);
+    a.allocate(&req("warm")).await.unwrap();
+    store.reset();
+    // Polled once (queued, the committer spawned), then dropped before the
+    // committer ran.
+    for (id, add) in [("gone-add", true), ("warm", false)] {
+        tokio::select! {
+            biased;
+            _ = async {
+                if add {
+                    let _ = group.allocate(req(id)).await;
+                } else {
+                    let _ = group.release(&req(id).owner).await;
+                }
+            } => panic!("answered before the committer ran"),
+            () = std::future::ready(()) => {}
+        }
+    }
+    // Let the committer run, then check.
+    group.allocate(req("present")).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec!["dropped gone-add true", "dropped warm false"]
+    );
+    let owners: Vec<String> = a
+        .owners()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.container_id)
+        .collect();
+    assert_eq!(owners.len(), 2, "{owners:?}");
+    assert!(
+        owners.contains(&"warm".to_string()),
+        "the dropped DEL did not run"
+    );
+    assert!(!owners.contains(&"gone-add".to_string()));
+    assert_eq!(store.txns(), 1, "only the present caller's transaction");
+}
+
+#[tokio::test]
+async fn an_add_committed_after_its_caller_left_is_released_again() {
+    let store = Arc::new(Gated {
+        inner: MemoryStore::new(),
+        armed: Default::default(),
+        entered: tokio::sync::Notify::new(),
+        open: tokio::sync::Semaphore::new(0),
+    });
+    let a = Arc::new(Allocator::new(store.clone(), dual(), opts()).unwrap());
+    let (observer, seen) = observer_log();
+    let group = group::GroupCommit::new(a.clone()).observed(observer);
+    a.allocate(&req("warm")).await.unwrap();
+    // The caller leaves while its transaction is in flight.
+    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let caller = {
+        let g = group.clone();
+        tokio::spawn(async move { g.allocate(req("late")).await })
+    };
+    store.entered.notified().await;
+    caller.abort();
+    let _ = caller.await;
+    store.open.add_permits(1);
+    // The committer releases it (compare on its revision), then serves the
+    // next caller.
+    group.allocate(req("next")).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec!["released late"]);
+    assert!(a.owner(&req("late").owner).await.unwrap().is_none());
+    assert!(a.check().await.unwrap().is_clean());
+
+    // An ADD of an owner that already held addresses is never released:
+    // its caller got nothing new, and whoever holds them keeps them.
+    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let caller = {
+        let g = group.clone();
+        tokio::spawn(async move { g.allocate(req("warm")).await })
+    };
+    store.entered.notified().await;
+    caller.abort();
+    let _ = caller.await;
+    store.open.add_permits(1);
+    group.allocate(req("next2")).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec!["released late"]);
+    assert!(a.owner(&req("warm").owner).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn release_created_leaves_a_record_written_again_since() {
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, dual());
+    let out = a.allocate_each_committed(&[req("c")]).await;
+    let (_, rev) = out.into_iter().next().unwrap().unwrap();
+    let rev = rev.expect("a new record has its revision");
+    // Released and allocated again: another record, another revision.
+    a.release(&req("c").owner).await.unwrap();
+    a.allocate(&req("c")).await.unwrap();
+    assert!(a
+        .release_created(&req("c").owner, rev)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(a.owner(&req("c").owner).await.unwrap().is_some());
+    // Its own revision: released.
+    let out = a.allocate_each_committed(&[req("d")]).await;
+    let rev = out.into_iter().next().unwrap().unwrap().1.unwrap();
+    assert!(a
+        .release_created(&req("d").owner, rev)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(a.check().await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn a_confirmed_record_is_not_released_by_its_creators_undo() {
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, dual());
+    let out = a.allocate_each_committed(&[req("c")]).await;
+    let (alloc, rev) = out.into_iter().next().unwrap().unwrap();
+    // Someone else got the same addresses back (an idempotent ADD) and
+    // confirms them before the creator's undo.
+    let again = a.allocate(&req("c")).await.unwrap();
+    assert!(again.existing);
+    let rec = a.confirm_owner(&req("c").owner).await.unwrap().unwrap();
+    let held: Vec<IpAddr> = alloc.assigned.iter().map(|x| x.ip).collect();
+    assert_eq!(rec.ips, held);
+    assert!(a
+        .release_created(&req("c").owner, rev.unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(a.owner(&req("c").owner).await.unwrap().is_some());
+    // Nothing to confirm once released.
+    a.release(&req("c").owner).await.unwrap();
+    assert!(a.confirm_owner(&req("c").owner).await.unwrap().is_none());
+    assert!(a.check().await.unwrap().is_clean());
+}

@@ -6,31 +6,50 @@
 //! an embedded-store network keeps its exclusive file lock per process and
 //! is always served directly, and VERSION never needs a store.
 //!
+//! **Timing.** The exchange with the agent ends within `budgetMs`, and the
+//! whole invocation — the exchange and a direct run after it — within the
+//! command's deadline ([`command::deadline`]: `budgetMs` plus the store's
+//! `dialTimeoutMs`, the same bound as a direct call). The plugin asks the
+//! agent to acknowledge its request (`agentAckMs`, default
+//! [`DEFAULT_ACK_TIMEOUT`]): an agent that accepts the connection (the
+//! kernel does that for a stopped process too) but does not acknowledge in
+//! time is taken for frozen, and with `auto` the command runs directly
+//! with what is left of the deadline. Once acknowledged, the reply is
+//! awaited until `budgetMs` has passed.
+//!
 //! | what happens | `auto` | `required` |
 //! |---|---|---|
 //! | socket file absent | direct, at once | code 11 |
 //! | connect refused or not within [`CONNECT_TIMEOUT`] | direct | code 11 |
 //! | request not fully written | direct | code 11 |
 //! | `error` reply (wrong protocol version, refused request): not run | direct | code 11 |
+//! | no acknowledgement within `agentAckMs` (agent frozen) | direct | code 11 after `budgetMs` (it waits for the acknowledgement as for the reply) |
 //! | connection lost after the request was sent (agent killed) | direct | code 11 |
-//! | no reply within the deadline (+ [`REPLY_MARGIN`]) | code 11 | code 11 |
+//! | acknowledged, no reply within `budgetMs` | code 11 | code 11 |
 //! | CNI reply | printed as the agent gave it | same |
 //!
 //! (STATUS reports code 50 instead of 11, as it does for a store that does
 //! not answer.)
 //!
 //! **Why falling back after a lost reply is safe.** The agent may have run
-//! the command before the connection broke. Running it again directly is
-//! harmless for every command: ADD is idempotent per container and
-//! interface (the same addresses come back, whether the agent's ADD
-//! committed or not, or commits concurrently: the owner record is created
-//! by compare-and-swap on its absence, and the loser reads the winner's
-//! record); DEL converges (releasing an owner that holds nothing succeeds);
-//! CHECK and STATUS only read; GC releases the same non-valid attachments
-//! again. The fallback happens at most once per invocation, never in a
-//! loop, and the direct run gets only what is left of the deadline. When
-//! the agent holds the request past the deadline there is nothing left, so
-//! that is code 11 without a second try.
+//! the command before the connection broke, or may run it later (a frozen
+//! agent that resumes reads the request still queued on its socket).
+//! Running it directly as well is harmless for every command: ADD is
+//! idempotent per container and interface (the same addresses come back,
+//! whether the agent's ADD committed or not, or commits concurrently: the
+//! owner record is created by compare-and-swap on its absence, and the
+//! loser reads the winner's record); DEL converges (releasing an owner that
+//! holds nothing succeeds); CHECK and STATUS only read; GC releases the
+//! same non-valid attachments again. And the agent does not commit for a
+//! client that went away: a request still queued when its connection
+//! closes is dropped, and an ADD that committed after it is released again
+//! (`crate::allocator::GroupCommit`) — by a compare-and-swap on the
+//! revision it wrote, so a direct ADD that got those same addresses back
+//! confirms them first (`Allocator::confirm_owner`: the record written
+//! again, the agent's undo then leaves it alone; if the undo came first,
+//! the direct ADD allocates again, once). The fallback happens at most once per
+//! invocation, never in a loop, and the direct run gets only what is left
+//! of the deadline.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -48,8 +67,9 @@ use crate::store::StoreError;
 /// Longest wait for the agent to accept the connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 
-/// Time granted over the command's deadline for the reply to travel.
-pub const REPLY_MARGIN: Duration = Duration::from_millis(500);
+/// Default of `ipam.agentAckMs`: the longest wait for the agent's
+/// acknowledgement of a request before an `auto` plugin goes direct.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// What the plugin does with one invocation.
 #[derive(Debug)]
@@ -62,6 +82,11 @@ pub enum Attempt {
     Direct {
         /// Time used talking to the agent.
         spent: Duration,
+        /// Whether the agent may run the command too (it received the
+        /// request and did not answer): an ADD that gets back existing
+        /// addresses confirms them, since the agent undoes an ADD it
+        /// committed for a client that went away.
+        agent_may_run: bool,
     },
 }
 
@@ -72,6 +97,9 @@ enum Miss {
     NotRun(String),
     /// It may have: the request was sent, the reply did not come back.
     Lost(String),
+    /// No acknowledgement within this wait: the agent is taken for frozen
+    /// (it may run the command later; see the module docs).
+    NotAcked(Duration),
     /// No reply within the deadline.
     TimedOut,
 }
@@ -81,6 +109,7 @@ enum Miss {
 pub fn attempt(env: &Env, stdin: &[u8]) -> Attempt {
     let direct = Attempt::Direct {
         spent: Duration::ZERO,
+        agent_may_run: false,
     };
     if env.command == Command::Version {
         return direct;
@@ -114,8 +143,19 @@ pub fn attempt(env: &Env, stdin: &[u8]) -> Attempt {
     let request = Request::Cni {
         env: env_vars(env),
         stdin: text.to_string(),
+        ack: true,
     };
-    match exchange(socket, &request, deadline) {
+    // The agent is connected to its store already: the exchange gets the
+    // budget (a direct run after it gets what is left of the deadline).
+    let budget = conf.ipam.budget.min(deadline);
+    // `required` has nowhere else to go: it waits for the acknowledgement
+    // as long as for the reply.
+    let ack = if required {
+        budget
+    } else {
+        conf.ipam.agent_ack
+    };
+    match exchange(socket, &request, budget, Some(ack)) {
         Ok(Reply::Cni { stdout, exit }) => Attempt::Answered(Response {
             stdout,
             stderr: None,
@@ -130,7 +170,7 @@ pub fn attempt(env: &Env, stdin: &[u8]) -> Attempt {
                 "the agent refused the request: {error} (it speaks versions {versions:?})"
             )),
         ),
-        Ok(Reply::Status(_)) => miss(
+        Ok(Reply::Status(_) | Reply::Ack) => miss(
             env.command,
             socket,
             required,
@@ -146,7 +186,7 @@ impl Attempt {
     /// A direct run with no time left is a timeout at once.
     fn with_deadline(self, command: Command, deadline: Duration) -> Attempt {
         match self {
-            Attempt::Direct { spent } if spent >= deadline => {
+            Attempt::Direct { spent, .. } if spent >= deadline => {
                 Attempt::Failed(command::timed_out(command, deadline))
             }
             other => other,
@@ -161,11 +201,21 @@ fn miss(command: Command, socket: &Path, required: bool, started: Instant, m: Mi
             socket,
             &format!("no reply within {} ms", started.elapsed().as_millis()),
         )),
+        Miss::NotAcked(wait) if required => Attempt::Failed(unavailable(
+            command,
+            socket,
+            &format!("no acknowledgement within {} ms", wait.as_millis()),
+        )),
         Miss::NotRun(why) | Miss::Lost(why) if required => {
             Attempt::Failed(unavailable(command, socket, &why))
         }
-        Miss::NotRun(_) | Miss::Lost(_) => Attempt::Direct {
+        Miss::NotRun(_) => Attempt::Direct {
             spent: started.elapsed(),
+            agent_may_run: false,
+        },
+        Miss::Lost(_) | Miss::NotAcked(_) => Attempt::Direct {
+            spent: started.elapsed(),
+            agent_may_run: true,
         },
     }
 }
@@ -198,21 +248,31 @@ fn env_vars(env: &Env) -> BTreeMap<String, String> {
 }
 
 /// One request and its reply, on a current-thread runtime of its own.
-fn exchange(socket: &Path, request: &Request, deadline: Duration) -> Result<Reply, Miss> {
+fn exchange(
+    socket: &Path,
+    request: &Request,
+    deadline: Duration,
+    ack: Option<Duration>,
+) -> Result<Reply, Miss> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Miss::NotRun(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(exchange_async(socket, request, deadline))
+    runtime.block_on(exchange_async(socket, request, deadline, ack))
 }
 
-/// [`exchange`] inside a runtime.
+/// [`exchange`] inside a runtime: everything within `deadline`; with `ack`,
+/// the request's acknowledgement is awaited at most that long (and within
+/// the deadline) before the reply.
 async fn exchange_async(
     socket: &Path,
     request: &Request,
     deadline: Duration,
+    ack: Option<Duration>,
 ) -> Result<Reply, Miss> {
-    let connect = tokio::time::timeout(CONNECT_TIMEOUT.min(deadline), UnixStream::connect(socket));
+    let started = Instant::now();
+    let left = || deadline.saturating_sub(started.elapsed());
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT.min(left()), UnixStream::connect(socket));
     let mut stream = match connect.await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Miss::NotRun(format!("cannot connect: {e}"))),
@@ -224,7 +284,7 @@ async fn exchange_async(
         }
     };
     let body = request.encode();
-    match tokio::time::timeout(deadline, write_frame(&mut stream, &body)).await {
+    match tokio::time::timeout(left(), write_frame(&mut stream, &body)).await {
         Ok(Ok(())) => {}
         Ok(Err(FrameError::TooLarge { len })) => {
             return Err(Miss::NotRun(format!(
@@ -234,7 +294,10 @@ async fn exchange_async(
         Ok(Err(e)) => {
             // The agent may have refused the request before reading it
             // (e.g. the peer check) and closed: its error reply is waiting.
-            let early = tokio::time::timeout(Duration::from_millis(100), read_frame(&mut stream));
+            let early = tokio::time::timeout(
+                Duration::from_millis(100).min(left()),
+                read_frame(&mut stream),
+            );
             if let Ok(Ok(Some(body))) = early.await {
                 if let Ok(reply @ Reply::Error { .. }) = Reply::decode(&body) {
                     return Ok(reply);
@@ -244,7 +307,26 @@ async fn exchange_async(
         }
         Err(_) => return Err(Miss::NotRun("the request could not be sent in time".into())),
     }
-    match tokio::time::timeout(deadline + REPLY_MARGIN, read_frame(&mut stream)).await {
+    if let Some(wait) = ack {
+        match tokio::time::timeout(wait.min(left()), read_frame(&mut stream)).await {
+            Ok(Ok(Some(body))) => match Reply::decode(&body) {
+                Ok(Reply::Ack) => {}
+                // An error reply (not run), or an agent that does not
+                // acknowledge and answered at once.
+                Ok(reply) => return Ok(reply),
+                Err(e) => return Err(Miss::Lost(e)),
+            },
+            // The agent acknowledges before it runs anything.
+            Ok(Ok(None)) => {
+                return Err(Miss::NotRun(
+                    "connection closed before the acknowledgement (agent stopped?)".into(),
+                ))
+            }
+            Ok(Err(e)) => return Err(Miss::NotRun(format!("no acknowledgement: {e}"))),
+            Err(_) => return Err(Miss::NotAcked(wait.min(deadline))),
+        }
+    }
+    match tokio::time::timeout(left(), read_frame(&mut stream)).await {
         Ok(Ok(Some(body))) => Reply::decode(&body).map_err(Miss::Lost),
         Ok(Ok(None)) => Err(Miss::Lost(
             "connection closed before the reply (agent stopped?)".into(),
@@ -262,11 +344,13 @@ pub(crate) async fn request(
     request: &Request,
     timeout: Duration,
 ) -> Result<Reply, String> {
-    exchange_async(socket, request, timeout)
+    exchange_async(socket, request, timeout, None)
         .await
         .map_err(|m| match m {
             Miss::NotRun(s) | Miss::Lost(s) => s,
-            Miss::TimedOut => format!("no reply within {} ms", timeout.as_millis()),
+            Miss::TimedOut | Miss::NotAcked(_) => {
+                format!("no reply within {} ms", timeout.as_millis())
+            }
         })
 }
 
@@ -305,7 +389,7 @@ mod tests {
         let auto = conf(&format!(r#","agentSocket":"{}""#, sock.display()));
         assert!(matches!(
             attempt(&env(Command::Add), &auto),
-            Attempt::Direct { spent } if spent.is_zero()
+            Attempt::Direct { spent, agent_may_run: false } if spent.is_zero()
         ));
         let required = conf(&format!(
             r#","agent":"required","agentSocket":"{}""#,
@@ -327,6 +411,40 @@ mod tests {
             attempt(&env(Command::Add), &auto),
             Attempt::Direct { .. }
         ));
+    }
+
+    #[test]
+    fn an_agent_that_never_acknowledges_is_left_for_direct_in_auto_and_is_11_when_required() {
+        // A listener nobody accepts on: the kernel queues the connection
+        // and takes the request, as for a stopped agent.
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("frozen.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let auto = conf(&format!(
+            r#","agentSocket":"{}","agentAckMs":50,"budgetMs":5000"#,
+            sock.display()
+        ));
+        match attempt(&env(Command::Add), &auto) {
+            Attempt::Direct {
+                spent,
+                agent_may_run: true,
+            } => assert!(spent >= Duration::from_millis(50), "{spent:?}"),
+            other => panic!("{other:?}"),
+        }
+        let required = conf(&format!(
+            r#","agent":"required","agentSocket":"{}","agentAckMs":50,"budgetMs":300"#,
+            sock.display()
+        ));
+        match attempt(&env(Command::Add), &required) {
+            Attempt::Failed(e) => {
+                assert_eq!(e.code(), 11, "{e}");
+                assert!(
+                    e.to_string().contains("no acknowledgement within 300 ms"),
+                    "{e}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -98,8 +98,14 @@ pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Re
             // The agent ran the command (and logged it in its own log).
             Attempt::Answered(response) => return response,
             Attempt::Failed(e) => (Some(env), Err(e)),
-            Attempt::Direct { spent } => {
-                let outcome = execute_reported(&env, stdin, &mut report, spent);
+            Attempt::Direct {
+                spent,
+                agent_may_run,
+            } => {
+                let direct = Direct {
+                    confirm_existing: agent_may_run,
+                };
+                let outcome = execute_reported(&env, stdin, &mut report, spent, direct);
                 (Some(env), outcome)
             }
         },
@@ -137,7 +143,13 @@ pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Re
 /// Runs one command. `Ok(Some(json))` is printed on stdout; `Ok(None)` means
 /// success with no output (DEL, CHECK, GC, STATUS).
 pub fn execute(env: &Env, stdin: &[u8]) -> Result<Option<String>, CniError> {
-    execute_reported(env, stdin, &mut Report::default(), Duration::ZERO)
+    execute_reported(
+        env,
+        stdin,
+        &mut Report::default(),
+        Duration::ZERO,
+        Direct::default(),
+    )
 }
 
 /// [`execute`], reporting into `report`, when `spent` of the deadline is already
@@ -148,6 +160,7 @@ fn execute_reported(
     stdin: &[u8],
     report: &mut Report,
     spent: Duration,
+    direct: Direct,
 ) -> Result<Option<String>, CniError> {
     let conf = match prepare(env, stdin)? {
         Prepared::Answer(out) => return Ok(out),
@@ -161,7 +174,7 @@ fn execute_reported(
     let command = env.command;
     let outcome = runtime.block_on(OPENED.scope(report.opened.clone(), async {
         let left = deadline.saturating_sub(spent);
-        match tokio::time::timeout(left, dispatch(env, &conf)).await {
+        match tokio::time::timeout(left, dispatch_with(env, &conf, &direct)).await {
             Ok(r) => r,
             Err(_) => Err(timed_out(command, deadline)),
         }
@@ -281,10 +294,6 @@ fn connect_allowance(store: &StoreConf) -> std::time::Duration {
     }
 }
 
-async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
-    dispatch_with(env, conf, &Direct).await
-}
-
 /// Where the commands get their allocator, and how ADD and DEL run on it:
 /// the plugin process opens the store and works under the node lock and
 /// node cache file ([`Direct`]); the node agent (`crate::agent`) lends a
@@ -317,8 +326,15 @@ pub trait AllocatorSource: Sync {
 
 /// The plugin process's own allocator: the store opened for this one
 /// command, ADD and DEL under the node lock and from the node cache file.
-#[derive(Clone, Copy, Debug)]
-pub struct Direct;
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Direct {
+    /// An ADD that gets back an owner's existing addresses confirms them
+    /// ([`Allocator::confirm_owner`]) and allocates again, once, when they
+    /// were released meanwhile: set when a node agent may have created
+    /// them for this same request and may undo that (its client, this
+    /// plugin, went away).
+    pub confirm_existing: bool,
+}
 
 impl AllocatorSource for Direct {
     type Store = Counted;
@@ -334,6 +350,17 @@ impl AllocatorSource for Direct {
         allocator: &Self::Handle,
         request: &AllocRequest,
     ) -> Result<Allocation, CniError> {
+        let first = with_node_state(conf, allocator, allocator.allocate(request)).await?;
+        if !(self.confirm_existing && first.existing) {
+            return Ok(first);
+        }
+        let held: Vec<_> = first.assigned.iter().map(|a| a.ip).collect();
+        let confirmed =
+            with_node_state(conf, allocator, allocator.confirm_owner(&request.owner)).await?;
+        if confirmed.is_some_and(|r| r.ips == held) {
+            return Ok(first);
+        }
+        // Released (or replaced) meanwhile: allocate again, once.
         with_node_state(conf, allocator, allocator.allocate(request)).await
     }
 

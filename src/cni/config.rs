@@ -169,6 +169,9 @@ pub struct IpamConf {
     pub agent: AgentMode,
     /// `agentSocket`: the node agent's unix socket.
     pub agent_socket: PathBuf,
+    /// `agentAckMs`: the longest wait for the agent's acknowledgement of a
+    /// request before `auto` goes direct.
+    pub agent_ack: Duration,
 }
 
 /// The node agent's default socket (`ipam.agentSocket`).
@@ -536,7 +539,23 @@ fn parse_ipam(
             .str("agentSocket")?
             .filter(|s| !s.is_empty())
             .map_or_else(|| PathBuf::from(DEFAULT_AGENT_SOCKET), PathBuf::from),
+        agent_ack: parse_agent_ack(ipam, budget)?,
     })
+}
+
+/// `ipam.agentAckMs`: 1..=`budgetMs` (default
+/// [`DEFAULT_ACK_TIMEOUT`](super::agent_client::DEFAULT_ACK_TIMEOUT), at
+/// most `budgetMs`).
+fn parse_agent_ack(ipam: &Obj<'_>, budget: Duration) -> Result<Duration, CniError> {
+    let budget_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
+    match ipam.u64("agentAckMs")? {
+        None => Ok(super::agent_client::DEFAULT_ACK_TIMEOUT.min(budget)),
+        Some(ms) if (1..=budget_ms).contains(&ms) => Ok(Duration::from_millis(ms)),
+        Some(ms) => Err(CniError::config(
+            ipam.field("agentAckMs"),
+            format!("{ms} is out of range 1..={budget_ms} (budgetMs)"),
+        )),
+    }
 }
 
 /// `ipam.agent`: `"auto"` (default), `"off"` or `"required"`.

@@ -834,3 +834,36 @@ fn sticky_ttl_is_optional_and_validated() {
         );
     }
 }
+
+#[test]
+fn agent_ack_ms_defaults_to_250_at_most_the_budget_and_is_refused_outside_1_to_budget() {
+    let conf = |extra: &str| {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","ipam":{{"ranges":[[{{"subnet":"10.0.0.0/24"}}]]{extra}}}}}"#
+        )
+    };
+    let ack = |extra: &str| parse(&conf(extra)).map(|c| c.ipam.agent_ack);
+    assert_eq!(ack("").unwrap(), Duration::from_millis(250));
+    assert_eq!(
+        ack(r#","budgetMs":100"#).unwrap(),
+        Duration::from_millis(100)
+    );
+    assert_eq!(
+        ack(r#","agentAckMs":40"#).unwrap(),
+        Duration::from_millis(40)
+    );
+    assert_eq!(
+        ack(r#","budgetMs":500,"agentAckMs":500"#).unwrap(),
+        Duration::from_millis(500)
+    );
+    for bad in [
+        r#","agentAckMs":0"#,
+        r#","budgetMs":500,"agentAckMs":501"#,
+        r#","agentAckMs":-1"#,
+        r#","agentAckMs":"fast""#,
+    ] {
+        let (code, details) = err(&conf(bad));
+        assert_eq!(code, 7, "{bad}: {details}");
+        assert!(details.contains("ipam.agentAckMs"), "{bad}: {details}");
+    }
+}

@@ -106,6 +106,18 @@ impl Agent {
         assert!(ok, "kill -{name}");
     }
 
+    /// SIGSTOP, and waits until every thread of the agent is stopped (the
+    /// kernel still queues connections on its socket).
+    pub fn freeze(&self) {
+        self.signal("STOP");
+        super::wait_stopped(self.pid());
+    }
+
+    /// SIGCONT.
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
     /// Waits for the process to exit and returns its exit code.
     pub fn wait(&mut self, within: Duration) -> Option<i32> {
         let mut child = self.child.take().expect("running");

@@ -570,7 +570,8 @@ impl Deref for EtcdServer {
 /// `/proc/<pid>/task/*/stat`): `kill -STOP` returns once the signal is
 /// queued, and a thread still running on the other core could answer one
 /// more request.
-fn wait_stopped(pid: u32) {
+/// Waits until every thread of process `pid` is stopped (SIGSTOP taken).
+pub fn wait_stopped(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc tasks");

@@ -184,6 +184,28 @@ impl Call {
         }
     }
 
+    /// Starts the plugin as [`Call::run`] does, its stdin written and
+    /// closed, without waiting for it (stdout and stderr discarded): for
+    /// tests that kill it or let it give up.
+    pub fn spawn(&self) -> std::process::Child {
+        let mut cmd = Command::new(&self.exe);
+        cmd.env_clear()
+            .envs(&self.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.exe.display()));
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(&self.stdin);
+        }
+        child
+    }
+
     fn describe(&self) -> String {
         let env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let node = self

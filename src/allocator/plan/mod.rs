@@ -15,7 +15,7 @@
 //! | `search.rs` | where a set's search starts (node position, start window) and the search for a free dynamic address |
 //! | `add.rs` | ADD of a batch in one transaction: initial reads, meta, owner records, static addresses |
 //! | `batch.rs` | ADD with a result per request: taking failing requests out of a batch |
-//! | `release.rs` | DEL of one owner |
+//! | `release.rs` | DEL of one owner, of a batch of owners (each its own result), of a record only if a given transaction wrote it; confirming a record against that last one |
 //! | `sticky.rs` | sticky addresses: the binding an ADD consumes and a DEL writes, and its deletion |
 
 mod add;
@@ -29,7 +29,7 @@ mod tests;
 
 pub use add::{initial_reads, plan_add};
 pub use batch::plan_add_each;
-pub use release::plan_release;
+pub use release::{plan_confirm_owner, plan_release, plan_release_created, plan_release_each};
 pub use search::respread_position;
 pub use sticky::{plan_drop_binding, sticky_key_of};
 

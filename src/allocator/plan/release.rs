@@ -1,6 +1,13 @@
-//! DEL of one owner ([`plan_release`]): clear its bits and delete its
-//! record in one transaction (and, with sticky addresses on, bind the
-//! addresses to its pod).
+//! DEL: of one owner ([`plan_release`]), of a batch of owners each with its
+//! own result ([`plan_release_each`]), and of one owner only if its record
+//! is still the one a given transaction wrote ([`plan_release_created`]).
+//! All three clear the owners' bits and delete their records in one
+//! transaction (and, with sticky addresses on, bind the addresses to their
+//! pods) through the same per-owner step, [`release_owner`]. And the
+//! counterpart of the third: [`plan_confirm_owner`] rewrites a record so
+//! that such a conditional release no longer applies.
+
+use std::collections::BTreeMap;
 
 use super::draft::Draft;
 use super::sticky::sticky_bind;
@@ -8,27 +15,22 @@ use super::{Ctx, Plan, Stop};
 use crate::allocator::error::AllocError;
 use crate::allocator::geometry;
 use crate::allocator::state::{Known, Lookup, Pending};
-use crate::allocator::OwnerRecord;
+use crate::allocator::{OwnerRecord, MAX_TXN_OPS};
 use crate::range::Family;
-use crate::store::{Compare, Key, Op, Txn};
+use crate::store::{Compare, Expect, Key, Op, Txn};
 
-/// Plans the release of one owner: clear its bits, delete its record (and
-/// its per-node index entry), in one transaction guarded by the record's
-/// revision. `None` if it holds nothing, or, with `expected`, if its record
-/// is not exactly `expected`.
-///
-/// One function: every chunk and full-set it needs is asked for in one
-/// batch of reads before the draft changes anything.
-pub fn plan_release(
+/// The reads the release of `key` still needs (the record, then every
+/// chunk and full-set of its addresses), or the record (`None`: it holds
+/// nothing). Nothing is changed.
+fn release_reads<'k>(
     ctx: &Ctx<'_>,
-    known: &Known,
+    known: &'k Known,
     key: &Key,
-    expected: Option<&OwnerRecord>,
-) -> Result<Plan<Option<OwnerRecord>>, Stop> {
+) -> Result<Option<(Expect, &'k OwnerRecord)>, Stop> {
     let k = ctx.k();
     let (rev, rec) = match known.owners.get(key) {
         None => return Err(Stop::Need(vec![Pending::Get(key.clone())])),
-        Some(None) => return Ok(Plan::new(None, Txn::default())),
+        Some(None) => return Ok(None),
         Some(Some((expect, Ok(rec)))) => (expect.clone(), rec),
         Some(Some((_, Err(detail)))) => {
             return Err(Stop::Fail(AllocError::CorruptOwner {
@@ -37,9 +39,6 @@ pub fn plan_release(
             }))
         }
     };
-    if expected.is_some_and(|e| e != rec) {
-        return Ok(Plan::new(None, Txn::default()));
-    }
     // Fetch every chunk and full-set involved in one read.
     let mut missing = Vec::new();
     for ip in &rec.ips {
@@ -62,14 +61,31 @@ pub fn plan_release(
     if !missing.is_empty() {
         return Err(Stop::Need(missing));
     }
-    let mut draft = Draft::new(known, ctx.net, k);
+    Ok(Some((rev, rec)))
+}
+
+/// The release of one owner into a draft and a transaction shared with
+/// other owners: clear its bits, compare and delete its record, bind its
+/// addresses (sticky). `None` if it holds nothing. Every read it needs is
+/// asked for before anything is changed, so a `Stop` leaves `draft` and
+/// `txn` as they were.
+fn release_owner(
+    ctx: &Ctx<'_>,
+    known: &Known,
+    key: &Key,
+    draft: &mut Draft<'_>,
+    txn: &mut Txn,
+) -> Result<Option<OwnerRecord>, Stop> {
+    let Some((rev, rec)) = release_reads(ctx, known, key)? else {
+        return Ok(None);
+    };
+    let k = ctx.k();
     for ip in &rec.ips {
         let chunk = draft.chunk_mut(Family::of(*ip), geometry::chunk_of(*ip, k))?;
         // A bit already clear is an inconsistency `check` reports; the
         // release still deletes the record so the owner converges.
         chunk.bits.clear(geometry::bit_of(*ip, k));
     }
-    let mut txn = Txn::default();
     txn.compares.push(Compare {
         key: key.clone(),
         expect: rev,
@@ -81,7 +97,203 @@ pub fn plan_release(
         txn.ops.push(Op::Delete(entry));
     }
     txn.read_on_conflict.push(key.clone());
-    sticky_bind(ctx, known, rec, &mut txn);
+    sticky_bind(ctx, known, rec, txn);
+    Ok(Some(rec.clone()))
+}
+
+/// Plans the release of one owner: clear its bits, delete its record (and
+/// its per-node index entry), in one transaction guarded by the record's
+/// revision. `None` if it holds nothing, or, with `expected`, if its record
+/// is not exactly `expected` (decided before any chunk is read).
+pub fn plan_release(
+    ctx: &Ctx<'_>,
+    known: &Known,
+    key: &Key,
+    expected: Option<&OwnerRecord>,
+) -> Result<Plan<Option<OwnerRecord>>, Stop> {
+    if let (Some(e), Some(Some((_, Ok(rec))))) = (expected, known.owners.get(key)) {
+        if e != rec {
+            return Ok(Plan::new(None, Txn::default()));
+        }
+    }
+    let mut draft = Draft::new(known, ctx.net, ctx.k());
+    let mut txn = Txn::default();
+    let rec = release_owner(ctx, known, key, &mut draft, &mut txn)?;
+    if rec.is_none() {
+        return Ok(Plan::new(None, Txn::default()));
+    }
     draft.finish(ctx, &mut txn)?;
-    Ok(Plan::new(Some(rec.clone()), txn))
+    Ok(Plan::new(rec, txn))
+}
+
+/// Plans the release of `key` only if its record is the one the
+/// transaction committed at `revision` wrote (its mod revision): a record
+/// written since (the owner released and allocated again, or rewritten) is
+/// left alone, and so is an absent one. The result says whether it is
+/// released.
+pub fn plan_release_created(
+    ctx: &Ctx<'_>,
+    known: &Known,
+    key: &Key,
+    revision: i64,
+) -> Result<Plan<Option<OwnerRecord>>, Stop> {
+    match known.owners.get(key) {
+        // Remembered bytes say nothing about the revision: read it.
+        None | Some(Some((Expect::Value(_), _))) => {
+            Err(Stop::Need(vec![Pending::Get(key.clone())]))
+        }
+        Some(Some((Expect::ModRevision(r), Ok(_)))) if *r == revision => {
+            plan_release(ctx, known, key, None)
+        }
+        _ => Ok(Plan::new(None, Txn::default())),
+    }
+}
+
+/// Plans the confirmation of `key`'s record: the same record written again
+/// (compare-and-swap on the revision read), so that a release conditioned
+/// on an earlier revision ([`plan_release_created`]) no longer applies. The
+/// result is the record confirmed, `None` when there is none.
+pub fn plan_confirm_owner(known: &Known, key: &Key) -> Result<Plan<Option<OwnerRecord>>, Stop> {
+    match known.owners.get(key) {
+        None | Some(Some((Expect::Value(_), _))) => {
+            Err(Stop::Need(vec![Pending::Get(key.clone())]))
+        }
+        Some(None) => Ok(Plan::new(None, Txn::default())),
+        Some(Some((_, Err(detail)))) => Err(Stop::Fail(AllocError::CorruptOwner {
+            key: key.clone(),
+            detail: detail.clone(),
+        })),
+        Some(Some((expect, Ok(rec)))) => {
+            let bytes = serde_json::to_vec(rec).map_err(|e| AllocError::CorruptOwner {
+                key: key.clone(),
+                detail: e.to_string(),
+            })?;
+            let txn = Txn {
+                compares: vec![Compare {
+                    key: key.clone(),
+                    expect: expect.clone(),
+                }],
+                ops: vec![Op::Put(key.clone(), bytes)],
+                read_on_conflict: vec![key.clone()],
+            };
+            Ok(Plan::new(Some(rec.clone()), txn))
+        }
+    }
+}
+
+/// Result of one owner of [`plan_release_each`]: `None` when it is left for
+/// the next transaction (this one is full), else its own result.
+pub type ReleaseSlot = Option<Result<Option<OwnerRecord>, AllocError>>;
+
+/// Whether `txn` is within etcd's limits on compares, operations and
+/// conflict reads per transaction.
+fn fits(txn: &Txn) -> bool {
+    txn.compares.len() <= MAX_TXN_OPS
+        && txn.ops.len() <= MAX_TXN_OPS
+        && txn.read_on_conflict.len() <= MAX_TXN_OPS
+}
+
+/// The release of the owners `active` (indices into `keys`) in one draft:
+/// per owner its record, and the transaction. Every read any of them
+/// needs is asked for at once.
+#[allow(clippy::type_complexity)]
+fn release_set(
+    ctx: &Ctx<'_>,
+    known: &Known,
+    keys: &[Key],
+    active: &[usize],
+) -> Result<(BTreeMap<usize, Option<OwnerRecord>>, Txn), Stop> {
+    let mut draft = Draft::new(known, ctx.net, ctx.k());
+    let mut txn = Txn::default();
+    let mut out = BTreeMap::new();
+    let mut missing: Vec<Pending> = Vec::new();
+    let mut first: BTreeMap<&Key, usize> = BTreeMap::new();
+    for &i in active {
+        // The same owner twice (a repeated DEL): one release, both answered.
+        if let Some(&j) = first.get(&keys[i]) {
+            let rec = out.get(&j).cloned().flatten();
+            out.insert(i, rec);
+            continue;
+        }
+        first.insert(&keys[i], i);
+        match release_owner(ctx, known, &keys[i], &mut draft, &mut txn) {
+            Ok(rec) => {
+                out.insert(i, rec);
+            }
+            Err(Stop::Need(p)) => {
+                for p in p {
+                    if !missing.contains(&p) {
+                        missing.push(p);
+                    }
+                }
+            }
+            Err(Stop::Fail(e)) => return Err(Stop::Fail(e)),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Stop::Need(missing));
+    }
+    if !txn.ops.is_empty() {
+        draft.finish(ctx, &mut txn)?;
+    }
+    Ok((out, txn))
+}
+
+/// Plans the release of a batch of owner keys, each with its own result: an
+/// owner that cannot be released (its record does not decode, a chunk of
+/// its addresses is corrupt) gets its error and the others are released
+/// without it, in one transaction of at most [`MAX_TXN_OPS`] compares and
+/// operations; owners that do not fit are left for the next transaction
+/// (`None` in the result). Releasing an owner that holds nothing succeeds.
+///
+/// One loop: each round plans the owners not taken out, and halves the
+/// number taken when the transaction is too large, takes out the one that
+/// fails on its own, or returns.
+pub fn plan_release_each(
+    ctx: &Ctx<'_>,
+    known: &Known,
+    keys: &[Key],
+) -> Result<Plan<Vec<ReleaseSlot>>, Stop> {
+    let mut failed: BTreeMap<usize, AllocError> = BTreeMap::new();
+    let mut take = keys.len();
+    loop {
+        let active: Vec<usize> = (0..keys.len())
+            .filter(|i| !failed.contains_key(i))
+            .take(take)
+            .collect();
+        match release_set(ctx, known, keys, &active) {
+            Ok((_, txn)) if !fits(&txn) && active.len() > 1 => {
+                take = active.len() / 2;
+            }
+            Ok((mut released, txn)) => {
+                let result: Vec<ReleaseSlot> = (0..keys.len())
+                    .map(|i| match failed.remove(&i) {
+                        Some(e) => Some(Err(e)),
+                        None => released.remove(&i).map(Ok),
+                    })
+                    .collect();
+                let has_failures = result.iter().any(|r| matches!(r, Some(Err(_))));
+                let mut plan = Plan::new(result, txn);
+                plan.has_failures = has_failures;
+                return Ok(plan);
+            }
+            Err(Stop::Need(p)) => return Err(Stop::Need(p)),
+            Err(Stop::Fail(e)) => {
+                // A release fails only on its own (corrupt data): find it.
+                let culprit =
+                    active
+                        .iter()
+                        .find_map(|&i| match plan_release(ctx, known, &keys[i], None) {
+                            Err(Stop::Fail(e)) => Some((i, e)),
+                            _ => None,
+                        });
+                match culprit {
+                    Some((i, e)) => {
+                        failed.insert(i, e);
+                    }
+                    None => return Err(Stop::Fail(e)),
+                }
+            }
+        }
+    }
 }

@@ -6,10 +6,10 @@ use std::net::IpAddr;
 
 use super::*;
 use crate::allocator::state::Known;
-use crate::allocator::{AllocRequest, OwnerId, DEFAULT_CHUNK_BITS};
+use crate::allocator::{AllocRequest, OwnerId, DEFAULT_CHUNK_BITS, MAX_TXN_OPS};
 use crate::codec::{self, Chunk};
 use crate::range::{Family, RangeSet};
-use crate::store::{Expect, Op, ReadResult, Versioned};
+use crate::store::{Expect, Key, Op, ReadResult, Versioned};
 
 const K: u8 = DEFAULT_CHUNK_BITS;
 
@@ -346,5 +346,189 @@ fn add_each_takes_out_the_last_request_when_only_the_combination_fails() {
         ),
         "{:?}",
         plan.result[1]
+    );
+}
+
+/// Owner `id`/`eth0` holding `ip`, as stored.
+fn record(id: &str, ip: &str) -> OwnerRecord {
+    OwnerRecord {
+        container_id: id.into(),
+        ips: vec![ip.parse().unwrap()],
+        ..record_a()
+    }
+}
+
+/// A known state where owners `o0`…`o{n-1}` hold 10.0.0.1… (read at
+/// revision 20 + i), in chunk 10.0.0.0/24 (revision 10), no full-set.
+fn known_owners(ks: &Keyspace, n: usize) -> (Known, Vec<Key>) {
+    let mut known = Known::new(ks.clone(), K);
+    let mut chunk = Chunk {
+        bits: crate::bitmap::Bitmap::new(1 << K),
+        cursor: 0,
+    };
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let id = format!("o{i}");
+        let key = ks.owner(&id, "eth0").unwrap();
+        let rec = record(&id, &format!("10.0.0.{}", i + 1));
+        known.absorb_key(
+            &key,
+            Some(versioned(serde_json::to_vec(&rec).unwrap(), 20 + i as i64)),
+        );
+        chunk.bits.set(i + 1);
+        keys.push(key);
+    }
+    let idx = 0x0a00_0000 >> K;
+    known.absorb_key(
+        &ks.chunk(Family::V4, K, idx),
+        Some(versioned(codec::encode(&chunk), 10)),
+    );
+    known.absorb_key(&ks.full(Family::V4, idx), None);
+    (known, keys)
+}
+
+#[test]
+fn release_each_gives_every_owner_its_own_result_in_one_transaction() {
+    let (net, positions) = (network(), BTreeMap::new());
+    let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
+    let ctx = ctx(&net, &ks, &positions);
+    let (mut known, mut keys) = known_owners(&ks, 3);
+    // Nothing known of two more owners: both records are asked for at once.
+    let absent = ks.owner("gone", "eth0").unwrap();
+    let corrupt = ks.owner("bad", "eth0").unwrap();
+    keys.push(absent.clone());
+    keys.push(corrupt.clone());
+    assert_eq!(
+        need(plan_release_each(&ctx, &known, &keys)),
+        vec![Pending::Get(absent.clone()), Pending::Get(corrupt.clone())]
+    );
+    known.absorb_key(&absent, None);
+    known.absorb_key(&corrupt, Some(versioned(b"not json".to_vec(), 30)));
+    let plan = plan_release_each(&ctx, &known, &keys).unwrap();
+    assert!(plan.has_failures);
+    let r = &plan.result;
+    for (i, slot) in r.iter().take(3).enumerate() {
+        let rec = slot.as_ref().unwrap().as_ref().unwrap().as_ref().unwrap();
+        assert_eq!(rec.container_id, format!("o{i}"));
+    }
+    assert!(matches!(r[3], Some(Ok(None))), "absent: nothing to release");
+    assert!(
+        matches!(r[4], Some(Err(AllocError::CorruptOwner { .. }))),
+        "{:?}",
+        r[4]
+    );
+    // One transaction: three record deletes compared on their revisions,
+    // one chunk put with the three bits cleared; the corrupt record is
+    // neither compared nor touched.
+    let deletes: Vec<&Key> = plan
+        .txn
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Delete(k) => Some(k),
+            Op::Put(..) => None,
+        })
+        .collect();
+    assert_eq!(deletes, keys.iter().take(3).collect::<Vec<_>>());
+    for (i, key) in keys.iter().take(3).enumerate() {
+        assert!(plan.txn.compares.contains(&crate::store::Compare {
+            key: key.clone(),
+            expect: Expect::ModRevision(20 + i as i64),
+        }));
+    }
+    assert!(!plan.txn.compares.iter().any(|c| c.key == corrupt));
+    let chunk_key = ks.chunk(Family::V4, K, 0x0a00_0000 >> K);
+    let puts: Vec<&Vec<u8>> = plan
+        .txn
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Put(k, v) if *k == chunk_key => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(puts.len(), 1, "one chunk write for the three");
+    let after = codec::decode_expecting(puts[0], K).unwrap();
+    assert_eq!(after.bits.count_ones(), 0, "every bit of the three cleared");
+    // The single-owner planner plans the same release for one of them.
+    let one = plan_release(&ctx, &known, &keys[0], None).unwrap();
+    assert_eq!(
+        one.result.as_ref().map(|r| &r.container_id),
+        Some(&"o0".to_string())
+    );
+}
+
+#[test]
+fn release_each_keeps_a_transaction_within_etcds_limits_and_defers_the_rest() {
+    let (net, positions) = (network(), BTreeMap::new());
+    let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
+    let ctx = ctx(&net, &ks, &positions);
+    // 200 owners in one chunk: 200 deletes and a chunk put do not fit.
+    let (known, mut keys) = known_owners(&ks, 200);
+    // The same owner twice (a repeated DEL) is one release.
+    keys.insert(1, keys[0].clone());
+    let plan = plan_release_each(&ctx, &known, &keys).unwrap();
+    let t = &plan.txn;
+    assert!(t.ops.len() <= MAX_TXN_OPS, "{} ops", t.ops.len());
+    assert!(
+        t.compares.len() <= MAX_TXN_OPS,
+        "{} compares",
+        t.compares.len()
+    );
+    assert!(t.read_on_conflict.len() <= MAX_TXN_OPS);
+    let served = plan.result.iter().filter(|r| r.is_some()).count();
+    let deletes = t
+        .ops
+        .iter()
+        .filter(|op| matches!(op, Op::Delete(_)))
+        .count();
+    assert!(
+        served >= MAX_TXN_OPS / 4,
+        "only {served} owners in the transaction"
+    );
+    assert_eq!(deletes + 1, served, "the duplicate is one delete");
+    // Served ones come first; the rest are left for the next transaction.
+    assert!(plan.result[..served].iter().all(Option::is_some));
+    assert!(plan.result[served..].iter().all(Option::is_none));
+    let rec = |i: usize| match &plan.result[i] {
+        Some(Ok(Some(r))) => r.container_id.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (rec(0), rec(1)),
+        ("o0".into(), "o0".into()),
+        "both DELs of o0 answered"
+    );
+}
+
+#[test]
+fn release_created_releases_only_the_record_written_at_its_revision() {
+    let (net, positions) = (network(), BTreeMap::new());
+    let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
+    let ctx = ctx(&net, &ks, &positions);
+    let (known, keys) = known_owners(&ks, 1);
+    // o0's record was read at revision 20.
+    let plan = plan_release_created(&ctx, &known, &keys[0], 20).unwrap();
+    assert_eq!(plan.result.map(|r| r.container_id), Some("o0".to_string()));
+    assert!(plan.txn.compares.contains(&crate::store::Compare {
+        key: keys[0].clone(),
+        expect: Expect::ModRevision(20),
+    }));
+    // Written again since (another revision): left alone.
+    let plan = plan_release_created(&ctx, &known, &keys[0], 19).unwrap();
+    assert!(plan.result.is_none() && plan.txn.ops.is_empty());
+    // Gone: nothing to do.
+    let gone = ks.owner("gone", "eth0").unwrap();
+    let mut known = known;
+    known.absorb_key(&gone, None);
+    let plan = plan_release_created(&ctx, &known, &gone, 20).unwrap();
+    assert!(plan.result.is_none() && plan.txn.ops.is_empty());
+    // Remembered bytes (node cache) say nothing of the revision: read it.
+    let mut cached = Known::new(ks.clone(), K);
+    let rec = serde_json::to_vec(&record("o0", "10.0.0.1")).unwrap();
+    cached.seed([(keys[0].as_str(), Some(rec.as_slice()))]);
+    assert_eq!(
+        need(plan_release_created(&ctx, &cached, &keys[0], 20)),
+        vec![Pending::Get(keys[0].clone())]
     );
 }
