@@ -323,7 +323,8 @@ impl<S: Store> Allocator<S> {
                 .any(|f| self.keyspace.parse_chunk(f, k, key).is_some()),
             Pending::Chunks { .. } => false,
         });
-        if warm || !self.options.node_cache || owners.is_empty() || reads_a_chunk {
+        let guess = self.options.guess_first_add && self.options.node_cache;
+        if warm || !guess || owners.is_empty() || reads_a_chunk {
             return None;
         }
         Meta::new(k).encode().ok()
