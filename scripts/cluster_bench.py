@@ -174,14 +174,14 @@ def shown_path(path, repo):
     return path if rel.startswith("..") else rel
 
 
-def net_config(kind, endpoint, data_dir, v4_range=V4_RANGE, v6_range=V6_RANGE):
+def net_config(kind, endpoint, data_dir, v4_range=V4_RANGE, v6_range=V6_RANGE, name=NETWORK):
     ipam = {"type": kind, "ranges": [[{"subnet": v4_range}], [{"subnet": v6_range}]],
             "routes": [{"dst": "0.0.0.0/0"}]}
     if kind == "host-etcd":
         ipam["endpoints"] = [endpoint]
     if data_dir:
         ipam["dataDir"] = data_dir
-    return {"cniVersion": CNI_VERSION, "name": NETWORK, "ipam": ipam}
+    return {"cniVersion": CNI_VERSION, "name": name, "ipam": ipam}
 
 
 # ---------------------------------------------------------------- node
@@ -318,8 +318,11 @@ class Nodes:
             if kind == "host-local" or a.node_data_dir:
                 data_dir = os.path.join(conf_dir, "data-" + host)
             path = os.path.join(conf_dir, host + ".json")
+            # ADDs only (no DEL phase to empty the network again): every
+            # mode gets a network of its own, so each starts fresh.
+            name = NETWORK + "-" + kind if a.no_del else NETWORK
             conf = net_config("host-etcd" if kind == "host-etcd-agent" else kind, endpoint,
-                              data_dir, a.v4_range, a.v6_range)
+                              data_dir, a.v4_range, a.v6_range, name)
             sock = ""
             if kind == "host-etcd-agent":
                 sock = os.path.join(conf_dir, "agent-%s.sock" % host)

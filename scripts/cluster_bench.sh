@@ -40,7 +40,9 @@
 #                    (which uses "agent": "off")
 #   --v4-range CIDR  the IPv4 range set (default 10.77.0.0/16)
 #   --v6-range CIDR  the IPv6 range set (default fd00:77::/64)
-#   --no-del         ADD phase only (no DEL phase)
+#   --no-del         ADD phase only (no DEL phase); each mode (direct, agent)
+#                    then runs on a network of its own (cbench-host-etcd,
+#                    cbench-host-etcd-agent), so each starts on a fresh one
 #   --bin-dir DIR    take host-etcd and ipamctl from DIR (e.g. a copy of an
 #                    older build); implies --no-build
 #   --no-host-local  skip the host-local baseline

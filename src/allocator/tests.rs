@@ -1231,3 +1231,45 @@ async fn without_sticky_round_trips_and_keys_are_unchanged() {
     assert_eq!(sticky_counts, counts);
     assert!(got.windows(2).all(|w| w[0] == w[1]), "{got:?}");
 }
+
+/// Two nodes whose first ADDs start in the same chunk: the second one's
+/// guess fails, its conflict answer shows the chunk taken, and it moves to
+/// another chunk before writing, so neither node's cache goes stale: every
+/// later ADD of both is one transaction.
+#[tokio::test]
+async fn a_node_meeting_another_moves_away_before_writing() {
+    let store = CountingStore::new(MemoryStore::new());
+    let n = net(vec![
+        set(&[spec("10.64.0.0/12")]),
+        set(&[spec("2001:db8::/64")]),
+    ]);
+    let a = alloc_of(&store, n.clone());
+    let b = alloc_of(&store, n); // the same seed: the same start chunks
+    let first_a = a.allocate(&req("a1")).await.unwrap();
+    store.reset();
+    let first_b = b.allocate(&req("b1")).await.unwrap();
+    assert_eq!(
+        (store.reads(), store.txns(), store.conflicts()),
+        (0, 2, 1),
+        "guess, conflict, move, commit"
+    );
+    for (x, y) in first_a.assigned.iter().zip(&first_b.assigned) {
+        assert_ne!(
+            geometry::chunk_of(x.ip, DEFAULT_CHUNK_BITS),
+            geometry::chunk_of(y.ip, DEFAULT_CHUNK_BITS),
+            "b moved away in both families"
+        );
+    }
+    for i in 2..6 {
+        for (node, name) in [(&a, "a"), (&b, "b")] {
+            store.reset();
+            node.allocate(&req(&format!("{name}{i}"))).await.unwrap();
+            assert_eq!(
+                (store.reads(), store.txns()),
+                (0, 1),
+                "{name}{i}: warm, nobody else in its chunks"
+            );
+        }
+    }
+    assert!(a.check().await.unwrap().is_clean());
+}
