@@ -61,6 +61,7 @@ pub use sticky::BindingEntry;
 pub mod internals {
     pub use super::fullset::encode as encode_full_set;
     pub use super::geometry::{normal_candidates, spread, Candidates};
+    pub use super::plan::START_WINDOW;
 }
 
 /// Default chunk size exponent: a chunk covers 2^k addresses. Chosen by
