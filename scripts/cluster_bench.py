@@ -514,8 +514,9 @@ def scenario_main(a):
         "loadavg_before": loadavg(),
         "definitions": DEFINITIONS,
     }
-    print("scenario %s: %d node(s) x %d concurrent processes, %d ADDs then %d DELs per node"
-          % (report["scenario"], a.nodes, a.procs, a.count, a.count), file=sys.stderr)
+    print("scenario %s: %d node(s) x %d concurrent processes, %d ADDs%s per node"
+          % (report["scenario"], a.nodes, a.procs, a.count,
+             "" if a.no_del else " then %d DELs" % a.count), file=sys.stderr)
     report["host_etcd"] = run_plugin(a, "host-etcd", a.plugin, a.endpoint, a.etcd_pid, tck)
     if a.agent:
         report["host_etcd_agent"] = run_plugin(a, "host-etcd-agent", a.plugin, a.endpoint,
