@@ -2,7 +2,9 @@
 //! and conflict answers, inside the one bounded retry loop of the crate.
 //!
 //! Cold ADD: one read (owner, meta, full-chunk set, starting chunks), one
-//! transaction; warm ADD or DEL (a [`NodeCache`] that knows the keys): one
+//! transaction — or, a node's first ADD, one transaction on a guess of a
+//! fresh start chunk ([`Options::guess_first_add`](super::Options)); warm
+//! ADD or DEL (a [`NodeCache`] that knows the keys): one
 //! transaction on the remembered values, compared by their bytes. A
 //! conflict answer carries the current values, so each retry
 //! is one more round trip. Transient store errors restart the operation from
@@ -29,10 +31,11 @@ use crate::store::{
     prefix_end, Key, Op, Read, ReadResult, Store, StoreError, TxnOutcome, Versioned,
 };
 
-/// Where a node that found another node allocating in its chunk moves to: a
-/// chunk of the first `CONTESTED_WINDOW` of its range set (16 start windows:
-/// a crowded start window spills over instead of staying crowded; see
-/// BENCHMARKS.md, "Start window").
+/// Where a node that found another node allocating in its chunk moves to in
+/// an IPv6 range set: a chunk of its first `CONTESTED_WINDOW` (16 start
+/// windows: a crowded start window spills over instead of staying crowded;
+/// an IPv4 range set is its own window). See BENCHMARKS.md, "Rollout at
+/// cluster scale".
 const CONTESTED_WINDOW: u128 = 16 * START_WINDOW;
 
 /// Upper bound on reads within one operation (a safety net: planning needs
