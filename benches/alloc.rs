@@ -14,7 +14,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use host_etcd::allocator::internals::{encode_full_set, normal_candidates, spread};
+use host_etcd::allocator::internals::{encode_full_set, normal_candidates, spread, START_WINDOW};
 use host_etcd::allocator::{AllocRequest, Allocator, Keyspace, Network, Options, OwnerId};
 use host_etcd::bitmap::Bitmap;
 use host_etcd::codec::{self, Chunk};
@@ -38,7 +38,12 @@ fn plant(store: &MemoryStore, net: &Network, taken: u64) {
     let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
     let cands = normal_candidates(set, K);
     let n = cands.count();
-    let start = spread(SEED, 0, n);
+    // Where this node starts: anywhere in IPv4, the start window in IPv6.
+    let window = match family {
+        host_etcd::range::Family::V4 => n,
+        host_etcd::range::Family::V6 => n.min(START_WINDOW),
+    };
+    let start = spread(SEED, window);
     let chunks = taken.div_ceil(1 << K) as u128;
     let full = codec::encode(&Chunk {
         bits: Bitmap::full(1 << K),

@@ -21,7 +21,7 @@ fn shared_share(names: &[String], window: u128) -> f64 {
     let mut count: HashMap<u128, usize> = HashMap::new();
     let starts: Vec<u128> = names
         .iter()
-        .map(|n| spread(node_seed_from(n), 0, window))
+        .map(|n| spread(node_seed_from(n), window))
         .collect();
     for s in &starts {
         *count.entry(*s).or_default() += 1;

@@ -11,6 +11,8 @@ Subcommands:
   node      (internal) one simulated node, run inside `unshare --uts`: sets
             the hostname, then runs the phases the parent sends on stdin.
   table     prints the Markdown table of one or more JSON reports.
+  rollout   prints the rollout table (ADD phase: calls per ADD, failures,
+            duplicates, p50 / p99) of one or more JSON reports.
   plot      writes an SVG of one or more JSON reports.
 
 Counting. etcd's own Prometheus counters (`grpc_server_handled_total` of
@@ -172,14 +174,14 @@ def shown_path(path, repo):
     return path if rel.startswith("..") else rel
 
 
-def net_config(kind, endpoint, data_dir):
-    ipam = {"type": kind, "ranges": [[{"subnet": V4_RANGE}], [{"subnet": V6_RANGE}]],
+def net_config(kind, endpoint, data_dir, v4_range=V4_RANGE, v6_range=V6_RANGE, name=NETWORK):
+    ipam = {"type": kind, "ranges": [[{"subnet": v4_range}], [{"subnet": v6_range}]],
             "routes": [{"dst": "0.0.0.0/0"}]}
     if kind == "host-etcd":
         ipam["endpoints"] = [endpoint]
     if data_dir:
         ipam["dataDir"] = data_dir
-    return {"cniVersion": CNI_VERSION, "name": NETWORK, "ipam": ipam}
+    return {"cniVersion": CNI_VERSION, "name": name, "ipam": ipam}
 
 
 # ---------------------------------------------------------------- node
@@ -316,8 +318,11 @@ class Nodes:
             if kind == "host-local" or a.node_data_dir:
                 data_dir = os.path.join(conf_dir, "data-" + host)
             path = os.path.join(conf_dir, host + ".json")
+            # ADDs only (no DEL phase to empty the network again): every
+            # mode gets a network of its own, so each starts fresh.
+            name = NETWORK + "-" + kind if a.no_del else NETWORK
             conf = net_config("host-etcd" if kind == "host-etcd-agent" else kind, endpoint,
-                              data_dir)
+                              data_dir, a.v4_range, a.v6_range, name)
             sock = ""
             if kind == "host-etcd-agent":
                 sock = os.path.join(conf_dir, "agent-%s.sock" % host)
@@ -406,7 +411,7 @@ def run_plugin(a, kind, plugin, endpoint, etcd_pid, tck):
             if w["failed"]:
                 raise RuntimeError("%s warm-up %s failed: %s" % (kind, w["command"], w["errors"]))
         all_ips = []
-        for cmd in ("ADD", "DEL"):
+        for cmd in ("ADD",) if a.no_del else ("ADD", "DEL"):
             m0 = scrape(endpoint) if etcd_pid else None
             c0 = proc_cpu_ticks(etcd_pid) if etcd_pid else None
             t0 = time.monotonic()
@@ -502,15 +507,16 @@ def scenario_main(a):
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git": git_rev(a.repo), "machine": machine_info(a.etcd_bin),
         "params": {"nodes": a.nodes, "procs_per_node": a.procs, "count_per_node": a.count,
-                   "ranges": [V4_RANGE, V6_RANGE], "cni_version": CNI_VERSION,
+                   "ranges": [a.v4_range, a.v6_range], "cni_version": CNI_VERSION,
                    "node_data_dir": a.node_data_dir, "agent": a.agent,
                    "etcd_data_fs": a.etcd_fs,
                    "plugin": shown_path(a.plugin, a.repo), "host_local": a.host_local},
         "loadavg_before": loadavg(),
         "definitions": DEFINITIONS,
     }
-    print("scenario %s: %d node(s) x %d concurrent processes, %d ADDs then %d DELs per node"
-          % (report["scenario"], a.nodes, a.procs, a.count, a.count), file=sys.stderr)
+    print("scenario %s: %d node(s) x %d concurrent processes, %d ADDs%s per node"
+          % (report["scenario"], a.nodes, a.procs, a.count,
+             "" if a.no_del else " then %d DELs" % a.count), file=sys.stderr)
     report["host_etcd"] = run_plugin(a, "host-etcd", a.plugin, a.endpoint, a.etcd_pid, tck)
     if a.agent:
         report["host_etcd_agent"] = run_plugin(a, "host-etcd-agent", a.plugin, a.endpoint,
@@ -528,7 +534,8 @@ def scenario_main(a):
     for kind in ("host_etcd", "host_etcd_agent"):
         if kind in report:
             he = report[kind]
-            bad += he["add"]["failed"] + he["del"]["failed"] + he["duplicate_addresses"]
+            bad += sum(he[ph]["failed"] for ph in ("add", "del") if ph in he)
+            bad += he["duplicate_addresses"]
     return 0 if bad == 0 else 3
 
 
@@ -553,6 +560,8 @@ def text_table(r):
         if kind not in r:
             continue
         for ph in ("add", "del"):
+            if ph not in r[kind]:
+                continue
             s = r[kind][ph]
             e = s.get("etcd")
             lines.append("%-20s %9s %6d %8s %8s %8s %12s %11s %11s %11s" % (
@@ -583,7 +592,7 @@ def text_table(r):
         lines.append("  duplicate addresses among %s ADD results: %d"
                      % (name, he["duplicate_addresses"]))
         for ph in ("add", "del"):
-            for e in he[ph]["first_errors"]:
+            for e in he.get(ph, {}).get("first_errors", []):
                 lines.append("  %s %s failure: %s" % (name, ph.upper(), json.dumps(e)))
     return "\n".join(lines)
 
@@ -611,6 +620,8 @@ def table_main(a):
         if r["label"] != "current":
             name += " [%s]" % r["label"]
         for ph in ("add", "del"):
+            if ph not in r["host_etcd"]:
+                continue
             s = r["host_etcd"][ph]
             e = s["etcd"]
             hl = r.get("host_local", {}).get(ph)
@@ -632,6 +643,27 @@ def table_main(a):
                 r["scenario"] + ("" if r["label"] == "current" else " [%s]" % r["label"]),
                 raw["clients"], raw["txns_per_sec"], raw["latency_ms"]["p50"],
                 raw["latency_ms"]["p99"], fmt(raw["etcd_cpu_ms_per_txn"], "%.3f")))
+    return 0
+
+
+def rollout_main(a):
+    """One Markdown row per report and mode: the rollout figures (ADD phase
+    only: etcd calls per ADD, failed ADDs, duplicates, p50 / p99)."""
+    print("| label | IPv4 range | nodes × procs | ADDs | mode | etcd calls / ADD (Txn + Range) "
+          "| failed | duplicates | p50 ms | p99 ms |")
+    print("|---|---|---|---:|---|---:|---:|---:|---:|---:|")
+    for r in load_sorted(a.files):
+        p = r["params"]
+        for kind, mode in (("host_etcd", "direct"), ("host_etcd_agent", "agent")):
+            if kind not in r:
+                continue
+            s, he = r[kind]["add"], r[kind]
+            e = s["etcd"]
+            print("| %s | %s | %d × %d | %d | %s | %s (%s + %s) | %d | %d | %s | %s |" % (
+                r["label"], p["ranges"][0], p["nodes"], p["procs_per_node"], s["processes"],
+                mode, fmt(e["txns_per_op"]), fmt(e["txn_per_op"]), fmt(e["range_per_op"]),
+                s["failed"], he["duplicate_addresses"], fmt(s["latency_ms"]["p50"], "%.0f"),
+                fmt(s["latency_ms"]["p99"], "%.0f")))
     return 0
 
 
@@ -768,6 +800,9 @@ def main():
     s.add_argument("--node-data-dir", action="store_true")
     s.add_argument("--agent", action="store_true")
     s.add_argument("--no-raw", action="store_true")
+    s.add_argument("--no-del", action="store_true")
+    s.add_argument("--v4-range", default=V4_RANGE)
+    s.add_argument("--v6-range", default=V6_RANGE)
     s.add_argument("--raw-count", type=int, default=0)
     s.add_argument("--raw-secs", type=float, default=5.0)
     s.add_argument("--label", default="current")
@@ -776,6 +811,8 @@ def main():
     s.add_argument("--out", required=True)
     t = sub.add_parser("table")
     t.add_argument("files", nargs="+")
+    t = sub.add_parser("rollout")
+    t.add_argument("files", nargs="+")
     p = sub.add_parser("plot")
     p.add_argument("out")
     p.add_argument("files", nargs="+")
@@ -783,7 +820,7 @@ def main():
     if a.sub == "scenario" and min(a.nodes, a.procs, a.count) < 1:
         ap.error("--nodes, --procs and --count must be at least 1")
     try:
-        return {"node": node_main, "scenario": scenario_main, "table": table_main,
+        return {"node": node_main, "scenario": scenario_main, "table": table_main, "rollout": rollout_main,
                 "plot": plot_main}[a.sub](a)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

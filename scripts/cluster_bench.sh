@@ -38,6 +38,13 @@
 #                    namespace; configs with "agent": "required"), in the
 #                    same run against the same etcd, after the direct run
 #                    (which uses "agent": "off")
+#   --v4-range CIDR  the IPv4 range set (default 10.77.0.0/16)
+#   --v6-range CIDR  the IPv6 range set (default fd00:77::/64)
+#   --no-del         ADD phase only (no DEL phase); each mode (direct, agent)
+#                    then runs on a network of its own (cbench-host-etcd,
+#                    cbench-host-etcd-agent), so each starts on a fresh one
+#   --bin-dir DIR    take host-etcd and ipamctl from DIR (e.g. a copy of an
+#                    older build); implies --no-build
 #   --no-host-local  skip the host-local baseline
 #   --no-raw         skip the raw CAS baseline
 #   --no-build       do not run cargo build --release --bins
@@ -59,7 +66,7 @@ repo=$(pwd)
 
 nodes=2 procs=4 count=100 label=current out=benchmarks/results/cluster
 plot=benchmarks/cluster.svg build=1 host_local=/usr/lib/cni/host-local
-extra=() scenarios=()
+extra=() scenarios=() bin_dir=
 usage() { sed -n "2,/^set -euo/p" "$self" | sed "\$d; s/^# \{0,1\}//" >&2; exit 2; }
 preset() {
     case "$1" in
@@ -81,6 +88,10 @@ while [ $# -gt 0 ]; do
         --plot) plot=$2; shift 2 ;;
         --node-data-dir) extra+=(--node-data-dir); shift ;;
         --agent) extra+=(--agent); shift ;;
+        --v4-range) extra+=(--v4-range "$2"); shift 2 ;;
+        --v6-range) extra+=(--v6-range "$2"); shift 2 ;;
+        --no-del) extra+=(--no-del); shift ;;
+        --bin-dir) bin_dir=$(realpath "$2"); build=; shift 2 ;;
         --no-host-local) host_local=; shift ;;
         --no-raw) extra+=(--no-raw); shift ;;
         --no-build) build=; shift ;;
@@ -103,7 +114,8 @@ if [ -n "$host_local" ] && [ ! -x "$host_local" ]; then
 fi
 
 if [ -n "$build" ]; then cargo build --release --quiet --bins; fi
-bin="$(cargo metadata --format-version 1 --no-deps |
+bin=$bin_dir
+[ -n "$bin" ] || bin="$(cargo metadata --format-version 1 --no-deps |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release"
 for b in host-etcd ipamctl; do
     [ -x "$bin/$b" ] || { echo "no release binary $bin/$b (drop --no-build)" >&2; exit 1; }

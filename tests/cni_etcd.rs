@@ -633,10 +633,16 @@ fn log_lines_on_etcd_with_a_password_never_hold_it() {
     assert_eq!(add["ifname"], "eth0");
     assert_eq!(add["pod"], "default/web-0");
     assert_eq!(add["addresses"], json!(held));
-    // A first ADD on a fresh network: meta, then the allocation; no CAS
-    // lost (nobody else writes).
-    assert!(add["txns"].as_u64().unwrap() >= 1, "{add}");
-    assert_eq!(add["casRetries"], 0, "{add}");
+    // A node's first ADD sends its transaction without a read, guessing
+    // the network exists; on this fresh network the conflict answer says
+    // it does not yet, and the second transaction creates it with the
+    // allocation: no read, one CAS lost.
+    assert_eq!(
+        (add["reads"].as_u64(), add["txns"].as_u64()),
+        (Some(0), Some(2)),
+        "{add}"
+    );
+    assert_eq!(add["casRetries"], 1, "{add}");
     assert_eq!(
         add["roundTrips"].as_u64(),
         Some(add["reads"].as_u64().unwrap() + add["txns"].as_u64().unwrap())

@@ -135,6 +135,8 @@ async fn bad_cache_files_are_ignored_and_rewritten() {
     let file = cache_file(dir.path(), "nodecache");
     let mut got = vec![add(&c, "first")];
     let good = std::fs::read(&file).unwrap();
+    // One more warm ADD in the same chunk: `good` is now valid but stale.
+    got.push(add(&c, "second"));
 
     // Another network's cache under this network's name.
     let other_dir = tempfile::tempdir().unwrap();
@@ -172,7 +174,9 @@ async fn bad_cache_files_are_ignored_and_rewritten() {
         assert_eq!(calls_since(&etcd, before), 1, "{what}: warm again");
     }
     // A cache that is valid but stale (another process moved on without
-    // writing it back): one conflict, then the retry.
+    // writing it back): one conflict, then the retry. (The cold ADDs above
+    // found their start chunk taken and moved away, so the chunk `good`
+    // remembers last changed with "second".)
     std::fs::write(&file, &good).unwrap();
     let before = kv_counts(&etcd.url());
     got.push(add(&c, "stale"));

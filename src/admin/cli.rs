@@ -336,6 +336,16 @@ pub struct BenchArgs {
     /// Time limit of each baseline measurement, seconds.
     #[arg(long, default_value_t = 15.0)]
     pub baseline_secs: f64,
+    /// Rollout mode: N simulated nodes (each its own allocator, node name
+    /// and seed) start at once and each does --adds-per-node ADDs; at most
+    /// --concurrency nodes run at a time. Reports etcd calls per ADD
+    /// (from etcd's /metrics), failures, duplicates and latency; --count,
+    /// --prefill, --release and the baselines do not apply.
+    #[arg(long, value_name = "N")]
+    pub rollout_nodes: Option<usize>,
+    /// Rollout mode: ADDs per simulated node.
+    #[arg(long, default_value_t = 6)]
+    pub adds_per_node: usize,
     /// Internal: run as worker process INDEX of a multi-process run.
     #[arg(long, hide = true)]
     pub worker: Option<usize>,

@@ -2,7 +2,9 @@
 //! and conflict answers, inside the one bounded retry loop of the crate.
 //!
 //! Cold ADD: one read (owner, meta, full-chunk set, starting chunks), one
-//! transaction; warm ADD or DEL (a [`NodeCache`] that knows the keys): one
+//! transaction — or, a node's first ADD, one transaction on a guess of a
+//! fresh start chunk ([`Options::guess_first_add`](super::Options)); warm
+//! ADD or DEL (a [`NodeCache`] that knows the keys): one
 //! transaction on the remembered values, compared by their bytes. A
 //! conflict answer carries the current values, so each retry
 //! is one more round trip. Transient store errors restart the operation from
@@ -20,15 +22,18 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::cache::NodeCache;
+use super::meta::Meta;
 use super::plan::{self, Ctx, Outcome, Plan, Stop, START_WINDOW};
 use super::state::{Known, Pending};
 use super::{AllocError, AllocRequest, Allocation, Allocator, OwnerId, OwnerRecord, MAX_BATCH};
+use crate::range::Family;
 use crate::store::{Key, Op, Read, ReadResult, Store, StoreError, TxnOutcome, Versioned};
 
-/// Where a node that found another node allocating in its chunk moves to: a
-/// chunk of the first `CONTESTED_WINDOW` of its range set (16 start windows:
-/// a crowded start window spills over instead of staying crowded; see
-/// BENCHMARKS.md, "Start window").
+/// Where a node that found another node allocating in its chunk moves to in
+/// an IPv6 range set: a chunk of its first `CONTESTED_WINDOW` (16 start
+/// windows: a crowded start window spills over instead of staying crowded;
+/// an IPv4 range set is its own window). See BENCHMARKS.md, "Rollout at
+/// cluster scale".
 const CONTESTED_WINDOW: u128 = 16 * START_WINDOW;
 
 /// Upper bound on reads within one operation (a safety net: planning needs
@@ -137,25 +142,53 @@ impl<S: Store> Allocator<S> {
                 Pending::Chunks { .. } => None,
             })
             .collect();
-        let (positions, remembered, warm) = self.cache_view(&wanted);
-        let no_positions = BTreeMap::new();
-        let mut ctx = self.ctx(&positions);
+        let (mut positions, remembered, warm) = self.cache_view(&wanted);
         let fresh = || Known::new(self.keyspace.clone(), self.network.chunk_bits);
+        let optimistic =
+            self.optimistic_start(warm || !positions.is_empty(), &initial, assume_absent);
         let (mut known, mut pending) = if warm {
             let mut known = fresh();
             known.seed(remembered.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
             for key in assume_absent {
                 known.assume_absent(key);
             }
-            let pending = known.unknown(initial.clone());
+            let mut pending = known.unknown(initial.clone());
+            // A read for the full-chunk set alone is not worth a round
+            // trip: the planner asks for it if a chunk it looks at is full.
+            let full_prefix = format!("{}/full/", self.keyspace.root());
+            if pending
+                .iter()
+                .all(|p| matches!(p, Pending::Get(k) if k.starts_with(&full_prefix)))
+            {
+                pending.clear();
+            }
             (known, pending)
+        } else if let Some(meta) = &optimistic {
+            // A node's first ADD: guess the state of a fresh start chunk
+            // instead of reading it (section 6.2 of ARCHITECTURE.md).
+            let mut known = fresh();
+            known.seed([(self.keyspace.meta().as_str(), Some(meta.as_slice()))]);
+            for key in assume_absent {
+                known.assume_absent(key);
+            }
+            for p in &initial {
+                if let Pending::Chunks { family, lo, .. } = p {
+                    known.assume_chunk_absent(*family, *lo);
+                }
+            }
+            (known, Vec::new())
         } else {
             (fresh(), initial.clone())
         };
+        // Per-operation overrides of the context: a random seed over the
+        // whole set after repeated conflicts.
+        let mut scatter: Option<u64> = None;
         let mut attempts = 0u32;
         let mut transient = 0u32;
         let mut reads = 0u32;
         let mut contested = false;
+        // Whether this operation already moved away from a contested chunk.
+        let mut moved_away = false;
         let mut last = String::from("none");
         loop {
             if Instant::now() >= deadline {
@@ -187,6 +220,11 @@ impl<S: Store> Allocator<S> {
                 }
                 pending.clear();
             }
+            let mut ctx = self.ctx(&positions);
+            if let Some(seed) = scatter {
+                ctx.seed = seed;
+                ctx.window = u128::MAX;
+            }
             let plan = match planner(&ctx, &known) {
                 Ok(plan) => plan,
                 Err(Stop::Need(p)) => {
@@ -213,14 +251,22 @@ impl<S: Store> Allocator<S> {
             }
             attempts += 1;
             let ops = plan.txn.ops.clone();
+            let meta_guessed = optimistic
+                .as_ref()
+                .is_some_and(|m| known.meta_compared_as(m));
             match self.call(self.store.txn(plan.txn), deadline, &last).await {
                 Ok(TxnOutcome::Committed { revision }) => {
+                    if let (true, Some(meta)) = (meta_guessed, &optimistic) {
+                        // The commit compared the guessed meta record: it
+                        // is the stored one, and the node cache is warm.
+                        learned.remember(self.keyspace.meta(), meta.clone());
+                    }
                     let mut moved = plan.moved;
-                    if contested {
+                    if contested && !moved_away {
                         // Another node allocates in the chunk this one
-                        // remembered: its next search starts elsewhere in
-                        // the window, so the two stop invalidating each
-                        // other's caches (one read there, then warm again).
+                        // remembered: its next search starts elsewhere, so
+                        // the two stop invalidating each other's caches
+                        // (one read there, then warm again).
                         let seed = fastrand::u64(..);
                         let mut wide = self.ctx(&positions);
                         wide.window = CONTESTED_WINDOW;
@@ -234,22 +280,30 @@ impl<S: Store> Allocator<S> {
                     return Ok((plan.result, Some(revision)));
                 }
                 Ok(TxnOutcome::Conflict { current }) => {
-                    contested |= current
+                    let met = current
                         .iter()
                         .any(|(key, value)| known.contested(key, value.as_ref()));
+                    contested |= met;
                     learned.current(&current);
                     for (key, value) in current {
                         known.absorb_key(&key, value);
                     }
                     last = "compare-and-swap conflict".into();
-                    if attempts >= 2 {
+                    if met && !moved_away && scatter.is_none() {
+                        // Another node allocates in this node's chunk: move
+                        // now, before writing there, to a chunk drawn from
+                        // the whole set (IPv4; CONTESTED_WINDOW of IPv6)
+                        // and taken as empty, so the other node's cache
+                        // stays valid and the move costs no read.
+                        moved_away = true;
+                        self.move_away(&mut positions, &mut known);
+                    } else if attempts >= 2 + u32::from(moved_away) {
                         // Repeated conflicts: others are busy in the same
                         // chunk. Start the next search at a random chunk
                         // of the whole set (costs a read there, spreads the
                         // contenders).
-                        ctx.seed = fastrand::u64(..);
-                        ctx.positions = &no_positions;
-                        ctx.window = u128::MAX;
+                        scatter = Some(fastrand::u64(..));
+                        positions.clear();
                     }
                 }
                 Err(e) if e.is_transient() => {
@@ -266,6 +320,44 @@ impl<S: Store> Allocator<S> {
                 return Err(AllocError::Contention { attempts });
             }
             self.backoff(attempts, deadline).await;
+        }
+    }
+
+    /// The meta record's bytes when a cold ADD may start without a read
+    /// (the node cache is on but knows nothing yet, not even a search
+    /// position, and no requested address needs its chunk read): a node's
+    /// first ADD. The first transaction compares the
+    /// meta record a network of this k holds, takes the owner and the start
+    /// chunks as absent, and a conflict answer brings what differs.
+    fn optimistic_start(&self, warm: bool, initial: &[Pending], owners: &[Key]) -> Option<Vec<u8>> {
+        let k = self.network.chunk_bits;
+        let reads_a_chunk = initial.iter().any(|p| match p {
+            Pending::Get(key) => [Family::V4, Family::V6]
+                .into_iter()
+                .any(|f| self.keyspace.parse_chunk(f, k, key).is_some()),
+            Pending::Chunks { .. } => false,
+        });
+        let guess = self.options.guess_first_add && self.options.node_cache;
+        if warm || !guess || owners.is_empty() || reads_a_chunk {
+            return None;
+        }
+        Meta::new(k).encode().ok()
+    }
+
+    /// Moves every range set's search position to a chunk drawn at random
+    /// from the whole set (IPv4) or the first `CONTESTED_WINDOW` chunks
+    /// (IPv6), taking each new chunk as absent when nothing is known of it.
+    fn move_away(&self, positions: &mut BTreeMap<usize, u128>, known: &mut Known) {
+        let seed = fastrand::u64(..);
+        let current = positions.clone();
+        let mut wide = self.ctx(&current);
+        wide.window = CONTESTED_WINDOW;
+        let k = self.network.chunk_bits;
+        for (i, set) in self.network.sets.iter().enumerate() {
+            if let Some(p) = plan::respread_position(&wide, i, seed) {
+                positions.insert(i, p);
+                known.assume_chunk_absent(set.family(), p >> k);
+            }
         }
     }
 
@@ -814,6 +906,11 @@ impl Learned {
                 v.as_ref().map(|v| v.value.clone()),
             ));
         }
+    }
+
+    /// A value a committed transaction compared (so the store held it).
+    fn remember(&mut self, key: Key, value: Vec<u8>) {
+        self.steps.push(Step::Remember(key, Some(value)));
     }
 
     fn committed(&mut self, ops: Vec<Op>, moved: Vec<(usize, u128)>) {

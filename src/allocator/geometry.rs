@@ -202,13 +202,20 @@ pub fn staged_mask(set: &RangeSet, stage: &str, k: u8, index: u128) -> Bitmap {
     mask
 }
 
-/// A stable starting ordinal in `0..count` for a node and a set, so nodes
-/// start in different chunks and rarely collide.
-pub fn spread(seed: u64, set_index: usize, count: u128) -> u128 {
+/// A stable starting ordinal in `0..count` for a node, so nodes start in
+/// different chunks and rarely collide.
+///
+/// One draw serves every range set of the node (the ordinal is the same
+/// 128-bit number modulo each set's count): when the counts are powers of
+/// two, two nodes whose IPv6 start chunks meet also meet in IPv4, so a
+/// dual-stack node collides as often as in its most crowded family, not in
+/// both families independently (ARCHITECTURE.md, "Decisions changed by
+/// measurement").
+pub fn spread(seed: u64, count: u128) -> u128 {
     if count <= 1 {
         return 0;
     }
-    let hi = mix(seed ^ (set_index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let hi = mix(seed);
     let lo = mix(hi ^ 0xd1b5_4a32_d192_ed03);
     ((u128::from(hi) << 64) | u128::from(lo)) % count
 }

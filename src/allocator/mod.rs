@@ -65,6 +65,7 @@ pub use sticky::BindingEntry;
 pub mod internals {
     pub use super::fullset::encode as encode_full_set;
     pub use super::geometry::{normal_candidates, spread, Candidates};
+    pub use super::plan::START_WINDOW;
 }
 
 /// Default chunk size exponent: a chunk covers 2^k addresses. Chosen by
@@ -345,6 +346,17 @@ pub struct Options {
     /// Start operations from the [`NodeCache`] (what this allocator last
     /// saw) instead of a read: a warm ADD or DEL is one transaction.
     pub node_cache: bool,
+    /// A node's first ADD (node cache on, nothing remembered, no search
+    /// position) sends its transaction without a read, guessing what a
+    /// fresh start chunk looks like: the network's meta record exists with
+    /// this k, the owner and the start chunks do not. Right, the ADD is one
+    /// round trip; wrong, the conflict answer brings the real values, as a
+    /// read would have (the network's very first ADD always is: its meta
+    /// record does not exist yet). Default on; the CNI layer turns it off
+    /// for the embedded store, where a read is a local file read and no
+    /// other node races (ARCHITECTURE.md, "Decisions changed by
+    /// measurement").
+    pub guess_first_add: bool,
     /// Sticky addresses: how long a DEL keeps a pod's addresses bound to
     /// its namespace and name (a [`Binding`]) for the pod's next container
     /// (whole seconds, at least 1). `None` (the default): off, no binding
@@ -370,6 +382,7 @@ impl Default for Options {
             node_name: local_hostname(),
             read_limit: 8,
             node_cache: true,
+            guess_first_add: true,
             sticky_ttl: None,
             clock: Clock::system(),
         }

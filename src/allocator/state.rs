@@ -195,6 +195,26 @@ impl Known {
         self.owners.insert(key.to_string(), None);
     }
 
+    /// Records the assumption that chunk `index` does not exist (no address
+    /// of it taken), when nothing is known of it: a transaction relying on
+    /// it compares it absent, and a conflict answer brings its real value.
+    /// For a chunk no node is likely to have written yet (a node's first
+    /// start chunk, or the one it moves to after meeting another node):
+    /// the guess saves the read, and a wrong guess costs what the read
+    /// would have.
+    pub fn assume_chunk_absent(&mut self, family: Family, index: u128) {
+        if matches!(self.chunk(family, index), Lookup::Unknown) {
+            self.cached = true;
+            self.put_chunk(family, index, None);
+        }
+    }
+
+    /// Whether the meta record is known as exactly `bytes`, remembered or
+    /// assumed (so a transaction relying on it compares those bytes).
+    pub fn meta_compared_as(&self, bytes: &[u8]) -> bool {
+        matches!(&self.meta, Some(Some((Expect::Value(b), _))) if b.as_slice() == bytes)
+    }
+
     /// Whether the value of `key` is known (present or absent).
     pub fn knows(&self, key: &str) -> bool {
         if key == self.ks.meta() {
@@ -230,8 +250,9 @@ impl Known {
     }
 
     /// Whether `current`, a conflict answer for `key`, shows addresses taken
-    /// in a chunk that were free in the remembered (cached) value: another
-    /// node allocates in this chunk too.
+    /// in a chunk that were free in the remembered (cached) value, or a
+    /// chunk this operation took as absent (read or assumed) now present:
+    /// another node allocates in this chunk too.
     pub fn contested(&self, key: &str, current: Option<&Versioned>) -> bool {
         let Some(current) = current else {
             return false;
@@ -240,6 +261,9 @@ impl Known {
             let Some(idx) = self.ks.parse_chunk(family, self.k, key) else {
                 return false;
             };
+            if matches!(self.chunk(family, idx), Lookup::Absent) {
+                return true;
+            }
             let Some(old) = self.chunks.get(&(family, idx)).filter(|l| !l.fresh) else {
                 return false;
             };

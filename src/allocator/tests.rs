@@ -36,6 +36,22 @@ fn opts() -> Options {
     }
 }
 
+/// Writes the meta record of `n` as another node's first ADD would have.
+async fn create_meta<S: Store>(store: &S, n: &Network) {
+    let ks = n.validate().unwrap();
+    let meta = meta::Meta::new(n.chunk_bits).encode().unwrap();
+    let mut t = crate::store::Txn::default();
+    t.compares.push(crate::store::Compare {
+        key: ks.meta(),
+        expect: crate::store::Expect::Absent,
+    });
+    t.ops.push(crate::store::Op::Put(ks.meta(), meta));
+    assert!(matches!(
+        store.txn(t).await.unwrap(),
+        crate::store::TxnOutcome::Committed { .. }
+    ));
+}
+
 fn req(id: &str) -> AllocRequest {
     AllocRequest {
         owner: OwnerId {
@@ -57,16 +73,30 @@ fn alloc_of<S: Store>(store: S, n: Network) -> Allocator<S> {
 #[tokio::test]
 async fn cold_add_is_two_round_trips_warm_add_and_del_one() {
     let store = CountingStore::new(MemoryStore::new());
-    let a = alloc_of(
+    let n = net(vec![
+        set(&[spec("10.1.0.0/16")]),
+        set(&[spec("2001:db8::/64")]),
+    ]);
+    // The very first ADD of a network: its guessed meta record is not
+    // there yet; the conflict answer says so, the retry creates it.
+    let first_node = alloc_of(&store, n.clone());
+    first_node.allocate(&req("c0")).await.unwrap();
+    assert_eq!((store.reads(), store.txns(), store.conflicts()), (0, 2, 1));
+    // A node's first ADD on an existing network: no read, one transaction
+    // (meta compared as guessed, start chunks compared absent).
+    let a = Allocator::new(
         &store,
-        net(vec![
-            set(&[spec("10.1.0.0/16")]),
-            set(&[spec("2001:db8::/64")]),
-        ]),
-    );
+        n,
+        Options {
+            node_seed: 8,
+            ..opts()
+        },
+    )
+    .unwrap();
+    store.reset();
     let first = a.allocate(&req("c1")).await.unwrap();
     assert_eq!(first.assigned.len(), 2);
-    assert_eq!((store.reads(), store.txns()), (1, 1));
+    assert_eq!((store.reads(), store.txns()), (0, 1));
     store.reset();
     a.allocate(&req("c2")).await.unwrap();
     assert_eq!(
@@ -128,6 +158,8 @@ async fn cold_add_is_two_round_trips_warm_add_and_del_one() {
     b.set_node_cache(other.node_cache());
     store.reset();
     b.allocate(&req("c5")).await.unwrap();
+    // (Its search positions are taken, so the ADD reads first: a cold ADD
+    // guesses its start chunk empty only without a position.)
     assert_eq!((store.reads(), store.txns()), (1, 1), "foreign cache: cold");
     assert!(a.check().await.unwrap().is_clean());
 }
@@ -298,6 +330,9 @@ async fn dual_stack_is_all_or_nothing() {
 async fn lost_replies_and_conflicts_converge() {
     let store = MemoryStore::new();
     let a = alloc_of(&store, net(vec![set(&[spec("10.0.0.0/24")])]));
+    // An existing network: the first ADD's one transaction commits and its
+    // reply is lost.
+    create_meta(&store, a.network()).await;
     store.inject([Fault::FailAfterCommit]);
     let got = a.allocate(&req("lost")).await.unwrap();
     assert!(got.existing, "the retry found the committed record");
@@ -717,7 +752,8 @@ async fn static_requests_do_not_move_the_position() {
 #[tokio::test]
 async fn ipv6_starts_in_the_window_at_the_start_of_the_range() {
     // Whatever the node, its first address in a /64 lies in the first
-    // START_WINDOW chunks: short addresses like 2001:db8:1::2..::ffff at k = 8.
+    // START_WINDOW chunks: short addresses like 2001:db8:1::2..::ff:ffff at
+    // k = 8.
     let base = crate::range::to_u128(ip("2001:db8:1::"));
     let window = plan::START_WINDOW << DEFAULT_CHUNK_BITS;
     let mut starts = HashSet::new();
@@ -924,8 +960,16 @@ async fn sticky_del_then_add_with_a_new_container_gets_the_same_addresses() {
     let clock = Clock::manual(T0);
     let store = CountingStore::new(MemoryStore::new());
     let a = Allocator::new(&store, dual(), sticky_opts(&clock)).unwrap();
-    // Another node (its own cache) for the cross-node case.
-    let b = Allocator::new(&store, dual(), sticky_opts(&clock)).unwrap();
+    // Another node (its own cache and seed) for the cross-node case.
+    let b = Allocator::new(
+        &store,
+        dual(),
+        Options {
+            node_seed: 8,
+            ..sticky_opts(&clock)
+        },
+    )
+    .unwrap();
     let first = a.allocate(&pod_req("c1", "ns", "web-0")).await.unwrap();
     // Other pods move the position on: a dynamic ADD would not reuse.
     a.allocate(&pod_req("o1", "ns", "other-0")).await.unwrap();
@@ -955,10 +999,10 @@ async fn sticky_del_then_add_with_a_new_container_gets_the_same_addresses() {
         binding_keys(store.inner()).is_empty(),
         "consumed by the ADD"
     );
-    // Another node: the binding is compared absent, the conflict answer
-    // brings it (and the chunks `a` changed), the retry takes the
-    // addresses. (`b` warms up first: a node without a position starts at
-    // the beginning of the chunk and would take the just-freed address.)
+    // Another node, warm in chunks of its own: the binding is compared
+    // absent, the conflict answer brings it, two reads bring the bound
+    // chunks (one per family, never seen by `b`), the retry takes the
+    // addresses.
     b.allocate(&pod_req("o2", "ns", "other-1")).await.unwrap();
     a.release(&req("c2").owner).await.unwrap();
     store.reset();
@@ -966,17 +1010,20 @@ async fn sticky_del_then_add_with_a_new_container_gets_the_same_addresses() {
     assert_eq!(ips_of(&third), ips_of(&first));
     assert_eq!(
         (store.reads(), store.txns(), store.conflicts()),
-        (0, 2, 1),
-        "warm on another node: conflict, then commit"
+        (2, 2, 1),
+        "warm on another node: conflict, reads, then commit"
     );
-    // Cold (no cache): the binding is read with the owner; the bound
-    // chunks are read next.
+    // Cold (no cache): the first transaction guesses the binding absent;
+    // the conflict answer brings it, the bound chunks are read next.
     a.release(&req("c3").owner).await.unwrap();
     let c = Allocator::new(&store, dual(), sticky_opts(&clock)).unwrap();
     store.reset();
     let fourth = c.allocate(&pod_req("c4", "ns", "web-0")).await.unwrap();
     assert_eq!(ips_of(&fourth), ips_of(&first));
-    assert!(store.reads() <= 2 && store.txns() == 1, "cold sticky ADD");
+    assert!(
+        store.reads() <= 2 && store.txns() == 2 && store.conflicts() == 1,
+        "cold sticky ADD"
+    );
     let report = a.check().await.unwrap();
     assert!(report.is_clean(), "{report:?}");
     // Idempotent ADD of the live container: its addresses, no binding made.
@@ -1180,7 +1227,9 @@ async fn without_sticky_round_trips_and_keys_are_unchanged() {
         a.release(&req(id).owner).await.unwrap();
         counts.push((store.reads(), store.txns()));
     }
-    assert_eq!(counts, vec![(1, 1), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1)]);
+    // The first ADD of a fresh network: a conflict on the guessed meta
+    // record, then the commit (no read either way).
+    assert_eq!(counts, vec![(0, 2), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1)]);
     assert!(binding_keys(store.inner()).is_empty());
     // The same cycle with sticky on: no extra round trip either (the
     // binding is remembered by the node that wrote it).
@@ -1482,5 +1531,46 @@ async fn a_confirmed_record_is_not_released_by_its_creators_undo() {
     // Nothing to confirm once released.
     a.release(&req("c").owner).await.unwrap();
     assert!(a.confirm_owner(&req("c").owner).await.unwrap().is_none());
+}
+
+/// Two nodes whose first ADDs start in the same chunk: the second one's
+/// guess fails, its conflict answer shows the chunk taken, and it moves to
+/// another chunk before writing, so neither node's cache goes stale: every
+/// later ADD of both is one transaction.
+#[tokio::test]
+async fn a_node_meeting_another_moves_away_before_writing() {
+    let store = CountingStore::new(MemoryStore::new());
+    let n = net(vec![
+        set(&[spec("10.64.0.0/12")]),
+        set(&[spec("2001:db8::/64")]),
+    ]);
+    let a = alloc_of(&store, n.clone());
+    let b = alloc_of(&store, n); // the same seed: the same start chunks
+    let first_a = a.allocate(&req("a1")).await.unwrap();
+    store.reset();
+    let first_b = b.allocate(&req("b1")).await.unwrap();
+    assert_eq!(
+        (store.reads(), store.txns(), store.conflicts()),
+        (0, 2, 1),
+        "guess, conflict, move, commit"
+    );
+    for (x, y) in first_a.assigned.iter().zip(&first_b.assigned) {
+        assert_ne!(
+            geometry::chunk_of(x.ip, DEFAULT_CHUNK_BITS),
+            geometry::chunk_of(y.ip, DEFAULT_CHUNK_BITS),
+            "b moved away in both families"
+        );
+    }
+    for i in 2..6 {
+        for (node, name) in [(&a, "a"), (&b, "b")] {
+            store.reset();
+            node.allocate(&req(&format!("{name}{i}"))).await.unwrap();
+            assert_eq!(
+                (store.reads(), store.txns()),
+                (0, 1),
+                "{name}{i}: warm, nobody else in its chunks"
+            );
+        }
+    }
     assert!(a.check().await.unwrap().is_clean());
 }

@@ -281,12 +281,14 @@ impl NetConf {
         })
     }
 
-    /// Allocator options from the config (`node_seed`: the host name's hash).
+    /// Allocator options from the config (`node_seed`: the host name's
+    /// hash; a node's first ADD guesses instead of reading on etcd only).
     pub fn options(&self) -> Options {
         Options {
             max_attempts: self.ipam.max_attempts,
             budget: self.ipam.budget,
             sticky_ttl: self.ipam.sticky_ttl,
+            guess_first_add: matches!(self.ipam.store, StoreConf::Etcd(_)),
             ..Options::default()
         }
     }

@@ -23,6 +23,9 @@
 //! holder, so a second open in the same run would wait for the first, and
 //! `--processes` above 1 is refused.
 //!
+//! `--rollout-nodes N` measures something else: a mass rollout of N
+//! simulated nodes in this process (`rollout.rs`).
+//!
 //! The parts: `ours.rs` (the measured loop, in-process or over worker
 //! processes, and the prefill), `raw.rs` and `naive.rs` (the references),
 //! `report.rs` (the figures and their text), `progress.rs` (the bars).
@@ -48,6 +51,7 @@ mod ours;
 mod progress;
 mod raw;
 mod report;
+mod rollout;
 
 pub use report::{human, BenchReport, Latency, Naive, Ours, Raw, WorkerResult};
 
@@ -74,6 +78,9 @@ pub async fn bench_command(
     let network = target.checked_network(&inner).await?;
     let store: Shared = Arc::new(CountingStore::new(inner.clone()));
 
+    if let Some(nodes) = args.rollout_nodes {
+        return rollout::run_rollout(&store, &target, &network, args, nodes, json, out).await;
+    }
     if let Some(worker) = args.worker {
         return ours::run_worker(&store, &network, &target.options, args, worker, out).await;
     }

@@ -241,7 +241,7 @@ impl<'a> Draft<'a> {
 }
 
 /// A chunk is full when no set of its family has a free ordinary address in it.
-fn is_full(net: &Network, family: Family, k: u8, idx: u128, chunk: &Chunk) -> bool {
+pub(super) fn is_full(net: &Network, family: Family, k: u8, idx: u128, chunk: &Chunk) -> bool {
     net.sets
         .iter()
         .filter(|s| s.family() == family)

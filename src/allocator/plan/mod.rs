@@ -74,19 +74,22 @@ pub struct Ctx<'a> {
     /// past its last dynamic allocation).
     pub positions: &'a BTreeMap<usize, u128>,
     /// A node without a position starts in one of the first `window`
-    /// chunks of a set (see [`START_WINDOW`]).
+    /// chunks of an IPv6 set (see [`START_WINDOW`]); in an IPv4 set it
+    /// starts anywhere.
     pub window: u128,
     /// Sticky addresses: seconds a DEL binds a pod's addresses to its name
     /// (`None`: off; nothing sticky is read or written).
     pub sticky_ttl: Option<u64>,
 }
 
-/// How many chunks at the start of a range set a node's first search may
-/// start in: nodes spread over this many chunks (fewer conflicts between
-/// nodes) while addresses stay short (an IPv6 /64 hands out `…::2`…`…::ffff`
-/// at k = 8). The collision rates behind the choice are in BENCHMARKS.md
-/// ("Start window").
-pub const START_WINDOW: u128 = 256;
+/// How many chunks at the start of an IPv6 range set a node's first search
+/// may start in: nodes spread over this many chunks (fewer conflicts
+/// between nodes) while addresses stay short (a /64 hands out
+/// `…::2`…`…::ff:ffff` at k = 8). An IPv4 range set has no short-address
+/// reason to start at its beginning: there a node starts anywhere in it.
+/// The collision rates and rollout costs behind the choice are in
+/// BENCHMARKS.md ("Start window", "Rollout at cluster scale").
+pub const START_WINDOW: u128 = 1 << 16;
 
 impl Ctx<'_> {
     fn k(&self) -> u8 {

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::draft::Draft;
+use super::draft::{is_full, Draft};
 use super::sticky::sticky_bind;
 use super::{Ctx, Plan, Stop};
 use crate::allocator::error::AllocError;
@@ -45,11 +45,20 @@ fn release_reads<'k>(
         let family = Family::of(*ip);
         let idx = geometry::chunk_of(*ip, k);
         let mut want = Vec::new();
-        if matches!(known.chunk(family, idx), Lookup::Unknown) {
-            want.push(Pending::Get(ctx.ks.chunk(family, k, idx)));
-        }
+        // The full-chunk set changes only if the chunk was full: it is
+        // needed when the chunk is unknown or known full (a node that
+        // never read it, e.g. after an ADD that started without a read,
+        // releases from a chunk with free addresses in one transaction).
+        let full_matters = match known.chunk(family, idx) {
+            Lookup::Unknown => {
+                want.push(Pending::Get(ctx.ks.chunk(family, k, idx)));
+                true
+            }
+            Lookup::Present(c) => is_full(ctx.net, family, k, idx, c),
+            Lookup::Absent | Lookup::Corrupt(_) => false,
+        };
         let fkey = ctx.ks.full(family, idx);
-        if !known.full_known(&fkey) {
+        if full_matters && !known.full_known(&fkey) {
             want.push(Pending::Get(fkey));
         }
         for p in want {

@@ -8,7 +8,7 @@ use crate::allocator::error::AllocError;
 use crate::allocator::geometry::{self, Candidates};
 use crate::allocator::state::{Lookup, Pending};
 use crate::allocator::Assigned;
-use crate::range::{from_u128, RangeSet};
+use crate::range::{from_u128, Family, RangeSet};
 
 /// A set's ranges as `start-end, …` (for the exhaustion error).
 fn describe(set: &RangeSet) -> String {
@@ -17,6 +17,15 @@ fn describe(set: &RangeSet) -> String {
         .map(|r| format!("{}-{}", r.start, r.end))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// How many of a set's first chunks a node without a position may start
+/// in: all of an IPv4 set, `ctx.window` of an IPv6 set (short addresses).
+fn window(ctx: &Ctx<'_>, set: &RangeSet) -> u128 {
+    match set.family() {
+        Family::V4 => u128::MAX,
+        Family::V6 => ctx.window.max(1),
+    }
 }
 
 /// Where a search over a set's candidate chunks starts.
@@ -33,8 +42,9 @@ pub(super) struct Start {
 ///
 /// Ordinary requests start at the node's position (one past its last
 /// dynamic address, so it walks the whole set before it comes back to an
-/// address it released) or, without one, at the start of a chunk drawn
-/// from the first `ctx.window` chunks by the node's seed. Staged requests
+/// address it released) or, without one, at the start of a chunk drawn by
+/// the node's seed from the whole set (IPv4) or its first `ctx.window`
+/// chunks (IPv6). Staged requests
 /// start at their first reserved chunk.
 pub(super) fn candidates(
     ctx: &Ctx<'_>,
@@ -67,7 +77,7 @@ pub(super) fn candidates(
                     },
                 });
             let start = at_position.unwrap_or_else(|| Start {
-                ord: geometry::spread(ctx.seed, i, c.count().min(ctx.window.max(1))),
+                ord: geometry::spread(ctx.seed, c.count().min(window(ctx, set))),
                 bit: 0,
             });
             (c, start)
@@ -76,12 +86,12 @@ pub(super) fn candidates(
 }
 
 /// A new position for set `set_index`: the start of a chunk drawn by `seed`
-/// from the first `ctx.window` chunks (a node moving away from a chunk
-/// another node allocates in).
+/// from the whole set (IPv4) or its first `ctx.window` chunks (IPv6): a
+/// node moving away from a chunk another node allocates in.
 pub fn respread_position(ctx: &Ctx<'_>, set_index: usize, seed: u64) -> Option<u128> {
     let set = ctx.net.sets.get(set_index)?;
     let c = geometry::normal_candidates(set, ctx.k());
-    let ord = geometry::spread(seed, set_index, c.count().min(ctx.window.max(1)));
+    let ord = geometry::spread(seed, c.count().min(window(ctx, set)));
     c.nth(ord).map(|idx| idx << ctx.k())
 }
 

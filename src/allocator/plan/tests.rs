@@ -304,15 +304,20 @@ fn release_clears_the_bits_and_deletes_the_record_on_their_revisions() {
 }
 
 #[test]
-fn a_node_without_position_starts_inside_the_start_window() {
+fn a_node_without_position_starts_anywhere_in_ipv4_and_in_the_ipv6_window() {
     let net = Network {
-        sets: vec![RangeSet::from_cidr("10.0.0.0/8").unwrap()],
+        sets: vec![
+            RangeSet::from_cidr("10.0.0.0/8").unwrap(),
+            RangeSet::from_cidr("fd00::/64").unwrap(),
+        ],
         ..network()
     };
     let ks = Keyspace::new(&net.prefix, &net.name).unwrap();
     let positions = BTreeMap::new();
-    let first = 0x0a00_0000u128 >> K;
-    for seed in 0..64 {
+    let first4 = 0x0a00_0000u128 >> K;
+    let first6 = crate::range::to_u128("fd00::".parse().unwrap()) >> K;
+    let v4_chunks = 1u128 << (24 - K);
+    for seed in 0..256 {
         let ctx = Ctx {
             seed,
             ..ctx(&net, &ks, &positions)
@@ -320,10 +325,34 @@ fn a_node_without_position_starts_inside_the_start_window() {
         let pos = respread_position(&ctx, 0, seed).unwrap();
         assert_eq!(pos % (1 << K), 0, "the start of a chunk");
         assert!(
-            (first..first + START_WINDOW).contains(&(pos >> K)),
+            (first4..first4 + v4_chunks).contains(&(pos >> K)),
             "{pos:x}"
         );
+        let pos6 = respread_position(&ctx, 1, seed).unwrap();
+        assert!(
+            (first6..first6 + START_WINDOW).contains(&(pos6 >> K)),
+            "{pos6:x}"
+        );
+        // One draw for both sets: the same ordinal modulo each count.
+        assert_eq!(
+            ((pos >> K) - first4) % START_WINDOW,
+            ((pos6 >> K) - first6) % v4_chunks.min(START_WINDOW)
+        );
     }
+    // IPv4 starts spread over the whole /8, not its first chunks.
+    let spread_out = (0..256u64)
+        .filter(|seed| {
+            let ctx = Ctx {
+                seed: *seed,
+                ..ctx(&net, &ks, &positions)
+            };
+            respread_position(&ctx, 0, *seed).unwrap() >> K >= first4 + v4_chunks / 4
+        })
+        .count();
+    assert!(
+        spread_out > 128,
+        "{spread_out} of 256 past the first quarter"
+    );
 }
 
 #[test]
