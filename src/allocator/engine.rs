@@ -796,40 +796,23 @@ impl<S: Store> Allocator<S> {
     /// Releases every owner of the whole network that is not in `valid`, on
     /// every node (an operator's cluster-wide collection: `ipamctl gc
     /// --valid`; the CNI `GC` verb uses the node-scoped
-    /// [`gc_node`](Self::gc_node)). Scans every owner record; owners are
-    /// released one by one; every owner is tried, and the first failure is
-    /// returned after the others were released.
+    /// [`gc_node`](Self::gc_node)). Scans every owner record; each listed
+    /// record is released only while it is still the one listed; every
+    /// owner is tried, and the first failure (a record that does not decode
+    /// included) is returned after the others were released.
     pub async fn gc_cluster(&self, valid: &[OwnerId]) -> Result<Vec<OwnerRecord>, AllocError> {
-        let valid: std::collections::HashSet<&OwnerId> = valid.iter().collect();
-        let mut released = Vec::new();
+        let mut records = Vec::new();
         let mut first_err = None;
         for (key, v) in self.scan(&self.keyspace.owners_prefix(), 1000).await? {
-            let rec = match decode_owner(&key, &v) {
-                Ok(r) => r,
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                    continue;
-                }
-            };
-            let id = OwnerId {
-                container_id: rec.container_id.clone(),
-                ifname: rec.ifname.clone(),
-            };
-            if valid.contains(&id) {
-                continue;
-            }
-            match self.release(&id).await {
-                Ok(Some(r)) => released.push(r),
-                Ok(None) => {}
+            match decode_owner(&key, &v) {
+                Ok(r) => records.push(r),
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
             }
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(released),
-        }
+        let stale: Vec<OwnerRecord> = super::nodes::not_in(valid, records).collect();
+        self.release_listed(&stale, first_err).await
     }
 
     /// One cheap read, to tell whether the store answers (CNI STATUS).

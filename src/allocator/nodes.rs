@@ -73,20 +73,29 @@ impl<S: Store> Allocator<S> {
         if self.keyspace.node_prefix(node).is_none() {
             return Ok(Vec::new());
         }
-        let valid: HashSet<&OwnerId> = valid.iter().collect();
         let now = self.options.clock.now();
+        let stale: Vec<OwnerRecord> = not_in(valid, self.node_records(node).await?.records)
+            .filter(|rec| {
+                rec.node.as_deref() == Some(node)
+                    && rec.created.saturating_add(grace.as_secs()) <= now
+            })
+            .collect();
+        self.release_listed(&stale, None).await
+    }
+
+    /// Releases each listed record, only while it is still exactly the one
+    /// listed ([`release_record`](Self::release_record)); every record is
+    /// tried, and the first failure (or `failed`, a failure met while
+    /// listing) is returned after the others were released.
+    pub(crate) async fn release_listed(
+        &self,
+        records: &[OwnerRecord],
+        failed: Option<AllocError>,
+    ) -> Result<Vec<OwnerRecord>, AllocError> {
         let mut released = Vec::new();
-        let mut first_err = None;
-        for rec in self.node_records(node).await?.records {
-            let id = OwnerId {
-                container_id: rec.container_id.clone(),
-                ifname: rec.ifname.clone(),
-            };
-            let old_enough = rec.created.saturating_add(grace.as_secs()) <= now;
-            if valid.contains(&id) || rec.node.as_deref() != Some(node) || !old_enough {
-                continue;
-            }
-            match self.release_record(&rec).await {
+        let mut first_err = failed;
+        for rec in records {
+            match self.release_record(rec).await {
                 Ok(Some(r)) => released.push(r),
                 Ok(None) => {}
                 Err(e) => {
@@ -99,6 +108,20 @@ impl<S: Store> Allocator<S> {
             None => Ok(released),
         }
     }
+}
+
+/// The records whose owner is not in `valid`.
+pub(crate) fn not_in(
+    valid: &[OwnerId],
+    records: Vec<OwnerRecord>,
+) -> impl Iterator<Item = OwnerRecord> + '_ {
+    let valid: HashSet<&OwnerId> = valid.iter().collect();
+    records.into_iter().filter(move |r| {
+        !valid.contains(&OwnerId {
+            container_id: r.container_id.clone(),
+            ifname: r.ifname.clone(),
+        })
+    })
 }
 
 #[cfg(test)]
