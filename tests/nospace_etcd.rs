@@ -165,3 +165,66 @@ async fn nospace_status_50_del_frees_the_record_and_repair_reclaims_the_bit() {
     Call::add("c3", "eth0").config(&conf).run().ok_json();
     assert!(owner_record_exists(&etcd, name, "c3"));
 }
+
+fn etcdctl_ok(etcd: &EtcdServer, args: &[&str]) {
+    let out = etcd.etcdctl(args);
+    assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+}
+
+/// A user who may only read the prefix: ADD is refused (104), and STATUS
+/// says so (50, "permission denied") instead of reporting a store that
+/// answers reads as ready; the same network with a read-write user is 0.
+#[test]
+fn read_only_store_is_status_50() {
+    let etcd = EtcdServer::start();
+    etcdctl_ok(&etcd, &["user", "add", "root:R00t-pw-for-tests"]);
+    for (user, perm) in [("reader", "read"), ("writer", "readwrite")] {
+        etcdctl_ok(&etcd, &["role", "add", user]);
+        etcdctl_ok(
+            &etcd,
+            &[
+                "role",
+                "grant-permission",
+                user,
+                "--prefix=true",
+                perm,
+                "/host-etcd/",
+            ],
+        );
+        etcdctl_ok(&etcd, &["user", "add", &format!("{user}:{user}-Passw0rd")]);
+        etcdctl_ok(&etcd, &["user", "grant-role", user, user]);
+    }
+    etcdctl_ok(&etcd, &["auth", "enable"]);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = |user: &str| {
+        json!({
+            "cniVersion": "1.1.0",
+            "name": "ro-net",
+            "ipam": {
+                "type": "host-etcd",
+                "endpoints": [etcd.url()],
+                "username": user,
+                "password": format!("{user}-Passw0rd"),
+                "ranges": [[{"subnet": "10.89.0.0/24"}]],
+                "dataDir": dir.path(),
+                "budgetMs": 3000,
+            }
+        })
+    };
+    Call::bare(&host_etcd(), "STATUS")
+        .config(&conf("writer"))
+        .run()
+        .ok_empty();
+    let e = Call::bare(&host_etcd(), "STATUS")
+        .config(&conf("reader"))
+        .run()
+        .err(50);
+    assert!(
+        e["details"].as_str().unwrap().contains("permission denied"),
+        "{e}"
+    );
+    Call::add("c1", "eth0")
+        .config(&conf("reader"))
+        .run()
+        .err(104);
+}
