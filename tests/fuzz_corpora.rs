@@ -77,6 +77,66 @@ fn allocator_seeds() {
     assert!(replay("allocator", allocator_bytes) >= 5);
 }
 
+#[test]
+fn agent_seeds() {
+    assert!(replay("agent", fuzzing::agent) >= 5);
+}
+
+#[test]
+fn node_cache_seeds() {
+    assert!(replay("node_cache", fuzzing::node_cache) >= 4);
+}
+
+#[test]
+fn libcni_cache_seeds() {
+    assert!(replay("libcni_cache", fuzzing::libcni_cache) >= 5);
+}
+
+#[test]
+fn stored_seeds() {
+    assert!(replay("stored", fuzzing::stored) >= 5);
+}
+
+/// The seeds of the new targets reach past decoding: the agent frames
+/// decode, the node caches are of the body's network and store, the
+/// libcni files named `v1-*` are accepted, and the stored records decode.
+#[test]
+fn input_seeds_are_meaningful() {
+    use host_etcd::agent::protocol::{Reply, Request};
+    let mut decoded = 0;
+    for (path, bytes) in corpus("agent") {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("request-") || name.starts_with("reply-") {
+            let body = &bytes[4..];
+            let ok = Request::decode(body).is_ok() || Reply::decode(body).is_ok();
+            assert!(
+                ok || name.contains("bad") || name.contains("unknown"),
+                "{name}"
+            );
+            decoded += usize::from(ok);
+        }
+    }
+    assert!(decoded >= 5);
+    let net = fuzzing::node_cache_network();
+    let ks = host_etcd::allocator::Keyspace::new(&net.prefix, &net.name).unwrap();
+    for (path, bytes) in corpus("node_cache") {
+        let cache =
+            host_etcd::NodeCache::decode(&bytes, fuzzing::NODE_CACHE_STORE, &ks, net.chunk_bits);
+        assert!(cache.is_some_and(|c| !c.is_empty()), "{}", path.display());
+    }
+    for (path, bytes) in corpus("libcni_cache") {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let entry = host_etcd::admin::reconcile::parse_cache_entry(&bytes);
+        assert_eq!(entry.is_ok(), name.starts_with("v1-"), "{name}: {entry:?}");
+    }
+    let mut records = 0;
+    for (_, bytes) in corpus("stored") {
+        let record = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+        records += usize::from(serde_json::from_slice::<host_etcd::OwnerRecord>(record).is_ok());
+    }
+    assert!(records >= 5);
+}
+
 /// The seeds are what they claim to be: the README examples parse (but
 /// the one with a trailing comma), and the golden chunks decode.
 #[test]
@@ -241,6 +301,79 @@ proptest! {
     #[test]
     fn allocator_random(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
         allocator_bytes(&bytes);
+    }
+}
+
+/// Each seed of `target` with one byte changed at every third position, so
+/// the decoders' error paths run on nearly valid input.
+fn seed_mutations(target: &str, body: impl Fn(&[u8])) {
+    for (_, bytes) in corpus(target) {
+        for i in (0..bytes.len()).step_by(3) {
+            for b in [b'"', b'[', b'0', b'{', b':', 0xff] {
+                let mut m = bytes.clone();
+                m[i] = b;
+                body(&m);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn agent_random(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        fuzzing::agent(&bytes);
+        // A well-framed random body, so decoding runs past the prefix.
+        let mut framed = (bytes.len() as u32).to_be_bytes().to_vec();
+        framed.extend(&bytes);
+        fuzzing::agent(&framed);
+    }
+
+    #[test]
+    fn libcni_cache_random(text in "[ -~]{0,200}", bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        fuzzing::libcni_cache(text.as_bytes());
+        fuzzing::libcni_cache(&bytes);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn node_cache_random(text in "[ -~]{0,300}") {
+        fuzzing::node_cache(text.as_bytes());
+    }
+
+    #[test]
+    fn stored_random(text in "[ -~]{0,200}") {
+        fuzzing::stored(text.as_bytes());
+    }
+}
+
+#[test]
+fn input_seed_mutations() {
+    seed_mutations("agent", fuzzing::agent);
+    seed_mutations("libcni_cache", fuzzing::libcni_cache);
+}
+
+/// The allocator-running bodies on mutated seeds: fewer positions (each run
+/// builds a runtime and an allocator).
+#[test]
+fn stored_and_node_cache_seed_mutations() {
+    for (target, body) in [
+        ("stored", fuzzing::stored as fn(&[u8])),
+        ("node_cache", fuzzing::node_cache as fn(&[u8])),
+    ] {
+        for (_, bytes) in corpus(target) {
+            for i in (0..bytes.len()).step_by(17) {
+                for b in [b'"', b'9', b'}', b':'] {
+                    let mut m = bytes.clone();
+                    m[i] = b;
+                    body(&m);
+                }
+            }
+        }
     }
 }
 

@@ -489,7 +489,7 @@ pub fn describe(p: &Problem) -> String {
         Problem::CorruptFullSet { key, error } => format!("corrupt full-set {key}: {error}"),
         Problem::CorruptMeta { key, error } => format!("corrupt meta record {key}: {error}"),
         Problem::BitWithoutOwner { ip, chunk } => {
-            format!("{ip} is marked taken in {chunk} but no owner holds it")
+            format!("{ip} is marked taken in {chunk} but no owner holds it (reclaimable: `check --repair` clears it)")
         }
         Problem::OwnerWithoutBit { ip, owner } => {
             format!("{ip} is held by {owner} but not marked taken")

@@ -27,7 +27,9 @@ use super::plan::{self, Ctx, Outcome, Plan, Stop, START_WINDOW};
 use super::state::{Known, Pending};
 use super::{AllocError, AllocRequest, Allocation, Allocator, OwnerId, OwnerRecord, MAX_BATCH};
 use crate::range::Family;
-use crate::store::{Key, Op, Read, ReadResult, Store, StoreError, TxnOutcome, Versioned};
+use crate::store::{
+    Compare, Expect, Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned,
+};
 
 /// Where a node that found another node allocating in its chunk moves to in
 /// an IPv6 range set: a chunk of its first `CONTESTED_WINDOW` (16 start
@@ -533,12 +535,29 @@ impl<S: Store> Allocator<S> {
 
     /// Releases everything `owner` holds; `None` if it held nothing
     /// (releasing an unknown owner succeeds).
+    ///
+    /// When the store has no space for writes (etcd's NOSPACE alarm), the
+    /// release falls back to deleting the owner record alone (under the
+    /// compare of its revision; etcd allows deletions under the alarm), so
+    /// the pod can terminate: the addresses' bits stay set, reported by
+    /// `check` as bits without owner (reclaimable) and cleared by
+    /// `repair`.
     pub async fn release(&self, owner: &OwnerId) -> Result<Option<OwnerRecord>, AllocError> {
         let key = self.keyspace.owner(&owner.container_id, &owner.ifname)?;
-        self.drive(vec![Pending::Get(key.clone())], &[], |ctx, known| {
-            plan::plan_release(ctx, known, &key, None)
-        })
-        .await
+        let full = self
+            .drive(vec![Pending::Get(key.clone())], &[], |ctx, known| {
+                plan::plan_release(ctx, known, &key, None)
+            })
+            .await;
+        match full {
+            Err(e) if e.is_no_space() => {
+                self.drive(vec![Pending::Get(key.clone())], &[], |ctx, known| {
+                    plan::plan_release_record_only(ctx, known, &key)
+                })
+                .await
+            }
+            other => other,
+        }
     }
 
     /// Releases `expected`'s owner only while its stored record is still
@@ -815,16 +834,31 @@ impl<S: Store> Allocator<S> {
         self.release_listed(&stale, first_err).await
     }
 
-    /// One cheap read, to tell whether the store answers (CNI STATUS).
+    /// One cheap call, to tell whether the store answers and accepts
+    /// writes (CNI STATUS): a transaction that would put
+    /// [`Keyspace::write_probe`](super::Keyspace::write_probe) under a
+    /// compare that never holds (a `mod_revision` of 0), so nothing is
+    /// ever written, while the store still checks it as a write: etcd
+    /// refuses it under its NOSPACE alarm ([`StoreError::NoSpace`]) and for
+    /// a user who may only read ([`StoreError::Refused`]). One round trip,
+    /// as a read.
     pub async fn ping(&self) -> Result<(), AllocError> {
         let deadline = Instant::now() + self.options.budget;
-        self.call(
-            self.store.read(&[Read::Get(self.keyspace.meta())]),
-            deadline,
-            "none",
-        )
-        .await
-        .map(|_| ())
+        let key = self.keyspace.write_probe();
+        let probe = Txn {
+            compares: vec![Compare {
+                key: key.clone(),
+                expect: Expect::ModRevision(0),
+            }],
+            ops: vec![Op::Put(key, Vec::new())],
+            read_on_conflict: Vec::new(),
+        };
+        match self.call(self.store.txn(probe), deadline, "none").await? {
+            TxnOutcome::Conflict { .. } => Ok(()),
+            // Impossible by the store contract (no key has revision 0);
+            // nothing but an unused key was written.
+            TxnOutcome::Committed { .. } => Ok(()),
+        }
     }
 }
 

@@ -139,4 +139,10 @@ impl AllocError {
                 | AllocError::BudgetExceeded { .. }
         )
     }
+
+    /// Whether the store refused a write for lack of space (etcd's NOSPACE
+    /// alarm): deletions still pass.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, AllocError::Store(StoreError::NoSpace(_)))
+    }
 }

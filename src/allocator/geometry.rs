@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 
 use crate::bitmap::Bitmap;
-use crate::range::{to_u128, Family, Range, RangeSet};
+use crate::range::{to_u128, RangeSet};
 
 /// The chunks a request may allocate from, in visiting order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,16 +138,6 @@ pub fn staged_candidates(set: &RangeSet, stage: &str, k: u8) -> Candidates {
     Candidates::List(l)
 }
 
-/// The addresses of chunk `index` that `r` excludes in every mode: its
-/// gateway, its subnet's network address, and the IPv4 broadcast address.
-fn fixed_exclusions(r: &Range) -> [Option<IpAddr>; 3] {
-    let broadcast = match r.family() {
-        Family::V4 => Some(r.subnet.broadcast()),
-        Family::V6 => None,
-    };
-    [Some(r.gateway), Some(r.subnet.network()), broadcast]
-}
-
 fn in_chunk(ip: IpAddr, index: u128, k: u8) -> Option<usize> {
     (chunk_of(ip, k) == index).then(|| bit_of(ip, k))
 }
@@ -158,31 +148,34 @@ fn in_chunk(ip: IpAddr, index: u128, k: u8) -> Option<usize> {
 /// stage-reserved address of the set.
 pub fn normal_mask(set: &RangeSet, k: u8, index: u128) -> Bitmap {
     let size = 1usize << k;
-    let base = index << k;
-    let top = base + (size as u128 - 1);
+    let (base, top) = chunk_bounds(k, index);
     let mut mask = Bitmap::new(size);
-    for r in set.ranges() {
-        // Only the exclusion entries touching this chunk are visited, so the
-        // cost is O(chunk) however large the excluded CIDRs are.
+    // Only the ranges touching this chunk, and of those only the exclusion
+    // entries touching it, are visited; the withheld addresses are one
+    // sorted list of the set. So the cost is O(log n + chunk) however many
+    // ranges the set has and however large the excluded CIDRs are.
+    for r in set.touching(base, top) {
         for (lo, hi) in r.unexcluded_runs(base, top) {
             mask.set_range((lo - base) as usize, (hi - base) as usize);
         }
     }
-    for r in set.ranges() {
-        for ip in fixed_exclusions(r).into_iter().flatten() {
-            if let Some(b) = in_chunk(ip, index, k) {
-                mask.clear(b);
-            }
-        }
-        for ips in r.stages.values() {
-            for ip in ips {
-                if let Some(b) = in_chunk(*ip, index, k) {
-                    mask.clear(b);
-                }
-            }
-        }
+    for v in set.withheld_in(base, top) {
+        mask.clear((v - base) as usize);
     }
     mask
+}
+
+/// Whether some range of `set` has an address in chunk `index` (else its
+/// [`normal_mask`] there is empty). O(log n).
+pub fn touches(set: &RangeSet, k: u8, index: u128) -> bool {
+    let (base, top) = chunk_bounds(k, index);
+    set.touching(base, top).next().is_some()
+}
+
+/// The first and last address (integers) of chunk `index`.
+fn chunk_bounds(k: u8, index: u128) -> (u128, u128) {
+    let base = index << k;
+    (base, base + ((1u128 << k) - 1))
 }
 
 /// Allowed mask of chunk `index` for a request of `stage` on `set`: only
@@ -238,6 +231,7 @@ pub fn node_seed_from(name: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::range::Range;
 
     #[test]
     fn node_seed_hash_is_stable_fnv1a() {

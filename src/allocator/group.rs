@@ -230,16 +230,22 @@ impl<S: Store + 'static> GroupCommit<S> {
 
     /// Like [`Allocator::release`], committed together with the other
     /// releases queued at the same time ([`Allocator::release_each`]: each
-    /// its own result). Needs a tokio runtime.
+    /// its own result). Needs a tokio runtime. When the store has no space
+    /// for the grouped transaction, the owner is released on its own, which
+    /// falls back to deleting its record alone ([`Allocator::release`]).
     pub async fn release(&self, owner: &OwnerId) -> Result<Option<OwnerRecord>, AllocError> {
         let (reply, answer) = oneshot::channel();
         self.enqueue(Job::Release {
             owner: owner.clone(),
             reply,
         })?;
-        answer
+        match answer
             .await
             .unwrap_or(Err(AllocError::Contention { attempts: 0 }))
+        {
+            Err(e) if e.is_no_space() => self.shared.alloc.release(owner).await,
+            other => other,
+        }
     }
 
     /// Queues a job and starts the committer when none runs.

@@ -72,6 +72,12 @@ impl Keyspace {
         format!("{}/meta", self.root)
     }
 
+    /// The key STATUS's write probe names (`{p}/{net}/write-probe`): its
+    /// transaction's compare never holds, so it is never written.
+    pub fn write_probe(&self) -> String {
+        format!("{}/write-probe", self.root)
+    }
+
     /// Prefix of every chunk of `family`.
     pub fn chunks_prefix(&self, family: Family) -> String {
         format!("{}/chunks/{}/", self.root, family.as_str())

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::error::CniError;
+use crate::range::embedded_ipv4;
 
 /// Parsed `CNI_ARGS`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,7 +51,13 @@ impl CniArgs {
                     for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                         let ip = parse_ip_or_cidr(item)
                             .ok_or_else(|| bad(pair, &format!("{item:?} is not an IP address")))?;
-                        push_unique(&mut out.ips, ip);
+                        if let Some(kind) = embedded_ipv4(ip) {
+                            return Err(bad(
+                                pair,
+                                &format!("{item:?} is one of the {kind}, an IPv4 host in IPv6 form; request the IPv4 address"),
+                            ));
+                        }
+                        out.ips.push(ip);
                     }
                 }
                 "IPAM_STAGE" => out.ipam_stage = non_empty(value),
@@ -70,7 +77,10 @@ impl CniArgs {
                 &pair,
                 "unknown key (set IgnoreUnknown=1 to ignore unknown keys)",
             )),
-            _ => Ok(out),
+            _ => {
+                dedup_in_order(&mut out.ips);
+                Ok(out)
+            }
         }
     }
 
@@ -94,11 +104,19 @@ fn non_empty(v: &str) -> Option<String> {
     (!v.is_empty()).then(|| v.to_string())
 }
 
-/// Appends `ip` unless already present.
-pub fn push_unique(ips: &mut Vec<IpAddr>, ip: IpAddr) {
-    if !ips.contains(&ip) {
-        ips.push(ip);
-    }
+/// Removes repeated addresses, keeping each first occurrence in place.
+/// O(n log n): the lists come from the runtime, unbounded.
+///
+/// ```
+/// use host_etcd::cni::args::dedup_in_order;
+/// let mut ips = vec!["10.0.0.2".parse()?, "10.0.0.1".parse()?, "10.0.0.2".parse()?];
+/// dedup_in_order(&mut ips);
+/// assert_eq!(ips, vec!["10.0.0.2".parse::<std::net::IpAddr>()?, "10.0.0.1".parse()?]);
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+pub fn dedup_in_order(ips: &mut Vec<IpAddr>) {
+    let mut seen = std::collections::BTreeSet::new();
+    ips.retain(|ip| seen.insert(*ip));
 }
 
 /// Parses `"10.0.0.5"` or `"10.0.0.5/24"` (the prefix is ignored, as the

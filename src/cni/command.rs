@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::agent_client::Attempt;
-use super::args::{push_unique, CniArgs};
+use super::args::{dedup_in_order, CniArgs};
 use super::config::{requested_version, NetConf, StoreConf};
 use super::env::{Command, Env};
 use super::error::CniError;
@@ -421,9 +421,8 @@ async fn add<A: AllocatorSource>(
     let owner = env.owner()?;
     let args = CniArgs::parse(env.args.as_deref().unwrap_or(""))?;
     let mut requested = args.ips.clone();
-    for ip in &conf.requested {
-        push_unique(&mut requested, *ip);
-    }
+    requested.extend(&conf.requested);
+    dedup_in_order(&mut requested);
     // Read resolv.conf before allocating, so a bad path leaks nothing.
     let dns = match &conf.ipam.resolv_conf {
         Some(path) => resolv::read(path)?,

@@ -24,7 +24,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use super::args::{parse_ip_or_cidr, push_unique};
+use super::args::{dedup_in_order, parse_ip_or_cidr};
 use super::error::CniError;
 use super::json::{as_items, as_obj, as_str, join, Obj};
 use super::log::LogSettings;
@@ -34,7 +34,10 @@ use super::version::CniVersion;
 use crate::allocator::{
     Network, Options, OwnerId, CHUNK_BITS_RANGE, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX,
 };
-use crate::range::{check_sets, Family, Range, RangeSet, RangeSpec};
+use crate::range::{
+    check_sets, embedded_ipv4, Family, Range, RangeError, RangeSet, RangeSpec, MAX_RANGES_PER_SET,
+    MAX_RANGE_SETS,
+};
 use crate::store::etcd::EtcdConfig;
 
 /// Stage names whose lists a range object may carry.
@@ -327,11 +330,23 @@ fn check_name(name: &str) -> Result<(), CniError> {
 /// Range sets in host-local's `[[range]]` form (`ipam.ranges`,
 /// `runtimeConfig.ipRanges`).
 fn parse_range_sets(sets: &[(String, &Value)]) -> Result<Vec<Vec<RangeConf>>, CniError> {
+    if let Some((first, _)) = sets.first() {
+        limit_sets(&set_path(first), sets.len())?;
+    }
     let mut out = Vec::with_capacity(sets.len());
     for (set_path, set_v) in sets {
         let items = as_items(set_path, set_v)?;
         if items.is_empty() {
             return Err(CniError::config(set_path.as_str(), "empty range set"));
+        }
+        if items.len() > MAX_RANGES_PER_SET {
+            return Err(CniError::Range {
+                field: set_path.clone(),
+                source: RangeError::TooManyRanges {
+                    count: items.len(),
+                    max: MAX_RANGES_PER_SET,
+                },
+            });
         }
         let set = items
             .iter()
@@ -340,6 +355,22 @@ fn parse_range_sets(sets: &[(String, &Value)]) -> Result<Vec<Vec<RangeConf>>, Cn
         out.push(set);
     }
     Ok(out)
+}
+
+/// Refuses more than [`MAX_RANGE_SETS`] range sets (code 7, naming
+/// `field`), before any of them is parsed: a runtime-supplied list is
+/// untrusted, and validation must stay bounded.
+fn limit_sets(field: &str, count: usize) -> Result<(), CniError> {
+    if count <= MAX_RANGE_SETS {
+        return Ok(());
+    }
+    Err(CniError::Range {
+        field: field.to_string(),
+        source: RangeError::TooManySets {
+            count,
+            max: MAX_RANGE_SETS,
+        },
+    })
 }
 
 /// `runtimeConfig.ipRanges` (the `ipRanges` capability): range sets in
@@ -432,6 +463,8 @@ fn parse_ipam(
     if whereabouts {
         range_sets.extend(parse_whereabouts(ipam)?);
     }
+    // Each list was bounded as it was read; together they are bounded too.
+    limit_sets(&ipam.field("ranges"), range_sets.len())?;
     if range_sets.is_empty() {
         return Err(CniError::config(
             ipam.field("ranges"),
@@ -604,7 +637,9 @@ fn parse_whereabouts(ipam: &Obj<'_>) -> Result<Vec<Vec<RangeConf>>, CniError> {
     if ipam.get("range").is_some() {
         ranges.push(parse_whereabouts_range(ipam)?);
     }
-    for (p, v) in ipam.items("ipRanges")?.unwrap_or_default() {
+    let ip_ranges = ipam.items("ipRanges")?.unwrap_or_default();
+    limit_sets(&ipam.field("ipRanges"), ip_ranges.len())?;
+    for (p, v) in ip_ranges {
         ranges.push(parse_whereabouts_range(&as_obj(&p, v)?)?);
     }
     if let Some(gw_s) = ipam.str("gateway")? {
@@ -814,7 +849,13 @@ fn parse_requested(root: &Obj<'_>) -> Result<Vec<IpAddr>, CniError> {
             let ip = parse_ip_or_cidr(s).ok_or_else(|| {
                 CniError::config(p.as_str(), format!("{s:?} is not an IP address"))
             })?;
-            push_unique(&mut out, ip);
+            if let Some(kind) = embedded_ipv4(ip) {
+                return Err(CniError::config(
+                    p.as_str(),
+                    format!("{s:?} is one of the {kind}, an IPv4 host in IPv6 form; request the IPv4 address"),
+                ));
+            }
+            out.push(ip);
         }
         Ok(())
     };
@@ -831,6 +872,7 @@ fn parse_requested(root: &Obj<'_>) -> Result<Vec<IpAddr>, CniError> {
             add(ips)?;
         }
     }
+    dedup_in_order(&mut out);
     Ok(out)
 }
 
@@ -849,8 +891,9 @@ fn parse_prev_result(root: &Obj<'_>) -> Result<Option<Vec<IpAddr>>, CniError> {
         let net = addr
             .parse::<IpNet>()
             .map_err(|_| CniError::config(field.as_str(), format!("{addr:?} is not ip/prefix")))?;
-        push_unique(&mut out, net.addr());
+        out.push(net.addr());
     }
+    dedup_in_order(&mut out);
     Ok(Some(out))
 }
 

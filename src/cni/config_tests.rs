@@ -867,3 +867,112 @@ fn agent_ack_ms_defaults_to_250_at_most_the_budget_and_is_refused_outside_1_to_b
         assert!(details.contains("ipam.agentAckMs"), "{bad}: {details}");
     }
 }
+
+/// The network's validation error: code and text.
+fn network_err(s: &str) -> (u32, String) {
+    match parse(s).and_then(|c| c.network()) {
+        Ok(n) => panic!("expected an error, built {n:?}"),
+        Err(e) => (e.code(), e.to_string()),
+    }
+}
+
+#[test]
+fn ipv4_mapped_subnets_and_addresses_are_code_7_naming_the_field() {
+    // The overlap of an IPv4 set and its mapped twin: refused.
+    let (code, msg) = network_err(
+        r#"{"cniVersion":"1.0.0","name":"n","ipam":{"ranges":[
+            [{"subnet":"10.7.0.0/24"}],[{"subnet":"::ffff:10.7.0.0/120"}]]}}"#,
+    );
+    assert_eq!(code, 7);
+    assert!(
+        msg.starts_with("ipam.ranges[1][0]: subnet ::ffff:10.7.0.0/120: overlaps the IPv4-mapped"),
+        "{msg}"
+    );
+    let (code, msg) = network_err(
+        r#"{"cniVersion":"1.0.0","name":"n","ipam":{"ranges":[
+            [{"subnet":"fd00::/64","rangeEnd":"::10.0.0.9"}]]}}"#,
+    );
+    assert_eq!(code, 7);
+    assert!(
+        msg.starts_with(
+            "ipam.ranges[0][0]: rangeEnd \"::10.0.0.9\": is one of the IPv4-compatible"
+        ),
+        "{msg}"
+    );
+    let (code, msg) = network_err(
+        r#"{"cniVersion":"1.0.0","name":"n","ipam":{"ranges":[
+            [{"subnet":"10.0.0.0/24","exclude":["10.0.0.9","::ffff:10.0.0.8"]}]]}}"#,
+    );
+    assert_eq!(code, 7);
+    assert!(msg.starts_with("ipam.ranges[0][0].exclude[1]: "), "{msg}");
+    // Requested addresses from the config are refused as they are read.
+    for (doc, field) in [
+        (
+            r#"{"cniVersion":"1.0.0","name":"n","args":{"cni":{"ips":["::ffff:10.0.0.5"]}},"ipam":{"subnet":"10.0.0.0/24"}}"#,
+            "args.cni.ips[0]",
+        ),
+        (
+            r#"{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"ips":["10.0.0.4","::ffff:10.0.0.5/24"]},"ipam":{"subnet":"10.0.0.0/24"}}"#,
+            "runtimeConfig.ips[1]",
+        ),
+    ] {
+        let (code, msg) = err(doc);
+        assert_eq!(code, 7, "{msg}");
+        assert!(msg.starts_with(&format!("{field}: ")), "{msg}");
+        assert!(msg.contains("IPv4-mapped"), "{msg}");
+    }
+}
+
+/// `n` one-range IPv4 range sets, as JSON, each a distinct /30.
+fn many_sets(n: usize) -> String {
+    (0..n)
+        .map(|i| format!(r#"[{{"subnet":"10.{}.{}.0/30"}}]"#, i / 256, i % 256))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn range_set_and_range_limits_are_code_7() {
+    let over = MAX_RANGE_SETS + 1;
+    // Runtime-supplied sets: refused before any is parsed.
+    let doc = format!(
+        r#"{{"cniVersion":"1.0.0","name":"n","runtimeConfig":{{"ipRanges":[{}]}},"ipam":{{"subnet":"fd00::/64"}}}}"#,
+        many_sets(over)
+    );
+    let (code, msg) = err(&doc);
+    assert_eq!(code, 7);
+    assert_eq!(
+        msg,
+        format!("runtimeConfig.ipRanges: ranges: {over} range sets, at most {MAX_RANGE_SETS} are accepted in one config")
+    );
+    // At the limit in runtimeConfig, one more from the config: the total.
+    let doc = format!(
+        r#"{{"cniVersion":"1.0.0","name":"n","runtimeConfig":{{"ipRanges":[{}]}},"ipam":{{"subnet":"fd00::/64"}}}}"#,
+        many_sets(MAX_RANGE_SETS)
+    );
+    let (code, msg) = err(&doc);
+    assert_eq!(code, 7);
+    assert!(
+        msg.starts_with("ipam.ranges: ranges: 1025 range sets"),
+        "{msg}"
+    );
+    // At the limit: accepted and validated.
+    let doc = format!(
+        r#"{{"cniVersion":"1.0.0","name":"n","ipam":{{"ranges":[{}]}}}}"#,
+        many_sets(MAX_RANGE_SETS)
+    );
+    let net = parse(&doc).and_then(|c| c.network()).expect("1024 sets");
+    assert_eq!(net.sets.len(), MAX_RANGE_SETS);
+    // Ranges in one set.
+    let ranges = (0..=MAX_RANGES_PER_SET)
+        .map(|i| format!(r#"{{"subnet":"10.{}.{}.0/30"}}"#, i / 256, i % 256))
+        .collect::<Vec<_>>()
+        .join(",");
+    let doc = format!(r#"{{"cniVersion":"1.0.0","name":"n","ipam":{{"ranges":[[{ranges}]]}}}}"#);
+    let (code, msg) = err(&doc);
+    assert_eq!(code, 7);
+    assert_eq!(
+        msg,
+        format!("ipam.ranges[0]: range set: {} ranges, at most {MAX_RANGES_PER_SET} are accepted in one set", MAX_RANGES_PER_SET + 1)
+    );
+}

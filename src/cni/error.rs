@@ -299,7 +299,7 @@ fn store_code(e: &StoreError) -> u32 {
         StoreError::Io { .. } => CODE_IO,
         StoreError::CorruptDatabase { .. } => CODE_CORRUPT_STATE,
         StoreError::Config(_) => CODE_INVALID_CONFIG,
-        StoreError::Refused(_) => CODE_STORE_REFUSED,
+        StoreError::Refused(_) | StoreError::NoSpace(_) => CODE_STORE_REFUSED,
     }
 }
 

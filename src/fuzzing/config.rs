@@ -56,6 +56,12 @@ pub fn check_range(r: &Range) {
         assert!(net.contains(&ip), "{what} {ip} outside subnet {net}");
     }
     assert_eq!(*net, net.trunc(), "subnet {net} has host bits");
+    for (what, ip) in [("start", r.start), ("end", r.end), ("gateway", r.gateway)] {
+        assert!(
+            crate::range::embedded_ipv4(ip).is_none(),
+            "{what} {ip} embeds an IPv4 address: {r}"
+        );
+    }
     assert!(!r.is_allocatable(r.gateway), "gateway allocatable: {r}");
     assert!(
         !r.is_allocatable(net.network()),

@@ -13,6 +13,10 @@
 //! | [`range()`] | [`RangeInput`] | `Range::parse` never panics and agrees with a small model |
 //! | [`codec()`] | bytes | `decode` never panics; what decodes re-encodes canonically; structured chunks round-trip in every encoding |
 //! | [`allocator()`] | [`AllocatorInput`] | op sequences with injected store faults match the [`model`]; `check()` stays clean |
+//! | [`agent()`] | bytes: a peer's stream on the agent socket | frames never over the limit, exactly as announced; request and reply decoding never panic; what decodes round-trips |
+//! | [`node_cache()`] | bytes: a node cache file | `NodeCache::decode` never panics, its encoding is canonical; an allocator warmed with it hands out no taken address, releases exactly what was held, `check()` clean |
+//! | [`libcni_cache()`] | bytes: a libcni cache file | `parse_cache_entry` never panics; accepted entries have their fields; libcni's own file name is recognised |
+//! | [`stored()`] | bytes: an owner record and a binding in the store | decoding and every allocator path reading them (lookup, DEL, sticky ADD, bindings, check, repair) never panic; no address handed out twice |
 //!
 //! One file per target, plus the allocator [`model`] (also driven by the
 //! proptest in `tests/allocator_model.rs`) and the network shapes it runs
@@ -22,18 +26,28 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 
+mod agent;
 mod allocator;
 mod codec;
 mod config;
+#[cfg(feature = "cli")]
+mod libcni_cache;
 pub mod model;
+mod node_cache;
 mod range;
 mod shapes;
+mod stored;
 
+pub use agent::agent;
 pub use allocator::{allocator, AllocatorInput, FaultInput, OpInput, StepInput};
 pub use codec::{check_decode, check_roundtrip, codec, frame, ChunkInput, Fill};
 pub use config::{check_network, check_range, config};
+#[cfg(feature = "cli")]
+pub use libcni_cache::libcni_cache;
+pub use node_cache::{node_cache, node_cache_network, NODE_CACHE_STORE};
 pub use range::{range, AddrInput, RangeInput, SubnetInput};
 pub use shapes::{shape, shape_network, SHAPES};
+pub use stored::{stored, STORED_SEPARATOR};
 
 /// Builds `T` from raw fuzzer bytes exactly as `libfuzzer-sys`'s typed
 /// `fuzz_target!` does (`arbitrary_take_rest`); `None` if the bytes do not

@@ -211,7 +211,8 @@ fn build_spec(input: &RangeInput) -> SpecModel {
 
 /// What the model expects of a spec with a well-formed CIDR subnet.
 struct Expected {
-    /// The subnet is acceptable: no host bits, at least 4 addresses.
+    /// The subnet is acceptable: no host bits, at least 4 addresses, and
+    /// (IPv6) no address of `::/96` above `::1` or of `::ffff:0:0/96`.
     subnet_ok: bool,
     /// `start`, `end`, `gateway` as the parser must set them (host-local's
     /// defaults when not given); `None` if the field must be refused.
@@ -228,7 +229,15 @@ impl Expected {
     fn new(input: &RangeInput, cidr: &Cidr, values: [Option<Option<u128>>; 3]) -> Expected {
         let g = &cidr.geo;
         let width = g.family.bits();
-        let subnet_ok = !cidr.host_bits && u32::from(cidr.prefix) + 2 <= width;
+        // The IPv4-embedding blocks, as inclusive integer intervals.
+        let embeds = g.family == Family::V6
+            && [
+                (2u128, 0xffff_ffffu128),
+                (0xffff_0000_0000, 0xffff_ffff_ffff),
+            ]
+            .iter()
+            .any(|&(lo, hi)| g.network <= hi && lo <= g.last);
+        let subnet_ok = !cidr.host_bits && u32::from(cidr.prefix) + 2 <= width && !embeds;
         let inside = |v: u128| g.network <= v && v <= g.last;
         // Model of each field: Some(value) if acceptable, None if refused.
         let field = |given: Option<Option<u128>>, default: u128| -> Option<u128> {

@@ -94,6 +94,31 @@ pub enum RangeError {
         subnet: IpNet,
     },
 
+    /// `subnet` shares addresses with `::ffff:0:0/96` (IPv4-mapped) or
+    /// `::/96` (IPv4-compatible): IPv4 hosts written in IPv6 form.
+    #[error(
+        "subnet {subnet}: overlaps the {kind}, IPv4 hosts in IPv6 form; use an IPv4 \
+         subnet for IPv4, and for IPv6 a subnet outside ::ffff:0:0/96 and ::/96"
+    )]
+    SubnetEmbedsIpv4 {
+        /// The subnet.
+        subnet: IpNet,
+        /// Which block, see [`crate::range::embedded_ipv4`].
+        kind: &'static str,
+    },
+
+    /// `rangeStart`, `rangeEnd` or `gateway` is an IPv6 address that embeds
+    /// an IPv4 address.
+    #[error("{field} {value:?}: is one of the {kind}, an IPv4 host in IPv6 form; write the IPv4 address")]
+    AddressEmbedsIpv4 {
+        /// The field.
+        field: Field,
+        /// What the config says.
+        value: String,
+        /// Which block, see [`crate::range::embedded_ipv4`].
+        kind: &'static str,
+    },
+
     /// `rangeStart`, `rangeEnd` or `gateway` is not an IP address.
     #[error("{field} {value:?}: not an IP address")]
     InvalidAddress {
@@ -222,6 +247,29 @@ pub enum RangeError {
         value: String,
     },
 
+    /// An `exclude` entry is (or overlaps) IPv6 addresses that embed IPv4
+    /// addresses.
+    #[error("exclude entry {value:?}: overlaps the {kind}, IPv4 hosts in IPv6 form; write the IPv4 form")]
+    ExcludeEmbedsIpv4 {
+        /// Position in the `exclude` list.
+        index: usize,
+        /// What the config says.
+        value: String,
+        /// Which block, see [`crate::range::embedded_ipv4`].
+        kind: &'static str,
+    },
+
+    /// A stage reservation is an IPv6 address that embeds an IPv4 address.
+    #[error("stage {stage:?} address {value:?}: is one of the {kind}, an IPv4 host in IPv6 form")]
+    StageEmbedsIpv4 {
+        /// The stage name.
+        stage: String,
+        /// What the config says.
+        value: String,
+        /// Which block, see [`crate::range::embedded_ipv4`].
+        kind: &'static str,
+    },
+
     /// An `exclude` entry is not of the subnet's family.
     #[error("exclude entry {value:?}: not of the address family of subnet {subnet}")]
     ExcludeWrongFamily {
@@ -271,6 +319,24 @@ pub enum RangeError {
         entry: IpNet,
         /// The subnet.
         subnet: IpNet,
+    },
+
+    /// A range set has more ranges than [`crate::range::MAX_RANGES_PER_SET`].
+    #[error("range set: {count} ranges, at most {max} are accepted in one set")]
+    TooManyRanges {
+        /// How many the set has.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// A config has more range sets than [`crate::range::MAX_RANGE_SETS`].
+    #[error("ranges: {count} range sets, at most {max} are accepted in one config")]
+    TooManySets {
+        /// How many the config has.
+        count: usize,
+        /// The limit.
+        max: usize,
     },
 
     /// A range set has no ranges.
@@ -354,6 +420,7 @@ impl RangeError {
         match self {
             RangeError::InvalidExclude { index, .. }
             | RangeError::ExcludeWrongFamily { index, .. }
+            | RangeError::ExcludeEmbedsIpv4 { index, .. }
             | RangeError::ExcludeOutsideSubnet { index, .. } => Some(*index),
             _ => None,
         }

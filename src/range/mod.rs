@@ -171,6 +171,96 @@ pub struct Range {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RangeSet {
     ranges: Vec<Range>,
+    /// `(first, last, position in ranges)` sorted by `first`: the ranges
+    /// are disjoint, so those touching an interval are one run of it.
+    by_address: Vec<(u128, u128, usize)>,
+    /// Sorted, deduplicated: every gateway, network address, IPv4
+    /// broadcast address and stage reservation of the set (the addresses
+    /// an ordinary request never gets), for O(log n) chunk masks.
+    withheld: Vec<u128>,
+}
+
+/// At most this many range sets in one config (`ranges`, `runtimeConfig.ipRanges`
+/// and the shorthand together): above it a config is refused, so validation
+/// and planning stay bounded whatever a runtime sends.
+pub const MAX_RANGE_SETS: usize = 1024;
+
+/// At most this many ranges in one range set.
+pub const MAX_RANGES_PER_SET: usize = 1024;
+
+/// The two IPv6 blocks that embed IPv4 addresses, with their names.
+const EMBEDDED_V4: [(u128, &str); 2] = [
+    (
+        0xffff_0000_0000,
+        "IPv4-mapped IPv6 addresses (::ffff:0:0/96)",
+    ),
+    (0, "IPv4-compatible IPv6 addresses (::/96, deprecated)"),
+];
+
+/// Whether `ip` is an IPv6 address that embeds an IPv4 address, and which
+/// kind: IPv4-mapped (`::ffff:0:0/96`) or IPv4-compatible (`::/96`, except
+/// the unspecified address `::` and the loopback `::1`, which are IPv6's
+/// own). Such an address names an IPv4 host: handing one out would give
+/// one address to two containers (`10.7.0.9` from an IPv4 set and
+/// `::ffff:10.7.0.9` from an IPv6 one), so configs refuse them.
+///
+/// ```
+/// use host_etcd::range::embedded_ipv4;
+/// assert!(embedded_ipv4("::ffff:10.7.0.9".parse()?).unwrap().contains("IPv4-mapped"));
+/// assert!(embedded_ipv4("::10.7.0.9".parse()?).unwrap().contains("IPv4-compatible"));
+/// assert_eq!(embedded_ipv4("::1".parse()?), None);
+/// assert_eq!(embedded_ipv4("fd00::ffff:a07:9".parse()?), None);
+/// assert_eq!(embedded_ipv4("10.7.0.9".parse()?), None);
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+pub fn embedded_ipv4(ip: IpAddr) -> Option<&'static str> {
+    let IpAddr::V6(v6) = ip else {
+        return None;
+    };
+    let v = u128::from(v6);
+    EMBEDDED_V4
+        .iter()
+        .find(|(block, _)| v >> 32 == block >> 32)
+        .filter(|_| v > 1)
+        .map(|(_, kind)| *kind)
+}
+
+/// Whether IPv6 `net` shares an address with a block of [`embedded_ipv4`]
+/// (other than `::` and `::1`), and which.
+fn embeds_ipv4(net: IpNet) -> Option<&'static str> {
+    let IpNet::V6(n) = net else {
+        return None;
+    };
+    let (lo, hi) = (u128::from(n.network()), u128::from(n.broadcast()));
+    EMBEDDED_V4
+        .iter()
+        .find(|(block, _)| {
+            // `::` and `::1` are IPv6's own, not embedded IPv4.
+            let b_lo = if *block == 0 { 2 } else { *block };
+            let b_hi = block | 0xffff_ffff;
+            lo <= b_hi && b_lo <= hi
+        })
+        .map(|(_, kind)| *kind)
+}
+
+/// The first pair, in address order, of intervals that share an address
+/// (same family): sort, then sweep keeping the interval reaching furthest.
+/// O(n log n). The tags of the pair, the earlier-starting one first.
+fn first_overlap<T: Ord + Copy>(mut items: Vec<(Family, u128, u128, T)>) -> Option<(T, T)> {
+    items.sort_unstable();
+    let mut reach: Option<(Family, u128, T)> = None;
+    for (family, first, last, tag) in items {
+        if let Some((f, furthest, t)) = reach {
+            if f == family && first <= furthest {
+                // Anything this interval overlaps, it overlaps the one
+                // reaching furthest (which starts no later).
+                return Some((t, tag));
+            }
+        }
+        // No overlap: this one ends after every earlier one.
+        reach = Some((family, last, tag));
+    }
+    None
 }
 
 impl Range {
@@ -543,8 +633,9 @@ impl fmt::Display for Range {
 }
 
 impl RangeSet {
-    /// Validates a set: non-empty, one family, no two ranges overlapping
-    /// (errors name both subnets).
+    /// Validates a set: non-empty, at most [`MAX_RANGES_PER_SET`] ranges,
+    /// one family, no two ranges overlapping (errors name both subnets; of
+    /// several overlaps, the one at the lowest address). O(n log n).
     ///
     /// ```
     /// use host_etcd::range::{Range, RangeError, RangeSet, RangeSpec};
@@ -564,27 +655,86 @@ impl RangeSet {
         let Some(head) = ranges.first() else {
             return Err(RangeError::EmptySet);
         };
+        if ranges.len() > MAX_RANGES_PER_SET {
+            return Err(RangeError::TooManyRanges {
+                count: ranges.len(),
+                max: MAX_RANGES_PER_SET,
+            });
+        }
         if let Some(other) = ranges.iter().find(|r| r.family() != head.family()) {
             return Err(RangeError::MixedFamilies {
                 first: head.subnet,
                 second: other.subnet,
             });
         }
-        for (i, a) in ranges.iter().enumerate() {
-            for b in &ranges[i + 1..] {
-                if a.overlaps(b) {
-                    return Err(RangeError::Overlap {
-                        first: a.subnet,
-                        first_start: a.start,
-                        first_end: a.end,
-                        second: b.subnet,
-                        second_start: b.start,
-                        second_end: b.end,
-                    });
-                }
-            }
+        let items = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.family(), r.first(), r.last(), i))
+            .collect();
+        if let Some((x, y)) = first_overlap(items) {
+            let (a, b) = (&ranges[x.min(y)], &ranges[x.max(y)]);
+            return Err(RangeError::Overlap {
+                first: a.subnet,
+                first_start: a.start,
+                first_end: a.end,
+                second: b.subnet,
+                second_start: b.start,
+                second_end: b.end,
+            });
         }
-        Ok(RangeSet { ranges })
+        let mut by_address: Vec<(u128, u128, usize)> = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.first(), r.last(), i))
+            .collect();
+        by_address.sort_unstable();
+        let mut withheld: Vec<u128> = ranges
+            .iter()
+            .flat_map(|r| {
+                [Some(r.gateway), Some(r.subnet.network())]
+                    .into_iter()
+                    .flatten()
+                    .map(to_u128)
+                    .chain(r.broadcast())
+                    .chain(r.stages.values().flatten().map(|ip| to_u128(*ip)))
+            })
+            .collect();
+        withheld.sort_unstable();
+        withheld.dedup();
+        Ok(RangeSet {
+            ranges,
+            by_address,
+            withheld,
+        })
+    }
+
+    /// The ranges whose `start..=end` shares an address with `lo..=hi`, in
+    /// address order. O(log n + hits).
+    ///
+    /// ```
+    /// use host_etcd::range::{Range, RangeSet, RangeSpec};
+    /// let r = |s: &str| Range::parse(&RangeSpec { subnet: s.into(), ..Default::default() });
+    /// let set = RangeSet::new(vec![r("0.0.3.0/24")?, r("0.0.1.0/24")?, r("0.0.2.0/24")?])?;
+    /// let hit: Vec<String> = set.touching(0x1ff, 0x280).map(|r| r.subnet.to_string()).collect();
+    /// assert_eq!(hit, ["0.0.2.0/24"]); // 0.0.1.255 is the broadcast address, outside 0.0.1.2-0.0.1.254
+    /// # Ok::<(), host_etcd::range::RangeError>(())
+    /// ```
+    pub fn touching(&self, lo: u128, hi: u128) -> impl Iterator<Item = &Range> {
+        let from = self.by_address.partition_point(|&(_, last, _)| last < lo);
+        self.by_address[from..]
+            .iter()
+            .take_while(move |&&(first, _, _)| first <= hi)
+            .filter_map(|&(_, _, i)| self.ranges.get(i))
+    }
+
+    /// The withheld addresses in `lo..=hi` (gateways, network and IPv4
+    /// broadcast addresses, stage reservations of every range of the set),
+    /// sorted. O(log n + hits).
+    pub fn withheld_in(&self, lo: u128, hi: u128) -> &[u128] {
+        let from = self.withheld.partition_point(|&v| v < lo);
+        let to = self.withheld.partition_point(|&v| v <= hi);
+        &self.withheld[from..to.max(from)]
     }
 
     /// A set of one range covering `cidr` with host-local's defaults: first
@@ -638,7 +788,13 @@ impl RangeSet {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn find(&self, ip: IpAddr) -> Option<(usize, &Range)> {
-        self.ranges.iter().enumerate().find(|(_, r)| r.contains(ip))
+        if Family::of(ip) != self.family() {
+            return None;
+        }
+        let v = to_u128(ip);
+        let i = self.by_address.partition_point(|&(_, last, _)| last < v);
+        let &(first, _, at) = self.by_address.get(i)?;
+        (first <= v).then(|| self.ranges.get(at).map(|r| (at, r)))?
     }
 
     /// Whether any range of the set lists reservations for `stage`.
@@ -671,8 +827,11 @@ pub(crate) fn merge_intervals(mut iv: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
     merged
 }
 
-/// Validates a whole config's range sets: at least one, and no range of one
-/// set overlapping a range of another (as host-local checks).
+/// Validates a whole config's range sets: at least one, at most
+/// [`MAX_RANGE_SETS`], and no range of one set overlapping a range of
+/// another (as host-local checks). O(n log n) in the number of ranges (sort
+/// and sweep); of several overlaps, the one at the lowest address is
+/// reported.
 ///
 /// ```
 /// use host_etcd::range::{check_sets, Range, RangeError, RangeSet, RangeSpec};
@@ -689,23 +848,37 @@ pub fn check_sets(sets: &[RangeSet]) -> Result<(), RangeError> {
     if sets.is_empty() {
         return Err(RangeError::NoSets);
     }
-    for (i, set_a) in sets.iter().enumerate() {
-        for (j, set_b) in sets.iter().enumerate().skip(i + 1) {
-            for a in set_a.ranges() {
-                if let Some(b) = set_b.ranges().iter().find(|b| a.overlaps(b)) {
-                    return Err(RangeError::OverlapAcrossSets {
-                        first_set: i,
-                        first: a.subnet,
-                        first_start: a.start,
-                        first_end: a.end,
-                        second_set: j,
-                        second: b.subnet,
-                        second_start: b.start,
-                        second_end: b.end,
-                    });
-                }
-            }
-        }
+    if sets.len() > MAX_RANGE_SETS {
+        return Err(RangeError::TooManySets {
+            count: sets.len(),
+            max: MAX_RANGE_SETS,
+        });
     }
-    Ok(())
+    let items = sets
+        .iter()
+        .enumerate()
+        .flat_map(|(i, set)| {
+            set.ranges()
+                .iter()
+                .enumerate()
+                .map(move |(j, r)| (r.family(), r.first(), r.last(), (i, j)))
+        })
+        .collect();
+    // Ranges of one set never overlap (RangeSet::new), so a pair found is
+    // from two sets.
+    let Some((x, y)) = first_overlap(items) else {
+        return Ok(());
+    };
+    let ((i, a), (j, b)) = (x.min(y), x.max(y));
+    let (a, b) = (&sets[i].ranges()[a], &sets[j].ranges()[b]);
+    Err(RangeError::OverlapAcrossSets {
+        first_set: i,
+        first: a.subnet,
+        first_start: a.start,
+        first_end: a.end,
+        second_set: j,
+        second: b.subnet,
+        second_start: b.start,
+        second_end: b.end,
+    })
 }

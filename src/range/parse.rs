@@ -75,6 +75,13 @@ fn parse_exclude(subnet: IpNet, values: &[String]) -> Result<Exclusions, RangeEr
                 }
             })?,
         };
+        if let Some(kind) = super::embeds_ipv4(net) {
+            return Err(RangeError::ExcludeEmbedsIpv4 {
+                index,
+                value: value.clone(),
+                kind,
+            });
+        }
         if Family::of(net.network()) != family {
             return Err(RangeError::ExcludeWrongFamily {
                 index,
@@ -147,6 +154,11 @@ fn parse_subnet(value: &str) -> Result<IpNet, RangeError> {
     if subnet.prefix_len() > subnet.max_prefix_len().saturating_sub(2) {
         return Err(RangeError::SubnetTooSmall { subnet });
     }
+    // IPv4 hosts in IPv6 form would be handed out twice: once from an
+    // IPv4 set, once from this one (see `embedded_ipv4`).
+    if let Some(kind) = super::embeds_ipv4(subnet) {
+        return Err(RangeError::SubnetEmbedsIpv4 { subnet, kind });
+    }
     Ok(subnet)
 }
 
@@ -157,6 +169,13 @@ fn parse_addr(field: Field, value: &str, subnet: IpNet) -> Result<IpAddr, RangeE
         field,
         value: value.to_owned(),
     })?;
+    if let Some(kind) = super::embedded_ipv4(ip) {
+        return Err(RangeError::AddressEmbedsIpv4 {
+            field,
+            value: value.to_owned(),
+            kind,
+        });
+    }
     if Family::of(ip) != Family::of(subnet.network()) {
         return Err(RangeError::WrongFamily {
             field,
@@ -205,6 +224,13 @@ fn parse_stages(
                 value: value.clone(),
                 subnet,
             })?;
+            if let Some(kind) = super::embedded_ipv4(ip) {
+                return Err(RangeError::StageEmbedsIpv4 {
+                    stage: stage.clone(),
+                    value: value.clone(),
+                    kind,
+                });
+            }
             if Family::of(ip) != family {
                 return Err(RangeError::StageWrongFamily {
                     stage: stage.clone(),
@@ -229,7 +255,13 @@ fn parse_stages(
                     subnet,
                 });
             }
-            if let Some(entry) = range.excluded_by(ip) {
+            // O(log n) test first: the linear search for the entry's name
+            // runs on the error path only.
+            if let Some(entry) = range
+                .is_excluded(ip)
+                .then(|| range.excluded_by(ip))
+                .flatten()
+            {
                 return Err(RangeError::StageExcluded {
                     stage: stage.clone(),
                     value: value.clone(),

@@ -13,9 +13,10 @@ use proptest::prelude::*;
 use super::*;
 
 /// A valid subnet: any family, any address, any prefix that leaves room to
-/// allocate (IPv4 /0../30, IPv6 /0../126), host bits cleared.
+/// allocate (IPv4 /0../30, IPv6 /0../126), host bits cleared, not sharing
+/// addresses with the IPv4-embedding IPv6 blocks (refused).
 fn subnet() -> impl Strategy<Value = IpNet> {
-    prop_oneof![
+    let any = prop_oneof![
         (any::<u32>(), 0u8..=30).prop_map(|(a, p)| {
             IpNet::new(IpAddr::V4(Ipv4Addr::from(a)), p)
                 .unwrap()
@@ -26,7 +27,8 @@ fn subnet() -> impl Strategy<Value = IpNet> {
                 .unwrap()
                 .trunc()
         }),
-    ]
+    ];
+    any.prop_filter("embeds IPv4", |n| embeds_ipv4(*n).is_none())
 }
 
 /// Mask of the host part of `net`, as an offset from its network address.

@@ -128,19 +128,25 @@ fn defaults_v6_126() {
 }
 
 #[test]
-fn defaults_v6_slash0() {
-    let r = range("::/0");
+fn defaults_v6_top_half() {
+    // ::/0 embeds IPv4 (refused below); the top half of the space keeps the
+    // u128 arithmetic's upper edge covered.
+    let r = range("8000::/1");
     assert_eq!(
         bounds(&r),
-        b("::1", "::2", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
+        b(
+            "8000::1",
+            "8000::2",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        )
     );
-    assert_eq!(r.first(), 2);
+    assert_eq!(r.first(), (1 << 127) + 2);
     assert_eq!(r.last(), u128::MAX);
-    assert_eq!(r.len(), u128::MAX - 1);
+    assert_eq!(r.len(), (1 << 127) - 2);
     assert!(r.is_allocatable(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")));
-    assert!(!r.is_allocatable(ip("::")));
-    assert!(!r.is_allocatable(ip("::1")));
-    assert!(r.is_allocatable(ip("::2")));
+    assert!(!r.is_allocatable(ip("8000::")));
+    assert!(!r.is_allocatable(ip("8000::1")));
+    assert!(r.is_allocatable(ip("8000::2")));
 }
 
 #[test]
@@ -155,12 +161,17 @@ fn defaults_v4_slash0() {
 
 #[test]
 fn full_v6_slash0_len_saturates() {
-    let r = parse(&spec_with(
-        "::/0",
-        Some("::"),
-        Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
-        None,
-    ));
+    // Unreachable through parsing since ::/0 is refused (it embeds IPv4);
+    // a hand-built range still keeps `len` from overflowing.
+    let r = Range {
+        subnet: net("::/0"),
+        start: ip("::"),
+        end: ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        gateway: ip("::1"),
+        stages: BTreeMap::new(),
+        exclude: Vec::new(),
+        excluded: Vec::new(),
+    };
     assert_eq!(r.len(), u128::MAX);
     assert!(!r.is_allocatable(ip("::")));
 }
@@ -318,18 +329,18 @@ fn unparsable_addresses() {
 
 #[test]
 fn wrong_family() {
-    let e = err(&spec_with("10.0.0.0/24", Some("::5"), None, None));
+    let e = err(&spec_with("10.0.0.0/24", Some("fd00::5"), None, None));
     assert_eq!(
         e,
         RangeError::WrongFamily {
             field: Field::RangeStart,
-            value: "::5".into(),
+            value: "fd00::5".into(),
             subnet: net("10.0.0.0/24"),
         }
     );
     assert_eq!(
         e.to_string(),
-        "rangeStart \"::5\": not of the address family of subnet 10.0.0.0/24"
+        "rangeStart \"fd00::5\": not of the address family of subnet 10.0.0.0/24"
     );
     let e = err(&spec_with("fd00::/64", None, Some("10.0.0.9"), None));
     assert!(matches!(
@@ -347,7 +358,7 @@ fn wrong_family() {
             ..
         }
     ));
-    // IPv4-mapped IPv6 is IPv6 here: refused for an IPv4 subnet.
+    // IPv4-mapped IPv6 is refused as such, naming the field.
     let e = err(&spec_with(
         "10.0.0.0/24",
         None,
@@ -356,11 +367,213 @@ fn wrong_family() {
     ));
     assert!(matches!(
         e,
-        RangeError::WrongFamily {
+        RangeError::AddressEmbedsIpv4 {
             field: Field::Gateway,
             ..
         }
     ));
+}
+
+#[test]
+fn subnets_embedding_ipv4_are_refused() {
+    // The mapped and compatible blocks, anything inside them, anything
+    // holding them.
+    for s in [
+        "::ffff:10.7.0.0/120",
+        "::ffff:0:0/96",
+        "::10.7.0.0/120",
+        "::/96",
+        "::/64",
+        "::/0",
+        "::/80",
+    ] {
+        let e = err(&spec(s));
+        assert!(
+            matches!(e, RangeError::SubnetEmbedsIpv4 { .. }),
+            "{s}: {e:?}"
+        );
+        assert!(e.to_string().contains("IPv4"), "{s}: {e}");
+    }
+    assert_eq!(
+        err(&spec("::ffff:10.7.0.0/120")).to_string(),
+        "subnet ::ffff:10.7.0.0/120: overlaps the IPv4-mapped IPv6 addresses (::ffff:0:0/96), \
+         IPv4 hosts in IPv6 form; use an IPv4 subnet for IPv4, and for IPv6 a subnet outside \
+         ::ffff:0:0/96 and ::/96"
+    );
+    // Just outside the blocks: accepted.
+    for s in [
+        "::1:0:0/96",
+        "::fffe:0:0/96",
+        "0:0:0:1::/64",
+        "8000::/1",
+        "fd00::/64",
+    ] {
+        parse(&spec(s));
+    }
+    // ::/127 is too small before it is anything else (and holds only :: and
+    // ::1, IPv6's own).
+    assert!(matches!(
+        err(&spec("::/127")),
+        RangeError::SubnetTooSmall { .. }
+    ));
+}
+
+#[test]
+fn addresses_embedding_ipv4_are_refused_naming_the_field() {
+    let cases = [
+        (
+            spec_with("fd00::/64", Some("::ffff:1.2.3.4"), None, None),
+            Field::RangeStart,
+        ),
+        (
+            spec_with("fd00::/64", None, Some("::1.2.3.4"), None),
+            Field::RangeEnd,
+        ),
+        (
+            spec_with("10.0.0.0/24", None, None, Some("::ffff:10.0.0.1")),
+            Field::Gateway,
+        ),
+    ];
+    for (s, want) in cases {
+        match err(&s) {
+            RangeError::AddressEmbedsIpv4 { field, .. } => assert_eq!(field, want),
+            other => panic!("{want}: {other:?}"),
+        }
+    }
+    let e = err(&with_exclude(
+        spec("10.0.0.0/24"),
+        &["10.0.0.9", "::ffff:10.0.0.9"],
+    ));
+    assert_eq!(e.exclude_index(), Some(1));
+    assert!(matches!(e, RangeError::ExcludeEmbedsIpv4 { .. }));
+    let e = err(&with_exclude(spec("fd00::/64"), &["::/64"]));
+    assert!(matches!(e, RangeError::ExcludeEmbedsIpv4 { index: 0, .. }));
+    let e = err(&with_stages(
+        spec("10.0.0.0/24"),
+        &[("sandbox", &["::ffff:10.0.0.7"])],
+    ));
+    assert!(matches!(e, RangeError::StageEmbedsIpv4 { .. }));
+}
+
+#[test]
+fn embedded_ipv4_blocks() {
+    for (s, want) in [
+        ("::", None),
+        ("::1", None),
+        ("::2", Some("IPv4-compatible")),
+        ("::255.255.255.255", Some("IPv4-compatible")),
+        ("::1:0:0", None),
+        ("::fffe:ffff:ffff", None),
+        ("::ffff:0:0", Some("IPv4-mapped")),
+        ("::ffff:255.255.255.255", Some("IPv4-mapped")),
+        ("::1:0:0:0", None),
+        ("fd00::ffff:a07:9", None),
+        ("10.7.0.9", None),
+    ] {
+        let got = embedded_ipv4(ip(s));
+        match want {
+            None => assert_eq!(got, None, "{s}"),
+            Some(w) => assert!(got.is_some_and(|g| g.contains(w)), "{s}: {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn limits_on_sets_and_ranges() {
+    // One range per /24 inside 10.0.0.0/8: disjoint.
+    let r = |i: usize| range(&format!("10.{}.{}.0/24", i / 256, i % 256));
+    let ranges: Vec<Range> = (0..MAX_RANGES_PER_SET).map(r).collect();
+    assert_eq!(
+        RangeSet::new(ranges.clone()).map(|s| s.ranges().len()),
+        Ok(MAX_RANGES_PER_SET)
+    );
+    let mut over = ranges;
+    over.push(r(MAX_RANGES_PER_SET));
+    assert_eq!(
+        RangeSet::new(over),
+        Err(RangeError::TooManyRanges {
+            count: MAX_RANGES_PER_SET + 1,
+            max: MAX_RANGES_PER_SET
+        })
+    );
+    let sets: Vec<RangeSet> = (0..=MAX_RANGE_SETS)
+        .map(|i| RangeSet::new(vec![r(i)]).unwrap())
+        .collect();
+    check_sets(&sets[..MAX_RANGE_SETS]).unwrap();
+    assert_eq!(
+        check_sets(&sets),
+        Err(RangeError::TooManySets {
+            count: MAX_RANGE_SETS + 1,
+            max: MAX_RANGE_SETS
+        })
+    );
+}
+
+/// The sweep finds an overlap wherever it sits among many disjoint ranges,
+/// and agrees with the pairwise definition on whether there is one.
+#[test]
+fn sweep_finds_overlaps_among_many() {
+    let r = |i: usize| range(&format!("10.{}.{}.0/24", i / 256, i % 256));
+    let big = range("10.1.0.0/16"); // holds r(256..512)
+    for at in [0, 1, 500, 1000] {
+        let mut sets: Vec<RangeSet> = (0..1000)
+            .filter(|i| !(256..512).contains(i))
+            .map(|i| RangeSet::new(vec![r(i)]).unwrap())
+            .collect();
+        check_sets(&sets).unwrap();
+        sets.insert(at.min(sets.len()), RangeSet::new(vec![r(300)]).unwrap());
+        check_sets(&sets).unwrap();
+        sets.push(RangeSet::new(vec![big.clone()]).unwrap());
+        match check_sets(&sets) {
+            Err(RangeError::OverlapAcrossSets {
+                first_set,
+                second_set,
+                first,
+                second,
+                ..
+            }) => {
+                assert!(first_set < second_set);
+                assert_eq!(second_set, sets.len() - 1);
+                assert_eq!(first, net("10.1.44.0/24"));
+                assert_eq!(second, net("10.1.0.0/16"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Within one set, config order decides which is "first".
+    let e = RangeSet::new(vec![r(5), big.clone(), r(300), r(9)]).unwrap_err();
+    assert!(
+        matches!(e, RangeError::Overlap { first, second, .. } if first == net("10.1.0.0/16") && second == net("10.1.44.0/24"))
+    );
+}
+
+#[test]
+fn touching_and_withheld_and_find() {
+    let mut st = spec("10.0.1.0/24");
+    st.stages.insert("sandbox".into(), vec!["10.0.1.9".into()]);
+    let set = RangeSet::new(vec![range("10.0.3.0/24"), parse(&st), range("10.0.2.0/24")]).unwrap();
+    let v = |s: &str| to_u128(ip(s));
+    let hit: Vec<IpNet> = set
+        .touching(v("10.0.1.200"), v("10.0.2.3"))
+        .map(|r| r.subnet)
+        .collect();
+    assert_eq!(hit, vec![net("10.0.1.0/24"), net("10.0.2.0/24")]);
+    assert_eq!(set.touching(v("10.0.4.0"), v("10.0.9.0")).count(), 0);
+    assert_eq!(
+        set.withheld_in(v("10.0.1.0"), v("10.0.2.1")),
+        &[
+            v("10.0.1.0"),
+            v("10.0.1.1"),
+            v("10.0.1.9"),
+            v("10.0.1.255"),
+            v("10.0.2.0"),
+            v("10.0.2.1")
+        ]
+    );
+    assert_eq!(set.find(ip("10.0.2.7")).map(|(i, _)| i), Some(2));
+    assert_eq!(set.find(ip("10.0.3.254")).map(|(i, _)| i), Some(0));
+    assert_eq!(set.find(ip("10.0.3.255")), None);
+    assert_eq!(set.find(ip("fd00::1")), None);
 }
 
 #[test]
@@ -941,20 +1154,31 @@ fn huge_v6_exclusions_are_intervals() {
 
 #[test]
 fn unexcluded_runs_edges() {
-    // Exclusions at the very ends of ::/0 (the u128 overflow edges).
+    // Exclusions at the very ends of the integer space (the overflow
+    // edges): the bottom through IPv4 0.0.0.0/0, the top through IPv6.
+    let s = with_exclude(
+        spec_with("0.0.0.0/0", Some("0.0.0.0"), Some("255.255.255.255"), None),
+        &["0.0.0.0/30", "255.255.255.240/28"],
+    );
+    let r = parse(&s);
+    assert_eq!(r.unexcluded_runs(0, u128::MAX), vec![(4, (1 << 32) - 17)]);
+    assert_eq!(r.unexcluded_runs(0, 3), vec![]);
     let s = with_exclude(
         spec_with(
-            "::/0",
-            Some("::"),
+            "ff00::/8",
+            Some("ff00::"),
             Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
             None,
         ),
-        &["::/126", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124"],
+        &["ff00::/126", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124"],
     );
     let r = parse(&s);
-    assert_eq!(r.unexcluded_runs(0, u128::MAX), vec![(4, u128::MAX - 16)]);
+    let base = 0xff00u128 << 112;
+    assert_eq!(
+        r.unexcluded_runs(0, u128::MAX),
+        vec![(base + 4, u128::MAX - 16)]
+    );
     assert_eq!(r.unexcluded_runs(u128::MAX - 3, u128::MAX), vec![]);
-    assert_eq!(r.unexcluded_runs(0, 3), vec![]);
     // Windows outside start..=end are empty.
     let r = parse(&with_exclude(spec("10.0.0.0/24"), &["10.0.0.100"]));
     assert_eq!(r.unexcluded_runs(0, 0x0a00_0001), vec![]);

@@ -216,6 +216,12 @@ pub enum StoreError {
     /// denied, request too large).
     #[error("store refused the request: {0}")]
     Refused(String),
+    /// The store refuses writes for lack of space (etcd: the NOSPACE alarm
+    /// is raised, the database reached `--quota-backend-bytes`). Reads and
+    /// deletions still work; writes fail until an operator frees space
+    /// (compact, defragment, `etcdctl alarm disarm`).
+    #[error("store has no space for writes (etcd NOSPACE alarm: compact, defragment, then `etcdctl alarm disarm`): {0}")]
+    NoSpace(String),
 }
 
 /// A copy of the error (an I/O error is copied as its kind and message):
@@ -234,6 +240,7 @@ impl Clone for StoreError {
             },
             StoreError::Config(m) => StoreError::Config(m.clone()),
             StoreError::Refused(m) => StoreError::Refused(m.clone()),
+            StoreError::NoSpace(m) => StoreError::NoSpace(m.clone()),
         }
     }
 }

@@ -240,10 +240,13 @@ impl<'a> Draft<'a> {
     }
 }
 
-/// A chunk is full when no set of its family has a free ordinary address in it.
+/// A chunk is full when no set of its family has a free ordinary address in
+/// it. Only the sets with a range in the chunk build a mask (a set elsewhere
+/// has none free there), so this is O(sets · log ranges + chunk · touching
+/// sets), not O(sets · chunk).
 pub(super) fn is_full(net: &Network, family: Family, k: u8, idx: u128, chunk: &Chunk) -> bool {
     net.sets
         .iter()
-        .filter(|s| s.family() == family)
+        .filter(|s| s.family() == family && geometry::touches(s, k, idx))
         .all(|s| chunk.bits.count_free(&geometry::normal_mask(s, k, idx)) == 0)
 }

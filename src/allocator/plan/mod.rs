@@ -29,7 +29,10 @@ mod tests;
 
 pub use add::{initial_reads, plan_add};
 pub use batch::plan_add_each;
-pub use release::{plan_confirm_owner, plan_release, plan_release_created, plan_release_each};
+pub use release::{
+    plan_confirm_owner, plan_release, plan_release_created, plan_release_each,
+    plan_release_record_only,
+};
 pub use search::respread_position;
 pub use sticky::{plan_drop_binding, sticky_key_of};
 

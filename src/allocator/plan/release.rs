@@ -6,6 +6,9 @@
 //! pods) through the same per-owner step, [`release_owner`]. And the
 //! counterpart of the third: [`plan_confirm_owner`] rewrites a record so
 //! that such a conditional release no longer applies.
+//! When the store has no space for writes, the DEL's fallback
+//! [`plan_release_record_only`] deletes the record (and its per-node index
+//! entry) alone.
 
 use std::collections::BTreeMap;
 
@@ -304,5 +307,47 @@ pub fn plan_release_each(
                 }
             }
         }
+    }
+}
+
+/// The DEL fallback when the store has no space for writes (etcd's NOSPACE
+/// alarm refuses any transaction that puts, but allows deletions): delete
+/// the owner record alone, guarded by its revision, so the pod can
+/// terminate. Its chunk bits stay set (no put is allowed); `check` reports
+/// each as a bit without owner, reclaimable, and `repair` clears it. No
+/// sticky binding is written (it would be a put). `None` if the owner
+/// holds nothing. A record that does not decode is deleted all the same:
+/// only its key and revision are used.
+pub fn plan_release_record_only(
+    ctx: &Ctx<'_>,
+    known: &Known,
+    key: &Key,
+) -> Result<Plan<Option<OwnerRecord>>, Stop> {
+    match known.owners.get(key) {
+        None => Err(Stop::Need(vec![Pending::Get(key.clone())])),
+        Some(None) => Ok(Plan::new(None, Txn::default())),
+        Some(Some((rev, rec))) => {
+            let entry = rec.as_ref().ok().and_then(|r| ctx.node_entry(r));
+            Ok(Plan::new(
+                rec.as_ref().ok().cloned(),
+                record_only_txn(key, rev.clone(), entry),
+            ))
+        }
+    }
+}
+
+/// The fallback's transaction: every op is a deletion (what etcd still
+/// applies under NOSPACE), every deletion guarded by a compare.
+/// The record's per-node index entry, when it has one, is deleted with it.
+fn record_only_txn(key: &Key, rev: Expect, entry: Option<Key>) -> Txn {
+    let mut ops = vec![Op::Delete(key.clone())];
+    ops.extend(entry.map(Op::Delete));
+    Txn {
+        compares: vec![Compare {
+            key: key.clone(),
+            expect: rev,
+        }],
+        ops,
+        read_on_conflict: vec![key.clone()],
     }
 }

@@ -5,8 +5,9 @@
 //! * cannot reach a member, deadline passed, no leader, leader changed,
 //!   server overloaded → [`StoreError::Unavailable`] (transient);
 //! * authentication failed, permission denied, request too large, too many
-//!   operations in one transaction, database quota exceeded →
-//!   [`StoreError::Refused`];
+//!   operations in one transaction → [`StoreError::Refused`];
+//! * database space exceeded (the NOSPACE alarm) → [`StoreError::NoSpace`]
+//!   (deletions still pass, so a release can fall back to them);
 //! * a TLS certificate rejected by either side, malformed endpoint or TLS
 //!   material → [`StoreError::Config`].
 //!
@@ -103,7 +104,9 @@ fn map_status(code: i32, detail: &str, at: &str) -> StoreError {
         | code::NOT_FOUND => refused(),
         // etcd: "database space exceeded" is an operator problem; "too many
         // requests" is load and passes.
-        code::RESOURCE_EXHAUSTED if detail.contains("space exceeded") => refused(),
+        code::RESOURCE_EXHAUSTED if detail.contains("space exceeded") => {
+            StoreError::NoSpace(format!("{at}: {detail}"))
+        }
         // Unavailable (no leader, connection refused), DeadlineExceeded,
         // Cancelled, Aborted, Unknown (transport), Internal, DataLoss,
         // ResourceExhausted (too many requests), Ok (never an error).
@@ -192,7 +195,7 @@ mod tests {
                 "etcdserver: mvcc: database space exceeded",
                 at
             ),
-            StoreError::Refused(_)
+            StoreError::NoSpace(_)
         ));
     }
 }
