@@ -407,30 +407,7 @@ fn metrics_of_the_served_networks_and_the_agent() {
         );
     }
     // Prometheus' own lint accepts every family (the histogram included).
-    let promtool = std::path::Path::new("/usr/bin/promtool");
-    assert!(
-        promtool.is_file(),
-        "promtool not found: install it with `apt-get install prometheus` (scripts/setup.sh does)"
-    );
-    let mut lint = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    lint.stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let lint = lint.wait_with_output().unwrap();
-    assert!(
-        lint.status.success() && lint.stdout.is_empty() && lint.stderr.is_empty(),
-        "promtool check metrics:\n{}{}\n{text}",
-        String::from_utf8_lossy(&lint.stdout),
-        String::from_utf8_lossy(&lint.stderr)
-    );
+    support::prometheus::assert_lint_clean(&text);
     assert_eq!(http_get(&addr, "/nope").0, 404);
 }
 

@@ -56,16 +56,6 @@ impl Drop for Proc {
     }
 }
 
-fn bin(name: &str) -> PathBuf {
-    let path = Path::new("/usr/bin").join(name);
-    assert!(
-        path.is_file(),
-        "{name} not found: install it with `apt-get install prometheus` \
-         (scripts/setup.sh, run by the README's test command, does this)"
-    );
-    path
-}
-
 /// A network config on this etcd.
 fn write_config(dir: &Path, etcd: &EtcdServer, name: &str, ranges: Value) -> PathBuf {
     let conf = serde_json::json!({
@@ -228,8 +218,8 @@ fn of_net1(text: &str, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_exporter() {
-    let promtool = bin("promtool");
-    let prometheus = bin("prometheus");
+    let promtool = support::prometheus::bin("promtool");
+    let prometheus = support::prometheus::bin("prometheus");
     let etcd = EtcdServer::start();
     let dir = tempfile::tempdir().unwrap();
     let v4 = write_config(
@@ -308,25 +298,7 @@ async fn prometheus_scrapes_the_exporter() {
     assert_eq!(of_net1(&text, "host_etcd_ipam_scrape_errors_total"), 0.0);
     assert!(text.contains("# TYPE host_etcd_ipam_scrape_errors_total counter\n"));
     assert!(text.contains("# TYPE host_etcd_ipam_scrape_duration_seconds gauge\n"));
-    let mut lint = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    lint.stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let lint = lint.wait_with_output().unwrap();
-    assert!(
-        lint.status.success() && lint.stdout.is_empty() && lint.stderr.is_empty(),
-        "promtool check metrics:\n{}{}\n{text}",
-        String::from_utf8_lossy(&lint.stdout),
-        String::from_utf8_lossy(&lint.stderr)
-    );
+    support::prometheus::assert_lint_clean(&text);
 
     // The example alert rules.
     for args in [["check", "rules", RULES], ["test", "rules", RULES_TEST]] {

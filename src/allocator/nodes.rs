@@ -287,6 +287,30 @@ mod tests {
     }
 
     #[test]
+    fn release_record_is_not_fooled_by_a_stale_node_cache() {
+        let store = CountingStore::new(MemoryStore::new());
+        let clock = Clock::manual(T0);
+        let (a, b) = (
+            node(&store, "node-a", &clock),
+            node(&store, "node-a", &clock),
+        );
+        // A remembers the record it wrote; B releases it and writes a new
+        // one for the same container.
+        add(&a, "c");
+        futures_lite(b.release(&id("c"))).unwrap();
+        clock.advance(5);
+        add(&b, "c");
+        let current = futures_lite(b.owner(&id("c"))).unwrap().unwrap();
+        // A's stale copy differs from `current`: A reads, and releases.
+        assert_eq!(
+            futures_lite(a.release_record(&current)).unwrap(),
+            Some(current)
+        );
+        assert!(futures_lite(a.owner(&id("c"))).unwrap().is_none());
+        assert!(futures_lite(a.check()).unwrap().is_clean());
+    }
+
+    #[test]
     fn reindex_adds_missing_entries_and_drops_stale_ones() {
         let store = CountingStore::new(MemoryStore::new());
         let clock = Clock::manual(T0);

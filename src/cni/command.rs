@@ -170,7 +170,14 @@ fn execute_reported(
         .enable_all()
         .build()
         .map_err(|e| CniError::Internal(format!("cannot start the async runtime: {e}")))?;
-    let deadline = deadline(&conf);
+    // A fallback after a request the agent took but did not acknowledge
+    // keeps the whole call within `budgetMs`: the dial allowance was spent
+    // waiting on the agent.
+    let deadline = if direct.confirm_existing {
+        conf.ipam.budget
+    } else {
+        deadline(&conf)
+    };
     let command = env.command;
     let outcome = runtime.block_on(OPENED.scope(report.opened.clone(), async {
         let left = deadline.saturating_sub(spent);

@@ -21,6 +21,7 @@ pub mod etcd_metrics;
 pub mod faults;
 pub mod ipamctl;
 pub mod plugin;
+pub mod prometheus;
 pub mod tls;
 
 use std::ops::Deref;

@@ -123,8 +123,13 @@ pub fn plan_release(
     key: &Key,
     expected: Option<&OwnerRecord>,
 ) -> Result<Plan<Option<OwnerRecord>>, Stop> {
-    if let (Some(e), Some(Some((_, Ok(rec))))) = (expected, known.owners.get(key)) {
+    if let (Some(e), Some(Some((expect, Ok(rec))))) = (expected, known.owners.get(key)) {
         if e != rec {
+            // Remembered bytes may be stale: only a record read in this
+            // operation says the owner changed.
+            if matches!(expect, Expect::Value(_)) {
+                return Err(Stop::Need(vec![Pending::Get(key.clone())]));
+            }
             return Ok(Plan::new(None, Txn::default()));
         }
     }
