@@ -107,6 +107,20 @@ mod tests {
         }
     }
 
+    /// An allocator over `store` whose operations have a 100 ms budget.
+    fn with_budget(store: &Slow) -> Allocator<&Slow> {
+        let net = Network::new(
+            "x",
+            vec![crate::range::RangeSet::from_cidr("10.0.0.0/24").unwrap()],
+        )
+        .unwrap();
+        let options = Options {
+            budget: Duration::from_millis(100),
+            ..Options::default()
+        };
+        Allocator::new(store, net, options).unwrap()
+    }
+
     #[tokio::test]
     async fn a_scan_longer_than_one_budget_finishes_and_reports_progress() {
         let inner = MemoryStore::new();
@@ -117,20 +131,7 @@ mod tests {
             inner,
             delay: Duration::from_millis(40),
         };
-        let options = Options {
-            budget: Duration::from_millis(100),
-            ..Options::default()
-        };
-        let a = Allocator::new(
-            &store,
-            Network::new(
-                "x",
-                vec![crate::range::RangeSet::from_cidr("10.0.0.0/24").unwrap()],
-            )
-            .unwrap(),
-            options,
-        )
-        .unwrap();
+        let a = with_budget(&store);
         let pages = Arc::new(AtomicUsize::new(0));
         let seen = pages.clone();
         a.set_scan_progress(Some(Arc::new(move |what: &str, keys: usize| {
@@ -147,22 +148,8 @@ mod tests {
             inner: MemoryStore::new(),
             delay: Duration::from_millis(300),
         };
-        let options = Options {
-            budget: Duration::from_millis(100),
-            ..Options::default()
-        };
-        let b = Allocator::new(
-            &stuck,
-            Network::new(
-                "x",
-                vec![crate::range::RangeSet::from_cidr("10.0.0.0/24").unwrap()],
-            )
-            .unwrap(),
-            options,
-        )
-        .unwrap();
         assert!(matches!(
-            b.scan("/p/x/", 10).await,
+            with_budget(&stuck).scan("/p/x/", 10).await,
             Err(AllocError::BudgetExceeded { .. })
         ));
     }
