@@ -21,7 +21,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use host_etcd::allocator::{Allocator, Options};
 use host_etcd::store::etcd::EtcdStore;
 use serde_json::{json, Value};
-use support::agent::Agent;
+use support::agent::{frame, network_requests, read_reply, status, Agent};
 use support::etcd_metrics::kv_counts;
 use support::faults::allocator_with;
 use support::plugin::{assert_distinct, host_etcd, ips, Call};
@@ -46,28 +46,6 @@ fn raw_exchange(socket: &Path, bytes: &[u8], close_write: bool) -> Option<Value>
         let _ = s.shutdown(std::net::Shutdown::Write);
     }
     read_reply(&mut s)
-}
-
-fn read_reply(s: &mut UnixStream) -> Option<Value> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).ok()?;
-    Some(serde_json::from_slice(&body).expect("reply is JSON"))
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = (body.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(body);
-    out
-}
-
-/// The agent's status document, `None` when it does not answer.
-fn status(socket: &Path) -> Option<Value> {
-    let mut s = UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(&frame(br#"{"v":1,"op":"status"}"#)).ok()?;
-    read_reply(&mut s).map(|v| v["status"].clone())
 }
 
 fn conf(etcd: &EtcdServer, name: &str, dir: &Path, ipam: Value) -> Value {
@@ -93,16 +71,6 @@ fn via(socket: &Path, mode: &str) -> Value {
 
 async fn allocator(conf: &Value) -> Allocator<EtcdStore> {
     allocator_with(conf, Options::default()).await
-}
-
-fn network_requests(status: &Value, name: &str) -> u64 {
-    status["networks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["name"] == name)
-        .map(|n| n["requests"].as_u64().unwrap())
-        .sum()
 }
 
 #[test]

@@ -19,14 +19,14 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use host_etcd::allocator::{Allocator, Options, OwnerId};
 use host_etcd::store::etcd::EtcdStore;
 use serde_json::{json, Value};
-use support::agent::Agent;
+use support::agent::{frame, network_requests, status, Agent};
 use support::etcd_metrics::kv_counts;
 use support::faults::allocator_with;
 use support::plugin::{assert_distinct, ips, Call};
@@ -41,25 +41,6 @@ const DIAL_MS: u64 = 1000;
 /// the test's clock, well under `dialTimeoutMs`.
 fn deadline() -> Duration {
     Duration::from_millis(BUDGET_MS + DIAL_MS / 2)
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = (body.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(body);
-    out
-}
-
-/// The agent's status document, `None` when it does not answer.
-fn status(socket: &Path) -> Option<Value> {
-    let mut s = UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(&frame(br#"{"v":1,"op":"status"}"#)).ok()?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).ok()?;
-    let v: Value = serde_json::from_slice(&body).ok()?;
-    Some(v["status"].clone())
 }
 
 /// The body of `GET path` on `addr`.
@@ -89,16 +70,6 @@ fn wait_status(socket: &Path, what: &str, done: impl Fn(&Value) -> bool) -> Valu
 
 fn abandoned(st: &Value, field: &str) -> u64 {
     st["abandoned"][field].as_u64().unwrap()
-}
-
-fn network_requests(st: &Value, name: &str) -> u64 {
-    st["networks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["name"] == name)
-        .map(|n| n["requests"].as_u64().unwrap())
-        .sum()
 }
 
 fn conf(etcd: &EtcdServer, name: &str, dir: &Path, extra: Value) -> Value {

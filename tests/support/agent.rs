@@ -1,6 +1,8 @@
 //! A `host-etcd agent` process for tests: started with its socket in a
 //! directory, its stderr (JSON lines) kept in a log file, killed on drop.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -160,4 +162,40 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// One request frame of the agent protocol: a `u32` big-endian length and
+/// the bytes.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads one reply frame (`None`: the connection closed without one).
+pub fn read_reply(s: &mut UnixStream) -> Option<Value> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(serde_json::from_slice(&body).expect("reply is JSON"))
+}
+
+/// The agent's status document, `None` when it does not answer.
+pub fn status(socket: &Path) -> Option<Value> {
+    let mut s = UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(&frame(br#"{"v":1,"op":"status"}"#)).ok()?;
+    read_reply(&mut s).map(|v| v["status"].clone())
+}
+
+/// Requests the status document counts for network `name`.
+pub fn network_requests(status: &Value, name: &str) -> u64 {
+    status["networks"]
+        .as_array()
+        .expect("networks")
+        .iter()
+        .filter(|n| n["name"] == name)
+        .map(|n| n["requests"].as_u64().expect("requests"))
+        .sum()
 }
