@@ -127,14 +127,7 @@ impl OpInput {
 /// injected faults cost no real time. Nothing else changes: the allocator's
 /// budget is measured with `std::time::Instant`, which keeps running.
 pub fn allocator(input: &AllocatorInput) {
-    let mut builder = tokio::runtime::Builder::new_current_thread();
-    builder.enable_time();
-    #[cfg(feature = "fuzz-paused-time")]
-    builder.start_paused(true);
-    let rt = match builder.build() {
-        Ok(rt) => rt,
-        Err(e) => panic!("tokio runtime: {e}"),
-    };
+    let rt = super::runtime();
     rt.block_on(run_allocator(input));
 }
 

@@ -49,6 +49,20 @@ pub use range::{range, AddrInput, RangeInput, SubnetInput};
 pub use shapes::{shape, shape_network, SHAPES};
 pub use stored::{stored, STORED_SEPARATOR};
 
+/// The runtime a fuzz body drives the allocator on: current-thread, with
+/// timers; with the `fuzz-paused-time` feature on tokio's paused clock, so
+/// retry back-offs cost no real time.
+fn runtime() -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_time();
+    #[cfg(feature = "fuzz-paused-time")]
+    builder.start_paused(true);
+    match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => panic!("tokio runtime: {e}"),
+    }
+}
+
 /// Builds `T` from raw fuzzer bytes exactly as `libfuzzer-sys`'s typed
 /// `fuzz_target!` does (`arbitrary_take_rest`); `None` if the bytes do not
 /// make a `T`.

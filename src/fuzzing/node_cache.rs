@@ -65,14 +65,7 @@ pub fn node_cache(bytes: &[u8]) {
             "the encoded form is not canonical"
         );
     }
-    let mut builder = tokio::runtime::Builder::new_current_thread();
-    builder.enable_time();
-    #[cfg(feature = "fuzz-paused-time")]
-    builder.start_paused(true);
-    let rt = match builder.build() {
-        Ok(rt) => rt,
-        Err(e) => panic!("tokio runtime: {e}"),
-    };
+    let rt = super::runtime();
     rt.block_on(run_warm(net, cache));
 }
 

@@ -48,14 +48,7 @@ pub fn stored(bytes: &[u8]) {
             .and_then(|v| serde_json::from_slice(&v).map_err(|e| e.to_string()));
         assert_eq!(again.as_ref(), Ok(&b), "binding does not round-trip");
     }
-    let mut builder = tokio::runtime::Builder::new_current_thread();
-    builder.enable_time();
-    #[cfg(feature = "fuzz-paused-time")]
-    builder.start_paused(true);
-    let rt = match builder.build() {
-        Ok(rt) => rt,
-        Err(e) => panic!("tokio runtime: {e}"),
-    };
+    let rt = super::runtime();
     rt.block_on(run(record, binding, decoded_record));
 }
 
