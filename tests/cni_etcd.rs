@@ -219,6 +219,14 @@ fn gc_on_one_node_never_releases_another_nodes_addresses() {
         name,
         json!({"ranges": ranges, "gcGraceSeconds": 0}),
     );
+    // The runtime's GC on a node, with a config carrying its valid list.
+    let gc_on = |node: &str, conf: &Value| {
+        Call::bare(&host_etcd(), "GC")
+            .on_node(node)
+            .config(conf)
+            .run()
+            .ok_empty()
+    };
     let mut held = BTreeMap::new();
     for node in ["node-a", "node-b"] {
         for i in 0..3 {
@@ -241,22 +249,14 @@ fn gc_on_one_node_never_releases_another_nodes_addresses() {
     // either node.
     let mut gc = c.clone();
     gc["cni.dev/valid-attachments"] = valid_of("node-a");
-    Call::bare(&host_etcd(), "GC")
-        .on_node("node-a")
-        .config(&gc)
-        .run()
-        .ok_empty();
+    gc_on("node-a", &gc);
     assert_eq!(owners(&etcd, name), all);
     // Node A lost one container: only that one is released.
     gc["cni.dev/valid-attachments"] = json!([
         {"containerID": "node-a-c0", "ifname": "eth0"},
         {"containerID": "node-a-c1", "ifname": "eth0"}
     ]);
-    Call::bare(&host_etcd(), "GC")
-        .on_node("node-a")
-        .config(&gc)
-        .run()
-        .ok_empty();
+    gc_on("node-a", &gc);
     let left: Vec<&String> = all.iter().filter(|o| !o.starts_with("node-a-c2")).collect();
     assert_eq!(owners(&etcd, name).iter().collect::<Vec<_>>(), left);
     // Node B's runtime with an empty list (all its pods gone) with the
@@ -264,27 +264,15 @@ fn gc_on_one_node_never_releases_another_nodes_addresses() {
     let young = conf(&etcd, "1.1.0", name, json!({"ranges": ranges}));
     let mut gc_b = young.clone();
     gc_b["cni.dev/valid-attachments"] = json!([]);
-    Call::bare(&host_etcd(), "GC")
-        .on_node("node-b")
-        .config(&gc_b)
-        .run()
-        .ok_empty();
+    gc_on("node-b", &gc_b);
     assert_eq!(owners(&etcd, name).len(), 5);
     // Without the grace, node B's three go and node A's two stay.
     let mut gc_b = c.clone();
     gc_b["cni.dev/valid-attachments"] = json!([]);
-    Call::bare(&host_etcd(), "GC")
-        .on_node("node-b")
-        .config(&gc_b)
-        .run()
-        .ok_empty();
+    gc_on("node-b", &gc_b);
     assert_eq!(owners(&etcd, name), ["node-a-c0/eth0", "node-a-c1/eth0"]);
     // A node with no records of its own collects nothing.
-    Call::bare(&host_etcd(), "GC")
-        .on_node("node-c")
-        .config(&gc_b)
-        .run()
-        .ok_empty();
+    gc_on("node-c", &gc_b);
     assert_eq!(owners(&etcd, name).len(), 2);
     // Node A's addresses are still its own: an ADD of the same container
     // is idempotent.
