@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -28,11 +28,9 @@ use crate::liveness::{decide, live_prefix, seen_prefix, Decision, NodeState, See
 use crate::store::any::AnyStore;
 use crate::store::{Compare, Expect, Op, Store, Txn, TxnOutcome, Versioned};
 
-/// Unix seconds now.
+/// Unix seconds now (the system clock, as owner records are stamped).
 pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::allocator::Clock::system().now()
 }
 
 /// What one pass did about one node.
