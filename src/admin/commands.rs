@@ -143,7 +143,7 @@ pub async fn show<S: Store>(
         "network {} (prefix {}, chunk bits {})",
         alloc.network().name,
         alloc.network().prefix,
-        alloc.network().chunk_bits
+        alloc.chunk_bits()
     )?;
     let mut t = Table::new(&[
         "SET", "RANGE", "SUBNET", "START", "END", "SIZE", "USED", "FREE", "UTIL%", "CHUNKS",

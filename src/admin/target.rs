@@ -12,7 +12,7 @@ use super::cli::TargetArgs;
 use super::error::AdminError;
 use crate::allocator::meta::Meta;
 use crate::allocator::{
-    AllocError, Allocator, Keyspace, Network, Options, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX,
+    default_chunk_bits, AllocError, Allocator, Keyspace, Network, Options, DEFAULT_PREFIX,
 };
 use crate::cni::config::{NetConf, StoreConf};
 use crate::range::RangeSet;
@@ -102,7 +102,7 @@ impl Target {
                 (
                     Target {
                         network,
-                        explicit_chunk_bits: true,
+                        explicit_chunk_bits: conf.ipam.chunk_bits.is_some(),
                         store: conf.ipam.store.clone(),
                         options: conf.options(),
                     },
@@ -133,8 +133,8 @@ impl Target {
                         .unwrap_or(DEFAULT_PREFIX)
                         .trim_end_matches('/')
                         .to_string(),
+                    chunk_bits: args.chunk_bits.unwrap_or_else(|| default_chunk_bits(&sets)),
                     sets,
-                    chunk_bits: args.chunk_bits.unwrap_or(DEFAULT_CHUNK_BITS),
                 };
                 let store = StoreConf::Local {
                     data_dir: PathBuf::new(),
@@ -145,7 +145,10 @@ impl Target {
                         network,
                         explicit_chunk_bits: args.chunk_bits.is_some(),
                         store,
-                        options: Options::default(),
+                        options: Options {
+                            adopt_stored_chunk_bits: args.chunk_bits.is_none(),
+                            ..Options::default()
+                        },
                     },
                     true,
                 )

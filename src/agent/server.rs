@@ -491,7 +491,7 @@ impl NetKey {
         NetKey {
             store,
             network: format!(
-                "{}\u{0}{}\u{0}{:?}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{}",
+                "{}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{}\u{0}{:?}\u{0}{}",
                 conf.name,
                 ipam.prefix,
                 ipam.range_sets,
@@ -540,7 +540,7 @@ impl NetEntry {
     }
 
     fn save_cache(&self) {
-        let k = self.allocator.network().chunk_bits;
+        let k = self.allocator.chunk_bits();
         self.files
             .save(self.allocator.keyspace(), k, &self.allocator.node_cache());
     }
@@ -639,8 +639,7 @@ impl Shared {
                 let store = self.store(etcd).await?;
                 let allocator = Allocator::new(store, network, conf.options())?;
                 let files = NodeFiles::of(conf);
-                let k = allocator.network().chunk_bits;
-                allocator.set_node_cache(files.load(allocator.keyspace(), k));
+                allocator.set_node_cache(files.load_for(&allocator));
                 log::info(
                     "network_added",
                     json!({"network": conf.name, "endpoints": etcd.endpoints.join(",")}),

@@ -213,15 +213,22 @@ impl NodeCache {
     /// to another store, network root or chunk size. Entries whose keys lie
     /// outside the network's root are dropped.
     pub fn decode(bytes: &[u8], store: &str, ks: &Keyspace, k: u8) -> Option<NodeCache> {
+        Self::decode_any_k(bytes, store, ks).and_then(|(cache, at)| (at == k).then_some(cache))
+    }
+
+    /// [`decode`](Self::decode) at whatever chunk size the bytes name,
+    /// with that size (for an allocator that follows the stored k:
+    /// [`Allocator::adopt_chunk_bits`](super::Allocator::adopt_chunk_bits)).
+    pub fn decode_any_k(bytes: &[u8], store: &str, ks: &Keyspace) -> Option<(NodeCache, u8)> {
         let form: Form = serde_json::from_slice(bytes).ok()?;
         if form.format != FORMAT
             || form.version != VERSION
             || form.store != store
             || form.root != ks.root()
-            || form.chunk_bits != k
         {
             return None;
         }
+        let k = form.chunk_bits;
         let mut cache = NodeCache::new();
         for (set, pos) in &form.positions {
             cache
@@ -241,7 +248,7 @@ impl NodeCache {
         }
         cache.bound(Class::Chunk);
         cache.bound(Class::Owner);
-        Some(cache)
+        Some((cache, k))
     }
 }
 

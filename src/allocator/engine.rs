@@ -47,6 +47,7 @@ impl<S: Store> Allocator<S> {
         Ctx {
             positions,
             net: &self.network,
+            k: self.chunk_bits(),
             ks: &self.keyspace,
             seed: self.options.node_seed,
             node: &self.options.node_name,
@@ -105,29 +106,55 @@ impl<S: Store> Allocator<S> {
         assume_absent: &[Key],
         planner: impl Fn(&Ctx<'_>, &Known) -> Result<Plan<T>, Stop>,
     ) -> Result<T, AllocError> {
-        self.drive_committed(initial, assume_absent, planner)
+        self.drive_committed(|| (initial.clone(), assume_absent.to_vec()), planner)
             .await
             .map(|(result, _)| result)
     }
 
     /// [`drive`](Self::drive), also giving the revision the operation's
-    /// transaction committed at (`None`: it wrote nothing).
+    /// transaction committed at (`None`: it wrote nothing). `start` gives
+    /// the initial reads and the keys a warm start takes as absent; it is
+    /// asked again when the operation starts over at another chunk size.
+    ///
+    /// Every operation reads (or remembers) the network's meta record, and
+    /// every transaction that touches chunks compares it: an operation
+    /// planned at a chunk size other than the stored one fails with
+    /// [`AllocError::MetaMismatch`] before writing anything. When the
+    /// allocator may follow the stored k
+    /// ([`Options::adopt_stored_chunk_bits`](super::Options)), it adopts it
+    /// and starts the operation over, once.
     pub(super) async fn drive_committed<T>(
         &self,
-        initial: Vec<Pending>,
-        assume_absent: &[Key],
+        start: impl Fn() -> (Vec<Pending>, Vec<Key>),
         planner: impl Fn(&Ctx<'_>, &Known) -> Result<Plan<T>, Stop>,
     ) -> Result<(T, Option<i64>), AllocError> {
-        let mut learned = Learned::default();
-        let out = self
-            .drive_attempts(initial, assume_absent, &planner, &mut learned)
-            .await;
-        self.apply(learned, out.is_ok());
-        out
+        let mut adopted = false;
+        loop {
+            let k = self.chunk_bits();
+            let (mut initial, assume_absent) = start();
+            let meta = Pending::Get(self.keyspace.meta());
+            if !initial.contains(&meta) {
+                initial.push(meta);
+            }
+            let mut learned = Learned::default();
+            let out = self
+                .drive_attempts(k, initial, &assume_absent, &planner, &mut learned)
+                .await;
+            self.apply(learned, out.is_ok());
+            match out {
+                Err(AllocError::MetaMismatch { stored, .. })
+                    if !adopted && self.adopt_chunk_bits(stored) =>
+                {
+                    adopted = true;
+                }
+                out => return out,
+            }
+        }
     }
 
     async fn drive_attempts<T>(
         &self,
+        k: u8,
         initial: Vec<Pending>,
         assume_absent: &[Key],
         planner: &impl Fn(&Ctx<'_>, &Known) -> Result<Plan<T>, Stop>,
@@ -145,9 +172,9 @@ impl<S: Store> Allocator<S> {
             })
             .collect();
         let (mut positions, remembered, warm) = self.cache_view(&wanted);
-        let fresh = || Known::new(self.keyspace.clone(), self.network.chunk_bits);
+        let fresh = || Known::new(self.keyspace.clone(), k);
         let optimistic =
-            self.optimistic_start(warm || !positions.is_empty(), &initial, assume_absent);
+            self.optimistic_start(k, warm || !positions.is_empty(), &initial, assume_absent);
         let (mut known, mut pending) = if warm {
             let mut known = fresh();
             known.seed(remembered.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
@@ -223,6 +250,7 @@ impl<S: Store> Allocator<S> {
                 pending.clear();
             }
             let mut ctx = self.ctx(&positions);
+            ctx.k = k;
             if let Some(seed) = scatter {
                 ctx.seed = seed;
                 ctx.window = u128::MAX;
@@ -272,6 +300,7 @@ impl<S: Store> Allocator<S> {
                         let seed = fastrand::u64(..);
                         let mut wide = self.ctx(&positions);
                         wide.window = CONTESTED_WINDOW;
+                        wide.k = k;
                         for (set, pos) in &mut moved {
                             if let Some(p) = plan::respread_position(&wide, *set, seed) {
                                 *pos = p;
@@ -298,7 +327,7 @@ impl<S: Store> Allocator<S> {
                         // and taken as empty, so the other node's cache
                         // stays valid and the move costs no read.
                         moved_away = true;
-                        self.move_away(&mut positions, &mut known);
+                        self.move_away(k, &mut positions, &mut known);
                     } else if attempts >= 2 + u32::from(moved_away) {
                         // Repeated conflicts: others are busy in the same
                         // chunk. Start the next search at a random chunk
@@ -331,8 +360,13 @@ impl<S: Store> Allocator<S> {
     /// first ADD. The first transaction compares the
     /// meta record a network of this k holds, takes the owner and the start
     /// chunks as absent, and a conflict answer brings what differs.
-    fn optimistic_start(&self, warm: bool, initial: &[Pending], owners: &[Key]) -> Option<Vec<u8>> {
-        let k = self.network.chunk_bits;
+    fn optimistic_start(
+        &self,
+        k: u8,
+        warm: bool,
+        initial: &[Pending],
+        owners: &[Key],
+    ) -> Option<Vec<u8>> {
         let reads_a_chunk = initial.iter().any(|p| match p {
             Pending::Get(key) => [Family::V4, Family::V6]
                 .into_iter()
@@ -349,12 +383,12 @@ impl<S: Store> Allocator<S> {
     /// Moves every range set's search position to a chunk drawn at random
     /// from the whole set (IPv4) or the first `CONTESTED_WINDOW` chunks
     /// (IPv6), taking each new chunk as absent when nothing is known of it.
-    fn move_away(&self, positions: &mut BTreeMap<usize, u128>, known: &mut Known) {
+    fn move_away(&self, k: u8, positions: &mut BTreeMap<usize, u128>, known: &mut Known) {
         let seed = fastrand::u64(..);
         let current = positions.clone();
         let mut wide = self.ctx(&current);
         wide.window = CONTESTED_WINDOW;
-        let k = self.network.chunk_bits;
+        wide.k = k;
         for (i, set) in self.network.sets.iter().enumerate() {
             if let Some(p) = plan::respread_position(&wide, i, seed) {
                 positions.insert(i, p);
@@ -379,11 +413,11 @@ impl<S: Store> Allocator<S> {
     ) -> Result<Vec<Allocation>, AllocError> {
         let mut out = Vec::with_capacity(reqs.len());
         for batch in reqs.chunks(MAX_BATCH) {
-            let (initial, assume_absent) = self.add_start(batch);
-            let outcomes = self
-                .drive(initial, &assume_absent, |ctx, known| {
-                    plan::plan_add(ctx, known, batch)
-                })
+            let (outcomes, _) = self
+                .drive_committed(
+                    || self.add_start(batch),
+                    |ctx, known| plan::plan_add(ctx, known, batch),
+                )
                 .await?;
             out.extend(outcomes.into_iter().map(allocation_of));
         }
@@ -438,11 +472,11 @@ impl<S: Store> Allocator<S> {
     ) -> Vec<Result<(Allocation, Option<i64>), AllocError>> {
         let mut out = Vec::with_capacity(reqs.len());
         for batch in reqs.chunks(MAX_BATCH) {
-            let (initial, assume_absent) = self.add_start(batch);
             match self
-                .drive_committed(initial, &assume_absent, |ctx, known| {
-                    plan::plan_add_each(ctx, known, batch)
-                })
+                .drive_committed(
+                    || self.add_start(batch),
+                    |ctx, known| plan::plan_add_each(ctx, known, batch),
+                )
                 .await
             {
                 Ok((results, revision)) => {
@@ -718,13 +752,15 @@ impl<S: Store> Allocator<S> {
         owner: &OwnerId,
     ) -> Result<Option<(OwnerRecord, Vec<IpAddr>)>, AllocError> {
         let key = self.keyspace.owner(&owner.container_id, &owner.ifname)?;
-        let k = self.network.chunk_bits;
+        let mut k = self.chunk_bits();
         let deadline = Instant::now() + self.options.budget;
         let mut chunk_keys: Vec<Key> = Vec::new();
+        let meta_key = self.keyspace.meta();
         // The owner may change between reads (DEL, re-ADD): read until the
-        // chunks read are those of the record read with them.
+        // chunks read are those of the record read with them (and at the
+        // chunk size the network's meta record names).
         for _ in 0..4 {
-            let mut reads = vec![Read::Get(key.clone())];
+            let mut reads = vec![Read::Get(key.clone()), Read::Get(meta_key.clone())];
             reads.extend(chunk_keys.iter().cloned().map(Read::Get));
             let res = self.call(self.store.read(&reads), deadline, "none").await?;
             let mut it = res.into_iter();
@@ -732,6 +768,24 @@ impl<S: Store> Allocator<S> {
                 Some(ReadResult::Get(Some(v))) => decode_owner(&key, &v)?,
                 _ => return Ok(None),
             };
+            if let Some(ReadResult::Get(Some(v))) = it.next() {
+                let meta = Meta::decode(&v.value).map_err(|detail| AllocError::CorruptMeta {
+                    key: meta_key.clone(),
+                    detail,
+                })?;
+                if meta.chunk_bits != k {
+                    if !self.adopt_chunk_bits(meta.chunk_bits) {
+                        return Err(AllocError::MetaMismatch {
+                            key: meta_key,
+                            stored: meta.chunk_bits,
+                            configured: k,
+                        });
+                    }
+                    k = meta.chunk_bits;
+                    chunk_keys.clear();
+                    continue;
+                }
+            }
             let want: Vec<Key> = rec
                 .ips
                 .iter()

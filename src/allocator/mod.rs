@@ -71,7 +71,51 @@ pub mod internals {
 /// Default chunk size exponent: a chunk covers 2^k addresses. Chosen by
 /// measurement (BENCHMARKS.md, "Chunk size"): fewest CAS retries at 64
 /// concurrent clients with the same single-client cost as larger chunks.
+/// A network whose IPv4 range sets are small gets a smaller k
+/// ([`default_chunk_bits`]), so that it still has enough chunks for its
+/// nodes to allocate without sharing one.
 pub const DEFAULT_CHUNK_BITS: u8 = 8;
+
+/// The fewest chunks [`default_chunk_bits`] gives an IPv4 range set (while
+/// k stays at least [`MIN_DEFAULT_CHUNK_BITS`]): two per node of a
+/// 512-node cluster. Two nodes allocating in one chunk at once find it
+/// changed before about every second ADD, whatever the search does
+/// (ARCHITECTURE.md, "Decisions changed by measurement").
+pub const MIN_DEFAULT_CHUNKS: u128 = 1024;
+
+/// The smallest k [`default_chunk_bits`] picks (64 addresses per chunk).
+pub const MIN_DEFAULT_CHUNK_BITS: u8 = 6;
+
+/// The default chunk size exponent of a network with these range sets:
+/// [`DEFAULT_CHUNK_BITS`] (8), lowered to 7 or 6 while some IPv4 set
+/// would hold fewer than [`MIN_DEFAULT_CHUNKS`] chunks (a /16 gets 6, a
+/// /15 7, a /14 or larger 8; anything under a /16 6). IPv6 sets never
+/// lower it (a /64 has 2^56 chunks at k = 8). Pure; every node computes
+/// the same value from the same config.
+///
+/// ```
+/// use host_etcd::{allocator::default_chunk_bits, RangeSet};
+/// let k = |cidr: &str| default_chunk_bits(&[RangeSet::from_cidr(cidr).unwrap()]);
+/// assert_eq!(k("10.0.0.0/12"), 8);
+/// assert_eq!(k("10.0.0.0/15"), 7);
+/// assert_eq!(k("10.0.0.0/16"), 6);
+/// assert_eq!(k("10.0.0.0/24"), 6);
+/// assert_eq!(k("fd00::/64"), 8);
+/// ```
+pub fn default_chunk_bits(sets: &[RangeSet]) -> u8 {
+    let mut k = DEFAULT_CHUNK_BITS;
+    for set in sets
+        .iter()
+        .filter(|s| s.family() == crate::range::Family::V4)
+    {
+        while k > MIN_DEFAULT_CHUNK_BITS
+            && geometry::normal_candidates(set, k).count() < MIN_DEFAULT_CHUNKS
+        {
+            k -= 1;
+        }
+    }
+    k
+}
 
 /// Supported chunk size exponents.
 pub const CHUNK_BITS_RANGE: std::ops::RangeInclusive<u8> = 6..=20;
@@ -94,6 +138,11 @@ pub const DEFAULT_PREFIX: &str = "/host-etcd";
 /// relies on; the fields are public for reading and for struct update
 /// syntax, and [`Allocator::new`] checks them again.
 ///
+/// `chunk_bits` is what a *new* network is created with: the network's
+/// meta record pins k at its first allocation, and an allocator whose
+/// [`Options::adopt_stored_chunk_bits`] is on (the default) works with the
+/// stored k when it differs ([`Allocator::chunk_bits`]).
+///
 /// ```
 /// use host_etcd::{Network, RangeSet};
 /// let net = Network::new("pods", vec![
@@ -101,7 +150,9 @@ pub const DEFAULT_PREFIX: &str = "/host-etcd";
 ///     RangeSet::from_cidr("fd00:22::/64")?,
 /// ])?;
 /// assert_eq!(net.prefix, host_etcd::allocator::DEFAULT_PREFIX);
-/// assert_eq!(net.chunk_bits, host_etcd::allocator::DEFAULT_CHUNK_BITS);
+/// // A /16 is cut into 1,024 chunks of 64 addresses (k = 6) by default.
+/// assert_eq!(net.chunk_bits, host_etcd::allocator::default_chunk_bits(&net.sets));
+/// assert_eq!(net.chunk_bits, 6);
 ///
 /// // Range sets of one network never overlap: one address would be handed
 /// // out twice.
@@ -128,7 +179,8 @@ pub struct Network {
 
 impl Network {
     /// A network named `name` handing out one address per range set, with
-    /// the default key prefix and chunk size. Checks the name (a key part:
+    /// the default key prefix and the default chunk size of its range sets
+    /// ([`default_chunk_bits`]). Checks the name (a key part:
     /// no `/`, not empty), that there is at least one set, and that no range
     /// of one set overlaps a range of another (each [`RangeSet`] is already
     /// one family with disjoint ranges).
@@ -136,8 +188,8 @@ impl Network {
         let network = Network {
             name: name.into(),
             prefix: DEFAULT_PREFIX.to_string(),
+            chunk_bits: default_chunk_bits(&sets),
             sets,
-            chunk_bits: DEFAULT_CHUNK_BITS,
         };
         if network.sets.is_empty() {
             return Err(crate::range::RangeError::NoSets.into());
@@ -364,6 +416,12 @@ pub struct Options {
     pub sticky_ttl: Option<Duration>,
     /// The time source (default: the system clock).
     pub clock: Clock,
+    /// When the network's meta record holds another chunk size than
+    /// [`Network::chunk_bits`], work with the stored one (on by default:
+    /// `chunk_bits` is then only what a new network is created with). Off,
+    /// such a network is refused ([`AllocError::MetaMismatch`]); the CNI
+    /// layer turns it off when the config sets `chunkBits`.
+    pub adopt_stored_chunk_bits: bool,
 }
 
 /// This host's name (Linux), or an empty string.
@@ -385,6 +443,7 @@ impl Default for Options {
             guess_first_add: true,
             sticky_ttl: None,
             clock: Clock::system(),
+            adopt_stored_chunk_bits: true,
         }
     }
 }
@@ -424,6 +483,8 @@ pub struct Allocator<S> {
     network: Network,
     keyspace: Keyspace,
     options: Options,
+    /// The chunk size in use: the network's, or the stored one adopted.
+    chunk_bits: std::sync::atomic::AtomicU8,
     cache: std::sync::Mutex<NodeCache>,
     progress: std::sync::Mutex<Option<ScanProgress>>,
 }
@@ -435,6 +496,7 @@ impl<S: Store> Allocator<S> {
         let keyspace = network.validate()?;
         Ok(Allocator {
             store,
+            chunk_bits: std::sync::atomic::AtomicU8::new(network.chunk_bits),
             network,
             keyspace,
             options,
@@ -443,9 +505,34 @@ impl<S: Store> Allocator<S> {
         })
     }
 
-    /// The network.
+    /// The network as configured (its `chunk_bits` is what a new network
+    /// is created with; [`chunk_bits`](Self::chunk_bits) is the one in use).
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// The chunk size exponent in use: the network's, or, with
+    /// [`Options::adopt_stored_chunk_bits`], the one the network's meta
+    /// record holds once an operation has met it.
+    pub fn chunk_bits(&self) -> u8 {
+        self.chunk_bits.load(Ordering::Relaxed)
+    }
+
+    /// Works with chunk size `k` from now on, when
+    /// [`Options::adopt_stored_chunk_bits`] allows it and `k` is supported;
+    /// returns whether `k` is now in use. Safe with any `k` (e.g. a hint
+    /// from a node-local file): every transaction compares the meta record,
+    /// which names the network's k, so a wrong one costs a retry, never an
+    /// address.
+    pub fn adopt_chunk_bits(&self, k: u8) -> bool {
+        if k == self.chunk_bits() {
+            return true;
+        }
+        if !self.options.adopt_stored_chunk_bits || !CHUNK_BITS_RANGE.contains(&k) {
+            return false;
+        }
+        self.chunk_bits.store(k, Ordering::Relaxed);
+        true
     }
 
     /// The store.

@@ -378,7 +378,16 @@ async fn chunk_size_mismatch_is_refused() {
         .unwrap();
     let mut n = net(vec![set(&[spec("10.0.0.0/24")])]);
     n.chunk_bits = 12;
-    let e = alloc_of(&store, n).allocate(&req("b")).await.unwrap_err();
+    // A chunk size the caller insists on (the CNI config sets `chunkBits`).
+    let pinned = Options {
+        adopt_stored_chunk_bits: false,
+        ..opts()
+    };
+    let e = Allocator::new(&store, n.clone(), pinned.clone())
+        .unwrap()
+        .allocate(&req("b"))
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             e,
@@ -390,6 +399,112 @@ async fn chunk_size_mismatch_is_refused() {
         ),
         "{e}"
     );
+    // DEL and CHECK refuse it too, before reading a chunk at the wrong size.
+    let pinned = Allocator::new(&store, n, pinned).unwrap();
+    let owner = req("a").owner;
+    let e = pinned.release(&owner).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AllocError::MetaMismatch {
+                stored: 8,
+                configured: 12,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = pinned.verify(&owner).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AllocError::MetaMismatch {
+                stored: 8,
+                configured: 12,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+/// A network created at one chunk size, used by allocators whose default is
+/// another (an upgrade that changed the default, or two configs): they work
+/// at the stored size, for every operation, and the state stays consistent.
+#[tokio::test]
+async fn an_allocator_follows_the_chunk_size_the_network_was_created_with() {
+    let store = CountingStore::new(MemoryStore::new());
+    let sets = || vec![set(&[spec("10.2.0.0/16")]), set(&[spec("fd00:2::/64")])];
+    let old = alloc_of(&store, net(sets()));
+    let a0 = old.allocate(&req("a0")).await.unwrap();
+    let a1 = old.allocate(&req("a1")).await.unwrap();
+    // Today's default for a /16 is 6; the network is stored at 8.
+    let newer = Network::new("testnet", sets()).unwrap();
+    assert_eq!(newer.chunk_bits, 6);
+    for opts in [
+        opts(),
+        Options {
+            node_seed: 99,
+            guess_first_add: false,
+            ..opts()
+        },
+    ] {
+        let b = Allocator::new(&store, newer.clone(), opts).unwrap();
+        assert_eq!(b.chunk_bits(), 6);
+        // CHECK of an owner written at k = 8 finds its bits.
+        let (rec, not_marked) = b.verify(&req("a0").owner).await.unwrap().unwrap();
+        assert_eq!(
+            rec.ips,
+            a0.assigned.iter().map(|a| a.ip).collect::<Vec<_>>()
+        );
+        assert!(not_marked.is_empty(), "{not_marked:?}");
+        assert_eq!(b.chunk_bits(), 8, "adopted from the meta record");
+    }
+    // A fresh allocator's first ADD (guessing) and DEL (cold) adopt it too.
+    // The ADD costs its guess (answered with the stored meta record), a
+    // check of that answer, a read at the stored size and its transaction:
+    // once per node, as the node cache then remembers the size.
+    let b = Allocator::new(
+        &store,
+        newer.clone(),
+        Options {
+            node_seed: 5,
+            ..opts()
+        },
+    )
+    .unwrap();
+    store.reset();
+    let got = b.allocate(&req("b0")).await.unwrap();
+    assert_eq!(b.chunk_bits(), 8);
+    assert!(
+        store.round_trips() <= 4,
+        "{} round trips",
+        store.round_trips()
+    );
+    let c = Allocator::new(
+        &store,
+        newer,
+        Options {
+            node_seed: 6,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let released = c.release(&req("a1").owner).await.unwrap().unwrap();
+    assert_eq!(
+        released.ips,
+        a1.assigned.iter().map(|a| a.ip).collect::<Vec<_>>()
+    );
+    assert_eq!(c.chunk_bits(), 8);
+    // The addresses are distinct, the stored chunks are all of k = 8, and a
+    // check at the stored size finds nothing wrong.
+    assert!(got
+        .assigned
+        .iter()
+        .all(|g| !a0.assigned.iter().any(|a| a.ip == g.ip)));
+    let report = old.check().await.unwrap();
+    assert!(report.problems.is_empty(), "{report:?}");
+    assert_eq!(report.owners, 2, "a0 and b0 remain");
 }
 
 #[tokio::test]

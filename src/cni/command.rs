@@ -512,16 +512,17 @@ async fn with_node_state<T>(
     op: impl std::future::Future<Output = Result<T, crate::allocator::AllocError>>,
 ) -> Result<T, CniError> {
     let files = NodeFiles::of(conf);
-    let k = allocator.network().chunk_bits;
     let _lock = match conf.ipam.store {
         StoreConf::Etcd(_) => files.lock((conf.ipam.budget / 4).min(LOCK_WAIT_MAX)),
         StoreConf::Local { .. } => None,
     };
-    let before = files.load(allocator.keyspace(), k);
+    let before = files.load_for(allocator);
+    let k_before = allocator.chunk_bits();
     allocator.set_node_cache(before.clone());
     let out = op.await;
     let after = allocator.node_cache();
-    if after != before {
+    let k = allocator.chunk_bits();
+    if after != before || k != k_before {
         files.save(allocator.keyspace(), k, &after);
     }
     Ok(out?)

@@ -6,7 +6,7 @@
 //! listed in one place, README.md's "Network configuration reference";
 //! keep it in step with [`NetConf::parse`] (whose limits come from the
 //! constants they describe, e.g. `chunkBits` from [`CHUNK_BITS_RANGE`] and
-//! [`DEFAULT_CHUNK_BITS`], `stickyTtlSeconds` from
+//! [`default_chunk_bits`], `stickyTtlSeconds` from
 //! [`MAX_STICKY_TTL_SECONDS`]). All
 //! other fields are ignored, and JSON `null` counts as absent. Range sets
 //! come in host-local's order: `runtimeConfig.ipRanges` first, then the
@@ -32,7 +32,7 @@ use super::result::Route;
 use super::status::StatusPolicy;
 use super::version::CniVersion;
 use crate::allocator::{
-    Network, Options, OwnerId, CHUNK_BITS_RANGE, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX,
+    default_chunk_bits, Network, Options, OwnerId, CHUNK_BITS_RANGE, DEFAULT_PREFIX,
 };
 use crate::range::{
     check_sets, embedded_ipv4, Family, Range, RangeError, RangeSet, RangeSpec, MAX_RANGES_PER_SET,
@@ -149,8 +149,10 @@ pub struct IpamConf {
     pub store: StoreConf,
     /// Key prefix, without trailing `/`.
     pub prefix: String,
-    /// Chunk size exponent.
-    pub chunk_bits: u8,
+    /// Chunk size exponent, when the config sets one (`None`: the default
+    /// of the range sets, [`default_chunk_bits`], and a network stored at
+    /// another k is followed instead of refused).
+    pub chunk_bits: Option<u8>,
     /// Whole-operation budget.
     pub budget: Duration,
     /// CAS attempts per operation.
@@ -276,11 +278,15 @@ impl NetConf {
             field: "ipam.ranges".into(),
             source,
         })?;
+        let chunk_bits = self
+            .ipam
+            .chunk_bits
+            .unwrap_or_else(|| default_chunk_bits(&sets));
         Ok(Network {
             name: self.name.clone(),
             prefix: self.ipam.prefix.clone(),
             sets,
-            chunk_bits: self.ipam.chunk_bits,
+            chunk_bits,
         })
     }
 
@@ -292,6 +298,7 @@ impl NetConf {
             budget: self.ipam.budget,
             sticky_ttl: self.ipam.sticky_ttl,
             guess_first_add: matches!(self.ipam.store, StoreConf::Etcd(_)),
+            adopt_stored_chunk_bits: self.ipam.chunk_bits.is_none(),
             ..Options::default()
         }
     }
@@ -482,20 +489,22 @@ fn parse_ipam(
 
     let budget = Duration::from_millis(ipam.u64("budgetMs")?.unwrap_or(10_000));
     let chunk_bits = match ipam.u64("chunkBits")? {
-        None => DEFAULT_CHUNK_BITS,
-        Some(k) => u8::try_from(k)
-            .ok()
-            .filter(|k| CHUNK_BITS_RANGE.contains(k))
-            .ok_or_else(|| {
-                CniError::config(
-                    ipam.field("chunkBits"),
-                    format!(
-                        "{k} is out of range {}..={}",
-                        CHUNK_BITS_RANGE.start(),
-                        CHUNK_BITS_RANGE.end()
-                    ),
-                )
-            })?,
+        None => None,
+        Some(k) => Some(
+            u8::try_from(k)
+                .ok()
+                .filter(|k| CHUNK_BITS_RANGE.contains(k))
+                .ok_or_else(|| {
+                    CniError::config(
+                        ipam.field("chunkBits"),
+                        format!(
+                            "{k} is out of range {}..={}",
+                            CHUNK_BITS_RANGE.start(),
+                            CHUNK_BITS_RANGE.end()
+                        ),
+                    )
+                })?,
+        ),
     };
     let max_attempts = match ipam.u64("maxAttempts")? {
         None => Options::default().max_attempts,

@@ -90,7 +90,7 @@ fn host_etcd_readme_example() {
         other => panic!("endpoints given: expected etcd, got {other:?}"),
     }
     assert_eq!(c.ipam.prefix, DEFAULT_PREFIX);
-    assert_eq!(c.ipam.chunk_bits, DEFAULT_CHUNK_BITS);
+    assert_eq!(c.ipam.chunk_bits, None);
 }
 
 #[test]
@@ -221,7 +221,7 @@ fn timeouts_prefix_chunk_bits() {
     assert_eq!(c.ipam.budget, Duration::from_millis(3000));
     assert_eq!(c.ipam.max_attempts, 9);
     assert_eq!(c.ipam.prefix, "/ipam");
-    assert_eq!(c.ipam.chunk_bits, 12);
+    assert_eq!(c.ipam.chunk_bits, Some(12));
     assert_eq!(c.options().budget, Duration::from_millis(3000));
     assert_eq!(c.options().max_attempts, 9);
     match &c.ipam.store {

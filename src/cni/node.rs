@@ -41,7 +41,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::config::{NetConf, StoreConf};
-use crate::allocator::{Keyspace, NodeCache};
+use crate::allocator::{Allocator, Keyspace, NodeCache};
+use crate::store::Store;
 
 /// Longest wait for the node lock.
 pub const LOCK_WAIT_MAX: Duration = Duration::from_secs(1);
@@ -104,6 +105,20 @@ impl NodeFiles {
         std::fs::read(&self.cache)
             .ok()
             .and_then(|bytes| NodeCache::decode(&bytes, &self.store, ks, k))
+            .unwrap_or_default()
+    }
+
+    /// Reads the cache for `allocator`: at its chunk size, or at the one
+    /// the file names when the allocator may follow it (the file is then a
+    /// hint of the network's stored k, and a wrong one costs a retry: see
+    /// [`Allocator::adopt_chunk_bits`]). Anything unreadable, foreign or of
+    /// another chunk size is an empty cache.
+    pub fn load_for<S: Store>(&self, allocator: &Allocator<S>) -> NodeCache {
+        std::fs::read(&self.cache)
+            .ok()
+            .and_then(|bytes| NodeCache::decode_any_k(&bytes, &self.store, allocator.keyspace()))
+            .filter(|(_, k)| allocator.adopt_chunk_bits(*k))
+            .map(|(cache, _)| cache)
             .unwrap_or_default()
     }
 

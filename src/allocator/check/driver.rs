@@ -71,7 +71,7 @@ impl<S: Store> Allocator<S> {
 
     async fn check_inner(&self, repair: bool) -> Result<CheckReport, AllocError> {
         let scanned = self.scan_all().await?;
-        let a: Assessment = assess::assess(&self.keyspace, self.network.chunk_bits, scanned);
+        let a: Assessment = assess::assess(&self.keyspace, self.chunk_bits(), scanned);
         let mut report = a.report.clone();
         // Confirm each suspect chunk is unchanged since the scan, then
         // (optionally) repair it with a compare on that revision.
@@ -170,7 +170,7 @@ impl<S: Store> Allocator<S> {
 
     /// Size and use of every range (reads only the chunks overlapping it).
     pub async fn usage(&self) -> Result<Vec<RangeUsage>, AllocError> {
-        let k = self.network.chunk_bits;
+        let k = self.chunk_bits();
         let mut out = Vec::new();
         for (si, set) in self.network.sets.iter().enumerate() {
             for (ri, r) in set.ranges().iter().enumerate() {

@@ -63,6 +63,9 @@ impl From<AllocError> for Stop {
 pub struct Ctx<'a> {
     /// The network.
     pub net: &'a Network,
+    /// The chunk size exponent the operation works with (the network's, or
+    /// the stored one the allocator adopted).
+    pub k: u8,
     /// Its keys.
     pub ks: &'a Keyspace,
     /// Per-node spreading seed.
@@ -96,7 +99,7 @@ pub const START_WINDOW: u128 = 1 << 16;
 
 impl Ctx<'_> {
     fn k(&self) -> u8 {
-        self.net.chunk_bits
+        self.k
     }
 
     /// The per-node index key of an owner record, when it names a node

@@ -76,6 +76,55 @@ fn release_reads<'k>(
     Ok(Some((rev, rec)))
 }
 
+/// Adds to `txn` a compare of the network's meta record, which names its k:
+/// a release planned with chunk keys of another size cannot commit, and an
+/// allocator that follows the stored k learns it from the answer
+/// ([`AllocError::MetaMismatch`]). Asks for the record when it is unknown.
+fn meta_guard(ctx: &Ctx<'_>, known: &Known, txn: &mut Txn) -> Result<(), Stop> {
+    let key = ctx.ks.meta();
+    let expect = match &known.meta {
+        None => return Err(Stop::Need(vec![Pending::Get(key)])),
+        Some(None) => Expect::Absent,
+        Some(Some((expect, Ok(m)))) if m.chunk_bits == ctx.k() => expect.clone(),
+        Some(Some((_, Ok(m)))) => {
+            return Err(Stop::Fail(AllocError::MetaMismatch {
+                key,
+                stored: m.chunk_bits,
+                configured: ctx.k(),
+            }))
+        }
+        Some(Some((_, Err(detail)))) => {
+            return Err(Stop::Fail(AllocError::CorruptMeta {
+                key,
+                detail: detail.clone(),
+            }))
+        }
+    };
+    txn.compares.push(Compare {
+        key: key.clone(),
+        expect,
+    });
+    txn.read_on_conflict.push(key);
+    Ok(())
+}
+
+/// The meta guard's reads joined to `need` (one round trip for both), or
+/// its failure.
+fn need_with_meta(guard: Result<(), Stop>, mut need: Vec<Pending>) -> Stop {
+    match guard {
+        Err(Stop::Need(meta)) => {
+            for p in meta {
+                if !need.contains(&p) {
+                    need.push(p);
+                }
+            }
+            Stop::Need(need)
+        }
+        Err(fail) => fail,
+        Ok(()) => Stop::Need(need),
+    }
+}
+
 /// The release of one owner into a draft and a transaction shared with
 /// other owners: clear its bits, compare and delete its record, bind its
 /// addresses (sticky). `None` if it holds nothing. Every read it needs is
@@ -135,10 +184,18 @@ pub fn plan_release(
     }
     let mut draft = Draft::new(known, ctx.net, ctx.k());
     let mut txn = Txn::default();
-    let rec = release_owner(ctx, known, key, &mut draft, &mut txn)?;
+    let guard = meta_guard(ctx, known, &mut txn);
+    if let Err(Stop::Fail(e)) = guard {
+        return Err(Stop::Fail(e));
+    }
+    let rec = match release_owner(ctx, known, key, &mut draft, &mut txn) {
+        Err(Stop::Need(need)) => return Err(need_with_meta(guard, need)),
+        other => other?,
+    };
     if rec.is_none() {
         return Ok(Plan::new(None, Txn::default()));
     }
+    guard?;
     draft.finish(ctx, &mut txn)?;
     Ok(Plan::new(rec, txn))
 }
@@ -224,6 +281,11 @@ fn release_set(
     let mut txn = Txn::default();
     let mut out = BTreeMap::new();
     let mut missing: Vec<Pending> = Vec::new();
+    match meta_guard(ctx, known, &mut txn) {
+        Ok(()) => {}
+        Err(Stop::Need(p)) => missing.extend(p),
+        Err(fail) => return Err(fail),
+    }
     let mut first: BTreeMap<&Key, usize> = BTreeMap::new();
     for &i in active {
         // The same owner twice (a repeated DEL): one release, both answered.
@@ -295,6 +357,10 @@ pub fn plan_release_each(
                 return Ok(plan);
             }
             Err(Stop::Need(p)) => return Err(Stop::Need(p)),
+            // The network's meta record fails every owner alike.
+            Err(Stop::Fail(
+                e @ (AllocError::MetaMismatch { .. } | AllocError::CorruptMeta { .. }),
+            )) => return Err(Stop::Fail(e)),
             Err(Stop::Fail(e)) => {
                 // A release fails only on its own (corrupt data): find it.
                 let culprit =

@@ -22,6 +22,7 @@ fn network() -> Network {
 fn ctx<'a>(net: &'a Network, ks: &'a Keyspace, positions: &'a BTreeMap<usize, u128>) -> Ctx<'a> {
     Ctx {
         net,
+        k: net.chunk_bits,
         ks,
         seed: 7,
         read_limit: 8,
@@ -252,13 +253,15 @@ fn release_clears_the_bits_and_deletes_the_record_on_their_revisions() {
     let owner = ks.owner("a", "eth0").unwrap();
     let chunk_key = ks.chunk(Family::V4, K, 0x0a00_0000 >> K);
     let mut known = Known::new(ks.clone(), K);
-    // Nothing known: the record is read first.
+    // Nothing known: the record is read first, with the network's meta
+    // record (which names the chunk size the release's keys are cut at).
     assert_eq!(
         need(plan_release(&ctx, &known, &owner, None)),
-        vec![Pending::Get(owner.clone())]
+        vec![Pending::Get(owner.clone()), Pending::Get(ks.meta())]
     );
     // Absent: nothing to do.
     known.absorb_key(&owner, None);
+    known.absorb_key(&ks.meta(), meta_at(K));
     let plan = plan_release(&ctx, &known, &owner, None).unwrap();
     assert!(plan.result.is_none() && plan.txn.ops.is_empty());
     // Present: its chunk and full-set are read, in one batch.
@@ -289,11 +292,18 @@ fn release_clears_the_bits_and_deletes_the_record_on_their_revisions() {
         key: owner.clone(),
         expect: Expect::ModRevision(11),
     }));
+    assert!(
+        plan.txn.compares.contains(&crate::store::Compare {
+            key: ks.meta(),
+            expect: Expect::ModRevision(2),
+        }),
+        "the meta record is compared"
+    );
     assert!(plan.txn.compares.contains(&crate::store::Compare {
         key: chunk_key.clone(),
         expect: Expect::ModRevision(10),
     }));
-    assert!(plan.txn.ops.contains(&Op::Delete(owner)));
+    assert!(plan.txn.ops.contains(&Op::Delete(owner.clone())));
     let put = plan.txn.ops.iter().find_map(|op| match op {
         Op::Put(k, v) if *k == chunk_key => Some(v.clone()),
         _ => None,
@@ -301,6 +311,14 @@ fn release_clears_the_bits_and_deletes_the_record_on_their_revisions() {
     let after = codec::decode_expecting(&put.unwrap(), K).unwrap();
     assert!(!after.bits.get(7), "the released bit is cleared");
     assert!(after.bits.get(8), "the other bit stays");
+    // Stored at another chunk size: refused before anything is planned
+    // (the allocator adopts the stored k, or reports it).
+    known.absorb_key(&ks.meta(), meta_at(K + 2));
+    assert!(matches!(
+        plan_release(&ctx, &known, &owner, None),
+        Err(Stop::Fail(AllocError::MetaMismatch { stored, configured, .. }))
+            if stored == K + 2 && configured == K
+    ));
 }
 
 #[test]
@@ -389,8 +407,17 @@ fn record(id: &str, ip: &str) -> OwnerRecord {
 
 /// A known state where owners `o0`…`o{n-1}` hold 10.0.0.1… (read at
 /// revision 20 + i), in chunk 10.0.0.0/24 (revision 10), no full-set.
+/// The network's meta record at chunk size `k`, as read at revision 2.
+fn meta_at(k: u8) -> Option<Versioned> {
+    Some(versioned(
+        crate::allocator::meta::Meta::new(k).encode().unwrap(),
+        2,
+    ))
+}
+
 fn known_owners(ks: &Keyspace, n: usize) -> (Known, Vec<Key>) {
     let mut known = Known::new(ks.clone(), K);
+    known.absorb_key(&ks.meta(), meta_at(K));
     let mut chunk = Chunk {
         bits: crate::bitmap::Bitmap::new(1 << K),
         cursor: 0,
