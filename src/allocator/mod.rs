@@ -83,15 +83,22 @@ pub const DEFAULT_CHUNK_BITS: u8 = 8;
 /// (ARCHITECTURE.md, "Decisions changed by measurement").
 pub const MIN_DEFAULT_CHUNKS: u128 = 1024;
 
+/// IPv4 sets of fewer chunks than this at k = 8 leave [`default_chunk_bits`]
+/// at 8.
+const SMALL_SET_CHUNKS: u128 = 16;
+
 /// The smallest k [`default_chunk_bits`] picks (64 addresses per chunk).
 pub const MIN_DEFAULT_CHUNK_BITS: u8 = 6;
 
 /// The default chunk size exponent of a network with these range sets:
 /// [`DEFAULT_CHUNK_BITS`] (8), lowered to 7 or 6 while some IPv4 set
 /// would hold fewer than [`MIN_DEFAULT_CHUNKS`] chunks (a /16 gets 6, a
-/// /15 7, a /14 or larger 8; anything under a /16 6). IPv6 sets never
-/// lower it (a /64 has 2^56 chunks at k = 8). Pure; every node computes
-/// the same value from the same config.
+/// /15 7, a /14 or larger 8). An IPv4 set of fewer than 16 chunks at
+/// k = 8 (under 4,096 addresses, e.g. a single host's /24) does not lower
+/// it: few nodes share it, and one chunk keeps host-local's order (the
+/// first address first). IPv6 sets never lower it (a /64 has 2^56 chunks
+/// at k = 8). Pure; every node computes the same value from the same
+/// config.
 ///
 /// ```
 /// use host_etcd::{allocator::default_chunk_bits, RangeSet};
@@ -99,15 +106,16 @@ pub const MIN_DEFAULT_CHUNK_BITS: u8 = 6;
 /// assert_eq!(k("10.0.0.0/12"), 8);
 /// assert_eq!(k("10.0.0.0/15"), 7);
 /// assert_eq!(k("10.0.0.0/16"), 6);
-/// assert_eq!(k("10.0.0.0/24"), 6);
+/// assert_eq!(k("10.0.0.0/20"), 6);
+/// assert_eq!(k("10.0.0.0/24"), 8);
 /// assert_eq!(k("fd00::/64"), 8);
 /// ```
 pub fn default_chunk_bits(sets: &[RangeSet]) -> u8 {
     let mut k = DEFAULT_CHUNK_BITS;
-    for set in sets
-        .iter()
-        .filter(|s| s.family() == crate::range::Family::V4)
-    {
+    for set in sets.iter().filter(|s| {
+        s.family() == crate::range::Family::V4
+            && geometry::normal_candidates(s, DEFAULT_CHUNK_BITS).count() >= SMALL_SET_CHUNKS
+    }) {
         while k > MIN_DEFAULT_CHUNK_BITS
             && geometry::normal_candidates(set, k).count() < MIN_DEFAULT_CHUNKS
         {
