@@ -1334,3 +1334,89 @@ fn host_etcd_readme_command_line_over_tls() {
     // And it is on the TLS etcd.
     assert!(owners(&etcd, "examplenet").contains(&"example/dummy0".to_string()));
 }
+
+/// The chunk keys of a network's IPv4 chunks, as base addresses.
+fn v4_chunk_bases(etcd: &EtcdServer, network: &str) -> Vec<u32> {
+    let prefix = format!("/host-etcd/{network}/chunks/4/");
+    let out = etcd.etcdctl(&["get", &prefix, "--prefix", "--keys-only"]);
+    assert!(out.status.success(), "etcdctl get {prefix}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|hex| u32::from_str_radix(hex, 16).unwrap())
+        .collect()
+}
+
+/// A config without `chunkBits` takes the default of its ranges (6 for a
+/// /16) for a new network, and follows the chunk size an existing network
+/// was created with (here 8, as before the default depended on the
+/// ranges): ADD, CHECK and DEL work, the stored chunks stay at 8, and the
+/// node's next ADD is one etcd call again. A config that sets another
+/// `chunkBits` is still refused (code 7).
+#[test]
+fn a_config_without_chunk_bits_follows_the_networks_stored_chunk_size() {
+    let etcd = EtcdServer::start();
+    let range = json!({"ranges": [[{"subnet": "10.40.0.0/16"}]]});
+    let mut pinned8 = range.clone();
+    pinned8["chunkBits"] = json!(8);
+    let old = conf(&etcd, "1.1.0", "kfollow-net", pinned8);
+    let c1 = Call::add("c1", "eth0")
+        .on_node("kfollow-a")
+        .config(&old)
+        .run()
+        .ok_json();
+    let c2 = Call::add("c2", "eth0")
+        .on_node("kfollow-a")
+        .config(&old)
+        .run()
+        .ok_json();
+    // The same network, config without chunkBits, on another node.
+    let new = conf(&etcd, "1.1.0", "kfollow-net", range.clone());
+    let on_b = |call: Call| call.on_node("kfollow-b").config(&new).run();
+    let c3 = on_b(Call::add("c3", "eth0")).ok_json();
+    let held: Vec<String> = [&c1, &c2, &c3].iter().flat_map(|r| addresses(r)).collect();
+    let distinct: std::collections::BTreeSet<&String> = held.iter().collect();
+    assert_eq!(distinct.len(), 3, "{held:?}");
+    let mut check = Call::check("c1", "eth0");
+    check = check.config(&{
+        let mut c = new.clone();
+        c["prevResult"] = c1.clone();
+        c
+    });
+    check.on_node("kfollow-b").run().ok_empty();
+    on_b(Call::del("c2", "eth0")).ok_empty();
+    assert_eq!(owners(&etcd, "kfollow-net"), ["c1/eth0", "c3/eth0"]);
+    let bases = v4_chunk_bases(&etcd, "kfollow-net");
+    assert!(!bases.is_empty());
+    assert!(
+        bases.iter().all(|b| b % 256 == 0),
+        "chunks of 256 addresses only: {bases:x?}"
+    );
+    // Warm again: the node cache remembered the stored size.
+    let before = support::etcd_metrics::kv_counts(&etcd.url());
+    on_b(Call::add("c4", "eth0")).ok_json();
+    let spent = support::etcd_metrics::kv_counts(&etcd.url()).since(before);
+    assert_eq!(spent.calls(), 1, "{spent:?}");
+    // A config that insists on another size is refused, naming both.
+    let mut pinned6 = range.clone();
+    pinned6["chunkBits"] = json!(6);
+    let refused = Call::add("c5", "eth0")
+        .on_node("kfollow-c")
+        .config(&conf(&etcd, "1.1.0", "kfollow-net", pinned6))
+        .run()
+        .err(7);
+    assert!(refused.to_string().contains('8'), "{refused}");
+
+    // A new network without chunkBits on a /16 is created at k = 6.
+    let fresh = conf(&etcd, "1.1.0", "kfresh-net", range);
+    for id in ["f1", "f2"] {
+        Call::add(id, "eth0")
+            .on_node("kfollow-a")
+            .config(&fresh)
+            .run()
+            .ok_json();
+    }
+    let meta = etcd.etcdctl(&["get", "/host-etcd/kfresh-net/meta", "--print-value-only"]);
+    let meta: Value = serde_json::from_slice(&meta.stdout).unwrap();
+    assert_eq!(meta["chunkBits"], 6, "{meta}");
+}
