@@ -5,7 +5,8 @@
 //! One request per connection (`connection: close`). `GET` or `HEAD` of
 //! `/metrics` answers the exposition text, `/` a pointer to it; other
 //! paths 404, other methods 405, and anything that is not an HTTP/1.x
-//! request with a method in capitals and a path as its target 400. The
+//! request with a method in capitals and a path as its target 400 (an
+//! HTTP/2 connection preface is only closed: hyper's choice). The
 //! request head must arrive within the client timeout and fit in
 //! [`MAX_HEAD`] bytes (else 408 or 431), the answer must be taken within
 //! the same timeout, and at most [`MAX_CONNECTIONS`] connections are
@@ -374,6 +375,75 @@ mod tests {
         let r = error_response(StatusCode::REQUEST_TIMEOUT);
         assert_eq!(r.status(), 408);
         assert!(r.headers().get(ALLOW).is_none());
+    }
+
+    /// A fixed exposition text.
+    struct Fixed;
+
+    impl Scrape for Fixed {
+        async fn scrape(&self) -> String {
+            "x_total 1\n".into()
+        }
+    }
+
+    /// Sends `request` to `addr`, returns everything answered until the
+    /// server closes.
+    async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn answers_over_tcp_with_hyper() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, Arc::new(Fixed), Duration::from_secs(2)));
+        let status = |a: &str| a.split_whitespace().nth(1).unwrap_or_default().to_string();
+
+        let ok = exchange(addr, b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert_eq!(status(&ok), "200", "{ok}");
+        assert!(
+            ok.contains(&format!("content-type: {CONTENT_TYPE}\r\n")),
+            "{ok}"
+        );
+        assert!(ok.contains("connection: close\r\n"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\nx_total 1\n"), "{ok}");
+        let head = exchange(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(head.contains("content-length: 10\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
+        let index = exchange(addr, b"GET / HTTP/1.0\r\n\r\n").await;
+        assert!(index.ends_with("GET /metrics\n"), "{index}");
+        let post = exchange(addr, b"POST /metrics HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status(&post), "405", "{post}");
+        assert!(post.contains("allow: GET, HEAD\r\n"), "{post}");
+        assert_eq!(
+            status(&exchange(addr, b"GET /x HTTP/1.1\r\n\r\n").await),
+            "404"
+        );
+        assert_eq!(
+            status(&exchange(addr, b"\x16\x03\x01garbage\r\n\r\n").await),
+            "400"
+        );
+        assert_eq!(status(&exchange(addr, b"hello\n\n").await), "400");
+        let huge = format!(
+            "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD)
+        );
+        assert_eq!(status(&exchange(addr, huge.as_bytes()).await), "431");
+        // Half a request, then nothing: hyper's 408 to the stand-in.
+        let late = exchange(addr, b"GET /metr").await;
+        assert_eq!(status(&late), "408", "{late}");
+        assert!(late.ends_with("408 Request Timeout\n"), "{late}");
+        // Still serving.
+        assert_eq!(
+            status(&exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await),
+            "200"
+        );
+        server.abort();
     }
 
     #[tokio::test]
