@@ -1,5 +1,5 @@
 //! The one metric table: every family both exporters export, each
-//! declared once (full name, type, labels, help) and in output order.
+//! declared once (full name, type, labels, help), in output order.
 //! `ipamctl metrics` exports the cluster's figures ([`ipam`],
 //! `host_etcd_ipam_*`), each node agent its node's ([`agent`],
 //! `host_etcd_agent_*`); both render their samples with
@@ -158,6 +158,55 @@ pub mod ipam {
 pub mod agent {
     use super::{Def, Kind};
 
+    /// Whether this node holds its liveness key.
+    pub const LIVENESS_UP: Def = Def {
+        name: "host_etcd_agent_liveness_up",
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Stores in which this agent holds its node's liveness key (--liveness-config).",
+    };
+
+    /// Found reaped at start.
+    pub const NODE_REAPED: Def = Def {
+        name: "host_etcd_agent_node_reaped",
+        kind: Kind::Gauge,
+        labels: &[],
+        help:
+            "Stores whose records said at start that a reaper had released this node's owner records.",
+    };
+
+    /// Failed liveness calls.
+    pub const LIVENESS_ERRORS: Def = Def {
+        name: "host_etcd_agent_liveness_errors_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Liveness calls to etcd (lease, live key, seen record) that failed.",
+    };
+
+    /// Request latency per command.
+    pub const REQUEST_DURATION: Def = Def {
+        name: "host_etcd_agent_request_duration_seconds",
+        kind: Kind::Histogram,
+        labels: &["command"],
+        help: "Time the agent took to answer a CNI request, by CNI_COMMAND.",
+    };
+
+    /// This node's owner records per network.
+    pub const NODE_OWNER_RECORDS: Def = Def {
+        name: "host_etcd_agent_node_owner_records",
+        kind: Kind::Gauge,
+        labels: &["network", "node"],
+        help: "Owner records this node holds in the network (its per-node index entries).",
+    };
+
+    /// Scrapes whose store read failed.
+    pub const SCRAPE_ERRORS: Def = Def {
+        name: "host_etcd_agent_scrape_errors_total",
+        kind: Kind::Counter,
+        labels: &["network"],
+        help: "Scrapes in which this node's owner records of the network could not be read.",
+    };
+
     /// CNI requests served.
     pub const REQUESTS: Def = Def {
         name: "host_etcd_agent_requests_total",
@@ -188,6 +237,38 @@ pub mod agent {
         kind: Kind::Counter,
         labels: &[],
         help: "Connections refused because the peer's uid is not allowed.",
+    };
+
+    /// Requests dropped because their client went away.
+    pub const ABANDONED_DROPPED: Def = Def {
+        name: "host_etcd_agent_abandoned_dropped_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "CNI requests whose client went away before they were committed: not run.",
+    };
+
+    /// Late ADDs released again.
+    pub const ABANDONED_RELEASED: Def = Def {
+        name: "host_etcd_agent_abandoned_released_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "ADDs committed after their client went away, released again by compare-and-swap.",
+    };
+
+    /// Late ADDs left alone.
+    pub const ABANDONED_KEPT: Def = Def {
+        name: "host_etcd_agent_abandoned_kept_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "ADDs committed after their client went away whose record was written again since: left alone.",
+    };
+
+    /// Late ADDs whose release failed.
+    pub const ABANDONED_RELEASE_FAILED: Def = Def {
+        name: "host_etcd_agent_abandoned_release_failed_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "ADDs committed after their client went away whose release failed (reconcile or GC releases them).",
     };
 
     /// Requests being served.
@@ -253,87 +334,6 @@ pub mod agent {
         kind: Kind::Counter,
         labels: &["network"],
         help: "Owner records the periodic reconcile released.",
-    };
-
-    /// Request latency per command.
-    pub const REQUEST_DURATION: Def = Def {
-        name: "host_etcd_agent_request_duration_seconds",
-        kind: Kind::Histogram,
-        labels: &["command"],
-        help: "Time the agent took to answer a CNI request, by CNI_COMMAND.",
-    };
-
-    /// This node's owner records per network.
-    pub const NODE_OWNER_RECORDS: Def = Def {
-        name: "host_etcd_agent_node_owner_records",
-        kind: Kind::Gauge,
-        labels: &["network", "node"],
-        help: "Owner records this node holds in the network (its per-node index entries).",
-    };
-
-    /// Scrapes whose store read failed.
-    pub const SCRAPE_ERRORS: Def = Def {
-        name: "host_etcd_agent_scrape_errors_total",
-        kind: Kind::Counter,
-        labels: &["network"],
-        help: "Scrapes in which this node's owner records of the network could not be read.",
-    };
-
-    /// Whether this node holds its liveness key.
-    pub const LIVENESS_UP: Def = Def {
-        name: "host_etcd_agent_liveness_up",
-        kind: Kind::Gauge,
-        labels: &[],
-        help: "Stores in which this agent holds its node's liveness key (--liveness-config).",
-    };
-
-    /// Found reaped at start.
-    pub const NODE_REAPED: Def = Def {
-        name: "host_etcd_agent_node_reaped",
-        kind: Kind::Gauge,
-        labels: &[],
-        help:
-            "Stores whose records said at start that a reaper had released this node's owner records.",
-    };
-
-    /// Failed liveness calls.
-    pub const LIVENESS_ERRORS: Def = Def {
-        name: "host_etcd_agent_liveness_errors_total",
-        kind: Kind::Counter,
-        labels: &[],
-        help: "Liveness calls to etcd (lease, live key, seen record) that failed.",
-    };
-
-    /// Requests dropped because their client went away.
-    pub const ABANDONED_DROPPED: Def = Def {
-        name: "host_etcd_agent_abandoned_dropped_total",
-        kind: Kind::Counter,
-        labels: &[],
-        help: "CNI requests whose client went away before they were committed: not run.",
-    };
-
-    /// Late ADDs released again.
-    pub const ABANDONED_RELEASED: Def = Def {
-        name: "host_etcd_agent_abandoned_released_total",
-        kind: Kind::Counter,
-        labels: &[],
-        help: "ADDs committed after their client went away, released again by compare-and-swap.",
-    };
-
-    /// Late ADDs left alone.
-    pub const ABANDONED_KEPT: Def = Def {
-        name: "host_etcd_agent_abandoned_kept_total",
-        kind: Kind::Counter,
-        labels: &[],
-        help: "ADDs committed after their client went away whose record was written again since: left alone.",
-    };
-
-    /// Late ADDs whose release failed.
-    pub const ABANDONED_RELEASE_FAILED: Def = Def {
-        name: "host_etcd_agent_abandoned_release_failed_total",
-        kind: Kind::Counter,
-        labels: &[],
-        help: "ADDs committed after their client went away whose release failed (reconcile or GC releases them).",
     };
 }
 
