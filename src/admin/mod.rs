@@ -13,8 +13,10 @@
 //! | [`reconcile`] | `reconcile`: the pure decision, libcni cache entries |
 //! | [`reconcile_run`] | `reconcile`: the I/O of a pass (ipamctl and the agent) |
 //! | [`bindings`] | `bindings list\|release\|expire` (sticky addresses) |
-//! | [`metrics`] | `metrics`: figures in the Prometheus text format |
-//! | [`exporter`] | `metrics`: the HTTP server |
+//! | [`metrics`] | `metrics`: the cluster figures of every network |
+//! | [`families`] | the one metric table of both exporters (`ipamctl metrics`, the agent) |
+//! | [`exposition`] | the Prometheus text format both exporters answer with |
+//! | [`exporter`] | the HTTP endpoint of both exporters (hyper), the scrape cache |
 //! | [`bench`](mod@bench) | `bench`: ours vs raw compare-and-swap vs naive |
 //! | [`naive`] | the naive one-key-per-IP baseline |
 //! | [`table`] | human tables |
@@ -35,6 +37,8 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod exporter;
+pub mod exposition;
+pub mod families;
 pub mod metrics;
 pub mod naive;
 pub mod reap;

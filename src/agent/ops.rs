@@ -16,7 +16,8 @@
 //!   network at a time). One JSON log line (`reconcile`) per pass per
 //!   network.
 //! * Metrics: `GET /metrics` answers this node's figures only
-//!   ([`AGENT_PREFIX`]`*`): its request counters and latency histograms
+//!   (`host_etcd_agent_*`, declared in the one metric table,
+//!   [`crate::admin::families::agent`]): its request counters and latency histograms
 //!   per command, the reconcile results, and per network served the owner
 //!   records of this node, read from the node's index entries (one range
 //!   read per network: a scrape costs O(this node's records), never a scan
@@ -36,7 +37,8 @@ use super::log;
 use super::server::{NetEntry, Shared};
 use crate::admin::cli::ReconcileArgs;
 use crate::admin::exporter::Scrape;
-use crate::admin::metrics::{Def, Kind, Samples};
+use crate::admin::exposition::Samples;
+use crate::admin::families::agent::*;
 use crate::admin::reconcile::Reason;
 use crate::admin::reconcile_run::{self, Note};
 
@@ -159,221 +161,19 @@ async fn reconcile_network(entry: &NetEntry, config: &ReconcileConfig) {
     log::line(level, "reconcile", fields);
 }
 
-/// Prefix of the agent's own metrics.
-pub const AGENT_PREFIX: &str = "host_etcd_agent_";
-
-/// CNI requests served.
-pub const REQUESTS: Def = Def {
-    name: "requests_total",
-    kind: Kind::Counter,
-    labels: &[],
-    help: "CNI requests the agent served (every network).",
-};
-/// CNI requests that failed.
-pub const ERRORS: Def = Def {
-    name: "errors_total",
-    kind: Kind::Counter,
-    labels: &[],
-    help: "CNI requests the agent answered with an error (every network).",
-};
-/// Malformed requests.
-pub const PROTOCOL_ERRORS: Def = Def {
-    name: "protocol_errors_total",
-    kind: Kind::Counter,
-    labels: &[],
-    help: "Connections refused for a malformed or late request frame.",
-};
-/// Refused peers.
-pub const REFUSED_PEERS: Def = Def {
-    name: "refused_peers_total",
-    kind: Kind::Counter,
-    labels: &[],
-    help: "Connections refused because the peer's uid is not allowed.",
-};
-/// Requests being served.
-pub const IN_FLIGHT: Def = Def {
-    name: "requests_in_flight",
-    kind: Kind::Gauge,
-    labels: &[],
-    help: "CNI requests being served now.",
-};
-/// Networks served.
-pub const NETWORKS: Def = Def {
-    name: "networks",
-    kind: Kind::Gauge,
-    labels: &[],
-    help: "Networks the agent keeps a warm allocator for.",
-};
-/// Requests per network.
-pub const NETWORK_REQUESTS: Def = Def {
-    name: "network_requests_total",
-    kind: Kind::Counter,
-    labels: &["network"],
-    help: "CNI requests of the network since its allocator was built.",
-};
-/// Failed requests per network.
-pub const NETWORK_ERRORS: Def = Def {
-    name: "network_errors_total",
-    kind: Kind::Counter,
-    labels: &["network"],
-    help: "Failed CNI requests of the network since its allocator was built.",
-};
-/// Reconcile passes.
-pub const RECONCILE_PASSES: Def = Def {
-    name: "reconcile_passes_total",
-    kind: Kind::Counter,
-    labels: &["network"],
-    help: "Periodic reconcile passes of the network (--reconcile-interval).",
-};
-/// Blocked passes.
-pub const RECONCILE_BLOCKED: Def = Def {
-    name: "reconcile_blocked_passes_total",
-    kind: Kind::Counter,
-    labels: &["network"],
-    help: "Reconcile passes that released nothing because they were refused (bad or no cache entries).",
-};
-/// Failed passes.
-pub const RECONCILE_FAILED: Def = Def {
-    name: "reconcile_failed_passes_total",
-    kind: Kind::Counter,
-    labels: &["network"],
-    help: "Reconcile passes that failed (store or cache directory unreadable, a release failed).",
-};
-/// Released owners.
-pub const RECONCILE_RELEASED: Def = Def {
-    name: "reconcile_released_total",
-    kind: Kind::Counter,
-    labels: &["network"],
-    help: "Owner records the periodic reconcile released.",
-};
-
-/// Request latency per command.
-pub const REQUEST_DURATION: Def = Def {
-    name: "request_duration_seconds",
-    kind: Kind::Histogram,
-    labels: &["command"],
-    help: "Time the agent took to answer a CNI request, by CNI_COMMAND.",
-};
-/// This node's owner records per network.
-pub const NODE_OWNER_RECORDS: Def = Def {
-    name: "node_owner_records",
-    kind: Kind::Gauge,
-    labels: &["network", "node"],
-    help: "Owner records this node holds in the network (its per-node index entries).",
-};
-/// Scrapes whose store read failed.
-pub const SCRAPE_ERRORS: Def = Def {
-    name: "scrape_errors_total",
-    kind: Kind::Counter,
-    labels: &["network"],
-    help: "Scrapes in which this node's owner records of the network could not be read.",
-};
-
-/// Whether this node holds its liveness key.
-pub const LIVENESS_UP: Def = Def {
-    name: "liveness_up",
-    kind: Kind::Gauge,
-    labels: &[],
-    help: "Stores in which this agent holds its node's liveness key (--liveness-config).",
-};
-/// Found reaped at start.
-pub const NODE_REAPED: Def = Def {
-    name: "node_reaped",
-    kind: Kind::Gauge,
-    labels: &[],
-    help:
-        "Stores whose records said at start that a reaper had released this node's owner records.",
-};
-/// Failed liveness calls.
-pub const LIVENESS_ERRORS: Def = Def {
-    name: "liveness_errors_total",
-    kind: Kind::Counter,
-    labels: &[],
-    help: "Liveness calls to etcd (lease, live key, seen record) that failed.",
-};
-
 /// The commands with a latency histogram (anything else counts as `other`).
 pub const COMMANDS: [&str; 7] = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "other"];
-
-/// Requests dropped because their client went away.
-pub const ABANDONED_DROPPED: Def = Def {
-    name: "abandoned_dropped_total",
-    kind: Kind::Counter,
-    labels: &[],
-    help: "CNI requests whose client went away before they were committed: not run.",
-};
-/// Late ADDs released again.
-pub const ABANDONED_RELEASED: Def = Def {
-    name: "abandoned_released_total",
-    kind: Kind::Counter,
-    labels: &[],
-    help: "ADDs committed after their client went away, released again by compare-and-swap.",
-};
-/// Late ADDs left alone.
-pub const ABANDONED_KEPT: Def = Def {
-    name: "abandoned_kept_total",
-    kind: Kind::Counter,
-    labels: &[],
-    help: "ADDs committed after their client went away whose record was written again since: left alone.",
-};
-/// Late ADDs whose release failed.
-pub const ABANDONED_RELEASE_FAILED: Def = Def {
-    name: "abandoned_release_failed_total",
-    kind: Kind::Counter,
-    labels: &[],
-    help: "ADDs committed after their client went away whose release failed (reconcile or GC releases them).",
-};
-
-/// The agent's families, in output order.
-pub const AGENT_FAMILIES: [Def; 22] = [
-    LIVENESS_UP,
-    NODE_REAPED,
-    LIVENESS_ERRORS,
-    REQUEST_DURATION,
-    NODE_OWNER_RECORDS,
-    SCRAPE_ERRORS,
-    REQUESTS,
-    ERRORS,
-    PROTOCOL_ERRORS,
-    REFUSED_PEERS,
-    ABANDONED_DROPPED,
-    ABANDONED_RELEASED,
-    ABANDONED_KEPT,
-    ABANDONED_RELEASE_FAILED,
-    IN_FLIGHT,
-    NETWORKS,
-    NETWORK_REQUESTS,
-    NETWORK_ERRORS,
-    RECONCILE_PASSES,
-    RECONCILE_BLOCKED,
-    RECONCILE_FAILED,
-    RECONCILE_RELEASED,
-];
 
 /// Longest a network's store read may take in a scrape.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The agent's `/metrics`: this node's figures. Concurrent scrapes share
-/// one read.
+/// one read (the exporter's [`ScrapeCache`](crate::admin::exporter::ScrapeCache)).
 pub(super) struct AgentMetrics {
     pub(super) shared: Arc<Shared>,
-    pub(super) cache: tokio::sync::Mutex<Option<(Instant, Arc<String>)>>,
 }
 
 impl AgentMetrics {
-    async fn render(&self) -> Arc<String> {
-        let asked = Instant::now();
-        let mut cache = self.cache.lock().await;
-        if let Some((done, text)) = &*cache {
-            if *done >= asked {
-                return text.clone();
-            }
-        }
-        let text = Arc::new(self.collect().await);
-        *cache = Some((Instant::now(), text.clone()));
-        text
-    }
-
     async fn collect(&self) -> String {
         let mut entries = self.shared.entries();
         entries.sort_by(|a, b| (&a.name, &a.endpoints).cmp(&(&b.name, &b.endpoints)));
@@ -450,7 +250,7 @@ impl AgentMetrics {
             agent.add(&RECONCILE_FAILED, &l, v[4]);
             agent.add(&RECONCILE_RELEASED, &l, v[5]);
         }
-        agent.render_families(AGENT_PREFIX, &AGENT_FAMILIES)
+        agent.render()
     }
 }
 
@@ -461,17 +261,7 @@ fn scrape_failed(e: &NetEntry, error: String) {
 }
 
 impl Scrape for AgentMetrics {
-    fn scrape(&self) -> impl std::future::Future<Output = Arc<String>> + Send {
-        self.render()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn agent_metric_names_follow_the_conventions() {
-        crate::admin::metrics::assert_conventions(&AGENT_FAMILIES);
+    fn scrape(&self) -> impl std::future::Future<Output = String> + Send {
+        self.collect()
     }
 }

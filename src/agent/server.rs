@@ -236,7 +236,6 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         );
         let scraper = Arc::new(super::ops::AgentMetrics {
             shared: shared.clone(),
-            cache: tokio::sync::Mutex::new(None),
         });
         background.spawn(crate::admin::exporter::serve(
             listener,
@@ -359,7 +358,7 @@ pub(super) struct Counters {
     /// wait for more ADDs only while others are in flight).
     pub(super) in_flight: Arc<AtomicU64>,
     /// Answer times per command, in the order of [`super::ops::COMMANDS`].
-    pub(super) latency: [crate::admin::metrics::Histogram; 7],
+    pub(super) latency: [crate::admin::exposition::Histogram; 7],
     /// Requests whose client went away (shared with the group commits).
     pub(super) abandoned: Arc<AbandonedCounters>,
 }

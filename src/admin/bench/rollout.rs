@@ -21,8 +21,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use super::report::Latency;
@@ -271,15 +273,30 @@ fn metrics_address(store: &StoreConf) -> Option<String> {
     )
 }
 
-/// etcd's KV calls so far, from `http://<addr>/metrics`.
+/// etcd's KV calls so far, from `http://<addr>/metrics` (hyper's HTTP/1
+/// client; the body's lines, whatever its transfer encoding).
 async fn kv_calls(addr: &str) -> Result<KvCalls, AdminError> {
     let scrape = async {
-        let mut conn = tokio::net::TcpStream::connect(addr).await?;
-        let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        conn.write_all(req.as_bytes()).await?;
-        let mut body = String::new();
-        conn.read_to_string(&mut body).await?;
-        Ok::<String, std::io::Error>(body)
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        // Ends once `sender` is dropped and the answer is read.
+        tokio::spawn(conn);
+        let request = hyper::Request::get("/metrics")
+            .header(hyper::header::HOST, addr)
+            .body(Empty::<Bytes>::new())
+            .map_err(std::io::Error::other)?;
+        let answer = sender
+            .send_request(request)
+            .await
+            .map_err(std::io::Error::other)?;
+        let body = answer
+            .into_body()
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok::<String, std::io::Error>(String::from_utf8_lossy(&body.to_bytes()).into_owned())
     };
     let body = tokio::time::timeout(Duration::from_secs(10), scrape)
         .await
