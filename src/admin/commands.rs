@@ -185,22 +185,6 @@ fn id_of(rec: &OwnerRecord) -> OwnerId {
     }
 }
 
-/// Every owner record of the network that decodes, and the number of
-/// records that do not (those are `check`'s `corruptOwner` problems).
-pub async fn owners_lenient<S: Store>(
-    alloc: &Allocator<S>,
-) -> Result<(Vec<OwnerRecord>, usize), AdminError> {
-    let mut good = Vec::new();
-    let mut corrupt = 0;
-    for (_, v) in alloc.scan(&alloc.keyspace().owners_prefix(), 1000).await? {
-        match serde_json::from_slice::<OwnerRecord>(&v.value) {
-            Ok(rec) => good.push(rec),
-            Err(_) => corrupt += 1,
-        }
-    }
-    Ok((good, corrupt))
-}
-
 /// Whether `rec` passes the filters of `list`.
 pub fn matches(rec: &OwnerRecord, filter: &ListArgs) -> bool {
     if filter
