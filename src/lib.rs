@@ -84,6 +84,10 @@ pub mod liveness;
 pub mod range;
 pub mod store;
 
+// Crate-internal helpers: node-local file I/O, and time stamps.
+mod fsutil;
+mod timefmt;
+
 pub use allocator::{
     AllocError, AllocRequest, Allocation, Allocator, Assigned, Network, NodeCache, Options,
     OwnerId, OwnerRecord,

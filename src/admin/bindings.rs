@@ -9,11 +9,11 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::cli::BindingsCommand;
-use super::commands::utc;
 use super::error::{AdminError, EXIT_OK};
 use super::table::Table;
 use crate::allocator::{Allocator, Binding, BindingEntry};
 use crate::store::Store;
+use crate::timefmt::rfc3339_secs;
 
 /// One row of `bindings list --json` (and of `release`, `expire`).
 #[derive(Debug, Serialize)]
@@ -75,8 +75,8 @@ fn render(rows: &[BindingRow], json: bool, out: &mut dyn Write) -> Result<(), Ad
                     .collect::<Vec<_>>()
                     .join(","),
                 b.container_id.clone(),
-                utc(b.released_at),
-                utc(b.expires_at),
+                rfc3339_secs(b.released_at),
+                rfc3339_secs(b.expires_at),
                 if r.expired == Some(true) {
                     "expired".into()
                 } else {

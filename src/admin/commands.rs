@@ -62,34 +62,6 @@ pub fn percent(used: u128, size: u128) -> f64 {
     }
 }
 
-/// Seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
-///
-/// ```
-/// assert_eq!(host_etcd::admin::commands::utc(0), "1970-01-01T00:00:00Z");
-/// assert_eq!(host_etcd::admin::commands::utc(951_782_400), "2000-02-29T00:00:00Z");
-/// ```
-pub fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (proleptic Gregorian), by eras
-    // of 400 years starting on March 1st.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 fn json_line(out: &mut dyn Write, value: &impl Serialize) -> Result<(), AdminError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| AdminError::Output(std::io::Error::other(e)))?;
@@ -200,7 +172,7 @@ fn owner_table(records: &[OwnerRecord]) -> String {
             ips(r),
             pod(r),
             r.node.clone().unwrap_or_else(|| "-".into()),
-            utc(r.created),
+            crate::timefmt::rfc3339_secs(r.created),
         ]);
     }
     t.render()
@@ -211,22 +183,6 @@ fn id_of(rec: &OwnerRecord) -> OwnerId {
         container_id: rec.container_id.clone(),
         ifname: rec.ifname.clone(),
     }
-}
-
-/// Every owner record of the network that decodes, and the number of
-/// records that do not (those are `check`'s `corruptOwner` problems).
-pub async fn owners_lenient<S: Store>(
-    alloc: &Allocator<S>,
-) -> Result<(Vec<OwnerRecord>, usize), AdminError> {
-    let mut good = Vec::new();
-    let mut corrupt = 0;
-    for (_, v) in alloc.scan(&alloc.keyspace().owners_prefix(), 1000).await? {
-        match serde_json::from_slice::<OwnerRecord>(&v.value) {
-            Ok(rec) => good.push(rec),
-            Err(_) => corrupt += 1,
-        }
-    }
-    Ok((good, corrupt))
 }
 
 /// Whether `rec` passes the filters of `list`.

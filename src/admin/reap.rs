@@ -406,7 +406,7 @@ pub async fn nodes_command(
         "GONE SINCE",
         "VERSION",
     ]);
-    let when = |t: Option<u64>| t.map_or("-".to_string(), super::commands::utc);
+    let when = |t: Option<u64>| t.map_or("-".to_string(), crate::timefmt::rfc3339_secs);
     for r in &rows {
         let state = serde_json::to_value(r.state)
             .ok()

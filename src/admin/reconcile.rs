@@ -170,8 +170,10 @@ pub fn may_belong_to(file: &str, network: &str) -> bool {
 }
 
 /// Parses a duration: a bare number of seconds (`600`, `0`) or numbers
-/// with units `ms`, `s`, `m`, `h`, `d`, concatenated (`10m`, `1h30m`,
-/// `90s`, `1500ms`).
+/// with units, concatenated (`10m`, `1h30m`, `90s`, `1500ms`, `2d`), read
+/// by `humantime` (which also knows `w`, `min`, `hours` and the like).
+/// Whole numbers only, without spaces: `humantime` would also take `1.5h`
+/// and `1h 30m`, which these flags have always refused.
 ///
 /// ```
 /// use host_etcd::admin::reconcile::parse_duration;
@@ -183,41 +185,18 @@ pub fn may_belong_to(file: &str, network: &str) -> bool {
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
+    if !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "{text:?}: expected e.g. 600, 90s, 10m, 1h30m, 2d, 1500ms"
+        ));
     }
-    if s.bytes().all(|b| b.is_ascii_digit()) {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s
             .parse::<u64>()
             .map(Duration::from_secs)
             .map_err(|e| format!("{text:?}: {e}"));
     }
-    let bad = || format!("{text:?}: expected e.g. 600, 90s, 10m, 1h30m, 2d, 1500ms");
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let (unit, tail) = rest.split_at(unit_len);
-        rest = tail;
-        let part = match unit {
-            "ms" => Some(Duration::from_millis(n)),
-            "s" => Some(Duration::from_secs(n)),
-            "m" => n.checked_mul(60).map(Duration::from_secs),
-            "h" => n.checked_mul(3600).map(Duration::from_secs),
-            "d" => n.checked_mul(86_400).map(Duration::from_secs),
-            _ => return Err(bad()),
-        };
-        total = part
-            .and_then(|p| total.checked_add(p))
-            .ok_or_else(|| format!("{text:?}: too large"))?;
-    }
-    Ok(total)
+    humantime::parse_duration(s).map_err(|e| format!("{text:?}: {e}"))
 }
 
 /// Everything one decision needs.

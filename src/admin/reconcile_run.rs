@@ -7,8 +7,7 @@
 //!
 //! Nothing here prints: diagnostics go to a [`Note`] sink, so `ipamctl`
 //! writes them as its stderr lines and the agent puts them in its JSON log
-//! line. [`unattended_pass`] is one whole `--yes` pass (what the agent
-//! runs).
+//! line.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -380,23 +379,4 @@ pub async fn release_planned<S: Store>(
         }
     }
     first_err
-}
-
-/// One unattended pass, as `ipamctl reconcile --yes` runs it (or a dry
-/// run with `--dry-run`): survey, then release the plan unless it is a dry
-/// run. `Err`: the pass failed before deciding (store or cache directory
-/// unreadable), nothing released. `Ok((report, Some(e)))`: some release
-/// failed.
-pub async fn unattended_pass<S: Store>(
-    alloc: &Allocator<S>,
-    args: &ReconcileArgs,
-    node: &str,
-    note: &mut (dyn FnMut(Note) + Send),
-) -> Result<(ReconcileReport, Option<AdminError>), AdminError> {
-    let mut survey = survey(alloc, args, node, note).await?;
-    if args.dry_run || survey.report.plan.release.is_empty() {
-        return Ok((survey.report, None));
-    }
-    let err = release_planned(alloc, args, &mut survey.report, note).await;
-    Ok((survey.report, err))
 }

@@ -80,81 +80,95 @@ impl Target {
                 "only `metrics` takes several --config files; give one".into(),
             ));
         }
-        let (mut target, explicit_store) = match args.config.first() {
-            Some(path) => {
-                for (given, flag) in [
-                    (args.network.is_some(), "--network"),
-                    (!args.subnet.is_empty(), "--subnet"),
-                    (args.chunk_bits.is_some(), "--chunk-bits"),
-                    (args.prefix.is_some(), "--prefix"),
-                ] {
-                    if given {
-                        return Err(AdminError::Usage(format!(
-                            "{flag} cannot be combined with --config (the config file sets it)"
-                        )));
-                    }
-                }
-                let conf = read_config(path)?;
-                let network = conf.network().map_err(|e| AdminError::Config {
-                    path: path.clone(),
-                    detail: e.to_string(),
-                })?;
-                (
-                    Target {
-                        network,
-                        explicit_chunk_bits: conf.ipam.chunk_bits.is_some(),
-                        store: conf.ipam.store.clone(),
-                        options: conf.options(),
-                    },
-                    false,
-                )
-            }
-            None => {
-                let name = args.network.as_deref().or(default_network).ok_or_else(|| {
-                    AdminError::Usage(
-                        "no network given: pass --config FILE, or --network NAME with --endpoints"
-                            .into(),
-                    )
-                })?;
-                let sets = args
-                    .subnet
-                    .iter()
-                    .map(|s| subnet_set(s))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if !sets.is_empty() {
-                    crate::range::check_sets(&sets)
-                        .map_err(|e| AdminError::Usage(format!("--subnet: {e}")))?;
-                }
-                let network = Network {
-                    name: name.to_string(),
-                    prefix: args
-                        .prefix
-                        .as_deref()
-                        .unwrap_or(DEFAULT_PREFIX)
-                        .trim_end_matches('/')
-                        .to_string(),
-                    chunk_bits: args.chunk_bits.unwrap_or_else(|| default_chunk_bits(&sets)),
-                    sets,
-                };
-                let store = StoreConf::Local {
-                    data_dir: PathBuf::new(),
-                    lock_wait: Duration::from_secs(10),
-                };
-                (
-                    Target {
-                        network,
-                        explicit_chunk_bits: args.chunk_bits.is_some(),
-                        store,
-                        options: Options {
-                            adopt_stored_chunk_bits: args.chunk_bits.is_none(),
-                            ..Options::default()
-                        },
-                    },
-                    true,
-                )
-            }
+        let (mut target, store_required) = match args.config.first() {
+            Some(path) => (Target::from_config(args, path)?, false),
+            None => (Target::from_flags(args, default_network)?, true),
         };
-        // Store flags override the config's store.
+        target.apply_store_flags(args, store_required)?;
+        Ok(target)
+    }
+
+    /// The network, store and options of a config file; the flags that
+    /// would set the network again are refused.
+    fn from_config(args: &TargetArgs, path: &Path) -> Result<Target, AdminError> {
+        for (given, flag) in [
+            (args.network.is_some(), "--network"),
+            (!args.subnet.is_empty(), "--subnet"),
+            (args.chunk_bits.is_some(), "--chunk-bits"),
+            (args.prefix.is_some(), "--prefix"),
+        ] {
+            if given {
+                return Err(AdminError::Usage(format!(
+                    "{flag} cannot be combined with --config (the config file sets it)"
+                )));
+            }
+        }
+        let conf = read_config(path)?;
+        let network = conf.network().map_err(|e| AdminError::Config {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        Ok(Target {
+            network,
+            explicit_chunk_bits: conf.ipam.chunk_bits.is_some(),
+            store: conf.ipam.store.clone(),
+            options: conf.options(),
+        })
+    }
+
+    /// The network the flags describe (`--network` or `default_network`,
+    /// `--subnet`, `--prefix`, `--chunk-bits`); its store is a placeholder
+    /// that the store flags must replace.
+    fn from_flags(args: &TargetArgs, default_network: Option<&str>) -> Result<Target, AdminError> {
+        let name = args.network.as_deref().or(default_network).ok_or_else(|| {
+            AdminError::Usage(
+                "no network given: pass --config FILE, or --network NAME with --endpoints".into(),
+            )
+        })?;
+        let sets = args
+            .subnet
+            .iter()
+            .map(|s| subnet_set(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !sets.is_empty() {
+            crate::range::check_sets(&sets)
+                .map_err(|e| AdminError::Usage(format!("--subnet: {e}")))?;
+        }
+        let network = Network {
+            name: name.to_string(),
+            prefix: args
+                .prefix
+                .as_deref()
+                .unwrap_or(DEFAULT_PREFIX)
+                .trim_end_matches('/')
+                .to_string(),
+            chunk_bits: args.chunk_bits.unwrap_or_else(|| default_chunk_bits(&sets)),
+            sets,
+        };
+        let store = StoreConf::Local {
+            data_dir: PathBuf::new(),
+            lock_wait: Duration::from_secs(10),
+        };
+        Ok(Target {
+            network,
+            explicit_chunk_bits: args.chunk_bits.is_some(),
+            store,
+            options: Options {
+                adopt_stored_chunk_bits: args.chunk_bits.is_none(),
+                ..Options::default()
+            },
+        })
+    }
+
+    /// Applies the store flags over the target's store: `--data-dir` or
+    /// `--endpoints` replace it (the config's TLS settings kept unless
+    /// flags give others), TLS flags alone amend an etcd store. With
+    /// `store_required` (no config file) one of the two must be given.
+    fn apply_store_flags(
+        &mut self,
+        args: &TargetArgs,
+        store_required: bool,
+    ) -> Result<(), AdminError> {
         let tls_given = args.cacert.is_some() || args.cert.is_some() || args.key.is_some();
         match (&args.data_dir, args.endpoints.is_empty()) {
             (Some(_), false) => {
@@ -163,17 +177,17 @@ impl Target {
                 ))
             }
             (Some(dir), true) => {
-                target.store = StoreConf::Local {
+                self.store = StoreConf::Local {
                     data_dir: dir.clone(),
-                    lock_wait: target.options.budget,
+                    lock_wait: self.options.budget,
                 };
             }
             (None, false) => {
-                let base = match &target.store {
+                let base = match &self.store {
                     StoreConf::Etcd(c) => c.clone(),
                     StoreConf::Local { .. } => EtcdConfig::default(),
                 };
-                target.store = StoreConf::Etcd(EtcdConfig {
+                self.store = StoreConf::Etcd(EtcdConfig {
                     endpoints: args.endpoints.clone(),
                     trusted_ca_file: args.cacert.clone().or(base.trusted_ca_file.clone()),
                     cert_file: args.cert.clone().or(base.cert_file.clone()),
@@ -182,14 +196,14 @@ impl Target {
                 });
             }
             (None, true) => {
-                if explicit_store {
+                if store_required {
                     return Err(AdminError::Usage(
                         "no store given: pass --config FILE, --endpoints E or --data-dir DIR"
                             .into(),
                     ));
                 }
                 if tls_given {
-                    if let StoreConf::Etcd(c) = &mut target.store {
+                    if let StoreConf::Etcd(c) = &mut self.store {
                         c.trusted_ca_file = args.cacert.clone().or(c.trusted_ca_file.take());
                         c.cert_file = args.cert.clone().or(c.cert_file.take());
                         c.key_file = args.key.clone().or(c.key_file.take());
@@ -197,7 +211,7 @@ impl Target {
                 }
             }
         }
-        Ok(target)
+        Ok(())
     }
 
     /// Resolves one target per `--config` file (each with the same store

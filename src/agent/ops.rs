@@ -5,7 +5,7 @@
 //! * Reconcile: every interval, for every network the agent has a warm
 //!   allocator for (etcd networks only, as every network it serves), the
 //!   same pass as `ipamctl reconcile --yes` for this node
-//!   ([`crate::admin::reconcile_run::unattended_pass`]'s decision and
+//!   ([`crate::admin::reconcile_run`]'s survey, decision and
 //!   releases): owner records of this node that libcni's result cache no
 //!   longer has and that are older than the grace period are released
 //!   through the allocator's compare-and-swap release. The same refusals:

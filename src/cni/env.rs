@@ -53,11 +53,6 @@ impl Command {
             Command::Status => "STATUS",
         }
     }
-
-    /// Whether the command acts on one attachment (container ID + ifname).
-    pub fn needs_attachment(self) -> bool {
-        matches!(self, Command::Add | Command::Del | Command::Check)
-    }
 }
 
 /// The plugin's environment, as read at start-up.

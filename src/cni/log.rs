@@ -43,11 +43,11 @@
 //! (and reports the failure); if the lock cannot be had within
 //! [`ROTATE_WAIT`], the line is appended without rotating.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -55,12 +55,20 @@ use serde_json::Value;
 use super::env::{Command, Env};
 use super::error::CniError;
 use super::json::{as_obj, Obj};
+use crate::fsutil::{self, Backoff, Wait};
 
 /// Default `logMaxBytes`: 10 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
 
 /// Longest wait for the rotation lock.
 pub const ROTATE_WAIT: Duration = Duration::from_millis(200);
+
+/// Pauses between attempts on a held rotation lock: about a millisecond
+/// (the holder only renames a file).
+const ROTATE_BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(1),
+    max: Duration::from_millis(1),
+};
 
 /// Which lines are written, and how much they say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -356,7 +364,7 @@ pub fn line(
     let counts = inv.counts;
     let elapsed = inv.started.elapsed();
     Some(Line {
-        time: rfc3339(now),
+        time: crate::timefmt::rfc3339_millis(now),
         level: line_level,
         command: command.map(Command::as_str),
         network: sniffed.name.clone(),
@@ -488,16 +496,8 @@ enum Rotation {
 }
 
 fn rotate(path: &Path, file: &File) -> std::io::Result<Rotation> {
-    let started = Instant::now();
-    loop {
-        match file.try_lock() {
-            Ok(()) => break,
-            Err(TryLockError::WouldBlock) if started.elapsed() < ROTATE_WAIT => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(TryLockError::WouldBlock) => return Ok(Rotation::Busy),
-            Err(TryLockError::Error(e)) => return Err(e),
-        }
+    if let Wait::TimedOut { .. } = fsutil::lock_within(file, ROTATE_WAIT, ROTATE_BACKOFF)? {
+        return Ok(Rotation::Busy);
     }
     // Under the lock of the open file: rotate only if the path still names
     // it (the lock is released when the caller drops the file).
@@ -513,64 +513,15 @@ fn rotate(path: &Path, file: &File) -> std::io::Result<Rotation> {
     Ok(Rotation::Done)
 }
 
-/// `t` as RFC 3339 in UTC with milliseconds, e.g.
-/// `2026-12-02T06:54:08.123Z` (times before 1970 as the epoch).
-pub fn rfc3339(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_millis()
-    )
-}
-
-/// Year, month, day of a day count since 1970-01-01 (proleptic Gregorian
-/// calendar; eras of 400 years = 146097 days, years starting in March so
-/// the leap day comes last).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468; // days since 0000-03-01
-    let era = z / 146_097;
-    let doe = z % 146_097; // day of era, 0..=146096
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the March year
-    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::StoreError;
     use serde_json::json;
+    use std::time::UNIX_EPOCH;
 
     fn settings(v: Value) -> Result<Option<LogSettings>, CniError> {
         LogSettings::parse(&as_obj("ipam", &v).unwrap())
-    }
-
-    #[test]
-    fn rfc3339_known_times() {
-        let at = |s: u64, ms: u64| UNIX_EPOCH + Duration::from_millis(s * 1000 + ms);
-        for (t, want) in [
-            (at(0, 0), "1970-01-01T00:00:00.000Z"),
-            (at(951_782_400, 7), "2000-02-29T00:00:00.007Z"),
-            (at(1_704_067_199, 999), "2023-12-31T23:59:59.999Z"),
-            (at(4_107_542_400, 0), "2100-03-01T00:00:00.000Z"),
-            (at(253_402_300_799, 0), "9999-12-31T23:59:59.000Z"),
-            (
-                UNIX_EPOCH - Duration::from_secs(5),
-                "1970-01-01T00:00:00.000Z",
-            ),
-        ] {
-            assert_eq!(rfc3339(t), want);
-        }
     }
 
     #[test]

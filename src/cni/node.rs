@@ -36,16 +36,24 @@
 //! cannot be had in time (or a directory that cannot be written) means the
 //! process goes on without it; CAS keeps that correct, it just may conflict.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::config::{NetConf, StoreConf};
 use crate::allocator::{Allocator, Keyspace, NodeCache};
+use crate::fsutil::{self, Backoff, Wait};
 use crate::store::Store;
 
 /// Longest wait for the node lock.
 pub const LOCK_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// Holders keep the node lock for about one round trip: poll often at
+/// first, then back off.
+const LOCK_BACKOFF: Backoff = Backoff {
+    first: Duration::from_micros(50),
+    max: Duration::from_millis(2),
+};
 
 /// The node-local files of one network.
 #[derive(Clone, Debug)]
@@ -124,20 +132,8 @@ impl NodeFiles {
 
     /// Writes the cache (temporary file + rename); failures are ignored.
     pub fn save(&self, ks: &Keyspace, k: u8, cache: &NodeCache) {
-        let Some(dir) = self.cache.parent() else {
-            return;
-        };
-        if std::fs::create_dir_all(dir).is_err() {
-            return;
-        }
-        let Some(bytes) = cache.encode(&self.store, ks, k) else {
-            return;
-        };
-        let tmp = self
-            .cache
-            .with_extension(format!("json.{}.tmp", std::process::id()));
-        if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, &self.cache).is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        if let Some(bytes) = cache.encode(&self.store, ks, k) {
+            let _ = fsutil::write_atomic(&self.cache, &bytes);
         }
     }
 
@@ -147,31 +143,10 @@ impl NodeFiles {
         if let Some(dir) = self.lock.parent() {
             std::fs::create_dir_all(dir).ok()?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.lock)
-            .ok()?;
-        let started = Instant::now();
-        let mut pause = Duration::from_micros(50);
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Some(NodeLock { _file: file }),
-                Err(TryLockError::Error(_)) => return None,
-                Err(TryLockError::WouldBlock) => {}
-            }
-            let waited = started.elapsed();
-            if waited >= wait {
-                return None;
-            }
-            // Holders keep it for about one round trip: poll often at
-            // first, then back off (with jitter, so waiters do not march in
-            // lockstep).
-            let jitter = Duration::from_micros(fastrand::u64(0..=pause.as_micros() as u64));
-            std::thread::sleep((pause + jitter).min(wait - waited));
-            pause = (pause * 2).min(Duration::from_millis(2));
+        let file = fsutil::open_lock_file(&self.lock).ok()?;
+        match fsutil::lock_within(&file, wait, LOCK_BACKOFF) {
+            Ok(Wait::Locked) => Some(NodeLock { _file: file }),
+            Ok(Wait::TimedOut { .. }) | Err(_) => None,
         }
     }
 }
@@ -185,6 +160,7 @@ pub struct NodeLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn cache_round_trip_garbage_and_foreign() {

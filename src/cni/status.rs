@@ -195,17 +195,7 @@ impl StreakFile {
             error: error.to_string(),
         })
         .map_err(std::io::Error::other)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(format!(".{}.tmp", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        let written = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, &self.path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
+        crate::fsutil::write_atomic(&self.path, &body)
     }
 
     /// Ends the streak (removes the file; a missing file is fine).

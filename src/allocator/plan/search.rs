@@ -99,10 +99,11 @@ pub fn respread_position(ctx: &Ctx<'_>, set_index: usize, seed: u64) -> Option<u
 /// the set reserves addresses for it), taken in the draft; or the reads the
 /// search needs next, or exhaustion.
 ///
-/// One function because the visits share one step counter: the first pass
-/// (skipping chunks the full-set lists), the second pass (looking at every
-/// chunk), the jump over a listed run and the wrap-around into the first
-/// chunk's lower bits all move it.
+/// This function is the order of the visits, which share one step
+/// counter: the first pass (skipping chunks the full-set lists), the
+/// second pass (looking at every chunk), the jump over a listed run and
+/// the wrap-around into the first chunk's lower bits all move it. What one
+/// visit does in its chunk is [`Search::take_in_chunk`].
 pub(super) fn pick_dynamic(
     ctx: &Ctx<'_>,
     draft: &mut Draft<'_>,
@@ -110,11 +111,17 @@ pub(super) fn pick_dynamic(
     set: &RangeSet,
     stage: Option<&str>,
 ) -> Result<Assigned, Stop> {
-    let k = ctx.k();
-    let family = set.family();
     let staged = stage.filter(|s| set.has_stage(s));
     let (cands, start) = candidates(ctx, set_index, set, staged);
-    let n = cands.count();
+    let search = Search {
+        ctx,
+        set_index,
+        set,
+        staged,
+        family: set.family(),
+        cands,
+    };
+    let n = search.cands.count();
     // Visit every chunk once from the start; when the search started inside
     // a chunk, that chunk's lower bits come last (one more visit).
     let visits = if start.bit > 0 { n + 1 } else { n };
@@ -131,91 +138,139 @@ pub(super) fn pick_dynamic(
         while step < visits {
             let ord = (start.ord + step) % n;
             // Bits of this visit: [from, to).
-            let (from, to) = match step {
-                0 => (start.bit, usize::MAX),
-                s if s == n => (0, start.bit),
-                _ => (0, usize::MAX),
+            let bits = match step {
+                0 => start.bit..usize::MAX,
+                s if s == n => 0..start.bit,
+                _ => 0..usize::MAX,
             };
             step += 1;
-            let Some(idx) = cands.nth(ord) else { break };
+            let Some(idx) = search.cands.nth(ord) else {
+                break;
+            };
             // A chunk already read is looked at directly; the full-set is
             // consulted only to skip chunks not read yet or found full.
-            let view = draft.view(family, idx);
-            let known_free = match &view {
-                Lookup::Present(c) => c.bits.count_ones() < c.bits.len(),
-                Lookup::Absent => true,
-                _ => false,
-            };
-            if skip_listed_full && !known_free {
-                if let Some(skip) = draft.full_run(ctx.ks, family, idx, cands.run_end(idx))? {
+            if skip_listed_full && !search.known_free(draft, idx) {
+                let run_end = search.cands.run_end(idx);
+                if let Some(skip) = draft.full_run(ctx.ks, search.family, idx, run_end)? {
                     // Jump over the whole run of listed chunks (never past
                     // the last visit).
                     step = (step - 1 + skip).min(visits);
                     continue;
                 }
             }
-            let mask = match staged {
-                Some(s) => geometry::staged_mask(set, s, k, idx),
-                None => geometry::normal_mask(set, k, idx),
+            // The first pass reads a few chunks at a time, the second (the
+            // set nearly full) many.
+            let read_limit = if skip_listed_full {
+                ctx.read_limit
+            } else {
+                ctx.read_limit * 32
             };
-            let bit = match draft.view(family, idx) {
-                Lookup::Unknown => {
-                    let limit = if skip_listed_full {
-                        ctx.read_limit
-                    } else {
-                        ctx.read_limit * 32
-                    };
-                    return Err(Stop::Need(vec![Pending::Chunks {
-                        family,
-                        lo: idx,
-                        hi: cands.run_end(idx),
-                        limit,
-                    }]));
-                }
-                Lookup::Corrupt(e) => {
-                    corrupt.get_or_insert_with(|| AllocError::CorruptChunk {
-                        key: ctx.ks.chunk(family, k, idx),
-                        source: e.clone(),
-                    });
-                    continue;
-                }
-                // An absent chunk is all free: the first allowed bit.
-                Lookup::Absent => mask.iter_ones().find(|b| *b >= from),
-                Lookup::Present(c) => c.bits.find_free(from.min(mask.len()), &mask),
-            };
-            // find_free wraps around the chunk: keep only [from, to).
-            let Some(bit) = bit.filter(|b| (from..to).contains(b)) else {
-                continue;
-            };
-            // The mask only allows addresses inside the set's ranges, so
-            // both lookups succeed; check before touching the draft anyway.
-            let Some(ip) = from_u128(family, (idx << k) + bit as u128) else {
-                continue;
-            };
-            let Some((range_index, _)) = set.find(ip) else {
-                continue;
-            };
-            let chunk = draft.chunk_mut(family, idx)?;
-            chunk.bits.set(bit);
-            chunk.cursor = ((bit + 1) % (1usize << k)) as u32;
-            return Ok(Assigned {
-                set: set_index,
-                range: range_index,
-                ip,
-            });
+            if let Some(got) = search.take_in_chunk(draft, idx, bits, read_limit, &mut corrupt)? {
+                return Ok(got);
+            }
         }
     }
-    if let Some(e) = corrupt {
-        return Err(Stop::Fail(e));
+    Err(Stop::Fail(search.exhausted(corrupt)))
+}
+
+/// One set's search for a dynamic address: what every visit needs.
+struct Search<'a> {
+    ctx: &'a Ctx<'a>,
+    set_index: usize,
+    set: &'a RangeSet,
+    /// The request's stage, when the set reserves addresses for it.
+    staged: Option<&'a str>,
+    family: Family,
+    cands: Candidates,
+}
+
+impl Search<'_> {
+    /// Whether chunk `idx` is known to have a free bit (read and not full,
+    /// or absent).
+    fn known_free(&self, draft: &Draft<'_>, idx: u128) -> bool {
+        match draft.view(self.family, idx) {
+            Lookup::Present(c) => c.bits.count_ones() < c.bits.len(),
+            Lookup::Absent => true,
+            _ => false,
+        }
     }
-    Err(Stop::Fail(match staged {
-        Some(s) => AllocError::StageExhausted {
-            stage: s.to_string(),
-            set: set_index,
-        },
-        None => AllocError::Exhausted {
-            set: set_index,
-            ranges: describe(set),
-        },
-    }))
+
+    /// Takes the first free bit of chunk `idx` in `bits` that the set (or
+    /// its stage) allows, in the draft. `None`: no such bit, or the chunk
+    /// is corrupt (recorded in `corrupt`, the first one kept: the search
+    /// goes on and fails with it only if it finds nothing). A chunk not
+    /// read yet stops the search with the read of the candidate run from
+    /// it (at most `read_limit` present chunks).
+    fn take_in_chunk(
+        &self,
+        draft: &mut Draft<'_>,
+        idx: u128,
+        bits: std::ops::Range<usize>,
+        read_limit: usize,
+        corrupt: &mut Option<AllocError>,
+    ) -> Result<Option<Assigned>, Stop> {
+        let (k, family) = (self.ctx.k(), self.family);
+        let mask = match self.staged {
+            Some(s) => geometry::staged_mask(self.set, s, k, idx),
+            None => geometry::normal_mask(self.set, k, idx),
+        };
+        let bit = match draft.view(family, idx) {
+            Lookup::Unknown => {
+                return Err(Stop::Need(vec![Pending::Chunks {
+                    family,
+                    lo: idx,
+                    hi: self.cands.run_end(idx),
+                    limit: read_limit,
+                }]));
+            }
+            Lookup::Corrupt(e) => {
+                corrupt.get_or_insert_with(|| AllocError::CorruptChunk {
+                    key: self.ctx.ks.chunk(family, k, idx),
+                    source: e.clone(),
+                });
+                return Ok(None);
+            }
+            // An absent chunk is all free: the first allowed bit.
+            Lookup::Absent => mask.iter_ones().find(|b| *b >= bits.start),
+            Lookup::Present(c) => c.bits.find_free(bits.start.min(mask.len()), &mask),
+        };
+        // find_free wraps around the chunk: keep only [from, to).
+        let Some(bit) = bit.filter(|b| bits.contains(b)) else {
+            return Ok(None);
+        };
+        // The mask only allows addresses inside the set's ranges, so both
+        // lookups succeed; check before touching the draft anyway.
+        let Some(ip) = from_u128(family, (idx << k) + bit as u128) else {
+            return Ok(None);
+        };
+        let Some((range_index, _)) = self.set.find(ip) else {
+            return Ok(None);
+        };
+        let chunk = draft.chunk_mut(family, idx)?;
+        chunk.bits.set(bit);
+        chunk.cursor = ((bit + 1) % (1usize << k)) as u32;
+        Ok(Some(Assigned {
+            set: self.set_index,
+            range: range_index,
+            ip,
+        }))
+    }
+
+    /// Why nothing was found: the first corrupt chunk seen, else the set
+    /// (or its stage) is exhausted.
+    fn exhausted(&self, corrupt: Option<AllocError>) -> AllocError {
+        if let Some(e) = corrupt {
+            return e;
+        }
+        match self.staged {
+            Some(s) => AllocError::StageExhausted {
+                stage: s.to_string(),
+                set: self.set_index,
+            },
+            None => AllocError::Exhausted {
+                set: self.set_index,
+                ranges: describe(self.set),
+            },
+        }
+    }
 }
