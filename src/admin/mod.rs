@@ -12,6 +12,7 @@
 //! | [`commands`] | `show`, `list`, `get`, `release`, `check`, `gc`, `reconcile` |
 //! | [`reconcile`] | `reconcile`: the pure decision, libcni cache entries |
 //! | [`reconcile_run`] | `reconcile`: the I/O of a pass (ipamctl and the agent) |
+//! | [`valid`] | the valid-attachments file of `gc --valid` and `reconcile --valid` |
 //! | [`bindings`] | `bindings list\|release\|expire` (sticky addresses) |
 //! | [`metrics`] | `metrics`: figures in the Prometheus text format |
 //! | [`exporter`] | `metrics`: the HTTP server |
@@ -42,6 +43,7 @@ pub mod reconcile;
 pub mod reconcile_run;
 pub mod table;
 pub mod target;
+pub mod valid;
 
 use cli::{Cli, Command};
 use commands::{Confirm, StdinConfirm};
