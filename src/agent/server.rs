@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::ops::Deref;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -185,22 +186,59 @@ fn remove_socket(path: &Path, file: (u64, u64)) {
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     // The metrics address first: one that cannot be bound stops the start
     // before the socket is taken.
-    let metrics = match &config.metrics_listen {
-        None => None,
-        Some(addr) => {
-            let failed = |source| AgentError::MetricsListen {
-                addr: addr.clone(),
-                source,
-            };
-            let listener = tokio::net::TcpListener::bind(addr.as_str())
-                .await
-                .map_err(failed)?;
-            let local = listener.local_addr().map_err(failed)?;
-            Some((listener, local))
-        }
-    };
+    let metrics = bind_metrics(config.metrics_listen.as_deref()).await?;
     let bound = bind(&config.socket).await?;
     let shared = Arc::new(Shared::new(config.clone(), bound.uid));
+    let mut background = start_background(&config, &shared, metrics);
+    log::info(
+        "listening",
+        json!({
+            "socket": config.socket.display().to_string(),
+            "pid": std::process::id(),
+            "protocol": VERSIONS,
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+    );
+    let tasks = accept_until(&bound.listener, &shared, config.max_connections, shutdown).await;
+    drop(bound.listener);
+    remove_socket(&config.socket, bound.file);
+    // A reconcile pass in flight is dropped between two store calls: every
+    // release is one compare-and-swap, so nothing is left half done.
+    background.abort_all();
+    while background.join_next().await.is_some() {}
+    drain(tasks, config.drain_timeout).await;
+    shared.save_caches();
+    log::info(
+        "stopped",
+        json!({"requests": shared.counters.requests.load(Ordering::Relaxed)}),
+    );
+    Ok(())
+}
+
+/// Binds the metrics address, when there is one.
+async fn bind_metrics(
+    addr: Option<&str>,
+) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, AgentError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let failed = |source| AgentError::MetricsListen {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
+    Ok(Some((listener, local)))
+}
+
+/// Starts what runs beside the socket, each when it is on: the metrics
+/// exporter on `metrics`, the periodic reconcile, the node liveness. The
+/// tasks are aborted on shutdown.
+fn start_background(
+    config: &Config,
+    shared: &Arc<Shared>,
+    metrics: Option<(tokio::net::TcpListener, SocketAddr)>,
+) -> JoinSet<()> {
     let mut background = JoinSet::new();
     if let Some((listener, local)) = metrics {
         log::info(
@@ -241,16 +279,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             shared.liveness.clone(),
         ));
     }
-    log::info(
-        "listening",
-        json!({
-            "socket": config.socket.display().to_string(),
-            "pid": std::process::id(),
-            "protocol": VERSIONS,
-            "version": env!("CARGO_PKG_VERSION"),
-        }),
-    );
-    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    background
+}
+
+/// Accepts connections until `shutdown` completes, each served by its own
+/// task, at most `max_connections` at once (more wait in the listen
+/// backlog). Gives the connections still in flight.
+async fn accept_until(
+    listener: &UnixListener,
+    shared: &Arc<Shared>,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) -> JoinSet<()> {
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -263,7 +304,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         };
         tokio::select! {
             _ = &mut shutdown => break,
-            accepted = bound.listener.accept() => match accepted {
+            accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let shared = shared.clone();
                     tasks.spawn(async move {
@@ -283,14 +324,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             reaped(done);
         }
     }
-    drop(bound.listener);
-    remove_socket(&config.socket, bound.file);
-    // A reconcile pass in flight is dropped between two store calls: every
-    // release is one compare-and-swap, so nothing is left half done.
-    background.abort_all();
-    while background.join_next().await.is_some() {}
+    tasks
+}
+
+/// Lets the connections in flight finish, at most `timeout`; aborts the
+/// rest.
+async fn drain(mut tasks: JoinSet<()>, timeout: Duration) {
     log::info("draining", json!({"connections": tasks.len()}));
-    let drained = tokio::time::timeout(config.drain_timeout, async {
+    let drained = tokio::time::timeout(timeout, async {
         while let Some(done) = tasks.join_next().await {
             reaped(done);
         }
@@ -299,17 +340,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     if drained.is_err() {
         log::warn(
             "drain_timeout",
-            json!({"aborted_connections": tasks.len(), "drain_timeout_ms": config.drain_timeout.as_millis() as u64}),
+            json!({"aborted_connections": tasks.len(), "drain_timeout_ms": timeout.as_millis() as u64}),
         );
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
-    shared.save_caches();
-    log::info(
-        "stopped",
-        json!({"requests": shared.counters.requests.load(Ordering::Relaxed)}),
-    );
-    Ok(())
 }
 
 fn reaped(done: Result<(), tokio::task::JoinError>) {
