@@ -489,11 +489,26 @@ async fn run_cni(shared: &Shared, vars: &BTreeMap<String, String>, stdin: &str) 
 
 /// Serves one connection: peer check, one request frame, one reply.
 async fn serve_connection(shared: &Shared, mut stream: UnixStream) {
-    let c = &shared.counters;
+    if !peer_checked(shared, &mut stream).await {
+        return;
+    }
+    match read_request(shared, &mut stream).await {
+        None => {}
+        Some(Request::Status) => reply(&mut stream, &Reply::Status(shared.status())).await,
+        Some(Request::Cni { env, stdin, ack }) => serve_cni(shared, stream, env, stdin, ack).await,
+    }
+}
+
+/// Whether the peer may use the agent; one that may not gets an error
+/// reply (and is counted and logged).
+async fn peer_checked(shared: &Shared, stream: &mut UnixStream) -> bool {
     match stream.peer_cred().map(|cred| cred.uid()) {
-        Ok(uid) if peer_allowed(uid, shared.own_uid) => {}
+        Ok(uid) if peer_allowed(uid, shared.own_uid) => true,
         other => {
-            c.refused_peers.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .refused_peers
+                .fetch_add(1, Ordering::Relaxed);
             let uid = other.as_ref().ok().copied();
             log::warn("peer_refused", json!({"uid": uid}));
             let why = match uid {
@@ -503,93 +518,103 @@ async fn serve_connection(shared: &Shared, mut stream: UnixStream) {
                 ),
                 None => "the peer's credentials cannot be read".into(),
             };
-            reply(&mut stream, &Reply::error(why)).await;
-            linger(&mut stream).await;
-            return;
+            reply(stream, &Reply::error(why)).await;
+            linger(stream).await;
+            false
         }
     }
-    let body = match tokio::time::timeout(shared.config.read_timeout, read_frame(&mut stream)).await
-    {
+}
+
+/// The connection's request, within the read timeout; `None` when there
+/// is none to serve (a malformed or late one got its error reply).
+async fn read_request(shared: &Shared, stream: &mut UnixStream) -> Option<Request> {
+    let body = match tokio::time::timeout(shared.config.read_timeout, read_frame(stream)).await {
         Ok(Ok(Some(body))) => body,
         // Connected and closed: a liveness probe.
-        Ok(Ok(None)) => return,
-        Ok(Err(FrameError::Io(_))) => return,
+        Ok(Ok(None)) => return None,
+        Ok(Err(FrameError::Io(_))) => return None,
         Ok(Err(e)) => {
-            protocol_error(shared, &mut stream, e.to_string()).await;
-            return;
+            protocol_error(shared, stream, e.to_string()).await;
+            return None;
         }
         Err(_) => {
             let why = format!(
                 "no complete request within {} ms",
                 shared.config.read_timeout.as_millis()
             );
-            protocol_error(shared, &mut stream, why).await;
-            return;
+            protocol_error(shared, stream, why).await;
+            return None;
         }
     };
-    let request = match Request::decode(&body) {
-        Ok(r) => r,
+    match Request::decode(&body) {
+        Ok(r) => Some(r),
         Err(why) => {
-            protocol_error(shared, &mut stream, why).await;
+            protocol_error(shared, stream, why).await;
+            None
+        }
+    }
+}
+
+/// One CNI request: the acknowledgement when asked for, the command
+/// (cancelled when the client goes away first), the reply.
+async fn serve_cni(
+    shared: &Shared,
+    mut stream: UnixStream,
+    env: BTreeMap<String, String>,
+    stdin: String,
+    ack: bool,
+) {
+    let c = &shared.counters;
+    if ack {
+        let sent = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            write_frame(&mut stream, &Reply::Ack.encode()),
+        )
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            // The client went away before the acknowledgement (it
+            // runs the command directly): nothing is run.
+            c.cancelled.fetch_add(1, Ordering::Relaxed);
+            c.abandoned.dropped.fetch_add(1, Ordering::Relaxed);
+            log::info(
+                "abandoned_request",
+                json!({
+                    "outcome": "client gone before the acknowledgement; not run",
+                    "command": env.get("CNI_COMMAND"),
+                    "container": env.get("CNI_CONTAINERID"),
+                }),
+            );
             return;
         }
+    }
+    c.in_flight.fetch_add(1, Ordering::Relaxed);
+    let (mut rd, mut wr) = stream.split();
+    // The command first: when its answer and the client's close are
+    // both ready, the answer is taken and written (a closed client
+    // then loses it, as a plugin killed after the reply would). A
+    // client already gone is seen at the first poll, after the
+    // command has only queued its request: the group commit drops
+    // it.
+    let outcome = tokio::select! {
+        biased;
+        r = run_cni(shared, &env, &stdin) => Some(r),
+        _ = peer_gone(&mut rd) => None,
     };
-    match request {
-        Request::Status => reply(&mut stream, &Reply::Status(shared.status())).await,
-        Request::Cni { env, stdin, ack } => {
-            if ack {
-                let sent = tokio::time::timeout(
-                    WRITE_TIMEOUT,
-                    write_frame(&mut stream, &Reply::Ack.encode()),
-                )
-                .await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    // The client went away before the acknowledgement (it
-                    // runs the command directly): nothing is run.
-                    c.cancelled.fetch_add(1, Ordering::Relaxed);
-                    c.abandoned.dropped.fetch_add(1, Ordering::Relaxed);
-                    log::info(
-                        "abandoned_request",
-                        json!({
-                            "outcome": "client gone before the acknowledgement; not run",
-                            "command": env.get("CNI_COMMAND"),
-                            "container": env.get("CNI_CONTAINERID"),
-                        }),
-                    );
-                    return;
-                }
-            }
-            c.in_flight.fetch_add(1, Ordering::Relaxed);
-            let (mut rd, mut wr) = stream.split();
-            // The command first: when its answer and the client's close are
-            // both ready, the answer is taken and written (a closed client
-            // then loses it, as a plugin killed after the reply would). A
-            // client already gone is seen at the first poll, after the
-            // command has only queued its request: the group commit drops
-            // it.
-            let outcome = tokio::select! {
-                biased;
-                r = run_cni(shared, &env, &stdin) => Some(r),
-                _ = peer_gone(&mut rd) => None,
-            };
-            c.in_flight.fetch_sub(1, Ordering::Relaxed);
-            match outcome {
-                Some(r) => {
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut wr, &r.encode()))
-                        .await;
-                }
-                None => {
-                    c.cancelled.fetch_add(1, Ordering::Relaxed);
-                    log::warn(
-                        "request_cancelled",
-                        json!({
-                            "reason": "client closed the connection",
-                            "command": env.get("CNI_COMMAND"),
-                            "container": env.get("CNI_CONTAINERID"),
-                        }),
-                    );
-                }
-            }
+    c.in_flight.fetch_sub(1, Ordering::Relaxed);
+    match outcome {
+        Some(r) => {
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut wr, &r.encode())).await;
+        }
+        None => {
+            c.cancelled.fetch_add(1, Ordering::Relaxed);
+            log::warn(
+                "request_cancelled",
+                json!({
+                    "reason": "client closed the connection",
+                    "command": env.get("CNI_COMMAND"),
+                    "container": env.get("CNI_CONTAINERID"),
+                }),
+            );
         }
     }
 }
