@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
+# No two files under src/ import each other, directly or around a loop.
+python3 scripts/import_cycles.py >/dev/null
 cargo clippy --all-targets -- -D warnings
 # An embedder's build: the library alone, without the binaries' and the
 # fuzzers' dependencies.

@@ -41,14 +41,15 @@
 //!
 //! ## Layout
 //!
-//! Each layer calls only the layers below it (the plugin's agent client
-//! shares the agent's frame format, [`agent::protocol`]). What each layer
+//! Each layer calls only the layers below it: the agent speaks the frame
+//! format of the plugin's agent client ([`cni::agent_client::protocol`]),
+//! which needs nothing above it. What each layer
 //! does, the keyspace, and one ADD followed through all of them: the
 //! repository's `ARCHITECTURE.md`.
 //!
 //! | layer | module | I/O |
 //! |---|---|---|
-//! | Node agent (`host-etcd agent`): the CNI commands on warm shared allocators over a unix socket; optionally `ipamctl`'s reconcile pass and metrics | [`agent`] | socket; through [`cni`], `admin` and the allocator |
+//! | Node agent (`host-etcd agent`, feature `cli`): the CNI commands on warm shared allocators over a unix socket; optionally `ipamctl`'s reconcile pass and metrics | `agent` | socket; through [`cni`], `admin` and the allocator |
 //! | Operator CLI and benchmark (`ipamctl`), on the library API (feature `cli`) | `admin` | through the allocator and stores; reads the plugin's config with [`cni::config`] |
 //! | CNI protocol: commands, config, args, results, error codes | [`cni`] | env, stdin, `resolv.conf`, the agent socket, node-local files (cache, lock, status streak, log) |
 //! | Allocation protocol over a store: read, plan, CAS, retry | [`allocator`] | through [`Store`] |
@@ -72,6 +73,7 @@
 
 #[cfg(feature = "cli")]
 pub mod admin;
+#[cfg(feature = "cli")]
 pub mod agent;
 pub mod allocator;
 pub mod bitmap;

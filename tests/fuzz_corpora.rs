@@ -102,7 +102,7 @@ fn stored_seeds() {
 /// libcni files named `v1-*` are accepted, and the stored records decode.
 #[test]
 fn input_seeds_are_meaningful() {
-    use host_etcd::agent::protocol::{Reply, Request};
+    use host_etcd::cni::agent_client::protocol::{Reply, Request};
     let mut decoded = 0;
     for (path, bytes) in corpus("agent") {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();

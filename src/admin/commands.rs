@@ -11,7 +11,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::cli::{ListArgs, ReconcileArgs, ReleaseArgs};
 use super::error::{AdminError, EXIT_OK, EXIT_PROBLEMS};
@@ -19,6 +18,7 @@ use super::reconcile::{Decision, Reason};
 use super::reconcile_run;
 pub use super::reconcile_run::{read_cache_dir, CacheScan, ReconcileReport, Skipped};
 use super::table::Table;
+use super::valid::read_valid;
 use crate::allocator::{Allocator, CheckReport, OwnerId, OwnerRecord, Problem, RangeUsage};
 use crate::store::Store;
 
@@ -587,39 +587,6 @@ pub async fn check<S: Store>(
     Ok(status)
 }
 
-/// Reads a valid-attachments file: a JSON list of
-/// `{"containerID": ..., "ifname": ...}`.
-pub fn read_valid(path: &Path) -> Result<Vec<OwnerId>, AdminError> {
-    let bad = |detail: String| AdminError::Input {
-        path: path.to_path_buf(),
-        detail,
-    };
-    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-    let Value::Array(items) = doc else {
-        return Err(bad(
-            "expected a JSON list of {\"containerID\", \"ifname\"}".into()
-        ));
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let field = |name: &str| -> Result<String, AdminError> {
-                item.get(name)
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .ok_or_else(|| bad(format!("[{i}].{name}: missing or not a non-empty string")))
-            };
-            Ok(OwnerId {
-                container_id: field("containerID")?,
-                ifname: field("ifname")?,
-            })
-        })
-        .collect()
-}
-
 /// `reindex [--dry-run]`: adds missing per-node index entries and drops
 /// entries without a record (`Allocator::reindex`). Exit 0 when everything
 /// is indexed (or was fixed), 1 when problems are left (a dry run that
@@ -979,6 +946,7 @@ mod tests {
     use crate::allocator::{AllocError, AllocRequest, Network, Options};
     use crate::range::{Range, RangeSet, RangeSpec};
     use crate::store::memory::MemoryStore;
+    use serde_json::Value;
 
     /// `show` lists a range's exclusions and leaves them out of its size;
     /// allocating the whole range never hands one out.

@@ -12,6 +12,7 @@
 //! | [`commands`] | `show`, `list`, `get`, `release`, `check`, `gc`, `reconcile` |
 //! | [`reconcile`] | `reconcile`: the pure decision, libcni cache entries |
 //! | [`reconcile_run`] | `reconcile`: the I/O of a pass (ipamctl and the agent) |
+//! | [`valid`] | the valid-attachments file of `gc --valid` and `reconcile --valid` |
 //! | [`bindings`] | `bindings list\|release\|expire` (sticky addresses) |
 //! | [`metrics`] | `metrics`: the cluster figures of every network |
 //! | [`families`] | the one metric table of both exporters (`ipamctl metrics`, the agent) |
@@ -46,6 +47,7 @@ pub mod reconcile;
 pub mod reconcile_run;
 pub mod table;
 pub mod target;
+pub mod valid;
 
 use cli::{Cli, Command};
 use commands::{Confirm, StdinConfirm};

@@ -15,9 +15,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::cli::ReconcileArgs;
-use super::commands::read_valid;
 use super::error::AdminError;
 use super::reconcile::{self, Attachment, BadCacheFile, Inputs, Plan, Reason, Source};
+use super::valid::read_valid;
 use crate::allocator::{Allocator, OwnerId, OwnerRecord};
 use crate::store::Store;
 

@@ -11,7 +11,8 @@ use serde_json::json;
 
 use crate::cni::config::DEFAULT_AGENT_SOCKET;
 
-use super::{log, ops, protocol, server};
+use super::{config, log, server};
+use crate::cni::agent_client::protocol;
 
 /// `host-etcd agent`: serve the host-etcd CNI plugin of this node over a
 /// unix socket.
@@ -133,19 +134,21 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
                 eprintln!("host-etcd agent: --reconcile-interval must be more than 0");
                 return ExitCode::from(2);
             }
-            let config = server::Config {
+            let config = config::Config {
                 socket: cli.socket,
                 read_timeout: Duration::from_millis(cli.read_timeout_ms),
                 drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
                 max_connections: cli.max_connections,
                 log_requests: cli.log_requests,
                 batch_window: Duration::from_micros(cli.batch_window_us),
-                reconcile: cli.reconcile_interval.map(|interval| ops::ReconcileConfig {
-                    interval,
-                    grace: cli.reconcile_grace,
-                    cache_dir: cli.cache_dir.clone(),
-                    check_netns: cli.check_netns,
-                }),
+                reconcile: cli
+                    .reconcile_interval
+                    .map(|interval| config::ReconcileConfig {
+                        interval,
+                        grace: cli.reconcile_grace,
+                        cache_dir: cli.cache_dir.clone(),
+                        check_netns: cli.check_netns,
+                    }),
                 metrics_listen: cli.metrics_listen.clone(),
                 liveness: (!cli.liveness_config.is_empty()).then(|| {
                     super::liveness::LivenessConfig {

@@ -8,7 +8,7 @@
 //! * One [`Allocator`](crate::allocator::Allocator) per network config
 //!   (store, name, prefix, range sets, chunk size, CAS attempts, budget),
 //!   built on first use and kept: its in-memory node cache makes an ADD or
-//!   a DEL one etcd transaction. At most [`server::MAX_NETWORKS`].
+//!   a DEL one etcd transaction. At most [`state::MAX_NETWORKS`].
 //! * A request carries the plugin's whole network config and `CNI_*`
 //!   environment, so one agent serves every network of the node; it runs
 //!   the plugin's own command logic ([`crate::cni::command::dispatch_with`])
@@ -24,8 +24,9 @@
 //!   a request whose client went away is never committed late (dropped,
 //!   or an ADD committed meanwhile released again).
 //!
-//! The protocol (versioned, length-prefixed JSON frames) is in
-//! [`protocol`]; the plugin's side in [`crate::cni::agent_client`].
+//! The protocol (versioned, length-prefixed JSON frames) lives with the
+//! plugin's side, in [`crate::cni::agent_client::protocol`]; the agent
+//! imports it from there.
 //!
 //! ## Running it
 //!
@@ -72,24 +73,32 @@
 //! Limits: TLS files are read when a store client is created; after a
 //! certificate rotation restart the agent.
 
+//! ## Files
+//!
+//! Each file imports only the ones below it in this table.
+//!
+//! | file | concern |
+//! |---|---|
+//! | `cli` | the command line: `host-etcd agent` and `host-etcd agent status` |
+//! | [`server`] | the socket, the accept loop, one connection's request and reply, the drain |
+//! | [`ops`] | the periodic reconcile and the metrics |
+//! | [`state`] | the store clients and warm allocators kept, the counters, the status document |
+//! | [`config`](mod@config) | the settings ([`config::Config`]) |
+//! | [`liveness`] | the node's liveness key in etcd |
+//! | [`log`] | the JSON log lines |
+//!
 //! ## Features
 //!
-//! The wire protocol ([`protocol`]) is always built: the plugin's side
-//! (`crate::cni::agent_client`) speaks it. The server, its operations and
-//! its command line need the `cli` feature (on by default).
+//! The whole module is built only with the `cli` feature (on by default):
+//! nothing below it imports it, and the plugin's side of the protocol is in
+//! [`crate::cni`].
 
-pub mod protocol;
-
-#[cfg(feature = "cli")]
 mod cli;
-#[cfg(feature = "cli")]
+pub mod config;
 pub mod liveness;
-#[cfg(feature = "cli")]
 pub mod log;
-#[cfg(feature = "cli")]
 pub mod ops;
-#[cfg(feature = "cli")]
 pub mod server;
+pub mod state;
 
-#[cfg(feature = "cli")]
 pub use cli::main;

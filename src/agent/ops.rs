@@ -26,34 +26,21 @@
 //!   [`crate::admin::exporter::serve`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::config::ReconcileConfig;
 use super::log;
-use super::server::{NetEntry, Shared};
+use super::state::{NetEntry, Shared, COMMANDS};
 use crate::admin::cli::ReconcileArgs;
 use crate::admin::exporter::Scrape;
 use crate::admin::exposition::Samples;
 use crate::admin::families::agent::*;
 use crate::admin::reconcile::Reason;
 use crate::admin::reconcile_run::{self, Note};
-
-/// How the periodic reconcile runs.
-#[derive(Clone, Debug)]
-pub struct ReconcileConfig {
-    /// Time between passes (the first pass runs one interval after start).
-    pub interval: Duration,
-    /// Owner records younger than this are kept.
-    pub grace: Duration,
-    /// libcni's result cache directory.
-    pub cache_dir: PathBuf,
-    /// Also release attachments whose network namespace is gone.
-    pub check_netns: bool,
-}
 
 /// Runs a reconcile pass of every served network every interval, forever
 /// (the caller drops the task on shutdown).
@@ -161,8 +148,6 @@ async fn reconcile_network(entry: &NetEntry, config: &ReconcileConfig) {
     log::line(level, "reconcile", fields);
 }
 
-/// The commands with a latency histogram (anything else counts as `other`).
-pub const COMMANDS: [&str; 7] = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "other"];
 
 /// Longest a network's store read may take in a scrape.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,12 +1,13 @@
 //! The agent process: the socket (stale file, mode, peer check), the
-//! accept loop, one task per connection, the shared store clients and
-//! allocators, the status document, and the drain on shutdown.
+//! accept loop, one task per connection lending the shared allocators
+//! ([`super::state`]) to the plugin's command logic, and the drain on
+//! shutdown.
 //!
 //! Every connection is served by its own task on the multi-thread runtime,
 //! so requests run concurrently and call into the shared allocators
 //! concurrently (the allocator is `Sync`; every write is a
 //! compare-and-swap). Concurrent ADDs of one network are committed together
-//! ([`GroupCommit`]: the requests that arrive while a transaction is in
+//! ([`GroupCommit`](crate::allocator::GroupCommit): the requests that arrive while a transaction is in
 //! flight go into the next one, each with its own result), and so are
 //! concurrent DELs (in a transaction of their own). A reply is written only
 //! after the command returned, so an answered ADD or DEL is committed in
@@ -18,65 +19,38 @@
 //! committed after its client went away is released again (logged as
 //! `abandoned_request`, counted in the metrics).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::ops::Deref;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::config::Config;
 use super::log;
-use super::protocol::{read_frame, write_frame, FrameError, Reply, Request, MAX_FRAME, VERSIONS};
-use crate::allocator::{
-    Abandoned, AllocRequest, Allocation, Allocator, GroupCommit, Observer, OwnerId,
+use super::state::{lock, NetEntry, Shared, COMMANDS};
+use crate::allocator::{AllocRequest, Allocation, Allocator, OwnerId};
+use crate::cni::agent_client::protocol::{
+    read_frame, write_frame, FrameError, Reply, Request, MAX_FRAME, VERSIONS,
 };
 use crate::cni::command::{self, AllocatorSource, Prepared};
 use crate::cni::config::{NetConf, StoreConf};
-use crate::cni::error::{CODE_NOT_AVAILABLE, CODE_TRY_AGAIN_LATER};
-use crate::cni::node::{NodeFiles, LOCK_WAIT_MAX};
+use crate::cni::deadline::{deadline, timed_out};
 use crate::cni::{CniError, Env};
 use crate::store::any::AnyStore;
-use crate::store::etcd::{EtcdConfig, EtcdStore};
-use crate::store::StoreError;
-
-/// Networks (allocators) kept at most; beyond, the least recently used one
-/// is dropped (its node cache saved first).
-pub const MAX_NETWORKS: usize = 256;
 
 /// Longest wait to write a reply to a client that does not read it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How the agent runs.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// The unix socket to listen on.
-    pub socket: PathBuf,
-    /// Longest wait for a connection's request frame.
-    pub read_timeout: Duration,
-    /// Longest wait for in-flight requests on shutdown.
-    pub drain_timeout: Duration,
-    /// Connections served at once (more wait in the listen backlog).
-    pub max_connections: usize,
-    /// Log every request, not only failures.
-    pub log_requests: bool,
-    /// The group commit's wait for more concurrent ADDs of a network.
-    pub batch_window: Duration,
-    /// The periodic reconcile, when on.
-    pub reconcile: Option<super::ops::ReconcileConfig>,
-    /// The metrics address (`HOST:PORT`), when on.
-    pub metrics_listen: Option<String>,
-    /// Node liveness in etcd, when on.
-    pub liveness: Option<super::liveness::LivenessConfig>,
-}
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -212,22 +186,59 @@ fn remove_socket(path: &Path, file: (u64, u64)) {
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     // The metrics address first: one that cannot be bound stops the start
     // before the socket is taken.
-    let metrics = match &config.metrics_listen {
-        None => None,
-        Some(addr) => {
-            let failed = |source| AgentError::MetricsListen {
-                addr: addr.clone(),
-                source,
-            };
-            let listener = tokio::net::TcpListener::bind(addr.as_str())
-                .await
-                .map_err(failed)?;
-            let local = listener.local_addr().map_err(failed)?;
-            Some((listener, local))
-        }
-    };
+    let metrics = bind_metrics(config.metrics_listen.as_deref()).await?;
     let bound = bind(&config.socket).await?;
     let shared = Arc::new(Shared::new(config.clone(), bound.uid));
+    let mut background = start_background(&config, &shared, metrics);
+    log::info(
+        "listening",
+        json!({
+            "socket": config.socket.display().to_string(),
+            "pid": std::process::id(),
+            "protocol": VERSIONS,
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+    );
+    let tasks = accept_until(&bound.listener, &shared, config.max_connections, shutdown).await;
+    drop(bound.listener);
+    remove_socket(&config.socket, bound.file);
+    // A reconcile pass in flight is dropped between two store calls: every
+    // release is one compare-and-swap, so nothing is left half done.
+    background.abort_all();
+    while background.join_next().await.is_some() {}
+    drain(tasks, config.drain_timeout).await;
+    shared.save_caches();
+    log::info(
+        "stopped",
+        json!({"requests": shared.counters.requests.load(Ordering::Relaxed)}),
+    );
+    Ok(())
+}
+
+/// Binds the metrics address, when there is one.
+async fn bind_metrics(
+    addr: Option<&str>,
+) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, AgentError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let failed = |source| AgentError::MetricsListen {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
+    Ok(Some((listener, local)))
+}
+
+/// Starts what runs beside the socket, each when it is on: the metrics
+/// exporter on `metrics`, the periodic reconcile, the node liveness. The
+/// tasks are aborted on shutdown.
+fn start_background(
+    config: &Config,
+    shared: &Arc<Shared>,
+    metrics: Option<(tokio::net::TcpListener, SocketAddr)>,
+) -> JoinSet<()> {
     let mut background = JoinSet::new();
     if let Some((listener, local)) = metrics {
         log::info(
@@ -267,16 +278,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             shared.liveness.clone(),
         ));
     }
-    log::info(
-        "listening",
-        json!({
-            "socket": config.socket.display().to_string(),
-            "pid": std::process::id(),
-            "protocol": VERSIONS,
-            "version": env!("CARGO_PKG_VERSION"),
-        }),
-    );
-    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    background
+}
+
+/// Accepts connections until `shutdown` completes, each served by its own
+/// task, at most `max_connections` at once (more wait in the listen
+/// backlog). Gives the connections still in flight.
+async fn accept_until(
+    listener: &UnixListener,
+    shared: &Arc<Shared>,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) -> JoinSet<()> {
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -289,7 +303,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         };
         tokio::select! {
             _ = &mut shutdown => break,
-            accepted = bound.listener.accept() => match accepted {
+            accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let shared = shared.clone();
                     tasks.spawn(async move {
@@ -309,14 +323,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             reaped(done);
         }
     }
-    drop(bound.listener);
-    remove_socket(&config.socket, bound.file);
-    // A reconcile pass in flight is dropped between two store calls: every
-    // release is one compare-and-swap, so nothing is left half done.
-    background.abort_all();
-    while background.join_next().await.is_some() {}
+    tasks
+}
+
+/// Lets the connections in flight finish, at most `timeout`; aborts the
+/// rest.
+async fn drain(mut tasks: JoinSet<()>, timeout: Duration) {
     log::info("draining", json!({"connections": tasks.len()}));
-    let drained = tokio::time::timeout(config.drain_timeout, async {
+    let drained = tokio::time::timeout(timeout, async {
         while let Some(done) = tasks.join_next().await {
             reaped(done);
         }
@@ -325,17 +339,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     if drained.is_err() {
         log::warn(
             "drain_timeout",
-            json!({"aborted_connections": tasks.len(), "drain_timeout_ms": config.drain_timeout.as_millis() as u64}),
+            json!({"aborted_connections": tasks.len(), "drain_timeout_ms": timeout.as_millis() as u64}),
         );
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
-    shared.save_caches();
-    log::info(
-        "stopped",
-        json!({"requests": shared.counters.requests.load(Ordering::Relaxed)}),
-    );
-    Ok(())
 }
 
 fn reaped(done: Result<(), tokio::task::JoinError>) {
@@ -343,409 +351,6 @@ fn reaped(done: Result<(), tokio::task::JoinError>) {
         if e.is_panic() {
             log::error("connection_task_panicked", json!({"error": e.to_string()}));
         }
-    }
-}
-
-/// Counters of the status document (and of the metrics).
-#[derive(Default)]
-pub(super) struct Counters {
-    pub(super) requests: AtomicU64,
-    pub(super) errors: AtomicU64,
-    cancelled: AtomicU64,
-    pub(super) protocol_errors: AtomicU64,
-    pub(super) refused_peers: AtomicU64,
-    /// CNI requests being served (shared with the group commits, which
-    /// wait for more ADDs only while others are in flight).
-    pub(super) in_flight: Arc<AtomicU64>,
-    /// Answer times per command, in the order of [`super::ops::COMMANDS`].
-    pub(super) latency: [crate::admin::exposition::Histogram; 7],
-    /// Requests whose client went away (shared with the group commits).
-    pub(super) abandoned: Arc<AbandonedCounters>,
-}
-
-/// What became of requests whose client went away ([`Abandoned`]).
-#[derive(Default)]
-pub(super) struct AbandonedCounters {
-    /// Dropped before their commit (and those whose client was gone
-    /// before they started).
-    pub(super) dropped: AtomicU64,
-    /// ADDs committed after their client went away, released again.
-    pub(super) released: AtomicU64,
-    /// Such ADDs whose record was written again since: left alone.
-    pub(super) kept: AtomicU64,
-    /// Such ADDs whose release failed.
-    pub(super) release_failed: AtomicU64,
-}
-
-impl AbandonedCounters {
-    /// The group commit's observer of one network: counts and logs.
-    fn observer(self: &Arc<Self>, network: &str) -> Observer {
-        let counters = self.clone();
-        let network = network.to_string();
-        Arc::new(move |what: &Abandoned| {
-            let (counter, fields) = match what {
-                Abandoned::Dropped { owner, allocation } => (
-                    &counters.dropped,
-                    json!({
-                        "outcome": "dropped before its commit",
-                        "command": if *allocation { "ADD" } else { "DEL" },
-                        "container": owner.container_id,
-                        "ifname": owner.ifname,
-                    }),
-                ),
-                Abandoned::Released { record } => (
-                    &counters.released,
-                    json!({
-                        "outcome": "ADD committed after its client went away; released again",
-                        "command": "ADD",
-                        "container": record.container_id,
-                        "ifname": record.ifname,
-                        "ips": record.ips,
-                    }),
-                ),
-                Abandoned::Kept { owner } => (
-                    &counters.kept,
-                    json!({
-                        "outcome": "ADD committed after its client went away; its record was written again since, left alone",
-                        "command": "ADD",
-                        "container": owner.container_id,
-                        "ifname": owner.ifname,
-                    }),
-                ),
-                Abandoned::ReleaseFailed { owner, error } => (
-                    &counters.release_failed,
-                    json!({
-                        "outcome": "ADD committed after its client went away; releasing it again failed (reconcile or GC releases it)",
-                        "command": "ADD",
-                        "container": owner.container_id,
-                        "ifname": owner.ifname,
-                        "error": error.to_string(),
-                    }),
-                ),
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            let mut fields = fields;
-            fields["network"] = json!(network);
-            let level = if matches!(what, Abandoned::ReleaseFailed { .. }) {
-                "warn"
-            } else {
-                "info"
-            };
-            log::line(level, "abandoned_request", fields);
-        })
-    }
-}
-
-/// A network's figures of the operations side ([`super::ops`]).
-#[derive(Default)]
-pub(super) struct OpsCounters {
-    pub(super) reconcile_passes: AtomicU64,
-    pub(super) reconcile_blocked: AtomicU64,
-    pub(super) reconcile_failed: AtomicU64,
-    pub(super) reconcile_released: AtomicU64,
-    pub(super) scrape_errors: AtomicU64,
-}
-
-/// What identifies one etcd client: every field of its config (the
-/// password included, so two users never share a client). Not `Debug`.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct StoreKey {
-    endpoints: Vec<String>,
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-    trusted_ca_file: Option<PathBuf>,
-    username: Option<String>,
-    password: Option<String>,
-    dial_timeout: Duration,
-    request_timeout: Duration,
-}
-
-impl StoreKey {
-    fn of(c: &EtcdConfig) -> StoreKey {
-        StoreKey {
-            endpoints: c.endpoints.clone(),
-            cert_file: c.cert_file.clone(),
-            key_file: c.key_file.clone(),
-            trusted_ca_file: c.trusted_ca_file.clone(),
-            username: c.username.clone(),
-            password: c.password.clone(),
-            dial_timeout: c.dial_timeout,
-            request_timeout: c.request_timeout,
-        }
-    }
-}
-
-/// What identifies one allocator: its store, and every config field the
-/// allocator is built from (name, prefix, range sets, chunk size, CAS
-/// attempts, budget, node directory).
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct NetKey {
-    store: StoreKey,
-    network: String,
-}
-
-impl NetKey {
-    fn of(store: StoreKey, conf: &NetConf) -> NetKey {
-        let ipam = &conf.ipam;
-        NetKey {
-            store,
-            network: format!(
-                "{}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{}\u{0}{:?}\u{0}{}",
-                conf.name,
-                ipam.prefix,
-                ipam.range_sets,
-                ipam.chunk_bits,
-                ipam.max_attempts,
-                ipam.budget,
-                ipam.node_dir.display()
-            ),
-        }
-    }
-}
-
-/// One store client, connected on first use.
-struct StoreSlot {
-    endpoints: String,
-    store: OnceCell<Arc<AnyStore>>,
-}
-
-/// One network's warm allocator and its figures.
-pub(super) struct NetEntry {
-    pub(super) name: String,
-    pub(super) endpoints: String,
-    pub(super) allocator: Arc<Allocator<Arc<AnyStore>>>,
-    /// ADDs and DELs of this network, committed together (group commit).
-    group: GroupCommit<Arc<AnyStore>>,
-    files: NodeFiles,
-    pub(super) requests: AtomicU64,
-    pub(super) errors: AtomicU64,
-    pub(super) ops: OpsCounters,
-    /// CNI code of the last request (0: success).
-    last_code: AtomicU32,
-    last_error: Mutex<Option<String>>,
-    last_used: AtomicU64,
-    /// Turns for the periodic reconcile's releases.
-    turn: tokio::sync::Mutex<()>,
-}
-
-impl NetEntry {
-    /// The network's turn for the periodic reconcile's releases, waited for
-    /// at most [`LOCK_WAIT_MAX`] (then the releases go on without it, as a
-    /// DEL does: compare-and-swap keeps that correct).
-    pub(super) async fn turn_for_ops(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        tokio::time::timeout(LOCK_WAIT_MAX, self.turn.lock())
-            .await
-            .ok()
-    }
-
-    fn save_cache(&self) {
-        let k = self.allocator.chunk_bits();
-        self.files
-            .save(self.allocator.keyspace(), k, &self.allocator.node_cache());
-    }
-}
-
-/// The agent's shared state.
-pub(super) struct Shared {
-    config: Config,
-    own_uid: u32,
-    started: Instant,
-    counters: Counters,
-    /// The node liveness figures (all zero when it is off).
-    pub(super) liveness: Arc<super::liveness::LivenessState>,
-    stores: Mutex<HashMap<StoreKey, Arc<StoreSlot>>>,
-    nets: Mutex<HashMap<NetKey, Arc<OnceCell<Arc<NetEntry>>>>>,
-}
-
-/// Locks a mutex, taking over a poisoned one (the data are counters and
-/// caches: a panic elsewhere cannot leave them unsafe to read).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Shared {
-    fn new(config: Config, own_uid: u32) -> Shared {
-        Shared {
-            config,
-            own_uid,
-            started: Instant::now(),
-            counters: Counters::default(),
-            liveness: Arc::default(),
-            stores: Mutex::new(HashMap::new()),
-            nets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Every network with a built allocator.
-    pub(super) fn entries(&self) -> Vec<Arc<NetEntry>> {
-        lock(&self.nets)
-            .values()
-            .filter_map(|c| c.get().cloned())
-            .collect()
-    }
-
-    /// The agent's counters.
-    pub(super) fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    /// The store client of `config`, connecting on first use.
-    async fn store(&self, config: &EtcdConfig) -> Result<Arc<AnyStore>, StoreError> {
-        let slot = lock(&self.stores)
-            .entry(StoreKey::of(config))
-            .or_insert_with(|| {
-                Arc::new(StoreSlot {
-                    endpoints: config.endpoints.join(","),
-                    store: OnceCell::new(),
-                })
-            })
-            .clone();
-        slot.store
-            .get_or_try_init(|| async {
-                let store = EtcdStore::connect(config).await?;
-                log::info("store_connected", json!({"endpoints": slot.endpoints}));
-                Ok(Arc::new(AnyStore::Etcd(store)))
-            })
-            .await
-            .cloned()
-    }
-
-    /// The network's allocator, built on first use (as the plugin builds
-    /// its own: network check, store, allocator; the node cache file seeds
-    /// its cache).
-    async fn network(&self, conf: &NetConf) -> Result<Arc<NetEntry>, CniError> {
-        let StoreConf::Etcd(etcd) = &conf.ipam.store else {
-            return Err(CniError::Internal(
-                "agent: only etcd networks are served on shared allocators".into(),
-            ));
-        };
-        let key = NetKey::of(StoreKey::of(etcd), conf);
-        let cell = {
-            let mut nets = lock(&self.nets);
-            let cell = nets.entry(key.clone()).or_default().clone();
-            if nets.len() > MAX_NETWORKS {
-                self.evict(&mut nets, &key);
-            }
-            cell
-        };
-        let entry = cell
-            .get_or_try_init(|| async {
-                let network = conf.network()?;
-                let store = self.store(etcd).await?;
-                let allocator = Allocator::new(store, network, conf.options())?;
-                let files = NodeFiles::of(conf);
-                allocator.set_node_cache(files.load_for(&allocator));
-                log::info(
-                    "network_added",
-                    json!({"network": conf.name, "endpoints": etcd.endpoints.join(",")}),
-                );
-                let allocator = Arc::new(allocator);
-                Ok::<_, CniError>(Arc::new(NetEntry {
-                    name: conf.name.clone(),
-                    endpoints: etcd.endpoints.join(","),
-                    group: GroupCommit::with_window_while_busy(
-                        allocator.clone(),
-                        self.config.batch_window,
-                        self.counters.in_flight.clone(),
-                    )
-                    .observed(self.counters.abandoned.observer(&conf.name)),
-                    allocator,
-                    files,
-                    requests: AtomicU64::new(0),
-                    errors: AtomicU64::new(0),
-                    last_code: AtomicU32::new(0),
-                    last_error: Mutex::new(None),
-                    last_used: AtomicU64::new(0),
-                    ops: OpsCounters::default(),
-                    turn: tokio::sync::Mutex::new(()),
-                }))
-            })
-            .await?
-            .clone();
-        entry.last_used.store(self.now_ms(), Ordering::Relaxed);
-        Ok(entry)
-    }
-
-    /// Drops the least recently used network other than `keep` (one not
-    /// built yet first), saving its node cache.
-    fn evict(&self, nets: &mut HashMap<NetKey, Arc<OnceCell<Arc<NetEntry>>>>, keep: &NetKey) {
-        let victim = nets
-            .iter()
-            .filter(|(k, _)| *k != keep)
-            .min_by_key(|(_, c)| c.get().map(|e| e.last_used.load(Ordering::Relaxed) + 1))
-            .map(|(k, _)| k.clone());
-        if let Some(k) = victim {
-            if let Some(entry) = nets.remove(&k).and_then(|c| c.get().cloned()) {
-                entry.save_cache();
-                log::info("network_evicted", json!({"network": entry.name}));
-            }
-        }
-    }
-
-    fn save_caches(&self) {
-        let entries: Vec<Arc<NetEntry>> = lock(&self.nets)
-            .values()
-            .filter_map(|c| c.get().cloned())
-            .collect();
-        for e in entries {
-            e.save_cache();
-        }
-    }
-
-    /// The status document.
-    fn status(&self) -> Value {
-        let c = &self.counters;
-        let stores: Vec<Value> = lock(&self.stores)
-            .values()
-            .map(|s| json!({"endpoints": s.endpoints, "connected": s.store.initialized()}))
-            .collect();
-        let entries: Vec<Arc<NetEntry>> = lock(&self.nets)
-            .values()
-            .filter_map(|c| c.get().cloned())
-            .collect();
-        let mut healthy = true;
-        let mut networks: Vec<Value> = entries
-            .iter()
-            .map(|e| {
-                let code = e.last_code.load(Ordering::Relaxed);
-                healthy &= !matches!(code, CODE_TRY_AGAIN_LATER | CODE_NOT_AVAILABLE);
-                json!({
-                    "name": e.name,
-                    "endpoints": e.endpoints,
-                    "requests": e.requests.load(Ordering::Relaxed),
-                    "errors": e.errors.load(Ordering::Relaxed),
-                    "last_code": code,
-                    "last_error": *lock(&e.last_error),
-                })
-            })
-            .collect();
-        networks.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-        json!({
-            "healthy": healthy,
-            "pid": std::process::id(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "protocol": VERSIONS,
-            "socket": self.config.socket.display().to_string(),
-            "uptime_ms": self.now_ms(),
-            "requests": c.requests.load(Ordering::Relaxed),
-            "errors": c.errors.load(Ordering::Relaxed),
-            "cancelled": c.cancelled.load(Ordering::Relaxed),
-            "abandoned": {
-                "dropped": c.abandoned.dropped.load(Ordering::Relaxed),
-                "released": c.abandoned.released.load(Ordering::Relaxed),
-                "kept": c.abandoned.kept.load(Ordering::Relaxed),
-                "release_failed": c.abandoned.release_failed.load(Ordering::Relaxed),
-            },
-            "protocol_errors": c.protocol_errors.load(Ordering::Relaxed),
-            "refused_peers": c.refused_peers.load(Ordering::Relaxed),
-            "in_flight": c.in_flight.load(Ordering::Relaxed),
-            "stores": stores,
-            "networks": networks,
-        })
     }
 }
 
@@ -826,13 +431,13 @@ async fn run_cni(shared: &Shared, vars: &BTreeMap<String, String>, stdin: &str) 
                         .unwrap_or_else(|e| Err(CniError::Internal(format!("agent task: {e}"))))
                 }
                 StoreConf::Etcd(_) => {
-                    let deadline = command::deadline(&conf);
+                    let deadline = deadline(&conf);
                     let outcome = tokio::time::timeout(
                         deadline,
                         command::dispatch_with(&env, &conf, &lender),
                     )
                     .await
-                    .unwrap_or_else(|_| Err(command::timed_out(env.command, deadline)));
+                    .unwrap_or_else(|_| Err(timed_out(env.command, deadline)));
                     // The same STATUS policy and failure-streak file as
                     // the plugin's direct path.
                     command::conclude(&conf, env.command, outcome).0
@@ -843,10 +448,10 @@ async fn run_cni(shared: &Shared, vars: &BTreeMap<String, String>, stdin: &str) 
     let c = &shared.counters;
     c.requests.fetch_add(1, Ordering::Relaxed);
     let command = vars.get("CNI_COMMAND").map_or("other", String::as_str);
-    let slot = super::ops::COMMANDS
+    let slot = COMMANDS
         .iter()
         .position(|k| *k == command)
-        .unwrap_or(super::ops::COMMANDS.len() - 1);
+        .unwrap_or(COMMANDS.len() - 1);
     c.latency[slot].observe(started.elapsed());
     let code = outcome.as_ref().err().map_or(0, CniError::code);
     let used = lock(&lender.used).take();
@@ -883,11 +488,26 @@ async fn run_cni(shared: &Shared, vars: &BTreeMap<String, String>, stdin: &str) 
 
 /// Serves one connection: peer check, one request frame, one reply.
 async fn serve_connection(shared: &Shared, mut stream: UnixStream) {
-    let c = &shared.counters;
+    if !peer_checked(shared, &mut stream).await {
+        return;
+    }
+    match read_request(shared, &mut stream).await {
+        None => {}
+        Some(Request::Status) => reply(&mut stream, &Reply::Status(shared.status())).await,
+        Some(Request::Cni { env, stdin, ack }) => serve_cni(shared, stream, env, stdin, ack).await,
+    }
+}
+
+/// Whether the peer may use the agent; one that may not gets an error
+/// reply (and is counted and logged).
+async fn peer_checked(shared: &Shared, stream: &mut UnixStream) -> bool {
     match stream.peer_cred().map(|cred| cred.uid()) {
-        Ok(uid) if peer_allowed(uid, shared.own_uid) => {}
+        Ok(uid) if peer_allowed(uid, shared.own_uid) => true,
         other => {
-            c.refused_peers.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .refused_peers
+                .fetch_add(1, Ordering::Relaxed);
             let uid = other.as_ref().ok().copied();
             log::warn("peer_refused", json!({"uid": uid}));
             let why = match uid {
@@ -897,93 +517,103 @@ async fn serve_connection(shared: &Shared, mut stream: UnixStream) {
                 ),
                 None => "the peer's credentials cannot be read".into(),
             };
-            reply(&mut stream, &Reply::error(why)).await;
-            linger(&mut stream).await;
-            return;
+            reply(stream, &Reply::error(why)).await;
+            linger(stream).await;
+            false
         }
     }
-    let body = match tokio::time::timeout(shared.config.read_timeout, read_frame(&mut stream)).await
-    {
+}
+
+/// The connection's request, within the read timeout; `None` when there
+/// is none to serve (a malformed or late one got its error reply).
+async fn read_request(shared: &Shared, stream: &mut UnixStream) -> Option<Request> {
+    let body = match tokio::time::timeout(shared.config.read_timeout, read_frame(stream)).await {
         Ok(Ok(Some(body))) => body,
         // Connected and closed: a liveness probe.
-        Ok(Ok(None)) => return,
-        Ok(Err(FrameError::Io(_))) => return,
+        Ok(Ok(None)) => return None,
+        Ok(Err(FrameError::Io(_))) => return None,
         Ok(Err(e)) => {
-            protocol_error(shared, &mut stream, e.to_string()).await;
-            return;
+            protocol_error(shared, stream, e.to_string()).await;
+            return None;
         }
         Err(_) => {
             let why = format!(
                 "no complete request within {} ms",
                 shared.config.read_timeout.as_millis()
             );
-            protocol_error(shared, &mut stream, why).await;
-            return;
+            protocol_error(shared, stream, why).await;
+            return None;
         }
     };
-    let request = match Request::decode(&body) {
-        Ok(r) => r,
+    match Request::decode(&body) {
+        Ok(r) => Some(r),
         Err(why) => {
-            protocol_error(shared, &mut stream, why).await;
+            protocol_error(shared, stream, why).await;
+            None
+        }
+    }
+}
+
+/// One CNI request: the acknowledgement when asked for, the command
+/// (cancelled when the client goes away first), the reply.
+async fn serve_cni(
+    shared: &Shared,
+    mut stream: UnixStream,
+    env: BTreeMap<String, String>,
+    stdin: String,
+    ack: bool,
+) {
+    let c = &shared.counters;
+    if ack {
+        let sent = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            write_frame(&mut stream, &Reply::Ack.encode()),
+        )
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            // The client went away before the acknowledgement (it
+            // runs the command directly): nothing is run.
+            c.cancelled.fetch_add(1, Ordering::Relaxed);
+            c.abandoned.dropped.fetch_add(1, Ordering::Relaxed);
+            log::info(
+                "abandoned_request",
+                json!({
+                    "outcome": "client gone before the acknowledgement; not run",
+                    "command": env.get("CNI_COMMAND"),
+                    "container": env.get("CNI_CONTAINERID"),
+                }),
+            );
             return;
         }
+    }
+    c.in_flight.fetch_add(1, Ordering::Relaxed);
+    let (mut rd, mut wr) = stream.split();
+    // The command first: when its answer and the client's close are
+    // both ready, the answer is taken and written (a closed client
+    // then loses it, as a plugin killed after the reply would). A
+    // client already gone is seen at the first poll, after the
+    // command has only queued its request: the group commit drops
+    // it.
+    let outcome = tokio::select! {
+        biased;
+        r = run_cni(shared, &env, &stdin) => Some(r),
+        _ = peer_gone(&mut rd) => None,
     };
-    match request {
-        Request::Status => reply(&mut stream, &Reply::Status(shared.status())).await,
-        Request::Cni { env, stdin, ack } => {
-            if ack {
-                let sent = tokio::time::timeout(
-                    WRITE_TIMEOUT,
-                    write_frame(&mut stream, &Reply::Ack.encode()),
-                )
-                .await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    // The client went away before the acknowledgement (it
-                    // runs the command directly): nothing is run.
-                    c.cancelled.fetch_add(1, Ordering::Relaxed);
-                    c.abandoned.dropped.fetch_add(1, Ordering::Relaxed);
-                    log::info(
-                        "abandoned_request",
-                        json!({
-                            "outcome": "client gone before the acknowledgement; not run",
-                            "command": env.get("CNI_COMMAND"),
-                            "container": env.get("CNI_CONTAINERID"),
-                        }),
-                    );
-                    return;
-                }
-            }
-            c.in_flight.fetch_add(1, Ordering::Relaxed);
-            let (mut rd, mut wr) = stream.split();
-            // The command first: when its answer and the client's close are
-            // both ready, the answer is taken and written (a closed client
-            // then loses it, as a plugin killed after the reply would). A
-            // client already gone is seen at the first poll, after the
-            // command has only queued its request: the group commit drops
-            // it.
-            let outcome = tokio::select! {
-                biased;
-                r = run_cni(shared, &env, &stdin) => Some(r),
-                _ = peer_gone(&mut rd) => None,
-            };
-            c.in_flight.fetch_sub(1, Ordering::Relaxed);
-            match outcome {
-                Some(r) => {
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut wr, &r.encode()))
-                        .await;
-                }
-                None => {
-                    c.cancelled.fetch_add(1, Ordering::Relaxed);
-                    log::warn(
-                        "request_cancelled",
-                        json!({
-                            "reason": "client closed the connection",
-                            "command": env.get("CNI_COMMAND"),
-                            "container": env.get("CNI_CONTAINERID"),
-                        }),
-                    );
-                }
-            }
+    c.in_flight.fetch_sub(1, Ordering::Relaxed);
+    match outcome {
+        Some(r) => {
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut wr, &r.encode())).await;
+        }
+        None => {
+            c.cancelled.fetch_add(1, Ordering::Relaxed);
+            log::warn(
+                "request_cancelled",
+                json!({
+                    "reason": "client closed the connection",
+                    "command": env.get("CNI_COMMAND"),
+                    "container": env.get("CNI_CONTAINERID"),
+                }),
+            );
         }
     }
 }

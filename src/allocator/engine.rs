@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::cache::NodeCache;
 use super::meta::Meta;
+use super::owners::{decode_owner, not_in};
 use super::plan::{self, Ctx, Outcome, Plan, Stop, START_WINDOW};
 use super::state::{Known, Pending};
 use super::{AllocError, AllocRequest, Allocation, Allocator, OwnerId, OwnerRecord, MAX_BATCH};
@@ -884,7 +885,7 @@ impl<S: Store> Allocator<S> {
                 }
             }
         }
-        let stale: Vec<OwnerRecord> = super::nodes::not_in(valid, records).collect();
+        let stale: Vec<OwnerRecord> = not_in(valid, records).collect();
         self.release_listed(&stale, first_err).await
     }
 
@@ -914,14 +915,6 @@ impl<S: Store> Allocator<S> {
             TxnOutcome::Committed { .. } => Ok(()),
         }
     }
-}
-
-/// Decodes an owner record, naming the key when it is corrupt.
-pub(crate) fn decode_owner(key: &str, v: &Versioned) -> Result<OwnerRecord, AllocError> {
-    serde_json::from_slice(&v.value).map_err(|e| AllocError::CorruptOwner {
-        key: key.to_string(),
-        detail: e.to_string(),
-    })
 }
 
 /// The caller's view of one planned ADD.

@@ -43,6 +43,7 @@ mod group;
 mod keys;
 pub(crate) mod meta;
 mod nodes;
+mod owners;
 mod plan;
 mod scan;
 mod state;

@@ -15,11 +15,10 @@
 //! existed have no entry until `ipamctl reindex` (or `check --repair`)
 //! adds it; `check` reports entries and records that do not match.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
-use super::engine::decode_owner;
 use super::keys::BadKeyPart;
+use super::owners::{decode_owner, not_in};
 use super::{AllocError, Allocator, OwnerId, OwnerRecord};
 use crate::store::Store;
 
@@ -108,20 +107,6 @@ impl<S: Store> Allocator<S> {
             None => Ok(released),
         }
     }
-}
-
-/// The records whose owner is not in `valid`.
-pub(crate) fn not_in(
-    valid: &[OwnerId],
-    records: Vec<OwnerRecord>,
-) -> impl Iterator<Item = OwnerRecord> + '_ {
-    let valid: HashSet<&OwnerId> = valid.iter().collect();
-    records.into_iter().filter(move |r| {
-        !valid.contains(&OwnerId {
-            container_id: r.container_id.clone(),
-            ifname: r.ifname.clone(),
-        })
-    })
 }
 
 #[cfg(test)]

@@ -8,10 +8,10 @@
 //!
 //! **Timing.** The exchange with the agent ends within `budgetMs`, and the
 //! whole invocation — the exchange and a direct run after it — within the
-//! command's deadline ([`command::deadline`]: `budgetMs` plus the store's
+//! command's deadline ([`deadline`]: `budgetMs` plus the store's
 //! `dialTimeoutMs`, the same bound as a direct call). The plugin asks the
 //! agent to acknowledge its request (`agentAckMs`, default
-//! [`DEFAULT_ACK_TIMEOUT`]): an agent that accepts the connection (the
+//! [`protocol::DEFAULT_ACK_TIMEOUT`]): an agent that accepts the connection (the
 //! kernel does that for a stopped process too) but does not acknowledge in
 //! time is taken for frozen, and with `auto` the command runs directly
 //! with what is left of the deadline. Once acknowledged, the reply is
@@ -50,6 +50,9 @@
 //! the direct ADD allocates again, once). The fallback happens at most once per
 //! invocation, never in a loop, and the direct run gets only what is left
 //! of the deadline.
+//!
+//! The frame format both sides speak is [`protocol`] (the agent imports it
+//! from here).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -57,19 +60,18 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream;
 
-use super::command::{self, Response};
 use super::config::{AgentMode, NetConf, StoreConf};
+use super::deadline::{deadline, timed_out};
 use super::env::{Command, Env};
 use super::error::CniError;
-use crate::agent::protocol::{read_frame, write_frame, FrameError, Reply, Request};
+use super::response::Response;
 use crate::store::StoreError;
+use protocol::{read_frame, write_frame, FrameError, Reply, Request};
+
+pub mod protocol;
 
 /// Longest wait for the agent to accept the connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
-
-/// Default of `ipam.agentAckMs`: the longest wait for the agent's
-/// acknowledgement of a request before an `auto` plugin goes direct.
-pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// What the plugin does with one invocation.
 #[derive(Debug)]
@@ -139,7 +141,7 @@ pub fn attempt(env: &Env, stdin: &[u8]) -> Attempt {
         return direct;
     }
     let started = Instant::now();
-    let deadline = command::deadline(&conf);
+    let deadline = deadline(&conf);
     let request = Request::Cni {
         env: env_vars(env),
         stdin: text.to_string(),
@@ -187,7 +189,7 @@ impl Attempt {
     fn with_deadline(self, command: Command, deadline: Duration) -> Attempt {
         match self {
             Attempt::Direct { spent, .. } if spent >= deadline => {
-                Attempt::Failed(command::timed_out(command, deadline))
+                Attempt::Failed(timed_out(command, deadline))
             }
             other => other,
         }

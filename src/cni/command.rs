@@ -16,14 +16,16 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::agent_client::Attempt;
+use super::agent_client::{self, Attempt};
 use super::args::{dedup_in_order, CniArgs};
 use super::config::{requested_version, NetConf, StoreConf};
+use super::deadline::{deadline, timed_out};
 use super::env::{Command, Env};
 use super::error::CniError;
 use super::log::{self, Invocation, StoreCounts};
 use super::node::{NodeFiles, LOCK_WAIT_MAX};
 use super::resolv::{self, Dns};
+use super::response::Response;
 use super::result::{version_json, CniResult};
 use super::status::{self, StreakFile};
 use super::version::CniVersion;
@@ -33,18 +35,6 @@ use crate::store::counting::CountingStore;
 use crate::store::etcd::EtcdStore;
 use crate::store::local::LocalStore;
 use crate::store::{Store, StoreError};
-
-/// What the plugin prints and how it exits.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Response {
-    /// Text for stdout (a result, the VERSION answer, or an error JSON).
-    pub stdout: Option<String>,
-    /// Text for stderr: a failure STATUS did not report (within its grace),
-    /// a log file that cannot be written. Never needed to read the result.
-    pub stderr: Option<String>,
-    /// Process exit code: 0 on success, 1 on error.
-    pub exit_code: i32,
-}
 
 /// What an invocation reports besides its result (for the log and stderr).
 #[derive(Default)]
@@ -94,7 +84,7 @@ pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Re
     let sniffed = stdin.as_ref().map(|s| log::sniff(s)).unwrap_or_default();
     let mut report = Report::default();
     let (env, outcome) = match (env, stdin) {
-        (Ok(env), Ok(stdin)) => match super::agent_client::attempt(&env, stdin) {
+        (Ok(env), Ok(stdin)) => match agent_client::attempt(&env, stdin) {
             // The agent ran the command (and logged it in its own log).
             Attempt::Answered(response) => return response,
             Attempt::Failed(e) => (Some(env), Err(e)),
@@ -237,25 +227,6 @@ pub fn prepare(env: &Env, stdin: &[u8]) -> Result<Prepared, CniError> {
     Ok(Prepared::Conf(Box::new(conf)))
 }
 
-/// The whole deadline of one command: the budget plus the connect
-/// allowance of its store.
-pub fn deadline(conf: &NetConf) -> Duration {
-    conf.ipam.budget + connect_allowance(&conf.ipam.store)
-}
-
-/// The error for a command that did not finish within `deadline`.
-pub fn timed_out(command: Command, deadline: Duration) -> CniError {
-    let budget_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
-    match command {
-        // A store that does not answer: [`conclude`] applies the STATUS
-        // policy to it like to any other store failure.
-        Command::Status => CniError::Store(StoreError::Unavailable(format!(
-            "no answer within {budget_ms} ms"
-        ))),
-        _ => CniError::BudgetExceeded { budget_ms },
-    }
-}
-
 /// The [`Response`] for an outcome of [`execute`]: errors as CNI error JSON in
 /// the config's `cniVersion` when it is a supported one, else the latest.
 pub fn response(stdin: &[u8], outcome: Result<Option<String>, CniError>) -> Response {
@@ -291,14 +262,6 @@ fn check_command_version(command: Command, version: CniVersion) -> Result<(), Cn
         });
     }
     Ok(())
-}
-
-/// Time allowed for connecting on top of the operation budget.
-fn connect_allowance(store: &StoreConf) -> std::time::Duration {
-    match store {
-        StoreConf::Etcd(c) => c.dial_timeout,
-        StoreConf::Local { lock_wait, .. } => *lock_wait,
-    }
 }
 
 /// Where the commands get their allocator, and how ADD and DEL run on it:

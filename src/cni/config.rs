@@ -29,7 +29,7 @@ use super::error::CniError;
 use super::json::{as_items, as_obj, as_str, join, Obj};
 use super::log::LogSettings;
 use super::result::Route;
-use super::status::StatusPolicy;
+use super::status_policy::StatusPolicy;
 use super::version::CniVersion;
 use crate::allocator::{
     default_chunk_bits, Network, Options, OwnerId, CHUNK_BITS_RANGE, DEFAULT_PREFIX,
@@ -588,12 +588,12 @@ fn parse_ipam(
 }
 
 /// `ipam.agentAckMs`: 1..=`budgetMs` (default
-/// [`DEFAULT_ACK_TIMEOUT`](super::agent_client::DEFAULT_ACK_TIMEOUT), at
+/// [`DEFAULT_ACK_TIMEOUT`](super::agent_client::protocol::DEFAULT_ACK_TIMEOUT), at
 /// most `budgetMs`).
 fn parse_agent_ack(ipam: &Obj<'_>, budget: Duration) -> Result<Duration, CniError> {
     let budget_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
     match ipam.u64("agentAckMs")? {
-        None => Ok(super::agent_client::DEFAULT_ACK_TIMEOUT.min(budget)),
+        None => Ok(super::agent_client::protocol::DEFAULT_ACK_TIMEOUT.min(budget)),
         Some(ms) if (1..=budget_ms).contains(&ms) => Ok(Duration::from_millis(ms)),
         Some(ms) => Err(CniError::config(
             ipam.field("agentAckMs"),

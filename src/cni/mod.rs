@@ -17,9 +17,12 @@
 //! | [`error`] | [`CniError`] → code, `msg`, error JSON |
 //! | [`node`] | node-local state: the node cache file and the node lock |
 //! | [`command`] | ADD / DEL / CHECK / VERSION / GC / STATUS |
+//! | [`deadline`](mod@deadline) | one command's deadline (`budgetMs` plus the store's connect allowance) and its timeout error |
+//! | [`response`] | what an invocation prints and its exit code ([`Response`]), direct or from the agent |
 //! | [`status`] | the STATUS policy: a failing store is code 50 only after `statusGraceMs` (node-local failure-streak file), or at once (`strict`) |
+//! | [`status_policy`] | the `statusPolicy` / `statusGraceMs` setting ([`status_policy::StatusPolicy`]) |
 //! | [`log`] | the plugin log: one JSON line per invocation in `logFile`, size-bounded with one rotated generation |
-//! | [`agent_client`] | handing a command to the node agent (`host-etcd agent`), or not |
+//! | [`agent_client`] | handing a command to the node agent (`host-etcd agent`), or not; the wire protocol both speak ([`agent_client::protocol`]) |
 //!
 //! ## Error codes
 //!
@@ -33,20 +36,24 @@ pub mod agent_client;
 pub mod args;
 pub mod command;
 pub mod config;
+pub mod deadline;
 pub mod env;
 pub mod error;
 mod json;
 pub mod log;
 pub mod node;
 pub mod resolv;
+pub mod response;
 pub mod result;
 pub mod status;
+pub mod status_policy;
 pub mod version;
 
-pub use command::{execute, respond, Response};
+pub use command::{execute, respond};
 pub use config::NetConf;
 pub use env::{Command, Env};
 pub use error::CniError;
+pub use response::Response;
 pub use version::CniVersion;
 
 /// The line printed when the plugin is run by hand without `CNI_COMMAND`.

@@ -7,7 +7,7 @@
 //! short etcd blip would take every node of the cluster down at once. So by
 //! default ([`StatusPolicy::Grace`]) a store that does not answer is
 //! reported only once it has failed for `statusGraceMs` (default
-//! [`DEFAULT_GRACE`]):
+//! [`DEFAULT_GRACE`](super::status_policy::DEFAULT_GRACE)):
 //!
 //! * The current failure streak is kept node-locally in the node
 //!   directory, `status.<network>.<host>.json` next to the node cache
@@ -48,63 +48,13 @@ use serde::{Deserialize, Serialize};
 
 use super::config::NetConf;
 use super::error::{self, CniError};
-use super::json::Obj;
 use super::node::NodeFiles;
-
-/// Default `statusGraceMs`.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+use super::status_policy::StatusPolicy;
 
 /// A streak not seen failing for this long (or the grace, if longer) is
 /// stale: runtimes ask STATUS every few seconds, so a longer silence means
 /// nobody watched the store fail.
 pub const STALE_AFTER_MIN: Duration = Duration::from_secs(60);
-
-/// How STATUS reports a store that does not answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StatusPolicy {
-    /// Code 50 only once the failure streak is this old (`statusPolicy`
-    /// `"grace"`, the default).
-    Grace(Duration),
-    /// Code 50 on every failure (`statusPolicy` `"strict"`).
-    Strict,
-}
-
-impl Default for StatusPolicy {
-    fn default() -> Self {
-        StatusPolicy::Grace(DEFAULT_GRACE)
-    }
-}
-
-impl StatusPolicy {
-    /// Reads `statusPolicy` and `statusGraceMs` of the `ipam` section.
-    pub(crate) fn parse(ipam: &Obj<'_>) -> Result<StatusPolicy, CniError> {
-        let grace = ipam.u64("statusGraceMs")?;
-        match ipam.str("statusPolicy")? {
-            None | Some("grace") => Ok(StatusPolicy::Grace(
-                grace.map_or(DEFAULT_GRACE, Duration::from_millis),
-            )),
-            Some("strict") => match grace {
-                None => Ok(StatusPolicy::Strict),
-                Some(_) => Err(CniError::config(
-                    ipam.field("statusGraceMs"),
-                    "applies to statusPolicy \"grace\" only; remove it or the strict policy",
-                )),
-            },
-            Some(other) => Err(CniError::config(
-                ipam.field("statusPolicy"),
-                format!("{other:?} is not a STATUS policy (expected \"grace\" or \"strict\")"),
-            )),
-        }
-    }
-
-    /// The grace, `None` when every failure is reported at once.
-    fn grace(self) -> Option<Duration> {
-        match self {
-            StatusPolicy::Grace(g) if !g.is_zero() => Some(g),
-            _ => None,
-        }
-    }
-}
 
 /// The failure-streak file of one network on this node.
 #[derive(Clone, Debug)]

@@ -2,7 +2,7 @@
 //! what the agent answers the plugin): frame reading, then request and
 //! reply decoding.
 
-use crate::agent::protocol::{read_frame, write_frame, Reply, Request, MAX_FRAME};
+use crate::cni::agent_client::protocol::{read_frame, write_frame, Reply, Request, MAX_FRAME};
 
 /// Target `agent`: `bytes` as a connection's incoming byte stream. Reading
 /// frames never panics and yields at most [`MAX_FRAME`] bytes each, exactly

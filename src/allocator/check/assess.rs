@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::{CheckReport, Problem, RangeUsage};
-use crate::allocator::engine::decode_owner;
 use crate::allocator::geometry::{bit_of, chunk_of};
 use crate::allocator::keys::Keyspace;
 use crate::allocator::meta::Meta;
+use crate::allocator::owners::decode_owner;
 use crate::allocator::state::decode_chunk;
 use crate::allocator::{fullset, AllocError, OwnerRecord};
 use crate::bitmap::Bitmap;

@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use super::Problem;
-use crate::allocator::engine::decode_owner;
 use crate::allocator::keys::Keyspace;
+use crate::allocator::owners::decode_owner;
 use crate::store::{Compare, Expect, Key, Op, Txn, Versioned};
 
 /// One index problem with the fix for it.

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 use super::draft::Draft;
+use super::requested::pick_static;
 use super::search::{candidates, pick_dynamic};
 use super::sticky::{pick_sticky, sticky_key_of, sticky_step};
 use super::{Ctx, Outcome, Plan, Stop};
@@ -15,7 +16,6 @@ use crate::allocator::geometry;
 use crate::allocator::meta::Meta;
 use crate::allocator::state::{Known, Pending};
 use crate::allocator::{AllocRequest, Assigned, Network, OwnerRecord};
-use crate::range::RangeSet;
 use crate::store::{Compare, Expect, Key, Op, Txn};
 
 /// Checks the meta record and adds to `txn` its creation when absent, or a
@@ -295,57 +295,6 @@ fn put_owner(
     txn.ops.push(Op::Put(key.clone(), bytes));
     txn.read_on_conflict.push(key);
     Ok(rec)
-}
-
-/// The static address `ip` of set `set_index`, taken in the draft, when the
-/// request may have it (inside the set, not reserved for another stage,
-/// not excluded, allowed by the masks, free).
-pub(super) fn pick_static(
-    ctx: &Ctx<'_>,
-    draft: &mut Draft<'_>,
-    set_index: usize,
-    set: &RangeSet,
-    ip: IpAddr,
-    stage: Option<&str>,
-) -> Result<Assigned, Stop> {
-    let k = ctx.k();
-    let unavailable = |reason: String| Stop::Fail(AllocError::RequestedUnavailable { ip, reason });
-    let Some((range_index, range)) = set.find(ip) else {
-        return Err(unavailable("it is not inside any configured range".into()));
-    };
-    if let Some(owner_stage) = range.stage_of(ip) {
-        if stage != Some(owner_stage) {
-            return Err(unavailable(format!(
-                "it is reserved for pods of stage {owner_stage:?}"
-            )));
-        }
-    }
-    if let Some(entry) = range.excluded_by(ip) {
-        return Err(unavailable(format!(
-            "it is excluded (exclude entry {entry} of range {range})"
-        )));
-    }
-    // The same masks as dynamic allocation, so a static request can never
-    // get what a dynamic one would not (e.g. another range's gateway).
-    let (idx, bit) = (geometry::chunk_of(ip, k), geometry::bit_of(ip, k));
-    let allowed = match stage.filter(|s| range.stage_of(ip) == Some(*s)) {
-        Some(s) => geometry::staged_mask(set, s, k, idx).get(bit),
-        None => geometry::normal_mask(set, k, idx).get(bit),
-    };
-    if !allowed {
-        return Err(unavailable(
-            "it is a gateway, network address or broadcast address of its range set".into(),
-        ));
-    }
-    let chunk = draft.chunk_mut(set.family(), idx)?;
-    if chunk.bits.set(bit) {
-        return Err(unavailable("it is already allocated".into()));
-    }
-    Ok(Assigned {
-        set: set_index,
-        range: range_index,
-        ip,
-    })
 }
 
 /// Drops repeated compares (same key and expectation) and conflict reads.

@@ -13,7 +13,8 @@
 //! | `mod.rs` | the vocabulary: [`Ctx`], [`Plan`], [`Stop`], [`Outcome`] |
 //! | `draft.rs` | the overlay of modified chunks and full-sets, and how it becomes compares and puts |
 //! | `search.rs` | where a set's search starts (node position, start window) and the search for a free dynamic address |
-//! | `add.rs` | ADD of a batch in one transaction: initial reads, meta, owner records, static addresses |
+//! | `requested.rs` | a static address the request names: checked against its set and taken |
+//! | `add.rs` | ADD of a batch in one transaction: initial reads, meta, owner records, the addresses of each request |
 //! | `batch.rs` | ADD with a result per request: taking failing requests out of a batch |
 //! | `release.rs` | DEL of one owner, of a batch of owners (each its own result), of a record only if a given transaction wrote it; confirming a record against that last one |
 //! | `sticky.rs` | sticky addresses: the binding an ADD consumes and a DEL writes, and its deletion |
@@ -22,6 +23,7 @@ mod add;
 mod batch;
 mod draft;
 mod release;
+mod requested;
 mod search;
 mod sticky;
 #[cfg(test)]

@@ -14,8 +14,8 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use super::add::pick_static;
 use super::draft::Draft;
+use super::requested::pick_static;
 use super::{Ctx, Plan, Stop};
 use crate::allocator::error::AllocError;
 use crate::allocator::geometry;

@@ -1,5 +1,9 @@
 //! The wire protocol between the plugin and the node agent, version 1.
 //!
+//! It lives with the plugin's side ([`super`]) and needs nothing of the
+//! crate: serde for the JSON, tokio's I/O traits for the frames. The agent
+//! (`crate::agent`, feature `cli`) imports it from here.
+//!
 //! A connection carries **one request and one reply**, each a *frame*: a
 //! `u32` big-endian length, then that many bytes of JSON (UTF-8). A frame
 //! longer than [`MAX_FRAME`] is refused without reading its body.
@@ -32,7 +36,7 @@
 //! the command runs), then its CNI reply on the same connection. A plugin
 //! that sees no acknowledgement within its `agentAckMs` takes the agent
 //! for frozen, closes the connection and runs the command directly
-//! (`crate::cni::agent_client`). A request without `ack` gets no `ack`
+//! ([`super`]). A request without `ack` gets no `ack`
 //! frame, so both sides stay compatible within version 1: an agent of an
 //! earlier build ignores the field and answers with the reply only (the
 //! plugin then goes direct after `agentAckMs` while that agent also runs
@@ -53,6 +57,7 @@
 //! committed meanwhile is released again (`crate::allocator::GroupCommit`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -66,6 +71,10 @@ pub const VERSIONS: [u64; 1] = [VERSION];
 
 /// Largest frame body accepted or sent (1 MiB).
 pub const MAX_FRAME: usize = 1 << 20;
+
+/// Default of `ipam.agentAckMs`: the longest wait for the agent's
+/// acknowledgement of a request before an `auto` plugin goes direct.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// The environment variables a CNI request carries.
 pub const CNI_VARS: [&str; 6] = [
