@@ -6,7 +6,42 @@
 //! [`Samples::render`](super::exposition::Samples::render) over
 //! [`FAMILIES`].
 
-use super::exposition::{Def, Kind};
+/// Metric type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A value that goes up and down.
+    Gauge,
+    /// A value that only goes up (name ends in `_total`).
+    Counter,
+    /// Observations counted in cumulative buckets (`_bucket{le=...}`,
+    /// `_sum`, `_count`; see
+    /// [`Histogram`](super::exposition::Histogram)).
+    Histogram,
+}
+
+impl Kind {
+    /// The `# TYPE` word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric family of the table: full name, type, label names, help.
+#[derive(Clone, Copy, Debug)]
+pub struct Def {
+    /// The full metric name (`host_etcd_ipam_*` or `host_etcd_agent_*`).
+    pub name: &'static str,
+    /// Type.
+    pub kind: Kind,
+    /// Label names, in order.
+    pub labels: &'static [&'static str],
+    /// The `HELP` text.
+    pub help: &'static str,
+}
 
 /// Families of `ipamctl metrics`, the cluster exporter (`host_etcd_ipam_*`).
 pub mod ipam {

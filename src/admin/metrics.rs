@@ -25,10 +25,14 @@
 //! [`ScrapeCache`](super::exporter::ScrapeCache)).
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::net::TcpListener;
+
+use super::cli::MetricsArgs;
 use super::error::AdminError;
 use super::exporter::Scrape;
 use super::exposition::Samples;
@@ -386,6 +390,64 @@ pub fn add_health(out: &mut Samples, net: &str, failed: bool, took: Duration, er
     out.add(&UP, &[net], u64::from(!failed));
     out.add(&SCRAPE_DURATION, &[net], took.as_secs_f64());
     out.add(&SCRAPE_ERRORS, &[net], errors_total);
+}
+
+/// A flag given in seconds: finite, within `min..=86400`.
+fn secs(flag: &str, v: f64, min: f64) -> Result<Duration, AdminError> {
+    if !v.is_finite() || v < min || v > 86_400.0 {
+        return Err(AdminError::Usage(format!(
+            "{flag} {v}: must be a number of seconds in {min}..=86400"
+        )));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// `ipamctl metrics`: resolves every network, binds `--listen`, prints
+/// the address it serves on, and serves until killed.
+pub async fn metrics_command(
+    targets: Vec<Target>,
+    args: &MetricsArgs,
+    out: &mut dyn Write,
+) -> Result<u8, AdminError> {
+    let options = ScrapeOptions {
+        cache: secs("--cache-secs", args.cache_secs, 0.0)?,
+        check_interval: match args.check_interval_secs {
+            None => None,
+            Some(v) => Some(secs("--check-interval-secs", v, 1.0)?),
+        },
+        timeout: secs("--scrape-timeout-secs", args.scrape_timeout_secs, 0.001)?,
+        reap: match args.reap_after {
+            None => None,
+            Some(after) if after.is_zero() || args.reap_interval.is_zero() => {
+                return Err(AdminError::Usage(
+                    "--reap-after and --reap-interval must be more than 0".into(),
+                ))
+            }
+            Some(after) => Some((after, args.reap_interval)),
+        },
+    };
+    let client_timeout = secs("--client-timeout-secs", args.client_timeout_secs, 0.001)?;
+    let collector = Arc::new(Collector::new(targets, options)?);
+    tokio::spawn(collector.clone().run_checks());
+    tokio::spawn(collector.clone().run_reaper());
+    let listener = TcpListener::bind(args.listen.as_str())
+        .await
+        .map_err(|source| AdminError::Listen {
+            addr: args.listen.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| AdminError::Listen {
+        addr: args.listen.clone(),
+        source,
+    })?;
+    writeln!(
+        out,
+        "serving metrics of network {} on http://{local}/metrics",
+        collector.networks().join(", ")
+    )?;
+    out.flush()?;
+    super::exporter::serve(listener, collector, client_timeout).await;
+    Ok(super::error::EXIT_OK)
 }
 
 #[cfg(test)]

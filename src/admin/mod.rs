@@ -65,7 +65,7 @@ pub async fn dispatch(
         return bench::bench_command(&cli.target, args, cli.json, out).await;
     }
     if let Command::Metrics(args) = &cli.command {
-        return exporter::metrics_command(Target::resolve_all(&cli.target)?, args, out).await;
+        return metrics::metrics_command(Target::resolve_all(&cli.target)?, args, out).await;
     }
     if let Command::Reap(args) = &cli.command {
         return reap::reap_command(Target::resolve_all(&cli.target)?, args, cli.json, out).await;

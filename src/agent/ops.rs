@@ -148,7 +148,6 @@ async fn reconcile_network(entry: &NetEntry, config: &ReconcileConfig) {
     log::line(level, "reconcile", fields);
 }
 
-
 /// Longest a network's store read may take in a scrape.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
