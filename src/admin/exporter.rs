@@ -44,7 +44,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Content type of the index and of error bodies.
 const PLAIN: &str = "text/plain; charset=utf-8";
 
-/// What `/metrics` answers: `ipamctl metrics`'s [`Collector`], or the
+/// What `/metrics` answers: `ipamctl metrics`'s [`Collector`](super::metrics::Collector), or the
 /// node agent's figures.
 pub trait Scrape: Send + Sync + 'static {
     /// The exposition text, computed afresh (the [`ScrapeCache`] decides
