@@ -85,8 +85,8 @@ pub mod range;
 pub mod store;
 
 pub use allocator::{
-    AllocError, AllocRequest, Allocation, Allocator, Assigned, Network, NodeCache, Options,
-    OwnerId, OwnerRecord,
+    AllocError, AllocRequest, Allocation, Allocator, Assigned, BatchError, Network, NodeCache,
+    Options, OwnerId, OwnerRecord,
 };
 pub use range::{Family, Range, RangeError, RangeSet, RangeSpec};
 pub use store::etcd::{EtcdConfig, EtcdStore};

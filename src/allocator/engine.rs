@@ -25,7 +25,9 @@ use super::cache::NodeCache;
 use super::meta::Meta;
 use super::plan::{self, Ctx, Outcome, Plan, Stop, START_WINDOW};
 use super::state::{Known, Pending};
-use super::{AllocError, AllocRequest, Allocation, Allocator, OwnerId, OwnerRecord, MAX_BATCH};
+use super::{
+    AllocError, AllocRequest, Allocation, Allocator, BatchError, OwnerId, OwnerRecord, MAX_BATCH,
+};
 use crate::range::Family;
 use crate::store::{
     Compare, Expect, Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned,
@@ -366,17 +368,23 @@ impl<S: Store> Allocator<S> {
     /// Hands out one address per range set to `req.owner`. Idempotent: an
     /// owner that already holds addresses gets them back (`existing`).
     pub async fn allocate(&self, req: &AllocRequest) -> Result<Allocation, AllocError> {
-        let mut out = self.allocate_batch(std::slice::from_ref(req)).await?;
+        let mut out = self
+            .allocate_batch(std::slice::from_ref(req))
+            .await
+            .map_err(|e| e.error)?;
         out.pop().ok_or(AllocError::Contention { attempts: 0 })
     }
 
     /// Allocates for many owners, committing up to [`MAX_BATCH`] of them per
-    /// transaction. Results are in request order. On error, the batches
-    /// before the failing one stay committed.
+    /// transaction; a transaction fails whole (one request that cannot be
+    /// served fails its batch; [`allocate_each`](Self::allocate_each)
+    /// answers each request on its own). Results are in request order. On
+    /// error, the transactions before the failing one stay committed, and
+    /// the [`BatchError`] carries their allocations.
     pub async fn allocate_batch(
         &self,
         reqs: &[AllocRequest],
-    ) -> Result<Vec<Allocation>, AllocError> {
+    ) -> Result<Vec<Allocation>, BatchError> {
         let mut out = Vec::with_capacity(reqs.len());
         for batch in reqs.chunks(MAX_BATCH) {
             let (initial, assume_absent) = self.add_start(batch);
@@ -384,8 +392,16 @@ impl<S: Store> Allocator<S> {
                 .drive(initial, &assume_absent, |ctx, known| {
                     plan::plan_add(ctx, known, batch)
                 })
-                .await?;
-            out.extend(outcomes.into_iter().map(allocation_of));
+                .await;
+            match outcomes {
+                Ok(outcomes) => out.extend(outcomes.into_iter().map(allocation_of)),
+                Err(error) => {
+                    return Err(BatchError {
+                        committed: out,
+                        error,
+                    })
+                }
+            }
         }
         Ok(out)
     }
@@ -598,7 +614,7 @@ impl<S: Store> Allocator<S> {
     /// let net = Network::new("example", vec![RangeSet::from_cidr("10.1.0.0/24")?])?;
     /// let alloc = Allocator::new(MemoryStore::new(), net, Options::default())?;
     /// let owner = |id: &str| OwnerId { container_id: id.into(), ifname: "eth0".into() };
-    /// alloc.allocate(&AllocRequest { owner: owner("a"), ..AllocRequest::default() }).await?;
+    /// alloc.allocate(&AllocRequest::new(owner("a"))).await?;
     /// let out = alloc.release_each(&[owner("a"), owner("never-added")]).await;
     /// assert!(out[0].as_ref().is_ok_and(|r| r.is_some()));
     /// assert!(out[1].as_ref().is_ok_and(|r| r.is_none()));
