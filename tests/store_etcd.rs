@@ -394,6 +394,9 @@ async fn store_on_an_existing_client_keeps_the_contract() {
     // Writes through the store are the client's cluster's writes.
     put(&store, "/shared", b"v").await;
     let mut kv = client.kv_client();
-    let got = kv.get("/shared", None).await.expect("get through the client");
+    let got = kv
+        .get("/shared", None)
+        .await
+        .expect("get through the client");
     assert_eq!(got.kvs()[0].value(), b"v");
 }

@@ -177,7 +177,11 @@ impl EtcdStore {
         };
         match tokio::time::timeout(self.request_timeout, call).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.with_hint(map_error(e, Phase::Request, what, &self.endpoints))),
+            Ok(Err(e)) => {
+                let dropped = error::connection_dropped(&e);
+                let mapped = map_error(e, Phase::Request, what, &self.endpoints);
+                Err(self.with_hint(mapped, dropped))
+            }
             Err(_) => Err(StoreError::Unavailable(format!(
                 "etcd {what} at {} timed out after {:?}",
                 self.endpoints, self.request_timeout
@@ -185,19 +189,11 @@ impl EtcdStore {
         }
     }
 
-    /// Adds the missing-client-certificate hint to a dropped TLS connection.
-    fn with_hint(&self, e: StoreError) -> StoreError {
+    /// Adds the missing-client-certificate hint to a dropped TLS connection
+    /// (`dropped`: [`error::connection_dropped`] of the etcd error).
+    fn with_hint(&self, e: StoreError, dropped: bool) -> StoreError {
         match (e, &self.hint) {
-            (StoreError::Unavailable(m), Some(hint))
-                if [
-                    "connection closed",
-                    "reset by peer",
-                    "broken pipe",
-                    "stream closed",
-                ]
-                .iter()
-                .any(|s| m.contains(s)) =>
-            {
+            (StoreError::Unavailable(m), Some(hint)) if dropped => {
                 StoreError::Unavailable(format!("{m} ({hint})"))
             }
             (e, _) => e,

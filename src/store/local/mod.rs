@@ -715,10 +715,13 @@ fn backend_error(path: &Path, what: &str, err: impl Into<redb::Error>) -> StoreE
             path,
             format!("{what}: a table has another layout than host-etcd's ({e})"),
         ),
-        redb::Error::ValueTooLarge(len) => StoreError::Refused(format!(
-            "{}: {what}: {len} bytes exceed the embedded store's limit",
-            path.display()
-        )),
+        redb::Error::ValueTooLarge(len) => StoreError::Refused(
+            format!(
+                "{}: {what}: {len} bytes exceed the embedded store's limit",
+                path.display()
+            )
+            .into(),
+        ),
         e => StoreError::Unavailable(format!("{}: {what}: {e}", path.display())),
     }
 }
