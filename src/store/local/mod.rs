@@ -156,7 +156,10 @@ impl LocalOptions {
 }
 
 /// A [`Store`] in an embedded database under a directory, behind an
-/// exclusive file lock held for the life of the value.
+/// exclusive file lock held for the life of the value. Its async
+/// [`Store::read`] and [`Store::txn`] run redb on tokio's blocking pool,
+/// never on the executor thread; opening is blocking (see the module
+/// documentation).
 ///
 /// ```
 /// # async fn demo() -> Result<(), host_etcd::store::StoreError> {
