@@ -14,7 +14,9 @@
 //! Refusals keep etcd's gRPC status code ([`Refusal::code`]). Causes are
 //! recognised by their type, found on the error's source chain: a rejected
 //! certificate is a [`rustls::Error`] about a certificate (ours rejected by
-//! the server's alert, or theirs by our verifier), a request never sent is
+//! the server's alert, or theirs by our verifier; an alert that arrives
+//! after the handshake carries only rustls' rendering of that error, which
+//! is compared whole, see `is_certificate_problem`), a request never sent is
 //! an [`std::io::Error`] of kind `ConnectionRefused` or `HostUnreachable`.
 //! Only etcd's NOSPACE alarm is told from other `ResourceExhausted`
 //! answers by its message: etcd gives both the same code.
@@ -206,31 +208,52 @@ fn append_chain(out: &mut String, first: &(dyn StdError + 'static)) {
     }
 }
 
+/// The TLS alerts a peer sends when it rejects a certificate (or its
+/// absence).
+const CERTIFICATE_ALERTS: [AlertDescription; 11] = [
+    AlertDescription::NoCertificate,
+    AlertDescription::BadCertificate,
+    AlertDescription::UnsupportedCertificate,
+    AlertDescription::CertificateRevoked,
+    AlertDescription::CertificateExpired,
+    AlertDescription::CertificateUnknown,
+    AlertDescription::UnknownCA,
+    AlertDescription::CertificateUnobtainable,
+    AlertDescription::BadCertificateStatusResponse,
+    AlertDescription::BadCertificateHashValue,
+    AlertDescription::CertificateRequired,
+];
+
 /// Whether `cause` is a TLS peer rejecting a certificate: our verifier
 /// rejecting the server's, or the server's alert rejecting ours (or its
 /// absence).
+///
+/// A [`rustls::Error`] is recognised by its variant. An alert the server
+/// sends after the handshake (TLS 1.3: a missing or rejected client
+/// certificate) reaches this crate through tokio-rustls and hyper as an
+/// [`io::Error`] of kind `InvalidData` carrying only the rustls error's
+/// text; that text is compared whole with rustls' own rendering of each
+/// certificate alert, so the kind is still rustls', not a guess from words.
 fn is_certificate_problem(cause: &(dyn StdError + 'static)) -> bool {
-    use AlertDescription::*;
-    match cause.downcast_ref::<rustls::Error>() {
-        Some(
+    if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+        return match tls {
             rustls::Error::InvalidCertificate(_)
             | rustls::Error::NoCertificatesPresented
-            | rustls::Error::InvalidCertRevocationList(_),
-        ) => true,
-        Some(rustls::Error::AlertReceived(alert)) => matches!(
-            alert,
-            NoCertificate
-                | BadCertificate
-                | UnsupportedCertificate
-                | CertificateRevoked
-                | CertificateExpired
-                | CertificateUnknown
-                | UnknownCA
-                | CertificateUnobtainable
-                | BadCertificateStatusResponse
-                | BadCertificateHashValue
-                | CertificateRequired
-        ),
+            | rustls::Error::InvalidCertRevocationList(_) => true,
+            rustls::Error::AlertReceived(alert) => CERTIFICATE_ALERTS.contains(alert),
+            _ => false,
+        };
+    }
+    let Some(io) = cause.downcast_ref::<io::Error>() else {
+        return false;
+    };
+    match io.get_ref() {
+        Some(inner) if io.kind() == io::ErrorKind::InvalidData && !inner.is::<rustls::Error>() => {
+            let text = inner.to_string();
+            CERTIFICATE_ALERTS
+                .iter()
+                .any(|alert| rustls::Error::AlertReceived(*alert).to_string() == text)
+        }
         _ => false,
     }
 }
@@ -263,11 +286,23 @@ mod tests {
                 "{mapped:?}"
             );
         }
+        // A server's alert handed up as rustls' text only (tokio-rustls
+        // after the handshake) is the same rejection.
+        let text = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::BadCertificate).to_string(),
+        );
+        let mapped = map_error(EtcdError::IoError(text), Phase::Request, "read", at);
+        assert!(matches!(mapped, StoreError::Config(_)), "{mapped:?}");
         // Other TLS failures, and texts that merely say "certificate", are
         // not certificate rejections.
         for e in [
             io_of(rustls::Error::AlertReceived(
                 AlertDescription::HandshakeFailure,
+            )),
+            EtcdError::IoError(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "received fatal alert: HandshakeFailure",
             )),
             EtcdError::IoError(io::Error::other("certificate unknown")),
         ] {
