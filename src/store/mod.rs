@@ -314,24 +314,40 @@ impl From<&str> for Refusal {
 /// with them; kept in a [`Refusal`] so callers need no gRPC crate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-#[allow(missing_docs)] // the gRPC specification's names
 pub enum GrpcCode {
+    /// Not an error.
     Ok = 0,
+    /// The call was cancelled (etcd-client: the connection closed under it).
     Cancelled = 1,
+    /// Unknown error (tonic: a transport failure).
     Unknown = 2,
+    /// etcd: authentication failed, too many operations, request too large.
     InvalidArgument = 3,
+    /// The deadline passed.
     DeadlineExceeded = 4,
+    /// Not found.
     NotFound = 5,
+    /// Already exists.
     AlreadyExists = 6,
+    /// etcd: the user's role does not grant the key.
     PermissionDenied = 7,
+    /// etcd: too many requests, or database space exceeded (NOSPACE).
     ResourceExhausted = 8,
+    /// etcd: e.g. authentication not enabled.
     FailedPrecondition = 9,
+    /// Aborted.
     Aborted = 10,
+    /// Out of range.
     OutOfRange = 11,
+    /// Not implemented by the server.
     Unimplemented = 12,
+    /// Server-internal error.
     Internal = 13,
+    /// etcd: no leader, member unreachable.
     Unavailable = 14,
+    /// Data loss.
     DataLoss = 15,
+    /// etcd: invalid or expired auth token.
     Unauthenticated = 16,
 }
 
