@@ -77,22 +77,11 @@ fn bench_alloc(c: &mut Criterion) {
         let store = MemoryStore::new();
         let net = network(subnet);
         plant(&store, &net, taken);
-        let a = Allocator::new(
-            &store,
-            net,
-            Options {
-                node_seed: SEED,
-                ..Options::default()
-            },
-        )
-        .unwrap();
-        let req = AllocRequest {
-            owner: OwnerId {
-                container_id: "bench".into(),
-                ifname: "eth0".into(),
-            },
-            ..AllocRequest::default()
-        };
+        let a = Allocator::new(&store, net, Options::default().with_node_seed(SEED)).unwrap();
+        let req = AllocRequest::new(OwnerId {
+            container_id: "bench".into(),
+            ifname: "eth0".into(),
+        });
         g.bench_function(name, |b| {
             b.iter(|| {
                 rt.block_on(async {

@@ -49,10 +49,7 @@ fn prefill(rt: &tokio::runtime::Runtime, dir: &Path, owners: usize) {
         while done < owners {
             let n = BATCH.min(owners - done);
             let reqs: Vec<AllocRequest> = (done..done + n)
-                .map(|i| AllocRequest {
-                    owner: owner(format!("prefill-{i}")),
-                    ..AllocRequest::default()
-                })
+                .map(|i| AllocRequest::new(owner(format!("prefill-{i}"))))
                 .collect();
             alloc.allocate_batch(&reqs).await.unwrap();
             done += n;
@@ -64,10 +61,7 @@ fn prefill(rt: &tokio::runtime::Runtime, dir: &Path, owners: usize) {
 fn add(rt: &tokio::runtime::Runtime, dir: &Path, who: &OwnerId) {
     let store = LocalStore::open(dir, WAIT).unwrap();
     let alloc = Allocator::new(store, network(), Options::default()).unwrap();
-    let req = AllocRequest {
-        owner: who.clone(),
-        ..AllocRequest::default()
-    };
+    let req = AllocRequest::new(who.clone());
     rt.block_on(alloc.allocate(&req)).unwrap();
 }
 

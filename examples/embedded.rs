@@ -42,12 +42,7 @@ async fn main() -> Result<(), Error> {
     // First "process": allocate, then close the store.
     let ip = {
         let alloc = open(&dir)?;
-        let got = alloc
-            .allocate(&AllocRequest {
-                owner: owner(),
-                ..AllocRequest::default()
-            })
-            .await?;
+        let got = alloc.allocate(&AllocRequest::new(owner())).await?;
         println!("allocated {} in {}", got.assigned[0].ip, dir.display());
         got.assigned[0].ip
     };

@@ -22,11 +22,9 @@ type Error = Box<dyn std::error::Error>;
 
 /// The command line, read by hand (the example needs no argument parser).
 fn config_from_args() -> Result<(EtcdConfig, String), Error> {
-    let mut config = EtcdConfig {
-        dial_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(5),
-        ..EtcdConfig::default()
-    };
+    let mut config = EtcdConfig::default()
+        .with_dial_timeout(Duration::from_secs(5))
+        .with_request_timeout(Duration::from_secs(5));
     let mut network = "example".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -54,12 +52,7 @@ async fn main() -> Result<(), Error> {
         container_id: format!("example-{}", std::process::id()),
         ifname: "eth0".into(),
     };
-    let got = alloc
-        .allocate(&AllocRequest {
-            owner: owner.clone(),
-            ..AllocRequest::default()
-        })
-        .await?;
+    let got = alloc.allocate(&AllocRequest::new(owner.clone())).await?;
     let ip = got.assigned[0].ip;
     println!("allocated {ip} on {}", config.endpoints.join(","));
 

@@ -11,13 +11,10 @@ use host_etcd::{AllocRequest, Allocator, MemoryStore, Network, Options, OwnerId,
 type Error = Box<dyn std::error::Error>;
 
 fn request(container: &str) -> AllocRequest {
-    AllocRequest {
-        owner: OwnerId {
-            container_id: container.into(),
-            ifname: "eth0".into(),
-        },
-        ..AllocRequest::default()
-    }
+    AllocRequest::new(OwnerId {
+        container_id: container.into(),
+        ifname: "eth0".into(),
+    })
 }
 
 #[tokio::main(flavor = "current_thread")]

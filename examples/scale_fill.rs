@@ -84,14 +84,12 @@ fn node_name(i: usize) -> String {
 fn requests(i: usize, per_node: usize) -> Vec<AllocRequest> {
     let seed = node_seed_from(&node_name(i));
     (0..per_node)
-        .map(|j| AllocRequest {
-            owner: OwnerId {
+        .map(|j| {
+            AllocRequest::new(OwnerId {
                 container_id: format!("{seed:016x}{:048x}", j),
                 ifname: "eth0".into(),
-            },
-            pod_namespace: Some("default".into()),
-            pod_name: Some(format!("scale-{i:05}-{j:02}")),
-            ..AllocRequest::default()
+            })
+            .with_pod("default", format!("scale-{i:05}-{j:02}"))
         })
         .collect()
 }
@@ -113,11 +111,10 @@ async fn worker(
         }
         let i = args.first_node + k;
         let name = node_name(i);
-        let opts = Options {
-            node_seed: node_seed_from(&name),
-            node_name: name.clone(),
-            ..options.clone()
-        };
+        let opts = options
+            .clone()
+            .with_node_seed(node_seed_from(&name))
+            .with_node_name(name.clone());
         let alloc = Allocator::new(store.clone(), network.clone(), opts)?;
         let got = alloc
             .allocate_batch(&requests(i, args.per_node))

@@ -27,12 +27,18 @@
 //! let alloc = Allocator::new(MemoryStore::new(), network, Options::default())?;
 //!
 //! let owner = OwnerId { container_id: "c1".into(), ifname: "eth0".into() };
-//! let got = alloc.allocate(&AllocRequest { owner: owner.clone(), ..Default::default() }).await?;
+//! let got = alloc.allocate(&AllocRequest::new(owner.clone())).await?;
 //! assert_eq!(got.assigned.len(), 2);
 //! assert!(alloc.release(&owner).await?.is_some());
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Option structs ([`Options`], [`AllocRequest`], [`Network`],
+//! [`EtcdConfig`]) are built with `new`/`default` and `with_*` methods; an
+//! embedder with its own etcd client wraps it with
+//! [`EtcdStore::from_client`]. No store blocks the executor: [`LocalStore`]
+//! runs redb (and its fsync) on tokio's blocking pool.
 //!
 //! Every write is a compare-and-swap, so any number of allocators on any
 //! number of hosts may share one etcd. The runnable programs in `examples/`
@@ -91,8 +97,8 @@ mod fsutil;
 mod timefmt;
 
 pub use allocator::{
-    AllocError, AllocRequest, Allocation, Allocator, Assigned, Network, NodeCache, Options,
-    OwnerId, OwnerRecord,
+    AllocError, AllocRequest, Allocation, Allocator, Assigned, BatchError, Network, NodeCache,
+    Options, OwnerId, OwnerRecord,
 };
 pub use range::{Family, Range, RangeError, RangeSet, RangeSpec};
 pub use store::etcd::{EtcdConfig, EtcdStore};

@@ -424,10 +424,7 @@ fn a_direct_retry_confirms_what_the_agent_committed_so_its_undo_leaves_it() {
             let rev = rt.block_on(async {
                 let a = allocator(&c).await;
                 let got = a
-                    .allocate(&host_etcd::allocator::AllocRequest {
-                        owner: owner("c1"),
-                        ..Default::default()
-                    })
+                    .allocate(&host_etcd::allocator::AllocRequest::new(owner("c1")))
                     .await
                     .unwrap();
                 assert!(!got.existing);

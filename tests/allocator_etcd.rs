@@ -108,10 +108,7 @@ async fn round_trips_of_add_idempotent_add_and_del() {
     let cold = Allocator::new(
         &store,
         a.network().clone(),
-        Options {
-            node_cache: false,
-            ..patient(3)
-        },
+        patient(3).with_node_cache(false),
     )
     .unwrap();
     store.reset();
@@ -230,10 +227,9 @@ async fn group_commit_on_etcd() {
 async fn release_each_splits_what_etcd_would_refuse_and_frees_everyone() {
     let etcd = EtcdServer::start();
     let store = Arc::new(CountingStore::new(connect(&etcd.url()).await));
-    let net = Network {
-        chunk_bits: 6,
-        ..network("rel", &["10.4.0.0/16", "2001:db8:4::/64"])
-    };
+    let net = network("rel", &["10.4.0.0/16", "2001:db8:4::/64"])
+        .with_chunk_bits(6)
+        .unwrap();
     let a = Arc::new(Allocator::new(store.clone(), net, patient(9)).unwrap());
     let reqs: Vec<_> = (0..60)
         .map(|i| {
@@ -310,11 +306,9 @@ async fn impatient(endpoint: &str, net: &Network, seed: u64) -> Allocator<EtcdSt
     let store = EtcdStore::connect(&config(endpoint, Duration::from_millis(500)))
         .await
         .unwrap();
-    let options = Options {
-        budget: SMALL_BUDGET,
-        node_seed: seed,
-        ..Options::default()
-    };
+    let options = Options::default()
+        .with_budget(SMALL_BUDGET)
+        .with_node_seed(seed);
     Allocator::new(store, net.clone(), options).unwrap()
 }
 

@@ -146,10 +146,7 @@ fn run(steps: Vec<Step>, chunk_bits: u8) {
                 Allocator::new(
                     &store,
                     net.clone(),
-                    Options {
-                        node_seed: i as u64 * 7919,
-                        ..Options::default()
-                    },
+                    Options::default().with_node_seed(i as u64 * 7919),
                 )
                 .unwrap()
             })

@@ -59,12 +59,10 @@ async fn plant_corrupt_full_set(store: &impl Store, net: &Network) -> (Key, i64)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_never_deletes_a_full_set_rewritten_since_the_check_read_it() {
     let etcd = EtcdServer::start();
-    let config = EtcdConfig {
-        endpoints: vec![etcd.url()],
-        dial_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(5),
-        ..EtcdConfig::default()
-    };
+    let config = EtcdConfig::default()
+        .with_endpoints([etcd.url()])
+        .with_dial_timeout(Duration::from_secs(5))
+        .with_request_timeout(Duration::from_secs(5));
     let store = Interleaved::new(EtcdStore::connect(&config).await.unwrap());
 
     // A concurrent writer rewrites the corrupt full-set (a CAS on what it

@@ -701,10 +701,10 @@ async fn bindings_list_release_and_expire() {
     let old = Allocator::new(
         store_of(&config).await,
         alloc.network().clone(),
-        host_etcd::allocator::Options {
-            clock: host_etcd::allocator::Clock::manual(1_000),
-            ..alloc.options().clone()
-        },
+        alloc
+            .options()
+            .clone()
+            .with_clock(host_etcd::allocator::Clock::manual(1_000)),
     )
     .unwrap();
     old.release(&owner("c3")).await.unwrap();

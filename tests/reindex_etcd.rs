@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use host_etcd::allocator::{Allocator, Network, Options};
+use host_etcd::allocator::{Allocator, Network};
 use host_etcd::range::RangeSet;
 use host_etcd::store::etcd::EtcdStore;
 use support::alloc_harness::{connect, patient, req};
@@ -23,10 +23,7 @@ fn network(name: &str) -> Network {
 }
 
 async fn node(etcd: &EtcdServer, net: &Network, name: &str) -> Allocator<EtcdStore> {
-    let options = Options {
-        node_name: name.into(),
-        ..patient(host_etcd::allocator::node_seed_from(name))
-    };
+    let options = patient(host_etcd::allocator::node_seed_from(name)).with_node_name(name);
     Allocator::new(connect(&etcd.url()).await, net.clone(), options).unwrap()
 }
 

@@ -427,13 +427,10 @@ fn corrupt_chunk_is_skipped_until_nothing_else_is_free() {
     let filled = with_allocator(&c, async |a| {
         let mut n = 0;
         loop {
-            let req = AllocRequest {
-                owner: OwnerId {
-                    container_id: format!("fill{n}"),
-                    ifname: "eth0".into(),
-                },
-                ..AllocRequest::default()
-            };
+            let req = AllocRequest::new(OwnerId {
+                container_id: format!("fill{n}"),
+                ifname: "eth0".into(),
+            });
             match a.allocate(&req).await {
                 Ok(got) => {
                     assert!(good_half.contains(&got.assigned[0].ip), "{got:?}");

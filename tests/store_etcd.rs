@@ -175,12 +175,10 @@ async fn paused_server_hits_the_request_deadline() {
 
 #[tokio::test]
 async fn nothing_listening_gives_unavailable() {
-    let config = EtcdConfig {
-        endpoints: vec![format!("127.0.0.1:{}", free_port())],
-        dial_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(1),
-        ..EtcdConfig::default()
-    };
+    let config = EtcdConfig::default()
+        .with_endpoints([format!("127.0.0.1:{}", free_port())])
+        .with_dial_timeout(Duration::from_secs(1))
+        .with_request_timeout(Duration::from_secs(1));
     // Connecting without credentials does not contact etcd; either step
     // may report the failure, and it must be Unavailable.
     let r = match guarded("connect", EtcdStore::connect(&config)).await {
@@ -278,21 +276,16 @@ async fn mutual_tls() {
     let good = etcd.config();
     let store = connect(&good).await;
     put(&store, "/tls", b"ok").await;
-    let bare = EtcdConfig {
-        endpoints: vec![etcd.url().trim_start_matches("https://").to_string()],
-        ..good.clone()
-    };
+    let bare = good
+        .clone()
+        .with_endpoints([etcd.url().trim_start_matches("https://").to_string()]);
     assert_eq!(
         get(&connect(&bare).await, "/tls").await.expect("k").value,
         b"ok"
     );
 
     // Without a client certificate: the server refuses the handshake.
-    let no_cert = EtcdConfig {
-        cert_file: None,
-        key_file: None,
-        ..good.clone()
-    };
+    let no_cert = good.clone().without_client_cert();
     let err = first_error(&no_cert).await;
     assert!(
         matches!(err, StoreError::Config(_) | StoreError::Unavailable(_)),
@@ -304,31 +297,24 @@ async fn mutual_tls() {
     );
 
     // Trusting another CA: the server certificate is rejected.
-    let wrong_ca = EtcdConfig {
-        trusted_ca_file: Some(pki.other_ca.clone()),
-        ..good.clone()
-    };
+    let wrong_ca = good.clone().with_trusted_ca_file(pki.other_ca.clone());
     let err = first_error(&wrong_ca).await;
     assert!(matches!(err, StoreError::Config(_)), "{err:?}");
     assert!(err.to_string().contains("certificate"), "{err}");
 
     // Unreadable or non-PEM TLS files are configuration errors naming them.
     let missing = pki.dir().join("missing.pem");
-    let err = EtcdStore::connect(&EtcdConfig {
-        trusted_ca_file: Some(missing.clone()),
-        ..good.clone()
-    })
-    .await
-    .expect_err("missing CA file");
+    let err = EtcdStore::connect(&good.clone().with_trusted_ca_file(missing.clone()))
+        .await
+        .expect_err("missing CA file");
     assert!(matches!(err, StoreError::Config(_)), "{err:?}");
     assert!(
         err.to_string().contains(&missing.display().to_string()),
         "{err}"
     );
-    let err = EtcdStore::connect(&EtcdConfig {
-        key_file: Some(pki.client_cert.clone()), // a certificate, not a key
-        ..good
-    })
+    let err = EtcdStore::connect(
+        &good.with_key_file(pki.client_cert.clone()), // a certificate, not a key
+    )
     .await
     .expect_err("certificate as key");
     assert!(matches!(err, StoreError::Config(_)), "{err:?}");
@@ -365,11 +351,7 @@ async fn authentication() {
         let out = etcd.etcdctl(args);
         assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
     }
-    let user = |name: &str, pw: &str| EtcdConfig {
-        username: Some(name.into()),
-        password: Some(pw.into()),
-        ..etcd.config()
-    };
+    let user = |name: &str, pw: &str| etcd.config().with_user(name, pw);
 
     let store = connect(&user("ipam", "s3cret-pw")).await;
     put(&store, "/ipam/k", b"v").await;
@@ -396,4 +378,25 @@ async fn authentication() {
         Err(StoreError::Refused(_)) => {}
         other => panic!("expected Refused, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn store_on_an_existing_client_keeps_the_contract() {
+    let etcd = EtcdServer::start();
+    let config = etcd.config();
+    // The embedder's own client (etcd's URL as the test cluster gives it).
+    let client = etcd_client::Client::connect([etcd.url()], None)
+        .await
+        .expect("connect the embedder's client");
+    let store = EtcdStore::from_client(client.clone(), &config);
+    assert_eq!(store.endpoints(), config.endpoints.join(","));
+    support::contract::check_contract(&store, "/from-client").await;
+    // Writes through the store are the client's cluster's writes.
+    put(&store, "/shared", b"v").await;
+    let mut kv = client.kv_client();
+    let got = kv
+        .get("/shared", None)
+        .await
+        .expect("get through the client");
+    assert_eq!(got.kvs()[0].value(), b"v");
 }

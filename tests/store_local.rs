@@ -185,10 +185,7 @@ fn data_and_revision_survive_reopen() {
     assert_eq!(commit(&store, ops(vec![put("/c", b"c")])), 3);
     drop(store);
     // Reopening without the integrity check sees the same data.
-    let options = LocalOptions {
-        verify_on_open: false,
-        ..LocalOptions::new(WAIT)
-    };
+    let options = LocalOptions::new(WAIT).with_verify_on_open(false);
     let store = LocalStore::open_with(tmp.path(), &options).unwrap();
     assert_eq!(range(&store, "/", "0", 0).0, ["/a", "/b", "/c"]);
 }
@@ -211,10 +208,7 @@ fn assert_corrupt(result: Result<LocalStore, StoreError>, path: &Path, what: &st
 /// holds `before`; returns the detail.
 fn refused_untouched(dir: &Path, verify_on_open: bool, before: &[u8], what: &str) -> String {
     let file = db_file(dir);
-    let options = LocalOptions {
-        verify_on_open,
-        ..LocalOptions::new(WAIT)
-    };
+    let options = LocalOptions::new(WAIT).with_verify_on_open(verify_on_open);
     let detail = assert_corrupt(LocalStore::open_with(dir, &options), &file, what);
     assert!(
         std::fs::read(&file).unwrap() == before,
@@ -411,10 +405,7 @@ fn a_store_with_many_records_opens_and_serves() {
         assert_eq!(rev, revision + 1);
     }
     // The full integrity check agrees the file is sound.
-    let verify = LocalOptions {
-        verify_on_open: true,
-        ..LocalOptions::new(WAIT)
-    };
+    let verify = LocalOptions::new(WAIT).with_verify_on_open(true);
     let store = LocalStore::open_with(tmp.path(), &verify).unwrap();
     assert_eq!(range(&store, "/round/", "/round0", 0).0.len(), 3);
 }
@@ -716,10 +707,7 @@ fn child_batch(dir: &Path, child: &str, batch: usize, per_thread: usize) {
 
 /// Checks `counter == #items == revision` and returns the counter.
 fn check_invariant(dir: &Path, verify_on_open: bool) -> u64 {
-    let options = LocalOptions {
-        verify_on_open,
-        ..LocalOptions::new(WAIT)
-    };
+    let options = LocalOptions::new(WAIT).with_verify_on_open(verify_on_open);
     let store = LocalStore::open_with(dir, &options).unwrap();
     let counter = get(&store, COUNTER).map_or(0, |v| {
         u64::from_le_bytes(v.value.as_slice().try_into().unwrap())

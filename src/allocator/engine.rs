@@ -26,7 +26,9 @@ use super::meta::Meta;
 use super::owners::{decode_owner, not_in};
 use super::plan::{self, Ctx, Outcome, Plan, Stop, START_WINDOW};
 use super::state::{Known, Pending};
-use super::{AllocError, AllocRequest, Allocation, Allocator, OwnerId, OwnerRecord, MAX_BATCH};
+use super::{
+    AllocError, AllocRequest, Allocation, Allocator, BatchError, OwnerId, OwnerRecord, MAX_BATCH,
+};
 use crate::range::Family;
 use crate::store::{
     Compare, Expect, Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned,
@@ -42,6 +44,46 @@ const CONTESTED_WINDOW: u128 = 16 * START_WINDOW;
 /// Upper bound on reads within one operation (a safety net: planning needs
 /// O(chunks scanned / read_limit) reads at most).
 const MAX_READS: u32 = 100_000;
+
+/// What one operation knows and has tried, across the attempts of
+/// [`Allocator::drive_attempts`].
+struct Run {
+    /// The chunk size the operation works at (taken once: an allocator
+    /// adopting another meanwhile does not change it mid-operation).
+    k: u8,
+    /// The reads of a cold start (made again after a transient error).
+    initial: Vec<Pending>,
+    /// What is known of the store.
+    known: Known,
+    /// What the planner waits for.
+    pending: Vec<Pending>,
+    /// Per range set, where the search starts.
+    positions: BTreeMap<usize, u128>,
+    /// The meta record a node's first ADD guessed instead of reading.
+    optimistic: Option<Vec<u8>>,
+    /// After repeated conflicts: a random seed over the whole set.
+    scatter: Option<u64>,
+    /// Transactions sent.
+    attempts: u32,
+    /// Transient read errors.
+    transient: u32,
+    /// Reads made.
+    reads: u32,
+    /// Another node was met allocating in this node's chunk.
+    contested: bool,
+    /// This operation already moved away from a contested chunk.
+    moved_away: bool,
+    /// The last transient error seen, for [`AllocError::BudgetExceeded`].
+    last: String,
+}
+
+impl Run {
+    /// Forgets what is known and starts over from the cold start's reads.
+    fn restart(&mut self, fresh: Known) {
+        self.known = fresh;
+        self.pending = self.initial.clone();
+    }
+}
 
 impl<S: Store> Allocator<S> {
     fn ctx<'a>(&'a self, positions: &'a BTreeMap<usize, u128>) -> Ctx<'a> {
@@ -153,6 +195,12 @@ impl<S: Store> Allocator<S> {
         }
     }
 
+    /// The loop itself: read what the planner needs, plan, send the
+    /// transaction, learn from the answer, until it commits, fails for
+    /// good, or runs out of attempts or budget. Each step is a method of
+    /// its own: [`start`](Self::start), [`read_pending`](Self::read_pending),
+    /// [`plan_attempt`](Self::plan_attempt),
+    /// [`commit_attempt`](Self::commit_attempt).
     async fn drive_attempts<T>(
         &self,
         k: u8,
@@ -162,6 +210,46 @@ impl<S: Store> Allocator<S> {
         learned: &mut Learned,
     ) -> Result<(T, Option<i64>), AllocError> {
         let deadline = Instant::now() + self.options.budget;
+        let mut run = self.start(k, initial, assume_absent);
+        loop {
+            if Instant::now() >= deadline {
+                return Err(self.budget_exceeded(&run.last));
+            }
+            if !run.pending.is_empty() && !self.read_pending(&mut run, learned, deadline).await? {
+                continue;
+            }
+            let Some(plan) = self.plan_attempt(&mut run, planner)? else {
+                continue;
+            };
+            if plan.txn.ops.is_empty() {
+                return Ok((plan.result, None));
+            }
+            run.attempts += 1;
+            if let Some(done) = self
+                .commit_attempt(&mut run, plan, learned, deadline)
+                .await?
+            {
+                return Ok(done);
+            }
+            if run.attempts >= self.options.max_attempts {
+                return Err(AllocError::Contention {
+                    attempts: run.attempts,
+                });
+            }
+            self.backoff(run.attempts, deadline).await;
+        }
+    }
+
+    /// Nothing known yet: what a cold start (or a restart) plans on.
+    fn fresh(&self, k: u8) -> Known {
+        Known::new(self.keyspace.clone(), k)
+    }
+
+    /// What an operation starts from: the remembered values of a warm node
+    /// cache (nothing to read unless the planner asks), a guessed fresh
+    /// start chunk for a node's first ADD (nothing to read), or nothing
+    /// (read `initial`).
+    fn start(&self, k: u8, initial: Vec<Pending>, assume_absent: &[Key]) -> Run {
         // Owner records are remembered for DEL: only those this operation
         // reads are taken (decoding every remembered record on every ADD
         // would cost more than the round trip saved).
@@ -172,12 +260,11 @@ impl<S: Store> Allocator<S> {
                 Pending::Chunks { .. } => None,
             })
             .collect();
-        let (mut positions, remembered, warm) = self.cache_view(&wanted);
-        let fresh = || Known::new(self.keyspace.clone(), k);
+        let (positions, remembered, warm) = self.cache_view(&wanted);
         let optimistic =
             self.optimistic_start(k, warm || !positions.is_empty(), &initial, assume_absent);
-        let (mut known, mut pending) = if warm {
-            let mut known = fresh();
+        let (known, pending) = if warm {
+            let mut known = self.fresh(k);
             known.seed(remembered.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
             for key in assume_absent {
                 known.assume_absent(key);
@@ -196,7 +283,7 @@ impl<S: Store> Allocator<S> {
         } else if let Some(meta) = &optimistic {
             // A node's first ADD: guess the state of a fresh start chunk
             // instead of reading it (section 6.2 of ARCHITECTURE.md).
-            let mut known = fresh();
+            let mut known = self.fresh(k);
             known.seed([(self.keyspace.meta().as_str(), Some(meta.as_slice()))]);
             for key in assume_absent {
                 known.assume_absent(key);
@@ -208,150 +295,195 @@ impl<S: Store> Allocator<S> {
             }
             (known, Vec::new())
         } else {
-            (fresh(), initial.clone())
+            (self.fresh(k), initial.clone())
         };
-        // Per-operation overrides of the context: a random seed over the
-        // whole set after repeated conflicts.
-        let mut scatter: Option<u64> = None;
-        let mut attempts = 0u32;
-        let mut transient = 0u32;
-        let mut reads = 0u32;
-        let mut contested = false;
-        // Whether this operation already moved away from a contested chunk.
-        let mut moved_away = false;
-        let mut last = String::from("none");
-        loop {
-            if Instant::now() >= deadline {
-                return Err(self.budget_exceeded(&last));
+        Run {
+            k,
+            initial,
+            known,
+            pending,
+            positions,
+            optimistic,
+            scatter: None,
+            attempts: 0,
+            transient: 0,
+            reads: 0,
+            contested: false,
+            moved_away: false,
+            last: String::from("none"),
+        }
+    }
+
+    /// Reads what the planner is waiting for (`run.pending`) and absorbs
+    /// it. `Ok(false)`: a transient error, the operation starts over from
+    /// a fresh read after a back-off.
+    async fn read_pending(
+        &self,
+        run: &mut Run,
+        learned: &mut Learned,
+        deadline: Instant,
+    ) -> Result<bool, AllocError> {
+        run.reads += 1;
+        if run.reads > MAX_READS {
+            return Err(AllocError::Contention {
+                attempts: run.attempts,
+            });
+        }
+        let store_reads = run.known.to_reads(&run.pending);
+        match self
+            .call(self.store.read(&store_reads), deadline, &run.last)
+            .await
+        {
+            Ok(results) => {
+                learned.reads(&store_reads, &results);
+                run.known.absorb(&run.pending, results);
+                run.pending.clear();
+                Ok(true)
             }
-            if !pending.is_empty() {
-                reads += 1;
-                if reads > MAX_READS {
-                    return Err(AllocError::Contention { attempts });
-                }
-                let store_reads = known.to_reads(&pending);
-                match self
-                    .call(self.store.read(&store_reads), deadline, &last)
-                    .await
-                {
-                    Ok(results) => {
-                        learned.reads(&store_reads, &results);
-                        known.absorb(&pending, results);
-                    }
-                    Err(e) if e.is_transient() => {
-                        last = e.to_string();
-                        transient += 1;
-                        self.backoff(transient + 1, deadline).await;
-                        known = fresh();
-                        pending = initial.clone();
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
-                pending.clear();
+            Err(e) if e.is_transient() => {
+                run.last = e.to_string();
+                run.transient += 1;
+                self.backoff(run.transient + 1, deadline).await;
+                run.restart(self.fresh(run.k));
+                Ok(false)
             }
-            let mut ctx = self.ctx(&positions);
-            ctx.k = k;
-            if let Some(seed) = scatter {
-                ctx.seed = seed;
-                ctx.window = u128::MAX;
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs the planner on what is known. `Ok(None)`: not yet a plan (the
+    /// planner needs a read, or a failure planned on remembered values is
+    /// checked from a fresh read first).
+    fn plan_attempt<T>(
+        &self,
+        run: &mut Run,
+        planner: &impl Fn(&Ctx<'_>, &Known) -> Result<Plan<T>, Stop>,
+    ) -> Result<Option<Plan<T>>, AllocError> {
+        let mut ctx = self.ctx(&run.positions);
+        ctx.k = run.k;
+        if let Some(seed) = run.scatter {
+            ctx.seed = seed;
+            ctx.window = u128::MAX;
+        }
+        match planner(&ctx, &run.known) {
+            Err(Stop::Need(p)) => {
+                run.pending = p;
+                Ok(None)
             }
-            let plan = match planner(&ctx, &known) {
-                Ok(plan) => plan,
-                Err(Stop::Need(p)) => {
-                    pending = p;
-                    continue;
-                }
-                // Planned on remembered values: check against the store.
-                Err(Stop::Fail(_)) if known.uses_cache() => {
-                    known = fresh();
-                    pending = initial.clone();
-                    continue;
-                }
-                Err(Stop::Fail(e)) => return Err(e),
-            };
+            // Planned on remembered values: check against the store.
+            Err(Stop::Fail(_)) if run.known.uses_cache() => {
+                run.restart(self.fresh(run.k));
+                Ok(None)
+            }
+            Err(Stop::Fail(e)) => Err(e),
             // Failures planned on remembered values: check them against
             // the store before reporting them.
-            if plan.has_failures && known.uses_cache() {
-                known = fresh();
-                pending = initial.clone();
-                continue;
+            Ok(plan) if plan.has_failures && run.known.uses_cache() => {
+                run.restart(self.fresh(run.k));
+                Ok(None)
             }
-            if plan.txn.ops.is_empty() {
-                return Ok((plan.result, None));
-            }
-            attempts += 1;
-            let ops = plan.txn.ops.clone();
-            let meta_guessed = optimistic
-                .as_ref()
-                .is_some_and(|m| known.meta_compared_as(m));
-            match self.call(self.store.txn(plan.txn), deadline, &last).await {
-                Ok(TxnOutcome::Committed { revision }) => {
-                    if let (true, Some(meta)) = (meta_guessed, &optimistic) {
-                        // The commit compared the guessed meta record: it
-                        // is the stored one, and the node cache is warm.
-                        learned.remember(self.keyspace.meta(), meta.clone());
-                    }
-                    let mut moved = plan.moved;
-                    if contested && !moved_away {
-                        // Another node allocates in the chunk this one
-                        // remembered: its next search starts elsewhere, so
-                        // the two stop invalidating each other's caches
-                        // (one read there, then warm again).
-                        let seed = fastrand::u64(..);
-                        let mut wide = self.ctx(&positions);
-                        wide.window = CONTESTED_WINDOW;
-                        wide.k = k;
-                        for (set, pos) in &mut moved {
-                            if let Some(p) = plan::respread_position(&wide, *set, seed) {
-                                *pos = p;
-                            }
-                        }
-                    }
-                    learned.committed(ops, moved);
-                    return Ok((plan.result, Some(revision)));
+            Ok(plan) => Ok(Some(plan)),
+        }
+    }
+
+    /// Sends the plan's transaction and learns from the answer.
+    /// `Ok(Some(..))`: committed; `Ok(None)`: a conflict (its answer
+    /// absorbed) or a transient error (the operation starts over from a
+    /// fresh read), try again.
+    async fn commit_attempt<T>(
+        &self,
+        run: &mut Run,
+        plan: Plan<T>,
+        learned: &mut Learned,
+        deadline: Instant,
+    ) -> Result<Option<(T, Option<i64>)>, AllocError> {
+        let ops = plan.txn.ops.clone();
+        let meta_guessed = run
+            .optimistic
+            .as_ref()
+            .is_some_and(|m| run.known.meta_compared_as(m));
+        match self
+            .call(self.store.txn(plan.txn), deadline, &run.last)
+            .await
+        {
+            Ok(TxnOutcome::Committed { revision }) => {
+                if let (true, Some(meta)) = (meta_guessed, &run.optimistic) {
+                    // The commit compared the guessed meta record: it
+                    // is the stored one, and the node cache is warm.
+                    learned.remember(self.keyspace.meta(), meta.clone());
                 }
-                Ok(TxnOutcome::Conflict { current }) => {
-                    let met = current
-                        .iter()
-                        .any(|(key, value)| known.contested(key, value.as_ref()));
-                    contested |= met;
-                    learned.current(&current);
-                    for (key, value) in current {
-                        known.absorb_key(&key, value);
-                    }
-                    last = "compare-and-swap conflict".into();
-                    if met && !moved_away && scatter.is_none() {
-                        // Another node allocates in this node's chunk: move
-                        // now, before writing there, to a chunk drawn from
-                        // the whole set (IPv4; CONTESTED_WINDOW of IPv6)
-                        // and taken as empty, so the other node's cache
-                        // stays valid and the move costs no read.
-                        moved_away = true;
-                        self.move_away(k, &mut positions, &mut known);
-                    } else if attempts >= 2 + u32::from(moved_away) {
-                        // Repeated conflicts: others are busy in the same
-                        // chunk. Start the next search at a random chunk
-                        // of the whole set (costs a read there, spreads the
-                        // contenders).
-                        scatter = Some(fastrand::u64(..));
-                        positions.clear();
-                    }
-                }
-                Err(e) if e.is_transient() => {
-                    // The transaction may or may not have been applied:
-                    // start over from a fresh read.
-                    last = e.to_string();
-                    learned.unknown(ops);
-                    known = fresh();
-                    pending = initial.clone();
-                }
-                Err(e) => return Err(e),
+                let moved = self.next_positions(run, plan.moved);
+                learned.committed(ops, moved);
+                Ok(Some((plan.result, Some(revision))))
             }
-            if attempts >= self.options.max_attempts {
-                return Err(AllocError::Contention { attempts });
+            Ok(TxnOutcome::Conflict { current }) => {
+                self.on_conflict(run, current, learned);
+                Ok(None)
             }
-            self.backoff(attempts, deadline).await;
+            Err(e) if e.is_transient() => {
+                // The transaction may or may not have been applied:
+                // start over from a fresh read.
+                run.last = e.to_string();
+                learned.unknown(ops);
+                run.restart(self.fresh(run.k));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Where this node's next searches start after a commit: where the
+    /// plan says, unless another node was met allocating in the chunk
+    /// this one remembered and this operation did not move away already;
+    /// then its next search starts elsewhere, so the two stop
+    /// invalidating each other's caches (one read there, then warm again).
+    fn next_positions(&self, run: &Run, mut moved: Vec<(usize, u128)>) -> Vec<(usize, u128)> {
+        if run.contested && !run.moved_away {
+            let seed = fastrand::u64(..);
+            let mut wide = self.ctx(&run.positions);
+            wide.window = CONTESTED_WINDOW;
+            wide.k = run.k;
+            for (set, pos) in &mut moved {
+                if let Some(p) = plan::respread_position(&wide, *set, seed) {
+                    *pos = p;
+                }
+            }
+        }
+        moved
+    }
+
+    /// Learns the current values a conflict answer carries and decides
+    /// where the next attempt searches.
+    fn on_conflict(
+        &self,
+        run: &mut Run,
+        current: Vec<(Key, Option<Versioned>)>,
+        learned: &mut Learned,
+    ) {
+        let met = current
+            .iter()
+            .any(|(key, value)| run.known.contested(key, value.as_ref()));
+        run.contested |= met;
+        learned.current(&current);
+        for (key, value) in current {
+            run.known.absorb_key(&key, value);
+        }
+        run.last = "compare-and-swap conflict".into();
+        if met && !run.moved_away && run.scatter.is_none() {
+            // Another node allocates in this node's chunk: move
+            // now, before writing there, to a chunk drawn from
+            // the whole set (IPv4; CONTESTED_WINDOW of IPv6)
+            // and taken as empty, so the other node's cache
+            // stays valid and the move costs no read.
+            run.moved_away = true;
+            self.move_away(run.k, &mut run.positions, &mut run.known);
+        } else if run.attempts >= 2 + u32::from(run.moved_away) {
+            // Repeated conflicts: others are busy in the same
+            // chunk. Start the next search at a random chunk
+            // of the whole set (costs a read there, spreads the
+            // contenders).
+            run.scatter = Some(fastrand::u64(..));
+            run.positions.clear();
         }
     }
 
@@ -401,26 +533,40 @@ impl<S: Store> Allocator<S> {
     /// Hands out one address per range set to `req.owner`. Idempotent: an
     /// owner that already holds addresses gets them back (`existing`).
     pub async fn allocate(&self, req: &AllocRequest) -> Result<Allocation, AllocError> {
-        let mut out = self.allocate_batch(std::slice::from_ref(req)).await?;
+        let mut out = self
+            .allocate_batch(std::slice::from_ref(req))
+            .await
+            .map_err(|e| e.error)?;
         out.pop().ok_or(AllocError::Contention { attempts: 0 })
     }
 
     /// Allocates for many owners, committing up to [`MAX_BATCH`] of them per
-    /// transaction. Results are in request order. On error, the batches
-    /// before the failing one stay committed.
+    /// transaction; a transaction fails whole (one request that cannot be
+    /// served fails its batch; [`allocate_each`](Self::allocate_each)
+    /// answers each request on its own). Results are in request order. On
+    /// error, the transactions before the failing one stay committed, and
+    /// the [`BatchError`] carries their allocations.
     pub async fn allocate_batch(
         &self,
         reqs: &[AllocRequest],
-    ) -> Result<Vec<Allocation>, AllocError> {
+    ) -> Result<Vec<Allocation>, BatchError> {
         let mut out = Vec::with_capacity(reqs.len());
         for batch in reqs.chunks(MAX_BATCH) {
-            let (outcomes, _) = self
+            let outcomes = self
                 .drive_committed(
                     || self.add_start(batch),
                     |ctx, known| plan::plan_add(ctx, known, batch),
                 )
-                .await?;
-            out.extend(outcomes.into_iter().map(allocation_of));
+                .await;
+            match outcomes {
+                Ok((outcomes, _)) => out.extend(outcomes.into_iter().map(allocation_of)),
+                Err(error) => {
+                    return Err(BatchError {
+                        committed: out,
+                        error,
+                    })
+                }
+            }
         }
         Ok(out)
     }
@@ -633,7 +779,7 @@ impl<S: Store> Allocator<S> {
     /// let net = Network::new("example", vec![RangeSet::from_cidr("10.1.0.0/24")?])?;
     /// let alloc = Allocator::new(MemoryStore::new(), net, Options::default())?;
     /// let owner = |id: &str| OwnerId { container_id: id.into(), ifname: "eth0".into() };
-    /// alloc.allocate(&AllocRequest { owner: owner("a"), ..AllocRequest::default() }).await?;
+    /// alloc.allocate(&AllocRequest::new(owner("a"))).await?;
     /// let out = alloc.release_each(&[owner("a"), owner("never-added")]).await;
     /// assert!(out[0].as_ref().is_ok_and(|r| r.is_some()));
     /// assert!(out[1].as_ref().is_ok_and(|r| r.is_none()));

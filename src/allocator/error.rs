@@ -146,3 +146,45 @@ impl AllocError {
         matches!(self, AllocError::Store(StoreError::NoSpace(_)))
     }
 }
+
+/// [`Allocator::allocate_batch`](super::Allocator::allocate_batch) stopped
+/// part-way: the requests are committed [`MAX_BATCH`](super::MAX_BATCH) per
+/// transaction, and the transactions before the failing one stay
+/// committed. `committed` holds their allocations, for the first
+/// `committed.len()` requests in request order; the failing transaction's
+/// requests and every later one hold nothing new (a failing transaction
+/// whose error is transient may still have committed: see
+/// [`StoreError::Unavailable`]; an ADD of the same owners again returns
+/// what they hold).
+///
+/// ```
+/// use host_etcd::allocator::{AllocRequest, Allocator, Network, Options, OwnerId};
+/// use host_etcd::{MemoryStore, RangeSet};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A /26 hands out 61 addresses: the first transaction (50 requests)
+/// // commits, the second (20) finds too few left and fails whole.
+/// let net = Network::new("small", vec![RangeSet::from_cidr("10.1.0.0/26")?])?;
+/// let alloc = Allocator::new(MemoryStore::new(), net, Options::default())?;
+/// let owner = |i| OwnerId { container_id: format!("c{i}"), ifname: "eth0".into() };
+/// let reqs: Vec<_> = (0..70).map(|i| AllocRequest::new(owner(i))).collect();
+/// let err = alloc.allocate_batch(&reqs).await.unwrap_err();
+/// assert!(matches!(err.error, host_etcd::AllocError::Exhausted { .. }));
+/// assert_eq!(err.committed.len(), 50);
+/// // The committed ones hold their addresses; the others hold nothing.
+/// assert!(alloc.owner(&owner(49)).await?.is_some());
+/// assert!(alloc.owner(&owner(50)).await?.is_none());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{error} ({} earlier requests of the batch committed)", committed.len())]
+#[non_exhaustive]
+pub struct BatchError {
+    /// The allocations committed before the failure, in request order:
+    /// those of the first `committed.len()` requests.
+    pub committed: Vec<super::Allocation>,
+    /// Why the next transaction failed.
+    pub error: AllocError,
+}

@@ -55,18 +55,10 @@ use crate::store::Store;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let range = Range::parse(&RangeSpec { subnet: "10.1.0.0/24".into(), ..RangeSpec::default() })?;
-/// let network = Network {
-///     name: "example".into(),
-///     prefix: "/host-etcd".into(),
-///     sets: vec![RangeSet::new(vec![range])?],
-///     chunk_bits: 8,
-/// };
+/// let network = Network::new("example", vec![RangeSet::new(vec![range])?])?;
 /// let alloc = Arc::new(Allocator::new(MemoryStore::new(), network, Options::default())?);
 /// let group = GroupCommit::new(alloc);
-/// let req = |id: &str| AllocRequest {
-///     owner: OwnerId { container_id: id.into(), ifname: "eth0".into() },
-///     ..AllocRequest::default()
-/// };
+/// let req = |id: &str| AllocRequest::new(OwnerId { container_id: id.into(), ifname: "eth0".into() });
 /// let (a, b) = tokio::join!(group.allocate(req("a")), group.allocate(req("b")));
 /// assert_ne!(a?.assigned[0].ip, b?.assigned[0].ip);
 /// # Ok(())

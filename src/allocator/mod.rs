@@ -51,7 +51,7 @@ mod sticky;
 
 pub use cache::NodeCache;
 pub use check::{CheckReport, Problem, RangeUsage};
-pub use error::AllocError;
+pub use error::{AllocError, BatchError};
 pub use geometry::node_seed_from;
 pub use group::{Abandoned, GroupCommit, Observer};
 pub use keys::{BadKeyPart, Keyspace};
@@ -143,9 +143,11 @@ pub const DEFAULT_PREFIX: &str = "/host-etcd";
 
 /// What the allocator manages: one named network's range sets.
 ///
-/// Build it with [`Network::new`], which checks what [`Allocator::new`]
-/// relies on; the fields are public for reading and for struct update
-/// syntax, and [`Allocator::new`] checks them again.
+/// Build it with [`Network::new`] (and [`Network::with_prefix`],
+/// [`Network::with_chunk_bits`]), which check what [`Allocator::new`]
+/// relies on; the fields are public for reading, and [`Allocator::new`]
+/// checks them again. `#[non_exhaustive]`: a new setting is a new `with_*`
+/// method, not a breaking change.
 ///
 /// `chunk_bits` is what a *new* network is created with: the network's
 /// meta record pins k at its first allocation, and an allocator whose
@@ -175,6 +177,7 @@ pub const DEFAULT_PREFIX: &str = "/host-etcd";
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Network {
     /// The CNI network name.
     pub name: String,
@@ -345,8 +348,21 @@ impl Clock {
     }
 }
 
-/// One allocation request.
+/// One allocation request: [`AllocRequest::new`] and the `with_*` methods
+/// (`#[non_exhaustive]`: a new field is a new method, not a breaking
+/// change).
+///
+/// ```
+/// use host_etcd::{AllocRequest, OwnerId};
+/// let owner = OwnerId { container_id: "c1".into(), ifname: "eth0".into() };
+/// let req = AllocRequest::new(owner)
+///     .with_pod("default", "web-0")
+///     .with_requested(vec!["10.22.0.9".parse()?]);
+/// assert_eq!(req.pod_name.as_deref(), Some("web-0"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AllocRequest {
     /// Who asks.
     pub owner: OwnerId,
@@ -359,6 +375,37 @@ pub struct AllocRequest {
     /// K8S_POD_NAME, recorded in the owner record (with the namespace, the
     /// key of [sticky addresses](Options::sticky_ttl)).
     pub pod_name: Option<String>,
+}
+
+impl AllocRequest {
+    /// A dynamic request of `owner`: no stage, no requested address, no
+    /// pod name.
+    pub fn new(owner: OwnerId) -> Self {
+        AllocRequest {
+            owner,
+            ..AllocRequest::default()
+        }
+    }
+
+    /// The deploy stage ([`AllocRequest::stage`]).
+    pub fn with_stage(mut self, stage: impl Into<String>) -> Self {
+        self.stage = Some(stage.into());
+        self
+    }
+
+    /// The exact addresses asked for ([`AllocRequest::requested`]).
+    pub fn with_requested(mut self, requested: Vec<IpAddr>) -> Self {
+        self.requested = requested;
+        self
+    }
+
+    /// The pod's namespace and name, recorded in the owner record
+    /// ([`AllocRequest::pod_namespace`], [`AllocRequest::pod_name`]).
+    pub fn with_pod(mut self, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        self.pod_namespace = Some(namespace.into());
+        self.pod_name = Some(name.into());
+        self
+    }
 }
 
 impl Default for OwnerId {
@@ -390,8 +437,22 @@ pub struct Allocation {
     pub existing: bool,
 }
 
-/// Tunables of the protocol.
+/// Tunables of the protocol: [`Options::default`] and the `with_*` methods
+/// (`#[non_exhaustive]`: a new setting is a new method, not a breaking
+/// change). The fields are public for reading.
+///
+/// ```
+/// use std::time::Duration;
+/// use host_etcd::Options;
+/// let options = Options::default()
+///     .with_budget(Duration::from_secs(5))
+///     .with_node("node-a")
+///     .with_sticky_ttl(Some(Duration::from_secs(300)));
+/// assert_eq!(options.node_name, "node-a");
+/// assert_eq!(options.node_seed, host_etcd::allocator::node_seed_from("node-a"));
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// Maximum CAS attempts per operation.
     pub max_attempts: u32,
@@ -433,20 +494,28 @@ pub struct Options {
     pub adopt_stored_chunk_bits: bool,
 }
 
-/// This host's name (Linux), or an empty string.
+/// This host's name (Linux), or an empty string. Read from the kernel
+/// once per process; later calls return the same name.
 pub fn local_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
+    .clone()
 }
 
 impl Default for Options {
+    /// The defaults, for this host: [`Options::node_name`] is the host name
+    /// ([`local_hostname`]) and [`Options::node_seed`] its hash.
     fn default() -> Self {
+        let host = local_hostname();
         Options {
             max_attempts: 64,
             budget: Duration::from_secs(10),
-            node_seed: geometry::node_seed_from(&local_hostname()),
-            node_name: local_hostname(),
+            node_seed: geometry::node_seed_from(&host),
+            node_name: host,
             read_limit: 8,
             node_cache: true,
             guess_first_add: true,
@@ -454,6 +523,81 @@ impl Default for Options {
             clock: Clock::system(),
             adopt_stored_chunk_bits: true,
         }
+    }
+}
+
+impl Options {
+    /// Maximum CAS attempts per operation ([`Options::max_attempts`]).
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Overall time budget per operation ([`Options::budget`]).
+    pub fn with_budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The per-node spreading value ([`Options::node_seed`]).
+    pub fn with_node_seed(mut self, node_seed: u64) -> Self {
+        self.node_seed = node_seed;
+        self
+    }
+
+    /// The node name recorded in new owner records
+    /// ([`Options::node_name`]); the seed is left as it is.
+    pub fn with_node_name(mut self, node_name: impl Into<String>) -> Self {
+        self.node_name = node_name.into();
+        self
+    }
+
+    /// Both node settings from one name: [`Options::node_name`] and the
+    /// seed [`node_seed_from`] derives from it (what
+    /// [`Options::default`] does with the host name).
+    pub fn with_node(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        let seed = geometry::node_seed_from(&name);
+        self.with_node_name(name).with_node_seed(seed)
+    }
+
+    /// Present chunks fetched per range read ([`Options::read_limit`]).
+    pub fn with_read_limit(mut self, read_limit: usize) -> Self {
+        self.read_limit = read_limit;
+        self
+    }
+
+    /// Whether operations start from the node cache
+    /// ([`Options::node_cache`]).
+    pub fn with_node_cache(mut self, node_cache: bool) -> Self {
+        self.node_cache = node_cache;
+        self
+    }
+
+    /// Whether a node's first ADD guesses a fresh start chunk
+    /// ([`Options::guess_first_add`]).
+    pub fn with_guess_first_add(mut self, guess_first_add: bool) -> Self {
+        self.guess_first_add = guess_first_add;
+        self
+    }
+
+    /// Sticky addresses on (`Some`) or off ([`Options::sticky_ttl`]).
+    pub fn with_sticky_ttl(mut self, sticky_ttl: Option<Duration>) -> Self {
+        self.sticky_ttl = sticky_ttl;
+        self
+    }
+
+    /// The time source ([`Options::clock`]).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Follow the chunk size the network was created with
+    /// ([`Options::adopt_stored_chunk_bits`]).
+    pub fn with_adopt_stored_chunk_bits(mut self, adopt: bool) -> Self {
+        self.adopt_stored_chunk_bits = adopt;
+        self
     }
 }
 
@@ -471,7 +615,7 @@ impl Default for Options {
 /// let alloc = Allocator::new(MemoryStore::new(), network, Options::default())?;
 ///
 /// let owner = OwnerId { container_id: "c1".into(), ifname: "eth0".into() };
-/// let req = AllocRequest { owner: owner.clone(), ..AllocRequest::default() };
+/// let req = AllocRequest::new(owner.clone());
 /// let first = alloc.allocate(&req).await?;
 /// assert_eq!(first.assigned[0].ip.to_string(), "10.22.0.2");
 ///

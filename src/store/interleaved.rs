@@ -78,9 +78,9 @@ impl<S: Store> Store for Interleaved<S> {
             if let Some(other) = other {
                 let out = self.inner.txn(other).await?;
                 if !matches!(out, TxnOutcome::Committed { .. }) {
-                    return Err(StoreError::Refused(format!(
-                        "the interleaved transaction did not commit: {out:?}"
-                    )));
+                    return Err(StoreError::Refused(
+                        format!("the interleaved transaction did not commit: {out:?}").into(),
+                    ));
                 }
             }
             self.inner.txn(txn).await

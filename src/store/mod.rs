@@ -213,15 +213,170 @@ pub enum StoreError {
     #[error("store configuration invalid: {0}")]
     Config(String),
     /// The store refused the request (authentication failed, permission
-    /// denied, request too large).
+    /// denied, request too large). From etcd, the [`Refusal`] carries the
+    /// gRPC status code it answered with.
     #[error("store refused the request: {0}")]
-    Refused(String),
+    Refused(Refusal),
     /// The store refuses writes for lack of space (etcd: the NOSPACE alarm
-    /// is raised, the database reached `--quota-backend-bytes`). Reads and
+    /// is raised, the database reached `--quota-backend-bytes`; the
+    /// [`Refusal`]'s code is [`GrpcCode::ResourceExhausted`]). Reads and
     /// deletions still work; writes fail until an operator frees space
     /// (compact, defragment, `etcdctl alarm disarm`).
     #[error("store has no space for writes (etcd NOSPACE alarm: compact, defragment, then `etcdctl alarm disarm`): {0}")]
-    NoSpace(String),
+    NoSpace(Refusal),
+}
+
+impl StoreError {
+    /// The gRPC status code etcd answered a refused request with
+    /// ([`StoreError::Refused`], [`StoreError::NoSpace`]); `None` for every
+    /// other error, and for refusals of other backends. (A
+    /// [`StoreError::Unavailable`] is transient whatever its cause, so it
+    /// keeps only its message, which names the code.)
+    pub fn grpc_code(&self) -> Option<GrpcCode> {
+        match self {
+            StoreError::Refused(r) | StoreError::NoSpace(r) => r.code(),
+            _ => None,
+        }
+    }
+}
+
+/// Why a store refused a request ([`StoreError::Refused`],
+/// [`StoreError::NoSpace`]): a message, and, from etcd, the gRPC status
+/// code of its answer. Reads as its message (`Display`, and `Deref` to
+/// `str`).
+///
+/// ```
+/// use host_etcd::store::{GrpcCode, Refusal, StoreError};
+/// let e = StoreError::Refused(Refusal::new("etcdserver: permission denied")
+///     .with_code(GrpcCode::PermissionDenied));
+/// assert_eq!(e.grpc_code(), Some(GrpcCode::PermissionDenied));
+/// assert!(matches!(&e, StoreError::Refused(m) if m.contains("permission denied")));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    message: String,
+    code: Option<GrpcCode>,
+}
+
+impl Refusal {
+    /// A refusal with `message` and no status code.
+    pub fn new(message: impl Into<String>) -> Self {
+        Refusal {
+            message: message.into(),
+            code: None,
+        }
+    }
+
+    /// The same refusal, answered with gRPC status `code`.
+    pub fn with_code(mut self, code: GrpcCode) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The gRPC status code of etcd's answer, when there was one.
+    pub fn code(&self) -> Option<GrpcCode> {
+        self.code
+    }
+}
+
+impl std::ops::Deref for Refusal {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Self {
+        Refusal::new(message)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(message: &str) -> Self {
+        Refusal::new(message)
+    }
+}
+
+/// A gRPC status code (fixed by the gRPC specification), as etcd answers
+/// with them; kept in a [`Refusal`] so callers need no gRPC crate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GrpcCode {
+    /// Not an error.
+    Ok = 0,
+    /// The call was cancelled (etcd-client: the connection closed under it).
+    Cancelled = 1,
+    /// Unknown error (tonic: a transport failure).
+    Unknown = 2,
+    /// etcd: authentication failed, too many operations, request too large.
+    InvalidArgument = 3,
+    /// The deadline passed.
+    DeadlineExceeded = 4,
+    /// Not found.
+    NotFound = 5,
+    /// Already exists.
+    AlreadyExists = 6,
+    /// etcd: the user's role does not grant the key.
+    PermissionDenied = 7,
+    /// etcd: too many requests, or database space exceeded (NOSPACE).
+    ResourceExhausted = 8,
+    /// etcd: e.g. authentication not enabled.
+    FailedPrecondition = 9,
+    /// Aborted.
+    Aborted = 10,
+    /// Out of range.
+    OutOfRange = 11,
+    /// Not implemented by the server.
+    Unimplemented = 12,
+    /// Server-internal error.
+    Internal = 13,
+    /// etcd: no leader, member unreachable.
+    Unavailable = 14,
+    /// Data loss.
+    DataLoss = 15,
+    /// etcd: invalid or expired auth token.
+    Unauthenticated = 16,
+}
+
+impl GrpcCode {
+    /// The code with this number; `None` outside the specification's 0..=16.
+    pub fn from_i32(code: i32) -> Option<GrpcCode> {
+        use GrpcCode::*;
+        [
+            Ok,
+            Cancelled,
+            Unknown,
+            InvalidArgument,
+            DeadlineExceeded,
+            NotFound,
+            AlreadyExists,
+            PermissionDenied,
+            ResourceExhausted,
+            FailedPrecondition,
+            Aborted,
+            OutOfRange,
+            Unimplemented,
+            Internal,
+            Unavailable,
+            DataLoss,
+            Unauthenticated,
+        ]
+        .into_iter()
+        .find(|c| *c as i32 == code)
+    }
 }
 
 /// A copy of the error (an I/O error is copied as its kind and message):

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use etcd_client::{Client, EventType, WatchOptions};
 use host_etcd::allocator::{
     AllocError, AllocRequest, Allocation, Allocator, Clock, Keyspace, Network, Options, OwnerId,
-    OwnerRecord, DEFAULT_CHUNK_BITS, DEFAULT_PREFIX,
+    OwnerRecord,
 };
 use host_etcd::codec::decode_expecting as decode_chunk;
 use host_etcd::range::{from_u128, Family, RangeSet};
@@ -49,20 +49,13 @@ pub fn set(subnet: &str) -> RangeSet {
 /// A network under the default prefix with the default chunk size, one
 /// range set per subnet.
 pub fn network(name: &str, subnets: &[&str]) -> Network {
-    Network {
-        name: name.into(),
-        prefix: DEFAULT_PREFIX.into(),
-        sets: subnets.iter().map(|s| set(s)).collect(),
-        chunk_bits: DEFAULT_CHUNK_BITS,
-    }
+    Network::new(name, subnets.iter().map(|s| set(s)).collect())
+        .unwrap_or_else(|e| panic!("network {name} {subnets:?}: {e}"))
 }
 
 /// A dynamic request of owner `id`/eth0.
 pub fn req(id: &str) -> AllocRequest {
-    AllocRequest {
-        owner: owner(id),
-        ..AllocRequest::default()
-    }
+    AllocRequest::new(owner(id))
 }
 
 /// The owner `id`/eth0.
@@ -75,12 +68,10 @@ pub fn owner(id: &str) -> OwnerId {
 
 /// A store config with deadlines generous enough for a loaded 2-core box.
 pub fn config(endpoint: &str, request_timeout: Duration) -> EtcdConfig {
-    EtcdConfig {
-        endpoints: vec![endpoint.to_string()],
-        dial_timeout: Duration::from_secs(5),
-        request_timeout,
-        ..EtcdConfig::default()
-    }
+    EtcdConfig::default()
+        .with_endpoints([endpoint])
+        .with_dial_timeout(Duration::from_secs(5))
+        .with_request_timeout(request_timeout)
 }
 
 /// A store on `endpoint` with 5 s deadlines; panics naming the endpoint.
@@ -93,12 +84,10 @@ pub async fn connect(endpoint: &str) -> EtcdStore {
 /// Options for correctness tests: retries effectively unbounded (contention
 /// limits are unit-tested on the memory store), a long budget.
 pub fn patient(seed: u64) -> Options {
-    Options {
-        max_attempts: 100_000,
-        budget: Duration::from_secs(60),
-        node_seed: seed,
-        ..Options::default()
-    }
+    Options::default()
+        .with_max_attempts(100_000)
+        .with_budget(Duration::from_secs(60))
+        .with_node_seed(seed)
 }
 
 /// Allocatable addresses of a set, counted address by address with the
@@ -128,20 +117,14 @@ pub fn now_ns() -> u64 {
 /// [`patient`] options that keep a pod's addresses for 300 s after its
 /// DEL, on `clock`.
 pub fn sticky(seed: u64, clock: &Clock) -> Options {
-    Options {
-        sticky_ttl: Some(Duration::from_secs(300)),
-        clock: clock.clone(),
-        ..patient(seed)
-    }
+    patient(seed)
+        .with_sticky_ttl(Some(Duration::from_secs(300)))
+        .with_clock(clock.clone())
 }
 
 /// A request of owner `id`/eth0 for pod `ns/name`.
 pub fn pod_req(id: &str, name: &str) -> AllocRequest {
-    AllocRequest {
-        pod_namespace: Some("ns".into()),
-        pod_name: Some(name.into()),
-        ..req(id)
-    }
+    req(id).with_pod("ns", name)
 }
 
 /// The addresses of an allocation, in order.
@@ -215,14 +198,12 @@ impl Role {
     /// The network of the role's proof run.
     pub fn network(self) -> Network {
         match self {
-            Role::V4 => Network {
-                chunk_bits: PROOF_CHUNK_BITS,
-                ..network("proof-v4", &["10.22.0.0/22"])
-            },
-            Role::Dual => Network {
-                chunk_bits: PROOF_CHUNK_BITS,
-                ..network("proof-dual", &["10.24.0.0/24", "fd00:24::/64"])
-            },
+            Role::V4 => network("proof-v4", &["10.22.0.0/22"])
+                .with_chunk_bits(PROOF_CHUNK_BITS)
+                .expect("proof chunk size"),
+            Role::Dual => network("proof-dual", &["10.24.0.0/24", "fd00:24::/64"])
+                .with_chunk_bits(PROOF_CHUNK_BITS)
+                .expect("proof chunk size"),
             Role::Tiny => network("proof-tiny", &["10.28.0.0/28"]),
         }
     }

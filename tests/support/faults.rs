@@ -42,12 +42,9 @@ pub async fn allocator_with(conf: &Value, options: Options) -> Allocator<EtcdSto
     let endpoint = conf["ipam"]["endpoints"][0]
         .as_str()
         .unwrap_or_else(|| panic!("test config has no etcd endpoints: {conf}"));
-    let store = EtcdStore::connect(&EtcdConfig {
-        endpoints: vec![endpoint.to_string()],
-        ..EtcdConfig::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"));
+    let store = EtcdStore::connect(&EtcdConfig::default().with_endpoints([endpoint]))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"));
     let network = netconf(conf)
         .network()
         .expect("test config ranges are valid");

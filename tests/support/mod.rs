@@ -306,12 +306,10 @@ impl EtcdCluster {
     }
 
     fn config_for(&self, endpoints: Vec<String>) -> EtcdConfig {
-        let mut config = EtcdConfig {
-            endpoints,
-            dial_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(2),
-            ..EtcdConfig::default()
-        };
+        let mut config = EtcdConfig::default()
+            .with_endpoints(endpoints)
+            .with_dial_timeout(Duration::from_secs(2))
+            .with_request_timeout(Duration::from_secs(2));
         if let Some(tls) = &self.tls {
             config.trusted_ca_file = Some(tls.ca.clone());
             config.cert_file = Some(tls.client_cert.clone());

@@ -325,7 +325,7 @@ pub(super) async fn prefill(
                     ..AllocRequest::default()
                 })
                 .collect();
-            alloc.allocate_batch(&reqs).await?;
+            alloc.allocate_batch(&reqs).await.map_err(|e| e.error)?;
             done += n;
             pb.set_position(done as u64);
         }

@@ -19,19 +19,24 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Extra time granted to the gRPC-level deadline over `request_timeout`.
 const TIMEOUT_MARGIN: Duration = Duration::from_millis(200);
 
-/// How to reach etcd.
+/// How to reach etcd: [`EtcdConfig::default`] and the `with_*` methods
+/// (`#[non_exhaustive]`: a new setting is a new method, not a breaking
+/// change). The fields are public for reading.
 ///
 /// ```
+/// use std::time::Duration;
 /// use host_etcd::store::etcd::EtcdConfig;
 ///
-/// let config = EtcdConfig {
-///     endpoints: vec!["10.0.0.1:2379".into(), "https://10.0.0.2:2379".into()],
-///     password: Some("s3cret".into()),
-///     ..EtcdConfig::default()
-/// };
+/// let config = EtcdConfig::default()
+///     .with_endpoints(["10.0.0.1:2379", "https://10.0.0.2:2379"])
+///     .with_trusted_ca_file("/etc/etcd/ca.pem")
+///     .with_user("ipam", "s3cret")
+///     .with_request_timeout(Duration::from_secs(5));
+/// assert_eq!(config.endpoints.len(), 2);
 /// assert!(!format!("{config:?}").contains("s3cret"));
 /// ```
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EtcdConfig {
     /// `host:port` or `http(s)://host:port` endpoints. A bare `host:port`
     /// uses `https://` when any TLS file is configured, `http://` otherwise.
@@ -84,6 +89,64 @@ impl fmt::Debug for EtcdConfig {
 }
 
 impl EtcdConfig {
+    /// The endpoints ([`EtcdConfig::endpoints`]), replacing the default
+    /// `127.0.0.1:2379`.
+    pub fn with_endpoints<I>(mut self, endpoints: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The CA bundle that signed the server certificates
+    /// ([`EtcdConfig::trusted_ca_file`]).
+    pub fn with_trusted_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.trusted_ca_file = Some(path.into());
+        self
+    }
+
+    /// The client certificate for mutual TLS ([`EtcdConfig::cert_file`]).
+    pub fn with_cert_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cert_file = Some(path.into());
+        self
+    }
+
+    /// The client key for mutual TLS ([`EtcdConfig::key_file`]).
+    pub fn with_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key_file = Some(path.into());
+        self
+    }
+
+    /// No client certificate and key (TLS, when configured, verifies the
+    /// server only).
+    pub fn without_client_cert(mut self) -> Self {
+        self.cert_file = None;
+        self.key_file = None;
+        self
+    }
+
+    /// etcd authentication ([`EtcdConfig::username`],
+    /// [`EtcdConfig::password`]).
+    pub fn with_user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.username = Some(name.into());
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Deadline to connect ([`EtcdConfig::dial_timeout`]).
+    pub fn with_dial_timeout(mut self, timeout: Duration) -> Self {
+        self.dial_timeout = timeout;
+        self
+    }
+
+    /// Deadline of each request ([`EtcdConfig::request_timeout`]).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
     /// Whether any TLS file is configured.
     pub(super) fn uses_tls(&self) -> bool {
         self.cert_file.is_some() || self.key_file.is_some() || self.trusted_ca_file.is_some()

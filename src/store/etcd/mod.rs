@@ -110,6 +110,39 @@ impl EtcdStore {
         })
     }
 
+    /// A store on a client the embedder already has (connected, with its
+    /// own TLS and credentials), sharing its connections: no connect, no
+    /// check. From `config` only the request deadline
+    /// ([`EtcdConfig::request_timeout`]) and the endpoints are taken; the
+    /// endpoints name the cluster in error messages (give the ones the
+    /// client was built with) and, when there are several, let a request
+    /// the chosen member refused before it was sent go to another one.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use host_etcd::store::etcd::{EtcdConfig, EtcdStore};
+    ///
+    /// let endpoints = ["http://10.0.0.1:2379", "http://10.0.0.2:2379"];
+    /// let client = etcd_client::Client::connect(endpoints, None).await?;
+    /// let config = EtcdConfig::default()
+    ///     .with_endpoints(endpoints)
+    ///     .with_request_timeout(Duration::from_secs(5));
+    /// let store = EtcdStore::from_client(client, &config);
+    /// # drop(store);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_client(client: Client, config: &EtcdConfig) -> EtcdStore {
+        EtcdStore {
+            client: Box::new(client),
+            endpoints: config.endpoints.join(","),
+            members: config.endpoints.len(),
+            request_timeout: config.request_timeout,
+            hint: None,
+        }
+    }
+
     /// The endpoint URLs this store talks to, comma-separated.
     pub fn endpoints(&self) -> &str {
         &self.endpoints
@@ -144,7 +177,11 @@ impl EtcdStore {
         };
         match tokio::time::timeout(self.request_timeout, call).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.with_hint(map_error(e, Phase::Request, what, &self.endpoints))),
+            Ok(Err(e)) => {
+                let dropped = error::connection_dropped(&e);
+                let mapped = map_error(e, Phase::Request, what, &self.endpoints);
+                Err(self.with_hint(mapped, dropped))
+            }
             Err(_) => Err(StoreError::Unavailable(format!(
                 "etcd {what} at {} timed out after {:?}",
                 self.endpoints, self.request_timeout
@@ -152,19 +189,11 @@ impl EtcdStore {
         }
     }
 
-    /// Adds the missing-client-certificate hint to a dropped TLS connection.
-    fn with_hint(&self, e: StoreError) -> StoreError {
+    /// Adds the missing-client-certificate hint to a dropped TLS connection
+    /// (`dropped`: [`error::connection_dropped`] of the etcd error).
+    fn with_hint(&self, e: StoreError, dropped: bool) -> StoreError {
         match (e, &self.hint) {
-            (StoreError::Unavailable(m), Some(hint))
-                if [
-                    "connection closed",
-                    "reset by peer",
-                    "broken pipe",
-                    "stream closed",
-                ]
-                .iter()
-                .any(|s| m.contains(s)) =>
-            {
+            (StoreError::Unavailable(m), Some(hint)) if dropped => {
                 StoreError::Unavailable(format!("{m} ({hint})"))
             }
             (e, _) => e,

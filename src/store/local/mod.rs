@@ -15,6 +15,22 @@
 //!   the revision bump share one atomic redb commit, killing the process at
 //!   any point leaves either the whole transaction or none of it.
 //!
+//! # Never on the executor thread
+//!
+//! redb is synchronous, and a committing transaction waits for an fsync.
+//! Inside a tokio runtime, [`Store::read`] and [`Store::txn`] therefore run
+//! their redb work on tokio's blocking thread pool
+//! ([`tokio::task::spawn_blocking`]), so other tasks of the runtime keep
+//! running meanwhile; the database handle is shared with that thread
+//! through an [`Arc`]. A call dropped before it completes (a timeout) lets
+//! the work finish there: a transaction may or may not have committed
+//! (contract point 6), and the directory's lock and the database stay open
+//! until it is done. Outside a tokio runtime (another executor polling the
+//! future) the work runs in place. [`LocalStore::open`],
+//! [`LocalStore::open_with`] and [`LocalStore::revision`] are plain
+//! blocking functions (the open waits up to `lock_wait` for the lock): call
+//! them from [`tokio::task::spawn_blocking`] inside a runtime.
+//!
 //! # Opening costs the same at any size
 //!
 //! A plugin process opens the store once per CNI call, so opening reads a
@@ -89,6 +105,7 @@ use std::fmt;
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redb::backends::InMemoryBackend;
@@ -102,8 +119,11 @@ use self::fuse::{Fuse, FusedFile};
 use self::lock::DirLock;
 use super::{Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned};
 
-/// How [`LocalStore::open_with`] opens a store.
+/// How [`LocalStore::open_with`] opens a store: [`LocalOptions::new`] and
+/// the `with_*` methods (`#[non_exhaustive]`: a new setting is a new
+/// method, not a breaking change).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LocalOptions {
     /// How long to wait for another process holding the directory's lock.
     pub lock_wait: Duration,
@@ -126,10 +146,20 @@ impl LocalOptions {
             verify_on_open: false,
         }
     }
+
+    /// Whether the open runs the full integrity check
+    /// ([`LocalOptions::verify_on_open`]).
+    pub fn with_verify_on_open(mut self, verify_on_open: bool) -> Self {
+        self.verify_on_open = verify_on_open;
+        self
+    }
 }
 
 /// A [`Store`] in an embedded database under a directory, behind an
-/// exclusive file lock held for the life of the value.
+/// exclusive file lock held for the life of the value. Its async
+/// [`Store::read`] and [`Store::txn`] run redb on tokio's blocking pool,
+/// never on the executor thread; opening is blocking (see the module
+/// documentation).
 ///
 /// ```
 /// # async fn demo() -> Result<(), host_etcd::store::StoreError> {
@@ -149,6 +179,14 @@ impl LocalOptions {
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
 /// ```
 pub struct LocalStore {
+    /// Shared with the blocking-pool thread running a call, which keeps it
+    /// (and the lock) alive until the call is done.
+    inner: Arc<Inner>,
+}
+
+/// The open store: what [`LocalStore`] shares with the thread running a
+/// call.
+struct Inner {
     // Declared before the lock so the database is closed before the lock
     // is released.
     db: Database,
@@ -163,9 +201,9 @@ pub struct LocalStore {
 impl fmt::Debug for LocalStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalStore")
-            .field("path", &self.path)
-            .field("format", &self.format)
-            .field("fuse", &self.fuse)
+            .field("path", &self.inner.path)
+            .field("format", &self.inner.format)
+            .field("fuse", &self.inner.fuse)
             .finish_non_exhaustive()
     }
 }
@@ -203,14 +241,55 @@ impl LocalStore {
         let fuse = Fuse::default();
         let db = open_database(&path, &fuse)?;
         Ok(LocalStore {
-            db,
-            path,
-            format,
-            fuse,
-            _lock: lock,
+            inner: Arc::new(Inner {
+                db,
+                path,
+                format,
+                fuse,
+                _lock: lock,
+            }),
         })
     }
 
+    /// The database file, `<dir>/store.redb`.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The current global revision (`0` for a store never written). Reads
+    /// the database on the calling thread.
+    pub fn revision(&self) -> Result<i64, StoreError> {
+        self.inner.revision()
+    }
+
+    /// Runs `work` on the open store off the executor thread (tokio's
+    /// blocking pool) when called inside a tokio runtime, in place
+    /// otherwise.
+    async fn off_executor<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        work: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        if tokio::runtime::Handle::try_current().is_err() {
+            return inner.guarded(what, || work(&inner));
+        }
+        let path = inner.path.clone();
+        tokio::task::spawn_blocking(move || inner.guarded(what, || work(&inner)))
+            .await
+            .unwrap_or_else(|e| {
+                // Panics are caught inside `guarded`; what is left is a
+                // runtime shutting down. The call may or may not have
+                // been applied (contract point 6).
+                Err(StoreError::Unavailable(format!(
+                    "{}: {what}: the blocking task did not complete: {e}",
+                    path.display()
+                )))
+            })
+    }
+}
+
+impl Inner {
     /// Runs `f`, a piece of work on the database, unless damage was found
     /// before; a panic inside redb becomes [`StoreError::CorruptDatabase`],
     /// and any [`StoreError::CorruptDatabase`] blows the fuse.
@@ -232,13 +311,7 @@ impl LocalStore {
         result
     }
 
-    /// The database file, `<dir>/store.redb`.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The current global revision (`0` for a store never written).
-    pub fn revision(&self) -> Result<i64, StoreError> {
+    fn revision(&self) -> Result<i64, StoreError> {
         self.guarded("read the revision", || {
             let rtx = self
                 .db
@@ -327,11 +400,14 @@ impl LocalStore {
 
 impl Store for LocalStore {
     async fn read(&self, reads: &[Read]) -> Result<Vec<ReadResult>, StoreError> {
-        self.guarded("read", || self.read_sync(reads))
+        let reads = reads.to_vec();
+        self.off_executor("read", move |inner| inner.read_sync(&reads))
+            .await
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
-        self.guarded("transaction", || self.txn_sync(txn))
+        self.off_executor("transaction", move |inner| inner.txn_sync(txn))
+            .await
     }
 }
 
@@ -642,10 +718,55 @@ fn backend_error(path: &Path, what: &str, err: impl Into<redb::Error>) -> StoreE
             path,
             format!("{what}: a table has another layout than host-etcd's ({e})"),
         ),
-        redb::Error::ValueTooLarge(len) => StoreError::Refused(format!(
-            "{}: {what}: {len} bytes exceed the embedded store's limit",
-            path.display()
-        )),
+        redb::Error::ValueTooLarge(len) => StoreError::Refused(
+            format!(
+                "{}: {what}: {len} bytes exceed the embedded store's limit",
+                path.display()
+            )
+            .into(),
+        ),
         e => StoreError::Unavailable(format!("{}: {what}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Op;
+
+    /// A transaction waiting for redb (here: for another write transaction
+    /// to end) leaves the runtime's one thread to other tasks. Were the
+    /// redb work run on the executor thread, the spawned transaction's
+    /// first poll would block that thread, and the task that ends the other
+    /// write transaction would never run.
+    #[test]
+    fn a_transaction_waiting_on_redb_leaves_the_executor_free() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(LocalStore::open(dir.path(), Duration::from_secs(5)).expect("open"));
+        let held = store.inner.db.begin_write().expect("begin write");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let outcome = runtime.block_on(async {
+            let waiting = tokio::spawn({
+                let store = Arc::clone(&store);
+                async move {
+                    let txn = Txn {
+                        ops: vec![Op::Put("/k".into(), b"v".to_vec())],
+                        ..Txn::default()
+                    };
+                    store.txn(txn).await
+                }
+            });
+            // Lets the spawned task start its transaction.
+            tokio::task::yield_now().await;
+            held.abort().expect("abort the held transaction");
+            waiting.await.expect("task")
+        });
+        assert!(
+            matches!(outcome, Ok(TxnOutcome::Committed { revision: 1 })),
+            "{outcome:?}"
+        );
+        assert_eq!(store.revision().expect("revision"), 1);
     }
 }
