@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use host_etcd::allocator::node_seed_from;
-use host_etcd::cni::config::StoreConf;
 use host_etcd::cni::NetConf;
+use host_etcd::cni::StoreConf;
 use host_etcd::{AllocRequest, Allocator, EtcdStore, Network, Options, OwnerId};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -48,7 +48,7 @@
 //! ## Layout
 //!
 //! Each layer calls only the layers below it: the agent speaks the frame
-//! format of the plugin's agent client ([`cni::agent_client::protocol`]),
+//! format of the plugin's agent client (`cni::agent_client::protocol`),
 //! which needs nothing above it. What each layer
 //! does, the keyspace, and one ADD followed through all of them: the
 //! repository's `ARCHITECTURE.md`.
@@ -56,7 +56,7 @@
 //! | layer | module | I/O |
 //! |---|---|---|
 //! | Node agent (`host-etcd agent`, feature `cli`): the CNI commands on warm shared allocators over a unix socket; optionally `ipamctl`'s reconcile pass and metrics | `agent` | socket; through [`cni`], `admin` and the allocator |
-//! | Operator CLI and benchmark (`ipamctl`), on the library API (feature `cli`) | `admin` | through the allocator and stores; reads the plugin's config with [`cni::config`] |
+//! | Operator CLI and benchmark (`ipamctl`), on the library API (feature `cli`) | `admin` | through the allocator and stores; reads the plugin's config with [`cni::NetConf`] |
 //! | CNI protocol: commands, config, args, results, error codes | [`cni`] | env, stdin, `resolv.conf`, the agent socket, node-local files (cache, lock, status streak, log) |
 //! | Allocation protocol over a store: read, plan, CAS, retry | [`allocator`] | through [`Store`] |
 //! | Range math (subnet / rangeStart / rangeEnd / gateway) | [`range`] | none |
@@ -65,7 +65,11 @@
 //! | Persistence: the `Store` trait and its backends | [`store`] | yes |
 //!
 //! The binaries in `src/bin/` are thin: they parse their inputs and call into
-//! this library.
+//! this library. What an embedder uses is the crate root's re-exports and the
+//! public modules; of the CNI layer only its entry point ([`cni::respond`])
+//! and its config types are public, and `admin` and `agent` (feature `cli`)
+//! are the two binaries' entry points (`admin::main`, `agent::main`), not an
+//! API: their parts are private to the crate.
 //!
 //! ## Features
 //!
@@ -76,6 +80,8 @@
 //! * `fuzz`: the fuzz target bodies (`fuzzing`, hidden), shared by `fuzz/`
 //!   and `tests/fuzz_corpora.rs`; `fuzz-paused-time` runs them on tokio's
 //!   paused clock.
+//! * `testing`: helpers for this crate's own tests (`store::interleaved`,
+//!   hidden); enabled for them through the self dev-dependency.
 
 #[cfg(feature = "cli")]
 pub mod admin;
@@ -88,7 +94,8 @@ pub mod codec;
 #[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod liveness;
+#[cfg(feature = "cli")]
+pub(crate) mod liveness;
 pub mod range;
 pub mod store;
 

@@ -23,16 +23,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The agent's lease TTL when not configured.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
-
 /// How often the agent rewrites its records' `last_seen` (the lease itself
 /// is renewed every TTL/3 without a write).
 pub const LAST_SEEN_EVERY: Duration = Duration::from_secs(300);
-
-/// The shortest `node_gone_after` the reaper's default may be (its
-/// command-line default is this; shorter values must be given explicitly).
-pub const DEFAULT_GONE_AFTER: Duration = Duration::from_secs(30 * 60);
 
 /// The live key of `node` under prefix `prefix` (trailing `/` ignored).
 pub fn live_key(prefix: &str, node: &str) -> String {

@@ -102,7 +102,7 @@ fn stored_seeds() {
 /// libcni files named `v1-*` are accepted, and the stored records decode.
 #[test]
 fn input_seeds_are_meaningful() {
-    use host_etcd::cni::agent_client::protocol::{Reply, Request};
+    use host_etcd::fuzzing::{AgentReply as Reply, AgentRequest as Request};
     let mut decoded = 0;
     for (path, bytes) in corpus("agent") {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -126,7 +126,7 @@ fn input_seeds_are_meaningful() {
     }
     for (path, bytes) in corpus("libcni_cache") {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let entry = host_etcd::admin::reconcile::parse_cache_entry(&bytes);
+        let entry = fuzzing::parse_cache_entry(&bytes);
         assert_eq!(entry.is_ok(), name.starts_with("v1-"), "{name}: {entry:?}");
     }
     let mut records = 0;
@@ -141,7 +141,7 @@ fn input_seeds_are_meaningful() {
 /// the one with a trailing comma), and the golden chunks decode.
 #[test]
 fn seeds_are_meaningful() {
-    use host_etcd::cni::config::NetConf;
+    use host_etcd::cni::NetConf;
     for (path, bytes) in corpus("config") {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let parsed = NetConf::parse(&bytes);

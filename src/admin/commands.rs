@@ -16,7 +16,7 @@ use super::cli::{ListArgs, ReconcileArgs, ReleaseArgs};
 use super::error::{AdminError, EXIT_OK, EXIT_PROBLEMS};
 use super::reconcile::{Decision, Reason};
 use super::reconcile_run;
-pub use super::reconcile_run::{read_cache_dir, CacheScan, ReconcileReport, Skipped};
+pub use super::reconcile_run::ReconcileReport;
 use super::table::Table;
 use super::valid::read_valid;
 use crate::allocator::{Allocator, CheckReport, OwnerId, OwnerRecord, Problem, RangeUsage};

@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use super::families::Def;
 use super::families::FAMILIES;
-pub use super::families::{Def, Kind};
 
 /// One sample line: a name suffix (`_bucket`, ... for histograms), label
 /// pairs, the value.
@@ -57,20 +57,6 @@ impl Samples {
 
     /// The exposition text: for every family of the table with samples,
     /// in the table's order, `# HELP`, `# TYPE` and one line per sample.
-    ///
-    /// ```
-    /// use host_etcd::admin::exposition::Samples;
-    /// use host_etcd::admin::families::ipam::UP;
-    ///
-    /// let mut s = Samples::default();
-    /// s.add(&UP, &["net\"1"], 1u64);
-    /// assert_eq!(
-    ///     s.render(),
-    ///     "# HELP host_etcd_ipam_up 1 if the last scrape read all figures of the network \
-    ///      from the store, else 0.\n# TYPE host_etcd_ipam_up gauge\n\
-    ///      host_etcd_ipam_up{network=\"net\\\"1\"} 1\n"
-    /// );
-    /// ```
     pub fn render(&self) -> String {
         let mut out = String::new();
         for def in &FAMILIES {
@@ -272,5 +258,27 @@ mod tests {
         assert!(text.contains(&format!("{name}_bucket{{command=\"ADD\",le=\"+Inf\"}} 3\n")));
         assert!(text.contains(&format!("{name}_sum{{command=\"ADD\"}} 60.0205\n")));
         assert!(text.ends_with(&format!("{name}_count{{command=\"ADD\"}} 3\n")));
+    }
+}
+
+/// The examples these items documented while they were public API, kept as
+/// tests (the items are private to the crate now).
+#[cfg(test)]
+mod examples {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn doc_example_render() {
+        use crate::admin::exposition::Samples;
+        use crate::admin::families::ipam::UP;
+
+        let mut s = Samples::default();
+        s.add(&UP, &["net\"1"], 1u64);
+        assert_eq!(
+            s.render(),
+            "# HELP host_etcd_ipam_up 1 if the last scrape read all figures of the network \
+             from the store, else 0.\n# TYPE host_etcd_ipam_up gauge\n\
+             host_etcd_ipam_up{network=\"net\\\"1\"} 1\n"
+        );
     }
 }

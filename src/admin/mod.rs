@@ -3,25 +3,25 @@
 //! --repair`, `gc`, each with `--dry-run`), export it to Prometheus
 //! (`metrics`), and measure throughput (`bench`). Built on the
 //! [`allocator`](crate::allocator) API, never on the CNI layer; it reads the
-//! same network config file as the plugin ([`crate::cni::config`]).
+//! same network config file as the plugin (`crate::cni::config`).
 //!
 //! | module | concern |
 //! |---|---|
-//! | [`cli`] | the command line (clap derive) |
-//! | [`target`] | config file or flags → network, store, chunk size |
-//! | [`commands`] | `show`, `list`, `get`, `release`, `check`, `gc`, `reconcile` |
-//! | [`reconcile`] | `reconcile`: the pure decision, libcni cache entries |
-//! | [`reconcile_run`] | `reconcile`: the I/O of a pass (ipamctl and the agent) |
-//! | [`valid`] | the valid-attachments file of `gc --valid` and `reconcile --valid` |
-//! | [`bindings`] | `bindings list\|release\|expire` (sticky addresses) |
-//! | [`metrics`] | `metrics`: the cluster figures of every network |
-//! | [`families`] | the one metric table of both exporters (`ipamctl metrics`, the agent) |
-//! | [`exposition`] | the Prometheus text format both exporters answer with |
-//! | [`exporter`] | the HTTP endpoint of both exporters (hyper), the scrape cache |
-//! | [`bench`](mod@bench) | `bench`: ours vs raw compare-and-swap vs naive |
-//! | [`naive`] | the naive one-key-per-IP baseline |
-//! | [`table`] | human tables |
-//! | [`error`] | errors and exit statuses |
+//! | `cli` | the command line (clap derive) |
+//! | `target` | config file or flags → network, store, chunk size |
+//! | `commands` | `show`, `list`, `get`, `release`, `check`, `gc`, `reconcile` |
+//! | `reconcile` | `reconcile`: the pure decision, libcni cache entries |
+//! | `reconcile_run` | `reconcile`: the I/O of a pass (ipamctl and the agent) |
+//! | `valid` | the valid-attachments file of `gc --valid` and `reconcile --valid` |
+//! | `bindings` | `bindings list\|release\|expire` (sticky addresses) |
+//! | `metrics` | `metrics`: the cluster figures of every network |
+//! | `families` | the one metric table of both exporters (`ipamctl metrics`, the agent) |
+//! | `exposition` | the Prometheus text format both exporters answer with |
+//! | `exporter` | the HTTP endpoint of both exporters (hyper), the scrape cache |
+//! | `bench` | `bench`: ours vs raw compare-and-swap vs naive |
+//! | `naive` | the naive one-key-per-IP baseline |
+//! | `table` | human tables |
+//! | `error` | errors and exit statuses |
 //!
 //! Exit statuses: 0 success; 1 `check` found problems; 2 bad usage, bad
 //! input, a refused (unconfirmed) operation, or a metrics address that
@@ -32,22 +32,22 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub mod bench;
-pub mod bindings;
-pub mod cli;
-pub mod commands;
-pub mod error;
-pub mod exporter;
-pub mod exposition;
-pub mod families;
-pub mod metrics;
-pub mod naive;
-pub mod reap;
-pub mod reconcile;
-pub mod reconcile_run;
-pub mod table;
-pub mod target;
-pub mod valid;
+pub(crate) mod bench;
+pub(crate) mod bindings;
+pub(crate) mod cli;
+pub(crate) mod commands;
+pub(crate) mod error;
+pub(crate) mod exporter;
+pub(crate) mod exposition;
+pub(crate) mod families;
+pub(crate) mod metrics;
+pub(crate) mod naive;
+pub(crate) mod reap;
+pub(crate) mod reconcile;
+pub(crate) mod reconcile_run;
+pub(crate) mod table;
+pub(crate) mod target;
+pub(crate) mod valid;
 
 use cli::{Cli, Command};
 use commands::{Confirm, StdinConfirm};
@@ -56,7 +56,7 @@ use target::Target;
 
 /// Runs one parsed command, writing its output to `out`; returns the exit
 /// status.
-pub async fn dispatch(
+pub(crate) async fn dispatch(
     cli: &Cli,
     out: &mut dyn Write,
     confirm: &mut dyn Confirm,

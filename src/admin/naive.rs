@@ -40,11 +40,6 @@ impl<S: Store> NaiveAllocator<S> {
         }
     }
 
-    /// The store.
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
     fn key(&self, offset: u128) -> String {
         format!("{}/{offset:032x}", self.prefix)
     }

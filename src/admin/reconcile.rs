@@ -174,15 +174,6 @@ pub fn may_belong_to(file: &str, network: &str) -> bool {
 /// by `humantime` (which also knows `w`, `min`, `hours` and the like).
 /// Whole numbers only, without spaces: `humantime` would also take `1.5h`
 /// and `1h 30m`, which these flags have always refused.
-///
-/// ```
-/// use host_etcd::admin::reconcile::parse_duration;
-/// use std::time::Duration;
-/// assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-/// assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-/// assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-/// assert!(parse_duration("ten minutes").is_err());
-/// ```
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -202,8 +193,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Everything one decision needs.
 #[derive(Clone, Debug)]
 pub struct Inputs<'a> {
-    /// The network's name (as in the cache files' `networkName`).
-    pub network: &'a str,
     /// This node's name: only records with `node == Some(node)` are
     /// considered.
     pub node: &'a str,
@@ -482,7 +471,6 @@ mod tests {
         bad_files: &'a [BadCacheFile],
     ) -> Inputs<'a> {
         Inputs {
-            network: "net",
             node: "n1",
             records,
             attachments,
@@ -759,5 +747,22 @@ mod tests {
         }
         assert_eq!(grace_secs(Duration::from_millis(1)), 1);
         assert_eq!(grace_secs(Duration::from_secs(3)), 3);
+    }
+}
+
+/// The examples these items documented while they were public API, kept as
+/// tests (the items are private to the crate now).
+#[cfg(test)]
+mod examples {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn doc_example_parse_duration() {
+        use crate::admin::reconcile::parse_duration;
+        use std::time::Duration;
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("ten minutes").is_err());
     }
 }

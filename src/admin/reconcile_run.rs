@@ -285,7 +285,6 @@ pub async fn survey<S: Store>(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let plan = reconcile::plan(&Inputs {
-        network: &network,
         node,
         records: &records,
         attachments: &scan.attachments,

@@ -6,8 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::cli::TargetArgs;
 use super::error::AdminError;
 use crate::allocator::meta::Meta;
@@ -35,35 +33,13 @@ pub struct Target {
     pub options: Options,
 }
 
-/// Reads a network config file; a `.conflist` (`plugins` list) yields its
-/// first plugin with an `ipam` section, with the list's `name` and
-/// `cniVersion`.
+/// Reads a network config file ([`crate::cni::read_config_file`]: a
+/// `.conflist` yields its first plugin with an `ipam` section).
 pub fn read_config(path: &Path) -> Result<NetConf, AdminError> {
-    let bad = |detail: String| AdminError::Config {
+    crate::cni::read_config_file(path).map_err(|detail| AdminError::Config {
         path: path.to_path_buf(),
         detail,
-    };
-    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-    let bytes = match doc.get("plugins") {
-        Some(Value::Array(plugins)) => {
-            let plugin = plugins
-                .iter()
-                .find(|p| p.get("ipam").is_some())
-                .ok_or_else(|| bad("no plugin in \"plugins\" has an \"ipam\" section".into()))?;
-            let mut merged = plugin.clone();
-            if let Value::Object(m) = &mut merged {
-                for field in ["name", "cniVersion"] {
-                    if let Some(v) = doc.get(field) {
-                        m.insert(field.into(), v.clone());
-                    }
-                }
-            }
-            serde_json::to_vec(&merged).map_err(|e| bad(e.to_string()))?
-        }
-        _ => bytes,
-    };
-    NetConf::parse(&bytes).map_err(|e| bad(e.to_string()))
+    })
 }
 
 /// One range set of one range with host-local's defaults.

@@ -8,10 +8,10 @@
 //! * One [`Allocator`](crate::allocator::Allocator) per network config
 //!   (store, name, prefix, range sets, chunk size, CAS attempts, budget),
 //!   built on first use and kept: its in-memory node cache makes an ADD or
-//!   a DEL one etcd transaction. At most [`state::MAX_NETWORKS`].
+//!   a DEL one etcd transaction. At most `state::MAX_NETWORKS`.
 //! * A request carries the plugin's whole network config and `CNI_*`
 //!   environment, so one agent serves every network of the node; it runs
-//!   the plugin's own command logic ([`crate::cni::command::dispatch_with`])
+//!   the plugin's own command logic (`crate::cni::command::dispatch_with`)
 //!   and answers exactly what the plugin would print, with its exit status.
 //!   Embedded-store networks (no `endpoints`) are run exactly as the
 //!   plugin runs them (store opened and closed per request, off the
@@ -25,7 +25,7 @@
 //!   or an ADD committed meanwhile released again).
 //!
 //! The protocol (versioned, length-prefixed JSON frames) lives with the
-//! plugin's side, in [`crate::cni::agent_client::protocol`]; the agent
+//! plugin's side, in `crate::cni::agent_client::protocol`; the agent
 //! imports it from there.
 //!
 //! ## Running it
@@ -61,12 +61,12 @@
 //!   unavailable (code 11 or 50).
 //! * `--reconcile-interval`: the leak cleanup of `ipamctl reconcile --yes`
 //!   for this node, every interval, on every served network; one
-//!   `reconcile` log line per pass per network ([`ops`]).
+//!   `reconcile` log line per pass per network (`ops`).
 //! * `--metrics-listen`: the `/metrics` of `ipamctl metrics` for every
-//!   served network, plus the agent's own figures ([`ops`]). An address
+//!   served network, plus the agent's own figures (`ops`). An address
 //!   that cannot be bound: the agent does not start (exit 1, `start_failed`
 //!   naming the address).
-//! * Logs: one JSON object per line on stderr ([`log`]): start, stop,
+//! * Logs: one JSON object per line on stderr (`log`): start, stop,
 //!   stale socket, store connected, network added, failed requests,
 //!   protocol errors, refused peers (every request with `--log-requests`).
 //!
@@ -80,12 +80,12 @@
 //! | file | concern |
 //! |---|---|
 //! | `cli` | the command line: `host-etcd agent` and `host-etcd agent status` |
-//! | [`server`] | the socket, the accept loop, one connection's request and reply, the drain |
-//! | [`ops`] | the periodic reconcile and the metrics |
-//! | [`state`] | the store clients and warm allocators kept, the counters, the status document |
-//! | [`config`](mod@config) | the settings ([`config::Config`]) |
-//! | [`liveness`] | the node's liveness key in etcd |
-//! | [`log`] | the JSON log lines |
+//! | `server` | the socket, the accept loop, one connection's request and reply, the drain |
+//! | `ops` | the periodic reconcile and the metrics |
+//! | `state` | the store clients and warm allocators kept, the counters, the status document |
+//! | `config` | the settings (`config::Config`) |
+//! | `liveness` | the node's liveness key in etcd |
+//! | `log` | the JSON log lines |
 //!
 //! ## Features
 //!
@@ -94,11 +94,11 @@
 //! [`crate::cni`].
 
 mod cli;
-pub mod config;
-pub mod liveness;
-pub mod log;
-pub mod ops;
-pub mod server;
-pub mod state;
+pub(crate) mod config;
+pub(crate) mod liveness;
+pub(crate) mod log;
+pub(crate) mod ops;
+pub(crate) mod server;
+pub(crate) mod state;
 
 pub use cli::main;

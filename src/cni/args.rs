@@ -31,13 +31,6 @@ pub struct CniArgs {
 
 impl CniArgs {
     /// Parses a `CNI_ARGS` value. Empty `;`-separated segments are skipped.
-    ///
-    /// ```
-    /// use host_etcd::cni::args::CniArgs;
-    /// let a = CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAME=pay-10-sandbox-84f8cc5d4b-8v4fw;X=y")?;
-    /// assert_eq!(a.stage().as_deref(), Some("sandbox"));
-    /// # Ok::<(), host_etcd::cni::CniError>(())
-    /// ```
     pub fn parse(raw: &str) -> Result<CniArgs, CniError> {
         let mut out = CniArgs::default();
         let mut unknown: Option<String> = None;
@@ -106,14 +99,6 @@ fn non_empty(v: &str) -> Option<String> {
 
 /// Removes repeated addresses, keeping each first occurrence in place.
 /// O(n log n): the lists come from the runtime, unbounded.
-///
-/// ```
-/// use host_etcd::cni::args::dedup_in_order;
-/// let mut ips = vec!["10.0.0.2".parse()?, "10.0.0.1".parse()?, "10.0.0.2".parse()?];
-/// dedup_in_order(&mut ips);
-/// assert_eq!(ips, vec!["10.0.0.2".parse::<std::net::IpAddr>()?, "10.0.0.1".parse()?]);
-/// # Ok::<(), std::net::AddrParseError>(())
-/// ```
 pub fn dedup_in_order(ips: &mut Vec<IpAddr>) {
     let mut seen = std::collections::BTreeSet::new();
     ips.retain(|ip| seen.insert(*ip));
@@ -131,12 +116,6 @@ pub fn parse_ip_or_cidr(s: &str) -> Option<IpAddr> {
 /// all-digit segment after a non-empty service, followed by a stage segment
 /// that is not all digits and at least one more segment. `None` when the
 /// name does not match.
-///
-/// ```
-/// use host_etcd::cni::args::stage_from_pod_name;
-/// assert_eq!(stage_from_pod_name("pay-10-sandbox-84f8cc5d4b-8v4fw").as_deref(), Some("sandbox"));
-/// assert_eq!(stage_from_pod_name("web-0"), None);
-/// ```
 pub fn stage_from_pod_name(name: &str) -> Option<String> {
     let segs: Vec<&str> = name.split('-').collect();
     let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -251,5 +230,46 @@ mod tests {
         assert_eq!(parse_ip_or_cidr("fd00::1/64"), Some(ip("fd00::1")));
         assert_eq!(parse_ip_or_cidr("10.1.2"), None);
         assert_eq!(parse_ip_or_cidr("10.1.2.3/33"), None);
+    }
+}
+
+/// The examples these items documented while they were public API, kept as
+/// tests (the items are private to the crate now).
+#[cfg(test)]
+mod examples {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn doc_example_parse() -> Result<(), crate::cni::CniError> {
+        use crate::cni::args::CniArgs;
+        let a = CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAME=pay-10-sandbox-84f8cc5d4b-8v4fw;X=y")?;
+        assert_eq!(a.stage().as_deref(), Some("sandbox"));
+        Ok(())
+    }
+
+    #[test]
+    fn doc_example_dedup_in_order() -> Result<(), std::net::AddrParseError> {
+        use crate::cni::args::dedup_in_order;
+        let mut ips = vec![
+            "10.0.0.2".parse()?,
+            "10.0.0.1".parse()?,
+            "10.0.0.2".parse()?,
+        ];
+        dedup_in_order(&mut ips);
+        assert_eq!(
+            ips,
+            vec!["10.0.0.2".parse::<std::net::IpAddr>()?, "10.0.0.1".parse()?]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn doc_example_stage_from_pod_name() {
+        use crate::cni::args::stage_from_pod_name;
+        assert_eq!(
+            stage_from_pod_name("pay-10-sandbox-84f8cc5d4b-8v4fw").as_deref(),
+            Some("sandbox")
+        );
+        assert_eq!(stage_from_pod_name("web-0"), None);
     }
 }

@@ -229,6 +229,7 @@ pub fn prepare(env: &Env, stdin: &[u8]) -> Result<Prepared, CniError> {
 
 /// The [`Response`] for an outcome of [`execute`]: errors as CNI error JSON in
 /// the config's `cniVersion` when it is a supported one, else the latest.
+#[cfg(feature = "cli")]
 pub fn response(stdin: &[u8], outcome: Result<Option<String>, CniError>) -> Response {
     match outcome {
         Ok(stdout) => Response {

@@ -66,7 +66,7 @@ pub struct Env {
     pub ifname: Option<String>,
     /// `CNI_NETNS` (unused by an IPAM plugin beyond being required).
     pub netns: Option<String>,
-    /// `CNI_ARGS`, unparsed (see [`super::args`]).
+    /// `CNI_ARGS`, unparsed (see `super::args`).
     pub args: Option<String>,
     /// `CNI_PATH` (unused by this plugin beyond being required).
     pub path: Option<String>,

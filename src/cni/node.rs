@@ -109,6 +109,7 @@ impl NodeFiles {
     }
 
     /// Reads the cache; anything unreadable or foreign is an empty cache.
+    #[cfg(test)]
     pub fn load(&self, ks: &Keyspace, k: u8) -> NodeCache {
         std::fs::read(&self.cache)
             .ok()

@@ -117,6 +117,7 @@ impl StreakFile {
 
     /// When the current streak began; `None` for a missing, unreadable or
     /// garbage file, or a time after `now`.
+    #[cfg(test)]
     pub fn since(&self, now: SystemTime) -> Option<SystemTime> {
         self.read(now).map(|(since, _)| since)
     }
@@ -133,6 +134,7 @@ impl StreakFile {
     }
 
     /// Starts a streak at `since` (temporary file + rename).
+    #[cfg(test)]
     pub fn start(&self, since: SystemTime, error: &str) -> std::io::Result<()> {
         self.write(since, since, error)
     }

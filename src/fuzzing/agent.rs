@@ -5,7 +5,7 @@
 use crate::cni::agent_client::protocol::{read_frame, write_frame, Reply, Request, MAX_FRAME};
 
 /// Target `agent`: `bytes` as a connection's incoming byte stream. Reading
-/// frames never panics and yields at most [`MAX_FRAME`] bytes each, exactly
+/// frames never panics and yields at most `MAX_FRAME` bytes each, exactly
 /// as announced; every frame body is decoded both as a request (what the
 /// agent reads) and as a reply (what the plugin reads), which never panics;
 /// whatever decodes re-encodes to a body that decodes to the same value,

@@ -44,6 +44,10 @@ pub use codec::{check_decode, check_roundtrip, codec, frame, ChunkInput, Fill};
 pub use config::{check_network, check_range, config};
 #[cfg(feature = "cli")]
 pub use libcni_cache::libcni_cache;
+// What tests/fuzz_corpora.rs checks the seeds against (the crate's parts
+// are private; the fuzz bodies and their checks are not an API either).
+pub use crate::admin::reconcile::parse_cache_entry;
+pub use crate::cni::agent_client::protocol::{Reply as AgentReply, Request as AgentRequest};
 pub use node_cache::{node_cache, node_cache_network, NODE_CACHE_STORE};
 pub use range::{range, AddrInput, RangeInput, SubnetInput};
 pub use shapes::{shape, shape_network, SHAPES};

@@ -59,6 +59,8 @@ use std::path::PathBuf;
 pub mod any;
 pub mod counting;
 pub mod etcd;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
 pub mod interleaved;
 pub mod local;
 pub mod memory;

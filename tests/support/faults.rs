@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use host_etcd::allocator::{Allocator, CheckReport, Options, OwnerRecord};
-use host_etcd::cni::config::StoreConf;
 use host_etcd::cni::NetConf;
+use host_etcd::cni::StoreConf;
 use host_etcd::store::etcd::{EtcdConfig, EtcdStore};
 use serde_json::Value;
 

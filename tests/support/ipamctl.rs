@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use host_etcd::admin::target::read_config;
 use host_etcd::allocator::Allocator;
-use host_etcd::cni::config::StoreConf;
+use host_etcd::cni::read_config_file;
+use host_etcd::cni::StoreConf;
 use host_etcd::store::etcd::EtcdStore;
 use serde_json::Value;
 
@@ -87,7 +87,7 @@ pub fn owners(conf: &str) -> Vec<String> {
 /// The etcd store a network config file (`.conf` or `.conflist`, read as
 /// ipamctl reads it) names.
 pub async fn store_of(config: &Path) -> EtcdStore {
-    let conf = read_config(config).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+    let conf = read_config_file(config).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
     let StoreConf::Etcd(etcd) = &conf.ipam.store else {
         panic!("{}: config must use etcd", config.display());
     };
@@ -100,7 +100,7 @@ pub async fn store_of(config: &Path) -> EtcdStore {
 /// config's options, as node `node` (`None`: the default, this host's
 /// name; `Some("")`: records name no node).
 pub async fn allocator_of(config: &Path, node: Option<&str>) -> Allocator<EtcdStore> {
-    let conf = read_config(config).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+    let conf = read_config_file(config).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
     let mut options = conf.options();
     if let Some(node) = node {
         options.node_name = node.to_string();

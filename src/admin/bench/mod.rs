@@ -53,7 +53,7 @@ mod raw;
 mod report;
 mod rollout;
 
-pub use report::{human, BenchReport, Latency, Naive, Ours, Raw, WorkerResult};
+pub use report::{human, BenchReport, Naive, Raw};
 
 /// The range benchmarked when neither `--config` nor `--subnet` gives one.
 pub const DEFAULT_BENCH_SUBNET: &str = "10.128.0.0/16";

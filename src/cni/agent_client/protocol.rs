@@ -56,6 +56,10 @@
 //! the command — it is not committed if it was not yet, and an ADD that
 //! committed meanwhile is released again (`crate::allocator::GroupCommit`).
 
+// The agent's half (decoding requests, encoding replies) is used by the
+// agent server, built only with the `cli` feature.
+#![cfg_attr(not(feature = "cli"), allow(dead_code))]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -75,16 +79,6 @@ pub const MAX_FRAME: usize = 1 << 20;
 /// Default of `ipam.agentAckMs`: the longest wait for the agent's
 /// acknowledgement of a request before an `auto` plugin goes direct.
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_millis(250);
-
-/// The environment variables a CNI request carries.
-pub const CNI_VARS: [&str; 6] = [
-    "CNI_COMMAND",
-    "CNI_CONTAINERID",
-    "CNI_IFNAME",
-    "CNI_NETNS",
-    "CNI_ARGS",
-    "CNI_PATH",
-];
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
