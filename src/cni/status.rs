@@ -48,7 +48,6 @@ use serde::{Deserialize, Serialize};
 
 use super::config::NetConf;
 use super::error::{self, CniError};
-use super::json::Obj;
 use super::node::NodeFiles;
 
 /// Default `statusGraceMs`.
@@ -76,27 +75,6 @@ impl Default for StatusPolicy {
 }
 
 impl StatusPolicy {
-    /// Reads `statusPolicy` and `statusGraceMs` of the `ipam` section.
-    pub(crate) fn parse(ipam: &Obj<'_>) -> Result<StatusPolicy, CniError> {
-        let grace = ipam.u64("statusGraceMs")?;
-        match ipam.str("statusPolicy")? {
-            None | Some("grace") => Ok(StatusPolicy::Grace(
-                grace.map_or(DEFAULT_GRACE, Duration::from_millis),
-            )),
-            Some("strict") => match grace {
-                None => Ok(StatusPolicy::Strict),
-                Some(_) => Err(CniError::config(
-                    ipam.field("statusGraceMs"),
-                    "applies to statusPolicy \"grace\" only; remove it or the strict policy",
-                )),
-            },
-            Some(other) => Err(CniError::config(
-                ipam.field("statusPolicy"),
-                format!("{other:?} is not a STATUS policy (expected \"grace\" or \"strict\")"),
-            )),
-        }
-    }
-
     /// The grace, `None` when every failure is reported at once.
     fn grace(self) -> Option<Duration> {
         match self {
