@@ -44,7 +44,7 @@ use crate::cni::agent_client::protocol::{
     read_frame, write_frame, FrameError, Reply, Request, MAX_FRAME, VERSIONS,
 };
 use crate::cni::command::{self, AllocatorSource, Prepared};
-use crate::cni::config::{NetConf, StoreConf};
+use crate::cni::config::{Input, NetConf, StoreConf};
 use crate::cni::deadline::{deadline, timed_out};
 use crate::cni::{CniError, Env};
 use crate::store::any::AnyStore;
@@ -411,6 +411,9 @@ impl AllocatorSource for Lender<'_> {
 async fn run_cni(shared: &Shared, vars: &BTreeMap<String, String>, stdin: &str) -> Reply {
     let started = std::time::Instant::now();
     let bytes = stdin.as_bytes();
+    // Decoded once: the config and the error output's version.
+    let input = Input::parse(bytes);
+    let version = input.version;
     let lender = Lender {
         shared,
         used: Mutex::new(None),
@@ -418,7 +421,7 @@ async fn run_cni(shared: &Shared, vars: &BTreeMap<String, String>, stdin: &str) 
     let env = Env::from_lookup(|k| vars.get(k).map(OsString::from));
     let outcome = match env {
         Err(e) => Err(e),
-        Ok(env) => match command::prepare(&env, bytes) {
+        Ok(env) => match command::prepare(&env, input) {
             Err(e) => Err(e),
             Ok(Prepared::Answer(out)) => Ok(out),
             Ok(Prepared::Conf(conf)) => match conf.ipam.store {
@@ -479,7 +482,7 @@ async fn run_cni(shared: &Shared, vars: &BTreeMap<String, String>, stdin: &str) 
         let level = if outcome.is_err() { "warn" } else { "info" };
         log::line(level, "request", fields);
     }
-    let response = command::response(bytes, outcome);
+    let response = command::response(version, outcome);
     Reply::Cni {
         stdout: response.stdout,
         exit: response.exit_code,

@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream;
 
-use super::config::{AgentMode, NetConf, StoreConf};
+use super::config::{AgentMode, Input, StoreConf};
 use super::deadline::{deadline, timed_out};
 use super::env::{Command, Env};
 use super::error::CniError;
@@ -108,7 +108,7 @@ enum Miss {
 
 /// Hands the invocation to the agent if the config allows it; see the
 /// module docs for every case.
-pub fn attempt(env: &Env, stdin: &[u8]) -> Attempt {
+pub fn attempt(env: &Env, input: &Input<'_>) -> Attempt {
     let direct = Attempt::Direct {
         spent: Duration::ZERO,
         agent_may_run: false,
@@ -117,7 +117,7 @@ pub fn attempt(env: &Env, stdin: &[u8]) -> Attempt {
         return direct;
     }
     // A config that does not parse is reported by the direct path.
-    let Ok(conf) = NetConf::parse(stdin) else {
+    let Ok(conf) = &input.conf else {
         return direct;
     };
     if conf.ipam.agent == AgentMode::Off || !matches!(conf.ipam.store, StoreConf::Etcd(_)) {
@@ -125,7 +125,7 @@ pub fn attempt(env: &Env, stdin: &[u8]) -> Attempt {
     }
     let required = conf.ipam.agent == AgentMode::Required;
     let socket = conf.ipam.agent_socket.as_path();
-    let Ok(text) = std::str::from_utf8(stdin) else {
+    let Ok(text) = std::str::from_utf8(input.bytes) else {
         // The protocol carries stdin as a string.
         return if required {
             Attempt::Failed(unavailable(
@@ -141,7 +141,7 @@ pub fn attempt(env: &Env, stdin: &[u8]) -> Attempt {
         return direct;
     }
     let started = Instant::now();
-    let deadline = deadline(&conf);
+    let deadline = deadline(conf);
     let request = Request::Cni {
         env: env_vars(env),
         stdin: text.to_string(),
@@ -359,6 +359,12 @@ pub(crate) async fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cni::config::NetConf;
+
+    /// [`super::attempt`] of stdin as the plugin reads it.
+    fn attempt(env: &Env, stdin: &[u8]) -> Attempt {
+        super::attempt(env, &Input::parse(stdin))
+    }
 
     fn env(command: Command) -> Env {
         Env {

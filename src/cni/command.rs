@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::agent_client::{self, Attempt};
 use super::args::{dedup_in_order, CniArgs};
-use super::config::{requested_version, NetConf, StoreConf};
+use super::config::{Input, NetConf, StoreConf};
 use super::deadline::{deadline, timed_out};
 use super::env::{Command, Env};
 use super::error::CniError;
@@ -76,15 +76,15 @@ tokio::task_local! {
 /// latest), and logs it when the config asks for a log.
 pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Response {
     let started = Instant::now();
-    let version = stdin
-        .as_ref()
-        .ok()
-        .and_then(|s| requested_version(s))
-        .unwrap_or(CniVersion::LATEST);
-    let sniffed = stdin.as_ref().map(|s| log::sniff(s)).unwrap_or_default();
+    // stdin is decoded once: the error output's version, the log's view
+    // and the config all come from the one document.
+    let input = stdin.map(Input::parse);
+    let version = input.as_ref().ok().and_then(|i| i.version);
+    let version = version.unwrap_or(CniVersion::LATEST);
+    let sniffed = input.as_ref().map(|i| i.log.clone()).unwrap_or_default();
     let mut report = Report::default();
-    let (env, outcome) = match (env, stdin) {
-        (Ok(env), Ok(stdin)) => match agent_client::attempt(&env, stdin) {
+    let (env, outcome) = match (env, input) {
+        (Ok(env), Ok(input)) => match agent_client::attempt(&env, &input) {
             // The agent ran the command (and logged it in its own log).
             Attempt::Answered(response) => return response,
             Attempt::Failed(e) => (Some(env), Err(e)),
@@ -95,7 +95,7 @@ pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Re
                 let direct = Direct {
                     confirm_existing: agent_may_run,
                 };
-                let outcome = execute_reported(&env, stdin, &mut report, spent, direct);
+                let outcome = execute_reported(&env, input, &mut report, spent, direct);
                 (Some(env), outcome)
             }
         },
@@ -135,7 +135,7 @@ pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Re
 pub fn execute(env: &Env, stdin: &[u8]) -> Result<Option<String>, CniError> {
     execute_reported(
         env,
-        stdin,
+        Input::parse(stdin),
         &mut Report::default(),
         Duration::ZERO,
         Direct::default(),
@@ -147,12 +147,12 @@ pub fn execute(env: &Env, stdin: &[u8]) -> Result<Option<String>, CniError> {
 /// is left.
 fn execute_reported(
     env: &Env,
-    stdin: &[u8],
+    input: Input<'_>,
     report: &mut Report,
     spent: Duration,
     direct: Direct,
 ) -> Result<Option<String>, CniError> {
-    let conf = match prepare(env, stdin)? {
+    let conf = match prepare(env, input)? {
         Prepared::Answer(out) => return Ok(out),
         Prepared::Conf(conf) => conf,
     };
@@ -217,20 +217,24 @@ pub enum Prepared {
 
 /// The checks of [`execute`] that need no store, in its order (also the node
 /// agent's first step, so both report the same error for the same input).
-pub fn prepare(env: &Env, stdin: &[u8]) -> Result<Prepared, CniError> {
+pub fn prepare(env: &Env, input: Input<'_>) -> Result<Prepared, CniError> {
     if env.command == Command::Version {
-        let v = requested_version(stdin).unwrap_or(CniVersion::LATEST);
+        let v = input.version.unwrap_or(CniVersion::LATEST);
         return Ok(Prepared::Answer(Some(version_json(v)?)));
     }
-    let conf = NetConf::parse(stdin)?;
+    let conf = input.conf?;
     check_command_version(env.command, conf.cni_version)?;
     Ok(Prepared::Conf(Box::new(conf)))
 }
 
 /// The [`Response`] for an outcome of [`execute`]: errors as CNI error JSON in
-/// the config's `cniVersion` when it is a supported one, else the latest.
+/// the config's `cniVersion` (`version`, [`Input::version`]) when it is a
+/// supported one, else the latest.
 #[cfg(feature = "cli")]
-pub fn response(stdin: &[u8], outcome: Result<Option<String>, CniError>) -> Response {
+pub fn response(
+    version: Option<CniVersion>,
+    outcome: Result<Option<String>, CniError>,
+) -> Response {
     match outcome {
         Ok(stdout) => Response {
             stdout,
@@ -238,7 +242,7 @@ pub fn response(stdin: &[u8], outcome: Result<Option<String>, CniError>) -> Resp
             exit_code: 0,
         },
         Err(e) => Response {
-            stdout: Some(e.to_json(requested_version(stdin).unwrap_or(CniVersion::LATEST))),
+            stdout: Some(e.to_json(version.unwrap_or(CniVersion::LATEST))),
             stderr: None,
             exit_code: 1,
         },

@@ -1,6 +1,9 @@
-//! The network configuration on stdin: decoding (code 6 with line and
-//! column), field-by-field reading (code 7 naming the field path), and
-//! conversion into the allocator's [`Network`] and a store choice.
+//! The network configuration on stdin: decoded once into JSON (code 6 with
+//! line and column), typed by serde derive (code 7 naming the field path
+//! through `serde_path_to_error`), checked by the rules below, and converted
+//! into the allocator's [`Network`] and a store choice. [`Input`] is stdin
+//! read once, with everything an invocation takes from it: the config, its
+//! `cniVersion` and the log's view.
 //!
 //! Which fields are read, their types, defaults and allowed values are
 //! listed in one place, README.md's "Network configuration reference";
@@ -13,23 +16,34 @@
 //! `ipam.subnet` shorthand, then `ipam.ranges` (or whereabouts' `range` and
 //! `ipRanges`, which cannot be combined with those).
 //!
+//! The document is typed in sections, in the order of the checks: the root
+//! is an object, `cniVersion` (code 1 before any other error), `name`,
+//! `runtimeConfig`, then `ipam`: the refused whereabouts fields (code 2)
+//! before its other fields. A field that only one form reads (the etcd
+//! fields without `endpoints`, `lockWaitMs` with them, the shorthand's range
+//! fields without `subnet`, `gateway` in host-local's `ranges` form) is
+//! typed only when that form is used, and ignored otherwise.
+//!
 //! whereabouts' fields that would change behaviour silently are refused
 //! (code 2, naming the field, see [`WHEREABOUTS_REFUSED`]); its logging and
 //! leader-election tuning fields are ignored.
 
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::args::{dedup_in_order, parse_ip_or_cidr};
 use super::error::CniError;
-use super::json::{as_items, as_obj, as_str, join, Obj};
-use super::log::LogSettings;
+use super::json::{field, join, object, typed, Object};
+use super::log::{self, LogSettings, Sniffed};
 use super::result::Route;
-use super::status_policy::StatusPolicy;
+use super::status_policy::{StatusPolicy, DEFAULT_GRACE};
 use super::version::CniVersion;
 use crate::allocator::{
     default_chunk_bits, Network, Options, OwnerId, CHUNK_BITS_RANGE, DEFAULT_PREFIX,
@@ -185,7 +199,8 @@ pub const DEFAULT_AGENT_SOCKET: &str = "/run/host-etcd/agent.sock";
 /// `ipam.agent`: when the plugin hands its command to the node agent
 /// (`host-etcd agent`, see `crate::agent`). Only etcd networks go through
 /// the agent; an embedded-store network is always served by the plugin.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AgentMode {
     /// `"auto"` (default): through the agent when its socket exists and it
     /// answers; directly otherwise.
@@ -214,11 +229,183 @@ fn decode_message(e: &serde_json::Error) -> String {
     full.strip_suffix(&suffix).unwrap_or(&full).to_string()
 }
 
-/// The `cniVersion` of stdin if it is JSON naming a supported version
-/// (used for `VERSION` and for the version of error output).
-pub fn requested_version(bytes: &[u8]) -> Option<CniVersion> {
-    let v: Value = serde_json::from_slice(bytes).ok()?;
-    CniVersion::parse(v.get("cniVersion")?.as_str()?)
+/// The `cniVersion` of a decoded stdin, if it names a supported version.
+fn version_of(doc: &Value) -> Option<CniVersion> {
+    CniVersion::parse(doc.get("cniVersion")?.as_str()?)
+}
+
+/// stdin decoded once, and everything an invocation takes from it.
+#[derive(Debug)]
+pub struct Input<'a> {
+    /// stdin as given (what the node agent is sent).
+    pub bytes: &'a [u8],
+    /// Its `cniVersion`, when it is JSON naming a supported version (the
+    /// answer to VERSION, and the version of error output).
+    pub version: Option<CniVersion>,
+    /// The log settings and the fields the log shows, read leniently from
+    /// the same JSON, so that a config broken elsewhere is still logged.
+    pub log: Sniffed,
+    /// The config, or why it is refused.
+    pub conf: Result<NetConf, CniError>,
+}
+
+impl<'a> Input<'a> {
+    /// Decodes `bytes` once and takes the config, its version and the log's
+    /// view from the one document.
+    pub fn parse(bytes: &'a [u8]) -> Input<'a> {
+        match decode(bytes) {
+            Ok(doc) => Input {
+                bytes,
+                version: version_of(&doc),
+                log: log::sniff(&doc),
+                conf: NetConf::from_json(&doc),
+            },
+            Err(e) => Input {
+                bytes,
+                version: None,
+                log: Sniffed::default(),
+                conf: Err(e),
+            },
+        }
+    }
+}
+
+/// The fields of a range object (`ipam.ranges[i][j]`,
+/// `runtimeConfig.ipRanges[i][j]`, and `ipam` itself for the shorthand).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RangeObject {
+    subnet: Option<String>,
+    range_start: Option<String>,
+    range_end: Option<String>,
+    gateway: Option<String>,
+    exclude: Option<Vec<String>>,
+    sandbox: Option<Vec<String>>,
+    smallflow: Option<Vec<String>>,
+}
+
+/// A whereabouts range object (`ipam` itself or an `ipRanges` entry).
+#[derive(Deserialize)]
+struct WhereaboutsRange {
+    range: Option<String>,
+    range_start: Option<String>,
+    range_end: Option<String>,
+    exclude: Option<Vec<String>>,
+}
+
+/// A route object.
+#[derive(Deserialize)]
+struct RouteObject {
+    dst: Option<String>,
+    gw: Option<String>,
+}
+
+/// `runtimeConfig`'s `ipRanges` capability (its `ips` is typed after
+/// `ipam`, with the other requested addresses).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RuntimeRanges {
+    ip_ranges: Option<Vec<Vec<Object<RangeObject>>>>,
+}
+
+/// `prevResult`, as far as CHECK reads it.
+#[derive(Deserialize)]
+struct PrevResult {
+    ips: Option<Vec<Object<PrevIp>>>,
+}
+
+/// One `prevResult.ips` entry.
+#[derive(Deserialize)]
+struct PrevIp {
+    address: Option<String>,
+}
+
+/// One `cni.dev/valid-attachments` entry.
+#[derive(Deserialize)]
+struct Attachment {
+    #[serde(rename = "containerID")]
+    container_id: Option<String>,
+    ifname: Option<String>,
+}
+
+/// The `ipam` fields every form reads. The log fields are typed by
+/// [`LogSettings::parse`]; the etcd fields ([`EtcdFields`]), `lockWaitMs`,
+/// the shorthand's range fields and whereabouts' top-level range only when
+/// their form is used.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Ipam {
+    ranges: Option<Vec<Vec<Object<RangeObject>>>>,
+    ip_ranges: Option<Vec<Object<WhereaboutsRange>>>,
+    routes: Option<Vec<Object<RouteObject>>>,
+    resolv_conf: Option<String>,
+    endpoints: Option<Endpoints>,
+    data_dir: Option<String>,
+    prefix: Option<String>,
+    chunk_bits: Option<u64>,
+    budget_ms: Option<u64>,
+    max_attempts: Option<u64>,
+    sticky_ttl_seconds: Option<u64>,
+    gc_grace_seconds: Option<u64>,
+    status_policy: Option<PolicyName>,
+    status_grace_ms: Option<u64>,
+    agent: Option<AgentMode>,
+    agent_socket: Option<String>,
+    agent_ack_ms: Option<u64>,
+}
+
+/// The etcd fields of `ipam`, typed only when `endpoints` names a cluster.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EtcdFields {
+    certfile: Option<String>,
+    keyfile: Option<String>,
+    trustedcafile: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    dial_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+}
+
+/// `statusPolicy`.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum PolicyName {
+    Grace,
+    Strict,
+}
+
+/// `endpoints`: an array of strings, or one comma-separated string whose
+/// empty items are dropped.
+struct Endpoints(Vec<String>);
+
+impl<'de> Deserialize<'de> for Endpoints {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct List;
+        impl<'de> Visitor<'de> for List {
+            type Value = Vec<String>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of strings or a comma-separated string")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Vec<String>, E> {
+                let items = s.split(',').map(str::trim).filter(|s| !s.is_empty());
+                Ok(items.map(str::to_string).collect())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element()? {
+                    out.push(s);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(List).map(Endpoints)
+    }
+}
+
+/// `"x": missing` for a required field.
+fn missing(field: String) -> CniError {
+    CniError::config(field, "missing")
 }
 
 impl NetConf {
@@ -226,29 +413,46 @@ impl NetConf {
     /// for a refused whereabouts field). Ranges are not validated here; see
     /// [`NetConf::network`].
     pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
-        let doc = decode(bytes)?;
-        let root = as_obj("", &doc)?;
-        let raw_version = root.str("cniVersion")?.unwrap_or("");
-        let cni_version =
-            CniVersion::parse(raw_version).ok_or_else(|| CniError::IncompatibleVersion {
-                version: raw_version.to_string(),
-            })?;
-        let name = root
-            .str("name")?
-            .ok_or_else(|| CniError::config("name", "missing"))?;
-        check_name(name)?;
-        let ipam_v = root
+        NetConf::from_json(&decode(bytes)?)
+    }
+
+    /// [`NetConf::parse`] of stdin already decoded (`decode`); the
+    /// sections are typed in the order of the checks (see the module docs).
+    pub fn from_json(doc: &Value) -> Result<NetConf, CniError> {
+        object("", doc)?;
+        let raw_version: String = field(doc, "", "cniVersion")?.unwrap_or_default();
+        let cni_version = CniVersion::parse(&raw_version).ok_or(CniError::IncompatibleVersion {
+            version: raw_version,
+        })?;
+        let name: String = field(doc, "", "name")?.ok_or_else(|| missing("name".into()))?;
+        check_name(&name)?;
+        let ipam_v = doc
             .get("ipam")
-            .ok_or_else(|| CniError::config("ipam", "missing"))?;
-        let runtime_sets = parse_runtime_ranges(&root)?;
-        let ipam = parse_ipam(&as_obj("ipam", ipam_v)?, name, runtime_sets)?;
+            .filter(|v| !v.is_null())
+            .ok_or_else(|| missing("ipam".into()))?;
+        let runtime = field::<Object<RuntimeRanges>>(doc, "", "runtimeConfig")?;
+        let runtime_sets = parse_range_sets(
+            "runtimeConfig.ipRanges",
+            runtime.and_then(|o| o.0.ip_ranges),
+        )?;
+        let ipam = parse_ipam(ipam_v, &name, runtime_sets)?;
+        // `args` of another shape is ignored, as the spec asks.
+        let ips = |at: &str, v: Option<&Value>| match v {
+            Some(v) => field::<Vec<String>>(v, at, "ips"),
+            None => Ok(None),
+        };
+        let args_ips = ips("args.cni", doc.get("args").and_then(|a| a.get("cni")))?;
+        let runtime_ips = ips("runtimeConfig", doc.get("runtimeConfig"))?;
         Ok(NetConf {
             cni_version,
-            name: name.to_string(),
+            name,
             ipam,
-            requested: parse_requested(&root)?,
-            prev_result_ips: parse_prev_result(&root)?,
-            valid_attachments: parse_attachments(&root)?,
+            requested: requested([
+                ("args.cni.ips", args_ips),
+                ("runtimeConfig.ips", runtime_ips),
+            ])?,
+            prev_result_ips: prev_result(doc)?,
+            valid_attachments: attachments(doc)?,
         })
     }
 
@@ -335,29 +539,32 @@ fn check_name(name: &str) -> Result<(), CniError> {
 }
 
 /// Range sets in host-local's `[[range]]` form (`ipam.ranges`,
-/// `runtimeConfig.ipRanges`).
-fn parse_range_sets(sets: &[(String, &Value)]) -> Result<Vec<Vec<RangeConf>>, CniError> {
-    if let Some((first, _)) = sets.first() {
-        limit_sets(&set_path(first), sets.len())?;
-    }
+/// `runtimeConfig.ipRanges`) at `at`.
+fn parse_range_sets(
+    at: &str,
+    sets: Option<Vec<Vec<Object<RangeObject>>>>,
+) -> Result<Vec<Vec<RangeConf>>, CniError> {
+    let sets = sets.unwrap_or_default();
+    limit_sets(at, sets.len())?;
     let mut out = Vec::with_capacity(sets.len());
-    for (set_path, set_v) in sets {
-        let items = as_items(set_path, set_v)?;
-        if items.is_empty() {
-            return Err(CniError::config(set_path.as_str(), "empty range set"));
+    for (i, set) in sets.into_iter().enumerate() {
+        let set_path = format!("{at}[{i}]");
+        if set.is_empty() {
+            return Err(CniError::config(set_path, "empty range set"));
         }
-        if items.len() > MAX_RANGES_PER_SET {
+        if set.len() > MAX_RANGES_PER_SET {
             return Err(CniError::Range {
-                field: set_path.clone(),
+                field: set_path,
                 source: RangeError::TooManyRanges {
-                    count: items.len(),
+                    count: set.len(),
                     max: MAX_RANGES_PER_SET,
                 },
             });
         }
-        let set = items
-            .iter()
-            .map(|(p, v)| parse_range(&as_obj(p, v)?))
+        let set = set
+            .into_iter()
+            .enumerate()
+            .map(|(j, r)| range_conf(format!("{set_path}[{j}]"), r.0))
             .collect::<Result<Vec<_>, _>>()?;
         out.push(set);
     }
@@ -365,7 +572,7 @@ fn parse_range_sets(sets: &[(String, &Value)]) -> Result<Vec<Vec<RangeConf>>, Cn
 }
 
 /// Refuses more than [`MAX_RANGE_SETS`] range sets (code 7, naming
-/// `field`), before any of them is parsed: a runtime-supplied list is
+/// `field`), before any of them is validated: a runtime-supplied list is
 /// untrusted, and validation must stay bounded.
 fn limit_sets(field: &str, count: usize) -> Result<(), CniError> {
     if count <= MAX_RANGE_SETS {
@@ -380,42 +587,48 @@ fn limit_sets(field: &str, count: usize) -> Result<(), CniError> {
     })
 }
 
-/// `runtimeConfig.ipRanges` (the `ipRanges` capability): range sets in
-/// host-local's form. host-local prepends them to the configured sets; an
-/// empty list is ignored.
-fn parse_runtime_ranges(root: &Obj<'_>) -> Result<Vec<Vec<RangeConf>>, CniError> {
-    let Some(rc_v) = root.get("runtimeConfig") else {
-        return Ok(Vec::new());
-    };
-    let rc = as_obj("runtimeConfig", rc_v)?;
-    match rc.items("ipRanges")? {
-        None => Ok(Vec::new()),
-        Some(sets) => parse_range_sets(&sets),
-    }
+/// A range object at `path` as the range it configures.
+fn range_conf(path: String, r: RangeObject) -> Result<RangeConf, CniError> {
+    let subnet = r.subnet.ok_or_else(|| missing(join(&path, "subnet")))?;
+    let stages = STAGES
+        .into_iter()
+        .zip([r.sandbox, r.smallflow])
+        .filter_map(|(stage, list)| Some((stage.to_string(), list?)))
+        .collect();
+    Ok(RangeConf {
+        path,
+        spec: RangeSpec {
+            subnet,
+            range_start: r.range_start,
+            range_end: r.range_end,
+            gateway: r.gateway,
+            exclude: r.exclude.unwrap_or_default(),
+            stages,
+        },
+    })
 }
 
 /// Refuses the whereabouts fields of [`WHEREABOUTS_REFUSED`] (code 2).
 /// `enable_overlapping_ranges` is accepted when `false`; `dns` only matters
 /// in a whereabouts-style section (host-local ignores it too).
-fn refuse_whereabouts_fields(ipam: &Obj<'_>, whereabouts: bool) -> Result<(), CniError> {
+fn refuse_whereabouts_fields(ipam: &Value, whereabouts: bool) -> Result<(), CniError> {
     for (key, reason) in WHEREABOUTS_REFUSED {
-        let Some(v) = ipam.get(key) else { continue };
+        let Some(v) = ipam.get(key).filter(|v| !v.is_null()) else {
+            continue;
+        };
         let refused = match key {
-            "enable_overlapping_ranges" => match v {
-                Value::Bool(b) => *b,
-                _ => {
-                    return Err(CniError::config(
-                        ipam.field(key),
-                        "expected a boolean (false; host-etcd cannot honour true)",
-                    ))
-                }
-            },
+            "enable_overlapping_ranges" => v.as_bool().ok_or_else(|| {
+                CniError::config(
+                    join("ipam", key),
+                    "expected a boolean (false; host-etcd cannot honour true)",
+                )
+            })?,
             "dns" => whereabouts,
             _ => true,
         };
         if refused {
             return Err(CniError::UnsupportedField {
-                field: ipam.field(key),
+                field: join("ipam", key),
                 reason: reason.to_string(),
             });
         }
@@ -423,238 +636,226 @@ fn refuse_whereabouts_fields(ipam: &Obj<'_>, whereabouts: bool) -> Result<(), Cn
     Ok(())
 }
 
-fn parse_ipam(
-    ipam: &Obj<'_>,
-    name: &str,
-    runtime_sets: Vec<Vec<RangeConf>>,
-) -> Result<IpamConf, CniError> {
-    let whereabouts = ipam.get("range").is_some() || ipam.get("ipRanges").is_some();
-    refuse_whereabouts_fields(ipam, whereabouts)?;
-    let host_local = ipam.get("subnet").is_some() || ipam.get("ranges").is_some();
-    if whereabouts && host_local {
-        let key = if ipam.get("range").is_some() {
-            "range"
-        } else {
-            "ipRanges"
-        };
-        return Err(CniError::config(
-            ipam.field(key),
-            "whereabouts-style ranges (range, ipRanges) cannot be combined with subnet or ranges; use one style",
-        ));
-    }
-    if ipam.get("range").is_none() {
-        for key in ["range_start", "range_end"] {
-            if ipam.get(key).is_some() {
+/// Which range fields the `ipam` section holds (present and not `null`),
+/// and the rules between them: whereabouts' style and host-local's are not
+/// mixed, `range_start` / `range_end` need `range`, and a top-level
+/// `exclude` needs a top-level range.
+struct Style {
+    subnet: bool,
+    range: bool,
+    whereabouts: bool,
+}
+
+impl Style {
+    fn of(ipam: &Value) -> Result<Style, CniError> {
+        object("ipam", ipam)?;
+        let has = |key: &str| ipam.get(key).is_some_and(|v| !v.is_null());
+        let (subnet, range) = (has("subnet"), has("range"));
+        let whereabouts = range || has("ipRanges");
+        refuse_whereabouts_fields(ipam, whereabouts)?;
+        if whereabouts && (subnet || has("ranges")) {
+            return Err(CniError::config(
+                if range { "ipam.range" } else { "ipam.ipRanges" },
+                "whereabouts-style ranges (range, ipRanges) cannot be combined with subnet or ranges; use one style",
+            ));
+        }
+        if !range {
+            if let Some(key) = ["range_start", "range_end"].into_iter().find(|k| has(k)) {
                 return Err(CniError::config(
-                    ipam.field(key),
+                    join("ipam", key),
                     "needs ipam.range (the whereabouts range it narrows)",
                 ));
             }
-        }
-        if ipam.get("exclude").is_some() && ipam.get("subnet").is_none() {
-            return Err(CniError::config(
-                ipam.field("exclude"),
-                "applies to the top-level range (ipam.subnet or ipam.range), and there is none; put exclude in each range object",
-            ));
-        }
-    }
-    // As host-local: runtimeConfig.ipRanges first, then the shorthand, then
-    // ranges.
-    let mut range_sets = runtime_sets;
-    if ipam.get("subnet").is_some() {
-        range_sets.push(vec![parse_range(ipam)?]);
-    }
-    if let Some(sets) = ipam.items("ranges")? {
-        range_sets.extend(parse_range_sets(&sets)?);
-    }
-    if whereabouts {
-        range_sets.extend(parse_whereabouts(ipam)?);
-    }
-    // Each list was bounded as it was read; together they are bounded too.
-    limit_sets(&ipam.field("ranges"), range_sets.len())?;
-    if range_sets.is_empty() {
-        return Err(CniError::config(
-            ipam.field("ranges"),
-            "no IP ranges specified (need ranges or subnet)",
-        ));
-    }
-
-    let routes = match ipam.items("routes")? {
-        None => Vec::new(),
-        Some(items) => items
-            .iter()
-            .map(|(p, v)| parse_route(&as_obj(p, v)?))
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-
-    let budget = Duration::from_millis(ipam.u64("budgetMs")?.unwrap_or(10_000));
-    let chunk_bits = match ipam.u64("chunkBits")? {
-        None => None,
-        Some(k) => Some(
-            u8::try_from(k)
-                .ok()
-                .filter(|k| CHUNK_BITS_RANGE.contains(k))
-                .ok_or_else(|| {
-                    CniError::config(
-                        ipam.field("chunkBits"),
-                        format!(
-                            "{k} is out of range {}..={}",
-                            CHUNK_BITS_RANGE.start(),
-                            CHUNK_BITS_RANGE.end()
-                        ),
-                    )
-                })?,
-        ),
-    };
-    let max_attempts = match ipam.u64("maxAttempts")? {
-        None => Options::default().max_attempts,
-        Some(n) => u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
-            CniError::config(
-                ipam.field("maxAttempts"),
-                format!("{n} is out of range 1.."),
-            )
-        })?,
-    };
-    let sticky_ttl = match ipam.u64("stickyTtlSeconds")? {
-        None => None,
-        Some(secs) if (1..=MAX_STICKY_TTL_SECONDS).contains(&secs) => {
-            Some(Duration::from_secs(secs))
-        }
-        Some(secs) => {
-            return Err(CniError::config(
-                ipam.field("stickyTtlSeconds"),
-                format!(
-                    "{secs} is out of range 1..={MAX_STICKY_TTL_SECONDS} (omit the field to turn sticky addresses off)"
-                ),
-            ))
-        }
-    };
-    let gc_grace = match ipam.u64("gcGraceSeconds")? {
-        None => Duration::from_secs(DEFAULT_GC_GRACE_SECONDS),
-        Some(secs) if secs <= MAX_GC_GRACE_SECONDS => Duration::from_secs(secs),
-        Some(secs) => {
-            return Err(CniError::config(
-                ipam.field("gcGraceSeconds"),
-                format!("{secs} is out of range 0..={MAX_GC_GRACE_SECONDS}"),
-            ))
-        }
-    };
-    let prefix = match ipam.str("prefix")? {
-        None => DEFAULT_PREFIX.to_string(),
-        Some(p) => {
-            let trimmed = p.trim_end_matches('/');
-            if trimmed.is_empty() {
+            if has("exclude") && !subnet {
                 return Err(CniError::config(
-                    ipam.field("prefix"),
-                    format!("{p:?} is empty"),
+                    "ipam.exclude",
+                    "applies to the top-level range (ipam.subnet or ipam.range), and there is none; put exclude in each range object",
                 ));
             }
-            trimmed.to_string()
         }
-    };
+        Ok(Style {
+            subnet,
+            range,
+            whereabouts,
+        })
+    }
+}
 
-    let store = parse_store(ipam, name, budget)?;
-    let node_dir = match &store {
-        StoreConf::Local { data_dir, .. } => data_dir.clone(),
-        StoreConf::Etcd(_) => ipam
-            .str("dataDir")?
-            .filter(|s| !s.is_empty())
-            .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR).join(name), PathBuf::from),
-    };
+/// The `ipam` section (`v`, of network `name`), after the range sets of
+/// `runtimeConfig.ipRanges`.
+fn parse_ipam(
+    v: &Value,
+    name: &str,
+    runtime_sets: Vec<Vec<RangeConf>>,
+) -> Result<IpamConf, CniError> {
+    let style = Style::of(v)?;
+    let mut ipam: Ipam = typed("ipam", v)?;
+    let range_sets = ipam_range_sets(v, &style, &mut ipam, runtime_sets)?;
+    let routes = ipam
+        .routes
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| parse_route(&format!("ipam.routes[{i}]"), r.0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let budget = Duration::from_millis(ipam.budget_ms.unwrap_or(10_000));
+    let (lo, hi) = (CHUNK_BITS_RANGE.start(), CHUNK_BITS_RANGE.end());
+    let chunk_bits = bounded(
+        "chunkBits",
+        ipam.chunk_bits,
+        u64::from(*lo)..=u64::from(*hi),
+        &format!("{lo}..={hi}"),
+    )?
+    .and_then(|k| u8::try_from(k).ok());
+    let max_attempts = bounded(
+        "maxAttempts",
+        ipam.max_attempts,
+        1..=u64::from(u32::MAX),
+        "1..",
+    )?
+    .and_then(|n| u32::try_from(n).ok());
+    let sticky_ttl = bounded(
+        "stickyTtlSeconds",
+        ipam.sticky_ttl_seconds,
+        1..=MAX_STICKY_TTL_SECONDS,
+        &format!("1..={MAX_STICKY_TTL_SECONDS} (omit the field to turn sticky addresses off)"),
+    )?;
+    let gc_grace = bounded(
+        "gcGraceSeconds",
+        ipam.gc_grace_seconds,
+        0..=MAX_GC_GRACE_SECONDS,
+        &format!("0..={MAX_GC_GRACE_SECONDS}"),
+    )?;
+    let (store, node_dir) = parse_store(v, &mut ipam, name, budget)?;
+    let budget_ms = millis(budget);
+    let agent_ack = bounded(
+        "agentAckMs",
+        ipam.agent_ack_ms,
+        1..=budget_ms,
+        &format!("1..={budget_ms} (budgetMs)"),
+    )?;
     Ok(IpamConf {
         range_sets,
         routes,
-        resolv_conf: ipam
-            .str("resolvConf")?
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from),
-        store: store.clone(),
-        prefix,
+        resolv_conf: nonempty(ipam.resolv_conf.take()).map(PathBuf::from),
+        store,
+        prefix: key_prefix(ipam.prefix.take())?,
         chunk_bits,
         budget,
-        max_attempts,
-        sticky_ttl,
-        gc_grace,
+        max_attempts: max_attempts.unwrap_or(Options::default().max_attempts),
+        sticky_ttl: sticky_ttl.map(Duration::from_secs),
+        gc_grace: Duration::from_secs(gc_grace.unwrap_or(DEFAULT_GC_GRACE_SECONDS)),
         node_dir,
-        status: StatusPolicy::parse(ipam)?,
-        log: LogSettings::parse(ipam)?,
-        agent: parse_agent_mode(ipam)?,
-        agent_socket: ipam
-            .str("agentSocket")?
-            .filter(|s| !s.is_empty())
+        status: status_policy(&ipam)?,
+        log: LogSettings::parse(v)?,
+        agent: ipam.agent.unwrap_or_default(),
+        agent_socket: nonempty(ipam.agent_socket.take())
             .map_or_else(|| PathBuf::from(DEFAULT_AGENT_SOCKET), PathBuf::from),
-        agent_ack: parse_agent_ack(ipam, budget)?,
+        // At most the budget (DEFAULT_ACK_TIMEOUT otherwise).
+        agent_ack: agent_ack.map_or(
+            super::agent_client::protocol::DEFAULT_ACK_TIMEOUT.min(budget),
+            Duration::from_millis,
+        ),
     })
 }
 
-/// `ipam.agentAckMs`: 1..=`budgetMs` (default
-/// [`DEFAULT_ACK_TIMEOUT`](super::agent_client::protocol::DEFAULT_ACK_TIMEOUT), at
-/// most `budgetMs`).
-fn parse_agent_ack(ipam: &Obj<'_>, budget: Duration) -> Result<Duration, CniError> {
-    let budget_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
-    match ipam.u64("agentAckMs")? {
-        None => Ok(super::agent_client::protocol::DEFAULT_ACK_TIMEOUT.min(budget)),
-        Some(ms) if (1..=budget_ms).contains(&ms) => Ok(Duration::from_millis(ms)),
-        Some(ms) => Err(CniError::config(
-            ipam.field("agentAckMs"),
-            format!("{ms} is out of range 1..={budget_ms} (budgetMs)"),
+/// `ipam.<key>`, refused (code 7: "`v` is out of range `text`") outside
+/// `range`.
+fn bounded(
+    key: &str,
+    v: Option<u64>,
+    range: RangeInclusive<u64>,
+    text: &str,
+) -> Result<Option<u64>, CniError> {
+    match v {
+        Some(v) if !range.contains(&v) => Err(CniError::config(
+            join("ipam", key),
+            format!("{v} is out of range {text}"),
         )),
+        v => Ok(v),
     }
 }
 
-/// `ipam.agent`: `"auto"` (default), `"off"` or `"required"`.
-fn parse_agent_mode(ipam: &Obj<'_>) -> Result<AgentMode, CniError> {
-    match ipam.str("agent")? {
-        None | Some("auto") => Ok(AgentMode::Auto),
-        Some("off") => Ok(AgentMode::Off),
-        Some("required") => Ok(AgentMode::Required),
-        Some(other) => Err(CniError::config(
-            ipam.field("agent"),
-            format!("{other:?}: expected \"auto\", \"off\" or \"required\""),
-        )),
-    }
-}
-
-fn parse_range(r: &Obj<'_>) -> Result<RangeConf, CniError> {
-    let subnet = r
-        .str("subnet")?
-        .ok_or_else(|| CniError::config(r.field("subnet"), "missing"))?;
-    let mut spec = RangeSpec {
-        subnet: subnet.to_string(),
-        range_start: r.str("rangeStart")?.map(str::to_string),
-        range_end: r.str("rangeEnd")?.map(str::to_string),
-        gateway: r.str("gateway")?.map(str::to_string),
-        exclude: r.strs("exclude")?.unwrap_or_default(),
-        ..RangeSpec::default()
-    };
-    for stage in STAGES {
-        if let Some(list) = r.strs(stage)? {
-            spec.stages.insert(stage.to_string(), list);
+/// `ipam.prefix` without its trailing `/` (the default when absent; empty
+/// is refused).
+fn key_prefix(prefix: Option<String>) -> Result<String, CniError> {
+    match prefix {
+        None => Ok(DEFAULT_PREFIX.to_string()),
+        Some(p) if p.trim_end_matches('/').is_empty() => {
+            Err(CniError::config("ipam.prefix", format!("{p:?} is empty")))
         }
+        Some(p) => Ok(p.trim_end_matches('/').to_string()),
     }
-    Ok(RangeConf {
-        path: r.path().to_string(),
-        spec,
-    })
+}
+
+/// `s` unless it is empty (an empty path or name counts as absent).
+fn nonempty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+/// The range sets, as host-local orders them: `runtimeConfig.ipRanges`
+/// first, then the shorthand, then `ranges` (or whereabouts' ranges).
+fn ipam_range_sets(
+    v: &Value,
+    style: &Style,
+    ipam: &mut Ipam,
+    runtime_sets: Vec<Vec<RangeConf>>,
+) -> Result<Vec<Vec<RangeConf>>, CniError> {
+    let mut range_sets = runtime_sets;
+    if style.subnet {
+        let shorthand: RangeObject = typed("ipam", v)?;
+        range_sets.push(vec![range_conf("ipam".into(), shorthand)?]);
+    }
+    range_sets.extend(parse_range_sets("ipam.ranges", ipam.ranges.take())?);
+    if style.whereabouts {
+        range_sets.extend(parse_whereabouts(v, style, ipam.ip_ranges.take())?);
+    }
+    // Each list was bounded as it was read; together they are bounded too.
+    limit_sets("ipam.ranges", range_sets.len())?;
+    if range_sets.is_empty() {
+        return Err(CniError::config(
+            "ipam.ranges",
+            "no IP ranges specified (need ranges or subnet)",
+        ));
+    }
+    Ok(range_sets)
+}
+
+/// `ipam.statusPolicy` / `ipam.statusGraceMs`.
+fn status_policy(ipam: &Ipam) -> Result<StatusPolicy, CniError> {
+    match (ipam.status_policy, ipam.status_grace_ms) {
+        (None | Some(PolicyName::Grace), grace) => Ok(StatusPolicy::Grace(
+            grace.map_or(DEFAULT_GRACE, Duration::from_millis),
+        )),
+        (Some(PolicyName::Strict), None) => Ok(StatusPolicy::Strict),
+        (Some(PolicyName::Strict), Some(_)) => Err(CniError::config(
+            "ipam.statusGraceMs",
+            "applies to statusPolicy \"grace\" only; remove it or the strict policy",
+        )),
+    }
 }
 
 /// whereabouts' ranges: the top-level `range` (with `range_start`,
 /// `range_end`, `exclude`) first, then one set per `ipRanges` entry; the
 /// top-level `gateway` goes to the range whose subnet holds it.
-fn parse_whereabouts(ipam: &Obj<'_>) -> Result<Vec<Vec<RangeConf>>, CniError> {
+fn parse_whereabouts(
+    v: &Value,
+    style: &Style,
+    ip_ranges: Option<Vec<Object<WhereaboutsRange>>>,
+) -> Result<Vec<Vec<RangeConf>>, CniError> {
     let mut ranges = Vec::new();
-    if ipam.get("range").is_some() {
-        ranges.push(parse_whereabouts_range(ipam)?);
+    if style.range {
+        ranges.push(whereabouts_range("ipam", typed("ipam", v)?)?);
     }
-    let ip_ranges = ipam.items("ipRanges")?.unwrap_or_default();
-    limit_sets(&ipam.field("ipRanges"), ip_ranges.len())?;
-    for (p, v) in ip_ranges {
-        ranges.push(parse_whereabouts_range(&as_obj(&p, v)?)?);
+    let ip_ranges = ip_ranges.unwrap_or_default();
+    limit_sets("ipam.ipRanges", ip_ranges.len())?;
+    for (i, r) in ip_ranges.into_iter().enumerate() {
+        ranges.push(whereabouts_range(&format!("ipam.ipRanges[{i}]"), r.0)?);
     }
-    if let Some(gw_s) = ipam.str("gateway")? {
-        let field = ipam.field("gateway");
+    if let Some(gw_s) = field::<String>(v, "ipam", "gateway")? {
         let gw = gw_s.parse::<IpAddr>().map_err(|_| {
-            CniError::config(field.as_str(), format!("{gw_s:?} is not an IP address"))
+            CniError::config("ipam.gateway", format!("{gw_s:?} is not an IP address"))
         })?;
         let holder = ranges.iter_mut().find(|r| {
             r.spec
@@ -663,10 +864,10 @@ fn parse_whereabouts(ipam: &Obj<'_>) -> Result<Vec<Vec<RangeConf>>, CniError> {
                 .is_ok_and(|n| n.contains(&gw))
         });
         match holder {
-            Some(r) => r.spec.gateway = Some(gw_s.to_string()),
+            Some(r) => r.spec.gateway = Some(gw_s),
             None => {
                 return Err(CniError::config(
-                    field.as_str(),
+                    "ipam.gateway",
                     format!("{gw} is not inside the subnet of any range (range, ipRanges); the gateway must be inside its range's subnet"),
                 ))
             }
@@ -675,258 +876,243 @@ fn parse_whereabouts(ipam: &Obj<'_>) -> Result<Vec<Vec<RangeConf>>, CniError> {
     Ok(ranges.into_iter().map(|r| vec![r]).collect())
 }
 
-/// One whereabouts range object (`ipam` itself or an `ipRanges` entry):
-/// `range` is a CIDR (host bits ignored, as whereabouts does) or
-/// `start-end/prefix` (the subnet is `end/prefix`; `start` and `end` are
-/// the inclusive bounds); `range_start` / `range_end` narrow a CIDR form.
-fn parse_whereabouts_range(o: &Obj<'_>) -> Result<RangeConf, CniError> {
-    let field = o.field("range");
-    let raw = o
-        .str("range")?
-        .ok_or_else(|| CniError::config(field.as_str(), "missing"))?;
+/// One whereabouts range object at `path` (`ipam` itself or an `ipRanges`
+/// entry): `range` is a CIDR (host bits ignored, as whereabouts does) or
+/// `start-end/prefix` (see [`start_end`]); `range_start` / `range_end`
+/// narrow a CIDR form (see [`narrowing`]).
+fn whereabouts_range(path: &str, w: WhereaboutsRange) -> Result<RangeConf, CniError> {
+    let field = join(path, "range");
+    let raw = w.range.as_deref().ok_or_else(|| missing(field.clone()))?;
     let bad = |why: String| CniError::config(field.as_str(), format!("{raw:?}: {why}"));
-    let cidr = |s: &str| {
-        s.trim().parse::<IpNet>().map_err(|_| {
-            bad(format!(
-                "{s:?} is not a CIDR such as 192.168.2.0/24 or fd00::/64"
-            ))
-        })
-    };
-    let (subnet, mut start, mut end) = match raw.split_once('-') {
+    let (subnet, bounds) = match raw.split_once('-') {
         Some((a, b)) => {
-            let first = a.trim().parse::<IpAddr>().map_err(|_| {
-                bad(format!(
-                    "start {a:?} is not an IP address (want start-end/prefix)"
-                ))
-            })?;
-            let written = cidr(b)?;
-            let (subnet, last) = (written.trunc(), written.addr());
-            if Family::of(first) != Family::of(last) {
-                return Err(bad(format!(
-                    "start {first} and end {last} are of different address families"
-                )));
-            }
-            if !subnet.contains(&first) {
-                return Err(bad(format!("start {first} is not in subnet {subnet}")));
-            }
-            if first > last {
-                return Err(bad(format!("start {first} is after end {last}")));
-            }
-            for key in ["range_start", "range_end"] {
-                if o.get(key).is_some() {
+            let (subnet, first, last) = start_end(a, b).map_err(bad)?;
+            for (key, given) in [("range_start", &w.range_start), ("range_end", &w.range_end)] {
+                if given.is_some() {
                     return Err(CniError::config(
-                        o.field(key),
+                        join(path, key),
                         "cannot be combined with the start-end/prefix form of range",
                     ));
                 }
             }
-            (subnet, Some(first), Some(last))
+            (subnet, Some((first, last)))
         }
-        None => (cidr(raw)?.trunc(), None, None),
+        None => (cidr(raw).map_err(bad)?.trunc(), None),
     };
     if subnet.prefix_len() > subnet.max_prefix_len().saturating_sub(2) {
         return Err(bad(format!(
             "subnet {subnet} is too small to allocate from (IPv4 needs a /30 or shorter prefix, IPv6 a /126 or shorter)"
         )));
     }
-    let bound = |key: &str| -> Result<Option<IpAddr>, CniError> {
-        let Some(v) = o.str(key)? else {
-            return Ok(None);
-        };
-        let ip = v
-            .parse::<IpAddr>()
-            .map_err(|_| CniError::config(o.field(key), format!("{v:?} is not an IP address")))?;
-        if Family::of(ip) != Family::of(subnet.network()) {
-            return Err(CniError::config(
-                o.field(key),
-                format!("{ip} is not of the address family of range {subnet}"),
-            ));
-        }
-        if !subnet.contains(&ip) {
-            return Err(CniError::config(
-                o.field(key),
-                format!("{ip} is not in range {subnet}"),
-            ));
-        }
-        Ok(Some(ip))
+    let (start, end) = match bounds {
+        Some((first, last)) => (Some(first), Some(last)),
+        None => narrowing(path, subnet, &w)?,
     };
-    if start.is_none() {
-        start = bound("range_start")?;
-        end = bound("range_end")?;
-        if let (Some(a), Some(b)) = (start, end) {
-            if a > b {
-                return Err(CniError::config(
-                    o.field("range_end"),
-                    format!("{b} is before range_start {a}"),
-                ));
-            }
-        }
-    }
     Ok(RangeConf {
-        path: o.path().to_string(),
+        path: path.to_string(),
         spec: RangeSpec {
             subnet: subnet.to_string(),
             range_start: start.map(|a| a.to_string()),
             range_end: end.map(|a| a.to_string()),
-            exclude: o.strs("exclude")?.unwrap_or_default(),
+            exclude: w.exclude.unwrap_or_default(),
             ..RangeSpec::default()
         },
     })
 }
 
-fn parse_route(r: &Obj<'_>) -> Result<Route, CniError> {
-    let dst_s = r
-        .str("dst")?
-        .ok_or_else(|| CniError::config(r.field("dst"), "missing"))?;
+/// A CIDR of whereabouts' `range` (surrounding blanks ignored).
+fn cidr(s: &str) -> Result<IpNet, String> {
+    s.trim()
+        .parse::<IpNet>()
+        .map_err(|_| format!("{s:?} is not a CIDR such as 192.168.2.0/24 or fd00::/64"))
+}
+
+/// whereabouts' `start-end/prefix` (`a` before the `-`, `b` after): the
+/// subnet is `end/prefix`; `start` and `end` are the inclusive bounds.
+fn start_end(a: &str, b: &str) -> Result<(IpNet, IpAddr, IpAddr), String> {
+    let first = a
+        .trim()
+        .parse::<IpAddr>()
+        .map_err(|_| format!("start {a:?} is not an IP address (want start-end/prefix)"))?;
+    let written = cidr(b)?;
+    let (subnet, last) = (written.trunc(), written.addr());
+    if Family::of(first) != Family::of(last) {
+        return Err(format!(
+            "start {first} and end {last} are of different address families"
+        ));
+    }
+    if !subnet.contains(&first) {
+        return Err(format!("start {first} is not in subnet {subnet}"));
+    }
+    if first > last {
+        return Err(format!("start {first} is after end {last}"));
+    }
+    Ok((subnet, first, last))
+}
+
+/// `range_start` / `range_end` of a CIDR `range`: addresses of its family,
+/// inside it, in order.
+fn narrowing(
+    path: &str,
+    subnet: IpNet,
+    w: &WhereaboutsRange,
+) -> Result<(Option<IpAddr>, Option<IpAddr>), CniError> {
+    let bound = |key: &str, given: &Option<String>| -> Result<Option<IpAddr>, CniError> {
+        let Some(v) = given else {
+            return Ok(None);
+        };
+        let refuse = |why: String| CniError::config(join(path, key), why);
+        let ip = v
+            .parse::<IpAddr>()
+            .map_err(|_| refuse(format!("{v:?} is not an IP address")))?;
+        if Family::of(ip) != Family::of(subnet.network()) {
+            return Err(refuse(format!(
+                "{ip} is not of the address family of range {subnet}"
+            )));
+        }
+        if !subnet.contains(&ip) {
+            return Err(refuse(format!("{ip} is not in range {subnet}")));
+        }
+        Ok(Some(ip))
+    };
+    let start = bound("range_start", &w.range_start)?;
+    let end = bound("range_end", &w.range_end)?;
+    if let (Some(a), Some(b)) = (start, end) {
+        if a > b {
+            return Err(CniError::config(
+                join(path, "range_end"),
+                format!("{b} is before range_start {a}"),
+            ));
+        }
+    }
+    Ok((start, end))
+}
+
+/// A route object at `path`.
+fn parse_route(path: &str, r: RouteObject) -> Result<Route, CniError> {
+    let dst_field = join(path, "dst");
+    let dst_s = r.dst.ok_or_else(|| missing(dst_field.clone()))?;
     let dst = dst_s
         .parse::<IpNet>()
-        .map_err(|_| CniError::config(r.field("dst"), format!("{dst_s:?} is not a CIDR")))?;
+        .map_err(|_| CniError::config(dst_field, format!("{dst_s:?} is not a CIDR")))?;
     let gw =
-        match r.str("gw")? {
-            None => None,
-            Some(g) => Some(g.parse::<IpAddr>().map_err(|_| {
-                CniError::config(r.field("gw"), format!("{g:?} is not an IP address"))
-            })?),
-        };
+        r.gw.map(|g| {
+            g.parse::<IpAddr>().map_err(|_| {
+                CniError::config(join(path, "gw"), format!("{g:?} is not an IP address"))
+            })
+        })
+        .transpose()?;
     Ok(Route { dst, gw })
 }
 
-fn parse_store(ipam: &Obj<'_>, name: &str, budget: Duration) -> Result<StoreConf, CniError> {
-    let endpoints: Vec<String> = match ipam.get("endpoints") {
-        None => Vec::new(),
-        Some(Value::String(s)) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
-        Some(_) => ipam.strs("endpoints")?.unwrap_or_default(),
-    };
+/// The store and the node directory: etcd when `endpoints` names one (its
+/// fields typed only then; the node directory is `dataDir` or the default),
+/// else the embedded store in `dataDir` (with `lockWaitMs`), which is the
+/// node directory too.
+fn parse_store(
+    v: &Value,
+    ipam: &mut Ipam,
+    name: &str,
+    budget: Duration,
+) -> Result<(StoreConf, PathBuf), CniError> {
+    let endpoints = ipam.endpoints.take().map(|e| e.0).unwrap_or_default();
     if let Some(e) = endpoints.iter().find(|e| e.trim().is_empty()) {
         return Err(CniError::config(
-            ipam.field("endpoints"),
+            "ipam.endpoints",
             format!("empty endpoint {e:?}"),
         ));
     }
-    let ms = |key: &str, default: u64| -> Result<Duration, CniError> {
-        Ok(Duration::from_millis(ipam.u64(key)?.unwrap_or(default)))
-    };
+    let data_dir = nonempty(ipam.data_dir.take())
+        .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR).join(name), PathBuf::from);
     if endpoints.is_empty() {
-        let data_dir = match ipam.str("dataDir")?.filter(|s| !s.is_empty()) {
-            Some(d) => PathBuf::from(d),
-            None => PathBuf::from(DEFAULT_DATA_DIR).join(name),
+        let lock_wait = field::<u64>(v, "ipam", "lockWaitMs")?;
+        let store = StoreConf::Local {
+            data_dir: data_dir.clone(),
+            lock_wait: lock_wait.map_or(budget, Duration::from_millis),
         };
-        let lock_wait = ms(
-            "lockWaitMs",
-            u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
-        )?;
-        return Ok(StoreConf::Local {
-            data_dir,
-            lock_wait,
-        });
+        return Ok((store, data_dir));
     }
-    let path = |key: &str| -> Result<Option<PathBuf>, CniError> {
-        Ok(ipam.str(key)?.filter(|s| !s.is_empty()).map(PathBuf::from))
-    };
-    let text = |key: &str| -> Result<Option<String>, CniError> {
-        Ok(ipam.str(key)?.filter(|s| !s.is_empty()).map(str::to_string))
-    };
+    let etcd: EtcdFields = typed("ipam", v)?;
     let defaults = EtcdConfig::default();
-    Ok(StoreConf::Etcd(EtcdConfig {
+    let ms = |ms: Option<u64>, default: Duration| ms.map_or(default, Duration::from_millis);
+    let config = EtcdConfig {
         endpoints,
-        cert_file: path("certfile")?,
-        key_file: path("keyfile")?,
-        trusted_ca_file: path("trustedcafile")?,
-        username: text("username")?,
-        password: text("password")?,
-        dial_timeout: ms("dialTimeoutMs", millis(defaults.dial_timeout))?,
-        request_timeout: ms("requestTimeoutMs", millis(defaults.request_timeout))?,
-    }))
+        cert_file: nonempty(etcd.certfile).map(PathBuf::from),
+        key_file: nonempty(etcd.keyfile).map(PathBuf::from),
+        trusted_ca_file: nonempty(etcd.trustedcafile).map(PathBuf::from),
+        username: nonempty(etcd.username),
+        password: nonempty(etcd.password),
+        dial_timeout: ms(etcd.dial_timeout_ms, defaults.dial_timeout),
+        request_timeout: ms(etcd.request_timeout_ms, defaults.request_timeout),
+    };
+    Ok((StoreConf::Etcd(config), data_dir))
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `args.cni.ips` then `runtimeConfig.ips`. Unknown content of `args` is
-/// ignored, as the spec asks.
-fn parse_requested(root: &Obj<'_>) -> Result<Vec<IpAddr>, CniError> {
+/// The requested addresses: each list (`args.cni.ips`, then
+/// `runtimeConfig.ips`) at its path, deduplicated in order. Unknown content
+/// of `args` is ignored, as the spec asks.
+fn requested(lists: [(&str, Option<Vec<String>>); 2]) -> Result<Vec<IpAddr>, CniError> {
     let mut out = Vec::new();
-    let mut add = |list: Vec<(String, &Value)>| -> Result<(), CniError> {
-        for (p, v) in list {
-            let s = as_str(&p, v)?;
+    for (at, list) in lists {
+        for (i, s) in list.unwrap_or_default().iter().enumerate() {
+            let field = format!("{at}[{i}]");
             let ip = parse_ip_or_cidr(s).ok_or_else(|| {
-                CniError::config(p.as_str(), format!("{s:?} is not an IP address"))
+                CniError::config(field.as_str(), format!("{s:?} is not an IP address"))
             })?;
             if let Some(kind) = embedded_ipv4(ip) {
                 return Err(CniError::config(
-                    p.as_str(),
+                    field,
                     format!("{s:?} is one of the {kind}, an IPv4 host in IPv6 form; request the IPv4 address"),
                 ));
             }
             out.push(ip);
-        }
-        Ok(())
-    };
-    if let Some(Value::Object(args)) = root.get("args") {
-        if let Some(Value::Object(cni)) = args.get("cni") {
-            if let Some(ips) = cni.get("ips").filter(|v| !v.is_null()) {
-                add(as_items("args.cni.ips", ips)?)?;
-            }
-        }
-    }
-    if let Some(rc_v) = root.get("runtimeConfig") {
-        let rc = as_obj("runtimeConfig", rc_v)?;
-        if let Some(ips) = rc.items("ips")? {
-            add(ips)?;
         }
     }
     dedup_in_order(&mut out);
     Ok(out)
 }
 
-fn parse_prev_result(root: &Obj<'_>) -> Result<Option<Vec<IpAddr>>, CniError> {
-    let Some(prev_v) = root.get("prevResult") else {
+/// The addresses of `prevResult.ips`, when a `prevResult` is given.
+fn prev_result(doc: &Value) -> Result<Option<Vec<IpAddr>>, CniError> {
+    let Some(Object(prev)) = field::<Object<PrevResult>>(doc, "", "prevResult")? else {
         return Ok(None);
     };
-    let prev = as_obj("prevResult", prev_v)?;
     let mut out = Vec::new();
-    for (p, v) in prev.items("ips")?.unwrap_or_default() {
-        let ip = as_obj(&p, v)?;
-        let field = ip.field("address");
-        let addr = ip
-            .str("address")?
-            .ok_or_else(|| CniError::config(field.as_str(), "missing"))?;
+    for (i, ip) in prev.ips.unwrap_or_default().into_iter().enumerate() {
+        let field = format!("prevResult.ips[{i}].address");
+        let addr = ip.0.address.ok_or_else(|| missing(field.clone()))?;
         let net = addr
             .parse::<IpNet>()
-            .map_err(|_| CniError::config(field.as_str(), format!("{addr:?} is not ip/prefix")))?;
+            .map_err(|_| CniError::config(field, format!("{addr:?} is not ip/prefix")))?;
         out.push(net.addr());
     }
     dedup_in_order(&mut out);
     Ok(Some(out))
 }
 
-fn parse_attachments(root: &Obj<'_>) -> Result<Option<Vec<OwnerId>>, CniError> {
+/// `cni.dev/valid-attachments` (or, when it is absent, `cni.dev/attachments`).
+fn attachments(doc: &Value) -> Result<Option<Vec<OwnerId>>, CniError> {
     let key = ["cni.dev/valid-attachments", "cni.dev/attachments"]
         .into_iter()
-        .find(|k| root.get(k).is_some());
+        .find(|k| doc.get(k).is_some_and(|v| !v.is_null()));
     let Some(key) = key else {
         return Ok(None);
     };
-    let items = root.items(key)?.unwrap_or_default();
+    let items = field::<Vec<Object<Attachment>>>(doc, "", key)?.unwrap_or_default();
     items
-        .iter()
-        .map(|(p, v)| {
-            let a = as_obj(p, v)?;
-            let get = |k: &str| -> Result<String, CniError> {
-                a.str(k)?
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .ok_or_else(|| CniError::config(join(p, k), "missing"))
+        .into_iter()
+        .enumerate()
+        .map(|(i, Object(a))| {
+            let get = |k: &str, v: Option<String>| {
+                nonempty(v).ok_or_else(|| missing(format!("{key}[{i}].{k}")))
             };
             Ok(OwnerId {
-                container_id: get("containerID")?,
-                ifname: get("ifname")?,
+                container_id: get("containerID", a.container_id)?,
+                ifname: get("ifname", a.ifname)?,
             })
         })
         .collect::<Result<Vec<_>, _>>()

@@ -242,23 +242,23 @@ fn wrong_types_name_the_field() {
     let cases = [
         (
             base(r#"{"ranges":"x"}"#),
-            "ipam.ranges: expected an array, found a string",
+            "ipam.ranges: invalid type: string \"x\", expected a sequence",
         ),
         (
             base(r#"{"ranges":[{"subnet":"10.0.0.0/24"}]}"#),
-            "ipam.ranges[0]: expected an array, found an object",
+            "ipam.ranges[0]: invalid type: map, expected a sequence",
         ),
         (
             base(r#"{"ranges":[[{"subnet":5}]]}"#),
-            "ipam.ranges[0][0].subnet: expected a string, found a number",
+            "ipam.ranges[0][0].subnet: invalid type: integer `5`, expected a string",
         ),
         (
             base(r#"{"ranges":[[{"subnet":"10.0.0.0/24","sandbox":"10.0.0.5"}]]}"#),
-            "ipam.ranges[0][0].sandbox: expected an array, found a string",
+            "ipam.ranges[0][0].sandbox: invalid type: string \"10.0.0.5\", expected a sequence",
         ),
         (
             base(r#"{"ranges":[[{"subnet":"10.0.0.0/24","smallflow":[7]}]]}"#),
-            "ipam.ranges[0][0].smallflow[0]: expected a string, found a number",
+            "ipam.ranges[0][0].smallflow[0]: invalid type: integer `7`, expected a string",
         ),
         (
             base(r#"{"ranges":[[{"rangeStart":"10.0.0.5"}]]}"#),
@@ -274,7 +274,7 @@ fn wrong_types_name_the_field() {
         ),
         (
             base(r#"{"subnet":"10.0.0.0/24","routes":{"dst":"0.0.0.0/0"}}"#),
-            "ipam.routes: expected an array, found an object",
+            "ipam.routes: invalid type: map, expected a sequence",
         ),
         (
             base(r#"{"subnet":"10.0.0.0/24","routes":[{"gw":"10.0.0.1"}]}"#),
@@ -290,11 +290,11 @@ fn wrong_types_name_the_field() {
         ),
         (
             base(r#"{"subnet":"10.0.0.0/24","endpoints":[1]}"#),
-            "ipam.endpoints[0]: expected a string, found a number",
+            "ipam.endpoints[0]: invalid type: integer `1`, expected a string",
         ),
         (
             base(r#"{"subnet":"10.0.0.0/24","budgetMs":"5"}"#),
-            "ipam.budgetMs: expected a non-negative integer, found a string",
+            "ipam.budgetMs: invalid type: string \"5\", expected u64",
         ),
         (
             base(r#"{"subnet":"10.0.0.0/24","chunkBits":40}"#),
@@ -302,9 +302,12 @@ fn wrong_types_name_the_field() {
         ),
         (
             base(r#"{"subnet":"10.0.0.0/24","resolvConf":true}"#),
-            "ipam.resolvConf: expected a string, found a boolean",
+            "ipam.resolvConf: invalid type: boolean `true`, expected a string",
         ),
-        (base(r#""x""#), "ipam: expected an object, found a string"),
+        (
+            base(r#""x""#),
+            "ipam: invalid type: string \"x\", expected an object",
+        ),
         (
             r#"{"cniVersion":"1.0.0","name":"n"}"#.to_string(),
             "ipam: missing",
@@ -319,11 +322,11 @@ fn wrong_types_name_the_field() {
         ),
         (
             r#"{"cniVersion":"1.0.0","name":5,"ipam":{}}"#.to_string(),
-            "name: expected a string, found a number",
+            "name: invalid type: integer `5`, expected a string",
         ),
         (
             r#"[]"#.to_string(),
-            "network config: expected an object, found an array",
+            "network config: invalid type: sequence, expected an object",
         ),
     ];
     for (input, want) in cases {
@@ -500,11 +503,11 @@ fn runtime_ip_ranges_are_prepended_like_host_local() {
     let cases = [
         (
             rc(r#"{"subnet":"10.1.0.0/16"}"#),
-            "runtimeConfig.ipRanges: expected an array",
+            "runtimeConfig.ipRanges: invalid type: map, expected a sequence",
         ),
         (
             rc(r#"[{"subnet":"10.1.0.0/16"}]"#),
-            "runtimeConfig.ipRanges[0]: expected an array",
+            "runtimeConfig.ipRanges[0]: invalid type: map, expected a sequence",
         ),
         (rc("[[]]"), "runtimeConfig.ipRanges[0]: empty range set"),
         (
@@ -513,7 +516,7 @@ fn runtime_ip_ranges_are_prepended_like_host_local() {
         ),
         (
             rc(r#"[[{"subnet":"10.1.0.0/16","exclude":"10.1.0.1"}]]"#),
-            "runtimeConfig.ipRanges[0][0].exclude: expected an array",
+            "runtimeConfig.ipRanges[0][0].exclude: invalid type: string \"10.1.0.1\", expected a sequence",
         ),
     ];
     for (input, want) in &cases {
@@ -595,7 +598,10 @@ fn exclude_lists_parse_and_validate() {
     let (code, details) = err(&conf(r#"{"subnet":"10.1.0.0/24","exclude":[5]}"#));
     assert_eq!(
         (code, details.as_str()),
-        (7, "ipam.exclude[0]: expected a string, found a number")
+        (
+            7,
+            "ipam.exclude[0]: invalid type: integer `5`, expected a string"
+        )
     );
     let (code, details) = err(&conf(
         r#"{"ranges":[[{"subnet":"10.1.0.0/24"}]],"exclude":["10.1.0.5"]}"#,
@@ -709,7 +715,7 @@ fn whereabouts_ip_ranges_one_set_per_entry() {
 #[test]
 fn whereabouts_bad_input_names_the_field() {
     let cases = [
-        (r#"{"range":5}"#, "ipam.range: expected a string, found a number"),
+        (r#"{"range":5}"#, "ipam.range: invalid type: integer `5`, expected a string"),
         (r#"{"range":"10.0.0.0"}"#, "ipam.range: \"10.0.0.0\": \"10.0.0.0\" is not a CIDR"),
         (r#"{"range":"10.0.0.9-10.0.0.3/24"}"#, "ipam.range: \"10.0.0.9-10.0.0.3/24\": start 10.0.0.9 is after end 10.0.0.3"),
         (r#"{"range":"10.0.1.9-10.0.0.30/24"}"#, "ipam.range: \"10.0.1.9-10.0.0.30/24\": start 10.0.1.9 is not in subnet 10.0.0.0/24"),
@@ -722,10 +728,10 @@ fn whereabouts_bad_input_names_the_field() {
         (r#"{"range":"10.0.0.0/24","range_start":"fd00::5"}"#, "ipam.range_start: fd00::5 is not of the address family of range 10.0.0.0/24"),
         (r#"{"range":"10.0.0.0/24","range_end":"ten"}"#, "ipam.range_end: \"ten\" is not an IP address"),
         (r#"{"range":"10.0.0.0/24","range_start":"10.0.0.50","range_end":"10.0.0.40"}"#, "ipam.range_end: 10.0.0.40 is before range_start 10.0.0.50"),
-        (r#"{"range":"10.0.0.0/24","exclude":"10.0.0.5"}"#, "ipam.exclude: expected an array, found a string"),
+        (r#"{"range":"10.0.0.0/24","exclude":"10.0.0.5"}"#, "ipam.exclude: invalid type: string \"10.0.0.5\", expected a sequence"),
         (r#"{"range":"10.0.0.0/24","gateway":"192.168.2.1"}"#, "ipam.gateway: 192.168.2.1 is not inside the subnet of any range"),
         (r#"{"range":"10.0.0.0/24","gateway":"x"}"#, "ipam.gateway: \"x\" is not an IP address"),
-        (r#"{"ipRanges":{"range":"10.0.0.0/24"}}"#, "ipam.ipRanges: expected an array, found an object"),
+        (r#"{"ipRanges":{"range":"10.0.0.0/24"}}"#, "ipam.ipRanges: invalid type: map, expected a sequence"),
         (r#"{"ipRanges":[{"range_start":"10.0.0.5"}]}"#, "ipam.ipRanges[0].range: missing"),
         (r#"{"ipRanges":[{"range":"10.0.0.0/24","range_start":"10.9.0.5"}]}"#, "ipam.ipRanges[0].range_start: 10.9.0.5 is not in range"),
         (r#"{"ipRanges":[]}"#, "ipam.ranges: no IP ranges specified"),

@@ -1,32 +1,56 @@
-//! Reading fields out of a decoded JSON document with errors that name the
-//! field's full path (`ipam.ranges[0][1].subnet: expected a string, found a
-//! number`). JSON `null` counts as absent, as in the reference plugins.
+//! Typing a decoded JSON document with serde derive, with errors that name
+//! the field's full path (`ipam.ranges[0][1].subnet: invalid type: integer
+//! `5`, expected a string`; the path from `serde_path_to_error`). The config
+//! is decoded into one [`Value`] and typed from it (see
+//! [`config`](super::config)). Optional fields are `Option`s, so JSON `null`
+//! counts as absent, as in the reference plugins; unknown fields are ignored.
 
-use serde_json::{Map, Value};
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+use serde_path_to_error::Segment;
 
 use super::error::CniError;
 
-/// A JSON object and its path in the document.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Obj<'a> {
-    path: &'a str,
-    map: &'a Map<String, Value>,
+/// `v`, found at `at` (`""` for the document), typed as `T`; a value of the
+/// wrong shape is code 7 naming the field's path.
+pub(crate) fn typed<T: DeserializeOwned>(at: &str, v: &Value) -> Result<T, CniError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let mut field = at.to_string();
+        for segment in e.path() {
+            match segment {
+                Segment::Seq { index } => field.push_str(&format!("[{index}]")),
+                Segment::Map { key } => field = join(&field, key),
+                Segment::Enum { .. } | Segment::Unknown => {}
+            }
+        }
+        CniError::config(display(&field), e.into_inner().to_string())
+    })
 }
 
-/// Name of a JSON value's type, for messages.
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// Field `key` of the object `v` (at `at`) typed as `T`; `None` when absent
+/// or `null`.
+pub(crate) fn field<T: DeserializeOwned>(
+    v: &Value,
+    at: &str,
+    key: &str,
+) -> Result<Option<T>, CniError> {
+    match v.get(key) {
+        None => Ok(None),
+        Some(x) => typed::<Option<T>>(&join(at, key), x),
     }
 }
 
-fn wrong(path: &str, expected: &str, v: &Value) -> CniError {
-    CniError::config(path, format!("expected {expected}, found {}", kind(v)))
+/// Refuses `v`, at `at`, unless it is a JSON object.
+pub(crate) fn object(at: &str, v: &Value) -> Result<(), CniError> {
+    if v.is_object() {
+        return Ok(());
+    }
+    typed::<Object<IgnoredAny>>(at, v).map(drop)
 }
 
 /// `path.key`, or `key` at the root.
@@ -38,31 +62,6 @@ pub(crate) fn join(path: &str, key: &str) -> String {
     }
 }
 
-/// `v` as an object at `path`.
-pub(crate) fn as_obj<'a>(path: &'a str, v: &'a Value) -> Result<Obj<'a>, CniError> {
-    match v {
-        Value::Object(map) => Ok(Obj { path, map }),
-        other => Err(wrong(display(path), "an object", other)),
-    }
-}
-
-/// `v` as a string at `path`.
-pub(crate) fn as_str<'a>(path: &str, v: &'a Value) -> Result<&'a str, CniError> {
-    v.as_str().ok_or_else(|| wrong(path, "a string", v))
-}
-
-/// `v` as an array at `path`, each item with its own path.
-pub(crate) fn as_items<'a>(path: &str, v: &'a Value) -> Result<Vec<(String, &'a Value)>, CniError> {
-    match v {
-        Value::Array(items) => Ok(items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| (format!("{path}[{i}]"), item))
-            .collect()),
-        other => Err(wrong(path, "an array", other)),
-    }
-}
-
 fn display(path: &str) -> &str {
     if path.is_empty() {
         "network config"
@@ -71,56 +70,25 @@ fn display(path: &str) -> &str {
     }
 }
 
-impl<'a> Obj<'a> {
-    /// The object's own path.
-    pub(crate) fn path(&self) -> &'a str {
-        self.path
-    }
+/// A JSON object typed as `T`. serde derive also takes an array for a
+/// struct (its fields in order); the config never did, so a nested struct
+/// is read through this.
+#[derive(Debug)]
+pub(crate) struct Object<T>(pub T);
 
-    /// The path of one of its fields.
-    pub(crate) fn field(&self, key: &str) -> String {
-        join(self.path, key)
-    }
-
-    /// A field's value; `null` counts as absent.
-    pub(crate) fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    /// An optional string field.
-    pub(crate) fn str(&self, key: &str) -> Result<Option<&'a str>, CniError> {
-        self.get(key)
-            .map(|v| as_str(&self.field(key), v))
-            .transpose()
-    }
-
-    /// An optional non-negative integer field.
-    pub(crate) fn u64(&self, key: &str) -> Result<Option<u64>, CniError> {
-        self.get(key)
-            .map(|v| {
-                v.as_u64()
-                    .ok_or_else(|| wrong(&self.field(key), "a non-negative integer", v))
-            })
-            .transpose()
-    }
-
-    /// An optional array field, each item with its path.
-    pub(crate) fn items(&self, key: &str) -> Result<Option<Vec<(String, &'a Value)>>, CniError> {
-        self.get(key)
-            .map(|v| as_items(&self.field(key), v))
-            .transpose()
-    }
-
-    /// An optional array-of-strings field.
-    pub(crate) fn strs(&self, key: &str) -> Result<Option<Vec<String>>, CniError> {
-        let Some(items) = self.items(key)? else {
-            return Ok(None);
-        };
-        items
-            .iter()
-            .map(|(p, v)| as_str(p, v).map(str::to_string))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct OnlyMap<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OnlyMap<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(OnlyMap(PhantomData)).map(Object)
     }
 }
 
@@ -129,39 +97,71 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[derive(Debug, Deserialize)]
+    struct Range {
+        subnet: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Ipam {
+        ranges: Option<Vec<Vec<Object<Range>>>>,
+        budget_ms: Option<u64>,
+    }
+
     #[test]
     fn errors_name_the_full_path() {
-        let v = json!({"ipam": {"ranges": [[{"subnet": 5}]], "budgetMs": -1, "x": null}});
-        let root = as_obj("", &v).expect("object");
-        let ipam_v = root.get("ipam").expect("ipam");
-        let path = root.field("ipam");
-        let ipam = as_obj(&path, ipam_v).expect("object");
-        let sets = ipam.items("ranges").expect("array").expect("present");
-        let (p0, set0) = &sets[0];
-        let ranges = as_items(p0, set0).expect("array");
-        let (p00, r) = &ranges[0];
-        let r = as_obj(p00, r).expect("object");
-        let e = r.str("subnet").err().map(|e| e.to_string());
+        let e = |v: Value| {
+            typed::<Object<Ipam>>("ipam", &v)
+                .err()
+                .map(|e| e.to_string())
+        };
         assert_eq!(
-            e.as_deref(),
-            Some("ipam.ranges[0][0].subnet: expected a string, found a number")
+            e(json!({"ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": 5}]]})).as_deref(),
+            Some("ipam.ranges[0][1].subnet: invalid type: integer `5`, expected a string")
         );
-        let e = ipam.u64("budgetMs").err().map(|e| e.to_string());
         assert_eq!(
-            e.as_deref(),
-            Some("ipam.budgetMs: expected a non-negative integer, found a number")
+            e(json!({"budgetMs": -1})).as_deref(),
+            Some("ipam.budgetMs: invalid value: integer `-1`, expected u64")
         );
-        assert!(matches!(ipam.str("x"), Ok(None)), "null is absent");
-        assert!(matches!(ipam.strs("missing"), Ok(None)));
+        assert_eq!(
+            e(json!({"ranges": [[["10.0.0.0/24"]]]})).as_deref(),
+            Some("ipam.ranges[0][0]: invalid type: sequence, expected an object")
+        );
+        let ok = typed::<Object<Ipam>>("ipam", &json!({"budgetMs": null, "x": [1]}));
+        assert!(
+            matches!(
+                ok,
+                Ok(Object(Ipam {
+                    ranges: None,
+                    budget_ms: None
+                }))
+            ),
+            "null is absent"
+        );
+        let ok = typed::<Object<Ipam>>("ipam", &json!({"ranges": [[{"subnet": "s"}]]}));
+        let subnet = ok
+            .ok()
+            .and_then(|Object(i)| i.ranges?.pop()?.pop()?.0.subnet);
+        assert_eq!(subnet.as_deref(), Some("s"));
+        let root = json!({"a": null, "b": "x"});
+        assert!(matches!(field::<String>(&root, "", "a"), Ok(None)));
+        assert!(matches!(field::<String>(&root, "", "c"), Ok(None)));
+        assert_eq!(
+            field::<u64>(&root, "", "b")
+                .err()
+                .map(|e| e.to_string())
+                .as_deref(),
+            Some("b: invalid type: string \"x\", expected u64")
+        );
     }
 
     #[test]
     fn root_must_be_an_object() {
-        let v = json!([1]);
-        let e = as_obj("", &v).err().map(|e| e.to_string());
+        let e = object("", &json!([1])).err().map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
-            Some("network config: expected an object, found an array")
+            Some("network config: invalid type: sequence, expected an object")
         );
     }
 }

@@ -17,11 +17,12 @@
 //! configured one is also masked in the free-text fields, should an error
 //! ever quote it) and no key or certificate contents (only paths).
 //!
-//! The log settings are read from stdin on their own ([`sniff`]), leniently,
-//! so that an invocation whose config is otherwise broken is still logged;
-//! the same fields are validated strictly with the rest of the config
-//! (`LogSettings::parse`, code 7 naming the field), so a broken log
-//! setting fails the command and is never silently ignored.
+//! The log settings are read on their own ([`sniff`]), leniently, from the
+//! same decoded stdin as the config, so that an invocation whose config is
+//! otherwise broken is still logged; the same fields are validated strictly
+//! with the rest of the config (`LogSettings::parse`, code 7 naming the
+//! field), so a broken log setting fails the command and is never silently
+//! ignored.
 //!
 //! Writing never fails the CNI command: a log file that cannot be opened or
 //! written leaves the result as it would be, with one line on stderr.
@@ -49,12 +50,12 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::env::{Command, Env};
 use super::error::CniError;
-use super::json::{as_obj, Obj};
+use super::json::{typed, Object};
 use crate::fsutil::{self, Backoff, Wait};
 
 /// Default `logMaxBytes`: 10 MiB.
@@ -70,8 +71,10 @@ const ROTATE_BACKOFF: Backoff = Backoff {
     max: Duration::from_millis(1),
 };
 
-/// Which lines are written, and how much they say.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Which lines are written, and how much they say (`logLevel`: `"error"`,
+/// `"info"` or `"debug"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     /// Failed invocations (and graced STATUS failures) only.
     Error,
@@ -92,19 +95,28 @@ pub struct LogSettings {
     pub max_bytes: u64,
 }
 
+/// The log fields of the `ipam` section.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LogFields {
+    log_file: Option<String>,
+    log_level: Option<LogLevel>,
+    log_max_bytes: Option<u64>,
+}
+
 impl LogSettings {
-    /// Reads the log fields of the `ipam` section; `None` without `logFile`.
-    pub(crate) fn parse(ipam: &Obj<'_>) -> Result<Option<LogSettings>, CniError> {
-        let level = ipam.str("logLevel")?;
-        let max_bytes = ipam.u64("logMaxBytes")?;
-        let Some(file) = ipam.str("logFile")?.filter(|s| !s.is_empty()) else {
+    /// Reads the log fields of the `ipam` section (an object); `None`
+    /// without `logFile`.
+    pub(crate) fn parse(ipam: &Value) -> Result<Option<LogSettings>, CniError> {
+        let Object(f) = typed::<Object<LogFields>>("ipam", ipam)?;
+        let Some(file) = f.log_file.filter(|s| !s.is_empty()) else {
             for (key, set) in [
-                ("logLevel", level.is_some()),
-                ("logMaxBytes", max_bytes.is_some()),
+                ("logLevel", f.log_level.is_some()),
+                ("logMaxBytes", f.log_max_bytes.is_some()),
             ] {
                 if set {
                     return Err(CniError::config(
-                        ipam.field(key),
+                        format!("ipam.{key}"),
                         "has no effect without ipam.logFile; set logFile or remove it",
                     ));
                 }
@@ -114,31 +126,18 @@ impl LogSettings {
         let file = PathBuf::from(file);
         if !file.is_absolute() {
             return Err(CniError::config(
-                ipam.field("logFile"),
+                "ipam.logFile",
                 format!(
                     "{:?} is not an absolute path (the runtime's working directory is unknown)",
                     file.display()
                 ),
             ));
         }
-        let level = match level {
-            None | Some("info") => LogLevel::Info,
-            Some("error") => LogLevel::Error,
-            Some("debug") => LogLevel::Debug,
-            Some(other) => {
-                return Err(CniError::config(
-                    ipam.field("logLevel"),
-                    format!(
-                        "{other:?} is not a log level (expected \"error\", \"info\" or \"debug\")"
-                    ),
-                ))
-            }
-        };
-        let max_bytes = match max_bytes {
+        let max_bytes = match f.log_max_bytes {
             None => DEFAULT_MAX_BYTES,
             Some(0) => {
                 return Err(CniError::config(
-                    ipam.field("logMaxBytes"),
+                    "ipam.logMaxBytes",
                     "0 is out of range 1..",
                 ))
             }
@@ -146,7 +145,7 @@ impl LogSettings {
         };
         Ok(Some(LogSettings {
             file,
-            level,
+            level: f.log_level.unwrap_or(LogLevel::Info),
             max_bytes,
         }))
     }
@@ -169,19 +168,13 @@ pub struct Sniffed {
     password: Option<String>,
 }
 
-/// Reads the log settings and the fields the log shows from stdin; without
-/// valid log settings the rest is not read.
-pub fn sniff(stdin: &[u8]) -> Sniffed {
-    let Ok(doc) = serde_json::from_slice::<Value>(stdin) else {
+/// Reads the log settings and the fields the log shows from the decoded
+/// stdin; without valid log settings the rest is not read.
+pub fn sniff(doc: &Value) -> Sniffed {
+    let Some(ipam) = doc.get("ipam").filter(|v| v.is_object()) else {
         return Sniffed::default();
     };
-    let Some(ipam_v) = doc.get("ipam") else {
-        return Sniffed::default();
-    };
-    let Ok(ipam) = as_obj("ipam", ipam_v) else {
-        return Sniffed::default();
-    };
-    let Some(settings) = LogSettings::parse(&ipam).ok().flatten() else {
+    let Some(settings) = LogSettings::parse(ipam).ok().flatten() else {
         return Sniffed::default();
     };
     let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
@@ -521,7 +514,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     fn settings(v: Value) -> Result<Option<LogSettings>, CniError> {
-        LogSettings::parse(&as_obj("ipam", &v).unwrap())
+        LogSettings::parse(&v)
     }
 
     #[test]
@@ -581,7 +574,7 @@ mod tests {
                      "certfile": "/c.pem", "keyfile": "/k.pem", "username": "root",
                      "password": "s3cret-pw"}
         });
-        sniff(stdin.to_string().as_bytes())
+        sniff(&stdin)
     }
 
     fn to_json(l: &Line) -> Value {
@@ -712,13 +705,15 @@ mod tests {
             br#"{"ipam": {"logFile": "/l", "logLevel": "loud"}}"#,
         ] {
             assert!(
-                sniff(stdin).settings.is_none(),
+                sniff(&serde_json::from_slice(stdin).unwrap_or_default())
+                    .settings
+                    .is_none(),
                 "{}",
                 String::from_utf8_lossy(stdin)
             );
         }
         // The rest of the config may be broken.
-        let s = sniff(br#"{"name": 5, "ipam": {"logFile": "/l", "ranges": "x"}}"#);
+        let s = sniff(&json!({"name": 5, "ipam": {"logFile": "/l", "ranges": "x"}}));
         assert!(s.settings.is_some() && s.name.is_none());
     }
 

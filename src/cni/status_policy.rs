@@ -4,9 +4,6 @@
 
 use std::time::Duration;
 
-use super::error::CniError;
-use super::json::Obj;
-
 /// Default `statusGraceMs`.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
 
@@ -27,27 +24,6 @@ impl Default for StatusPolicy {
 }
 
 impl StatusPolicy {
-    /// Reads `statusPolicy` and `statusGraceMs` of the `ipam` section.
-    pub(crate) fn parse(ipam: &Obj<'_>) -> Result<StatusPolicy, CniError> {
-        let grace = ipam.u64("statusGraceMs")?;
-        match ipam.str("statusPolicy")? {
-            None | Some("grace") => Ok(StatusPolicy::Grace(
-                grace.map_or(DEFAULT_GRACE, Duration::from_millis),
-            )),
-            Some("strict") => match grace {
-                None => Ok(StatusPolicy::Strict),
-                Some(_) => Err(CniError::config(
-                    ipam.field("statusGraceMs"),
-                    "applies to statusPolicy \"grace\" only; remove it or the strict policy",
-                )),
-            },
-            Some(other) => Err(CniError::config(
-                ipam.field("statusPolicy"),
-                format!("{other:?} is not a STATUS policy (expected \"grace\" or \"strict\")"),
-            )),
-        }
-    }
-
     /// The grace, `None` when every failure is reported at once.
     pub(crate) fn grace(self) -> Option<Duration> {
         match self {
