@@ -82,18 +82,18 @@ pub const DEFAULT_CHUNK_BITS: u8 = 8;
 /// 512-node cluster. Two nodes allocating in one chunk at once find it
 /// changed before about every second ADD, whatever the search does
 /// (ARCHITECTURE.md, "Decisions changed by measurement").
-pub const MIN_DEFAULT_CHUNKS: u128 = 1024;
+const MIN_DEFAULT_CHUNKS: u128 = 1024;
 
 /// IPv4 sets of fewer chunks than this at k = 8 leave [`default_chunk_bits`]
 /// at 8.
 const SMALL_SET_CHUNKS: u128 = 16;
 
 /// The smallest k [`default_chunk_bits`] picks (64 addresses per chunk).
-pub const MIN_DEFAULT_CHUNK_BITS: u8 = 6;
+const MIN_DEFAULT_CHUNK_BITS: u8 = 6;
 
 /// The default chunk size exponent of a network with these range sets:
 /// [`DEFAULT_CHUNK_BITS`] (8), lowered to 7 or 6 while some IPv4 set
-/// would hold fewer than [`MIN_DEFAULT_CHUNKS`] chunks (a /16 gets 6, a
+/// would hold fewer than 1,024 chunks (a /16 gets 6, a
 /// /15 7, a /14 or larger 8). An IPv4 set of fewer than 16 chunks at
 /// k = 8 (under 4,096 addresses, e.g. a single host's /24) does not lower
 /// it: few nodes share it, and one chunk keeps host-local's order (the

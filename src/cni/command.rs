@@ -132,6 +132,7 @@ pub fn respond(env: Result<Env, CniError>, stdin: Result<&[u8], CniError>) -> Re
 
 /// Runs one command. `Ok(Some(json))` is printed on stdout; `Ok(None)` means
 /// success with no output (DEL, CHECK, GC, STATUS).
+#[cfg(feature = "cli")]
 pub fn execute(env: &Env, stdin: &[u8]) -> Result<Option<String>, CniError> {
     execute_reported(
         env,

@@ -2,8 +2,9 @@
 //! parsing, `resolv.conf`, versioned results, command dispatch, and the one
 //! place where errors become CNI error codes.
 //!
-//! Entry points: [`respond`] (everything, errors included, as the binary
-//! needs it) and [`execute`] (one command, typed error). How one ADD goes
+//! Entry point: [`respond`] (everything, errors included, as the binary
+//! needs it; the node agent runs one command with the crate-internal
+//! `execute`, which keeps the typed error). How one ADD goes
 //! from [`respond`] through the allocator to the store and back, step by
 //! step: `ARCHITECTURE.md`, "The life of one ADD".
 //!
@@ -50,7 +51,7 @@ pub(crate) mod status;
 pub(crate) mod status_policy;
 pub(crate) mod version;
 
-pub use command::{execute, respond};
+pub use command::respond;
 pub use conf_file::read_config_file;
 pub use config::{NetConf, StoreConf};
 pub use env::{Command, Env};

@@ -36,7 +36,6 @@ mod tests;
 
 pub use error::CodecError;
 pub use header::{ChunkHeader, HEADER_LEN};
-pub use payload::ZSTD_LEVEL;
 
 use crate::bitmap::Bitmap;
 

@@ -103,7 +103,8 @@ pub enum RangeError {
     SubnetEmbedsIpv4 {
         /// The subnet.
         subnet: IpNet,
-        /// Which block, see [`crate::range::embedded_ipv4`].
+        /// Which block: IPv4-mapped (`::ffff:0:0/96`) or IPv4-compatible
+        /// (`::/96`).
         kind: &'static str,
     },
 
@@ -115,7 +116,8 @@ pub enum RangeError {
         field: Field,
         /// What the config says.
         value: String,
-        /// Which block, see [`crate::range::embedded_ipv4`].
+        /// Which block: IPv4-mapped (`::ffff:0:0/96`) or IPv4-compatible
+        /// (`::/96`).
         kind: &'static str,
     },
 
@@ -255,7 +257,8 @@ pub enum RangeError {
         index: usize,
         /// What the config says.
         value: String,
-        /// Which block, see [`crate::range::embedded_ipv4`].
+        /// Which block: IPv4-mapped (`::ffff:0:0/96`) or IPv4-compatible
+        /// (`::/96`).
         kind: &'static str,
     },
 
@@ -266,7 +269,8 @@ pub enum RangeError {
         stage: String,
         /// What the config says.
         value: String,
-        /// Which block, see [`crate::range::embedded_ipv4`].
+        /// Which block: IPv4-mapped (`::ffff:0:0/96`) or IPv4-compatible
+        /// (`::/96`).
         kind: &'static str,
     },
 

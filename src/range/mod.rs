@@ -203,17 +203,8 @@ const EMBEDDED_V4: [(u128, &str); 2] = [
 /// own). Such an address names an IPv4 host: handing one out would give
 /// one address to two containers (`10.7.0.9` from an IPv4 set and
 /// `::ffff:10.7.0.9` from an IPv6 one), so configs refuse them.
-///
-/// ```
-/// use host_etcd::range::embedded_ipv4;
-/// assert!(embedded_ipv4("::ffff:10.7.0.9".parse()?).unwrap().contains("IPv4-mapped"));
-/// assert!(embedded_ipv4("::10.7.0.9".parse()?).unwrap().contains("IPv4-compatible"));
-/// assert_eq!(embedded_ipv4("::1".parse()?), None);
-/// assert_eq!(embedded_ipv4("fd00::ffff:a07:9".parse()?), None);
-/// assert_eq!(embedded_ipv4("10.7.0.9".parse()?), None);
-/// # Ok::<(), std::net::AddrParseError>(())
-/// ```
-pub fn embedded_ipv4(ip: IpAddr) -> Option<&'static str> {
+/// (Cases: `embedded_ipv4_blocks` in the unit tests.)
+pub(crate) fn embedded_ipv4(ip: IpAddr) -> Option<&'static str> {
     let IpAddr::V6(v6) = ip else {
         return None;
     };

@@ -3,7 +3,6 @@
 
 use super::etcd::EtcdStore;
 use super::local::LocalStore;
-use super::memory::MemoryStore;
 use super::{Read, ReadResult, Store, StoreError, Txn, TxnOutcome};
 
 /// One of the backends, chosen at run time.
@@ -12,8 +11,6 @@ pub enum AnyStore {
     Etcd(EtcdStore),
     /// The embedded single-host store.
     Local(LocalStore),
-    /// In-process memory (tests).
-    Memory(MemoryStore),
 }
 
 impl Store for AnyStore {
@@ -21,7 +18,6 @@ impl Store for AnyStore {
         match self {
             AnyStore::Etcd(s) => s.read(reads).await,
             AnyStore::Local(s) => s.read(reads).await,
-            AnyStore::Memory(s) => s.read(reads).await,
         }
     }
 
@@ -29,7 +25,6 @@ impl Store for AnyStore {
         match self {
             AnyStore::Etcd(s) => s.txn(txn).await,
             AnyStore::Local(s) => s.txn(txn).await,
-            AnyStore::Memory(s) => s.txn(txn).await,
         }
     }
 }

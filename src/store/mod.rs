@@ -56,7 +56,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-pub mod any;
+pub(crate) mod any;
 pub mod counting;
 pub mod etcd;
 #[cfg(any(test, feature = "testing"))]
