@@ -383,8 +383,9 @@ corrupt_value_cases! {
         ],
         check_names_key: false,
     },
-    /// ADD checks the chunk size against meta: refused. DEL does not read
-    /// meta (chunks carry their own k, checked on decode): it releases.
+    /// ADD checks the chunk size against meta: refused. DEL is not stopped
+    /// by a meta record that does not decode (chunks carry their own k,
+    /// checked on decode): it releases.
     /// (CHECK of `c1` after its DEL: code 3.)
     meta_with_garbage: Case {
         name: "bad-meta",

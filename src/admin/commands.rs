@@ -736,11 +736,12 @@ pub async fn reconcile_pass<S: Store>(
     out: &mut dyn Write,
 ) -> Result<(ReconcileReport, Option<AdminError>), AdminError> {
     let mut note = |n: reconcile_run::Note| eprintln!("ipamctl: {n}");
+    let settings = reconcile_run::PassSettings::from(args);
     let reconcile_run::Survey {
         mut report,
         now,
         attachments,
-    } = reconcile_run::survey(alloc, args, node, &mut note).await?;
+    } = reconcile_run::survey(alloc, &settings, node, &mut note).await?;
     let network = report.network.clone();
     let verb = if args.dry_run {
         "WOULD RELEASE"
@@ -795,7 +796,7 @@ pub async fn reconcile_pass<S: Store>(
             return Err(AdminError::Refused(format!("{question}: not confirmed")));
         }
     }
-    let first_err = reconcile_run::release_planned(alloc, args, &mut report, &mut note).await;
+    let first_err = reconcile_run::release_planned(alloc, &settings, &mut report, &mut note).await;
     if json {
         json_line(out, &report)?;
     } else {

@@ -10,7 +10,7 @@
 //! line.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -241,6 +241,41 @@ fn id_of(rec: &OwnerRecord) -> OwnerId {
     }
 }
 
+/// What one reconcile pass is told: where the attachments come from and
+/// how careful to be. `ipamctl reconcile` fills it from its flags
+/// ([`From<&ReconcileArgs>`]); the node agent fills it from its own
+/// settings. Not a command line type: a pass is not tied to clap.
+#[derive(Clone, Debug)]
+pub struct PassSettings {
+    /// libcni's result cache (`<cacheDir>/results`); `None`: not read, only
+    /// `valid` lists the attachments.
+    pub cache_dir: Option<PathBuf>,
+    /// More valid attachments: a JSON list of `{"containerID", "ifname"}`.
+    pub valid: Option<PathBuf>,
+    /// Also release attachments whose cache entry names a network
+    /// namespace that no longer exists.
+    pub check_netns: bool,
+    /// Owner records younger than this are always kept.
+    pub grace: Duration,
+    /// Release even when no attachment of the network is known at all.
+    pub allow_empty: bool,
+    /// Decide and report, release nothing.
+    pub dry_run: bool,
+}
+
+impl From<&ReconcileArgs> for PassSettings {
+    fn from(args: &ReconcileArgs) -> Self {
+        PassSettings {
+            cache_dir: (!args.no_cache).then(|| args.cache_dir.clone()),
+            valid: args.valid.clone(),
+            check_netns: args.check_netns,
+            grace: args.grace,
+            allow_empty: args.allow_empty,
+            dry_run: args.dry_run,
+        }
+    }
+}
+
 /// Lists the network's owner records, then reads the attachments (cache
 /// directory unless `--no-cache`, `--valid`) and decides. Owners are
 /// listed before the cache is read, so an ADD that completes in between is
@@ -248,7 +283,7 @@ fn id_of(rec: &OwnerRecord) -> OwnerId {
 /// error: nothing is decided, nothing released.
 pub async fn survey<S: Store>(
     alloc: &Allocator<S>,
-    args: &ReconcileArgs,
+    args: &PassSettings,
     node: &str,
     note: &mut (dyn FnMut(Note) + Send),
 ) -> Result<Survey, AdminError> {
@@ -260,10 +295,9 @@ pub async fn survey<S: Store>(
         note(Note::CorruptOwners(listed.corrupt.len()));
     }
     let records = listed.records;
-    let mut scan = if args.no_cache {
-        CacheScan::default()
-    } else {
-        read_cache_dir(&args.cache_dir, &network, args.check_netns)?
+    let mut scan = match &args.cache_dir {
+        None => CacheScan::default(),
+        Some(dir) => read_cache_dir(dir, &network, args.check_netns)?,
     };
     if let Some(file) = &args.valid {
         scan.attachments
@@ -275,7 +309,10 @@ pub async fn survey<S: Store>(
     }
     for b in &scan.bad {
         note(Note::BadCacheFile {
-            path: args.cache_dir.join(&b.file),
+            path: args
+                .cache_dir
+                .as_deref()
+                .map_or_else(|| PathBuf::from(&b.file), |d| d.join(&b.file)),
             blocks: b.blocks,
             error: b.error.clone(),
         });
@@ -317,7 +354,7 @@ pub async fn survey<S: Store>(
 /// (the other releases are still tried).
 pub async fn release_planned<S: Store>(
     alloc: &Allocator<S>,
-    args: &ReconcileArgs,
+    args: &PassSettings,
     report: &mut ReconcileReport,
     note: &mut (dyn FnMut(Note) + Send),
 ) -> Option<AdminError> {
@@ -350,9 +387,9 @@ pub async fn release_planned<S: Store>(
                 continue;
             }
         }
-        if !args.no_cache && matches!(d.reason, Reason::NotAttached { .. }) {
+        if let (Some(dir), Reason::NotAttached { .. }) = (&args.cache_dir, &d.reason) {
             let file = format!("{network}-{}-{}", id.container_id, id.ifname);
-            if std::fs::symlink_metadata(args.cache_dir.join(&file)).is_ok() {
+            if std::fs::symlink_metadata(dir.join(&file)).is_ok() {
                 report.skipped.push(Skipped {
                     record: d.record.clone(),
                     why: format!("cache entry {file} appeared since the listing"),

@@ -35,12 +35,11 @@ use serde_json::{json, Value};
 use super::config::ReconcileConfig;
 use super::log;
 use super::state::{NetEntry, Shared, COMMANDS};
-use crate::admin::cli::ReconcileArgs;
 use crate::admin::exporter::Scrape;
 use crate::admin::exposition::Samples;
 use crate::admin::families::agent::*;
 use crate::admin::reconcile::Reason;
-use crate::admin::reconcile_run::{self, Note};
+use crate::admin::reconcile_run::{self, Note, PassSettings};
 
 /// Runs a reconcile pass of every served network every interval, forever
 /// (the caller drops the task on shutdown).
@@ -61,17 +60,13 @@ pub(super) async fn reconcile_loop(shared: Arc<Shared>, config: ReconcileConfig)
 async fn reconcile_network(entry: &NetEntry, config: &ReconcileConfig) {
     let alloc = &*entry.allocator;
     let node = alloc.options().node_name.clone();
-    let args = ReconcileArgs {
-        node: Some(node.clone()),
-        grace: config.grace,
-        cache_dir: config.cache_dir.clone(),
-        no_cache: false,
+    let args = PassSettings {
+        cache_dir: Some(config.cache_dir.clone()),
         valid: None,
         check_netns: config.check_netns,
+        grace: config.grace,
         allow_empty: false,
-        yes: true,
         dry_run: false,
-        interval: None,
     };
     let mut notes: Vec<String> = Vec::new();
     let mut note = |n: Note| notes.push(n.to_string());

@@ -915,11 +915,13 @@ impl<S: Store> Allocator<S> {
                 Some(ReadResult::Get(Some(v))) => decode_owner(&key, &v)?,
                 _ => return Ok(None),
             };
-            if let Some(ReadResult::Get(Some(v))) = it.next() {
-                let meta = Meta::decode(&v.value).map_err(|detail| AllocError::CorruptMeta {
-                    key: meta_key.clone(),
-                    detail,
-                })?;
+            // A meta record that does not decode does not stop CHECK (as it
+            // does not stop DEL): the chunks name their own k.
+            let meta = match it.next() {
+                Some(ReadResult::Get(Some(v))) => Meta::decode(&v.value).ok(),
+                _ => None,
+            };
+            if let Some(meta) = meta {
                 if meta.chunk_bits != k {
                     if !self.adopt_chunk_bits(meta.chunk_bits) {
                         return Err(AllocError::MetaMismatch {
