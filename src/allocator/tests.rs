@@ -402,30 +402,20 @@ async fn chunk_size_mismatch_is_refused() {
     // DEL and CHECK refuse it too, before reading a chunk at the wrong size.
     let pinned = Allocator::new(&store, n, pinned).unwrap();
     let owner = req("a").owner;
+    let refused = |e: &AllocError| {
+        matches!(
+            e,
+            AllocError::MetaMismatch {
+                stored: 8,
+                configured: 12,
+                ..
+            }
+        )
+    };
     let e = pinned.release(&owner).await.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            AllocError::MetaMismatch {
-                stored: 8,
-                configured: 12,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(refused(&e), "{e}");
     let e = pinned.verify(&owner).await.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            AllocError::MetaMismatch {
-                stored: 8,
-                configured: 12,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(refused(&e), "{e}");
 }
 
 /// A network created at one chunk size, used by allocators whose default is
