@@ -24,3 +24,6 @@ cargo build --examples --quiet
 cargo test --all-targets
 cargo test --doc
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet --features fuzz
+# The fuzz targets (their own workspace, their own lock file) still build
+# against the crate: a dependency added here must reach fuzz/Cargo.lock too.
+(cd fuzz && cargo check --locked --quiet)
