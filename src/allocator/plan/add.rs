@@ -10,7 +10,7 @@ use super::draft::Draft;
 use super::requested::pick_static;
 use super::search::{candidates, pick_dynamic};
 use super::sticky::{pick_sticky, sticky_key_of, sticky_step};
-use super::{Ctx, Outcome, Plan, Stop};
+use super::{meta_seen, Ctx, MetaSeen, Outcome, Plan, Stop};
 use crate::allocator::error::AllocError;
 use crate::allocator::geometry;
 use crate::allocator::meta::Meta;
@@ -22,36 +22,23 @@ use crate::store::{Compare, Expect, Key, Op, Txn};
 /// compare that it is still the record planned against.
 fn meta_step(ctx: &Ctx<'_>, known: &Known, txn: &mut Txn) -> Result<(), Stop> {
     let key = ctx.ks.meta();
-    match &known.meta {
-        None => Err(Stop::Need(vec![Pending::Get(key)])),
-        Some(None) => {
-            txn.compares.push(Compare {
-                key: key.clone(),
-                expect: Expect::Absent,
-            });
+    let expect = match meta_seen(ctx, known)? {
+        MetaSeen::Absent => {
             txn.ops
                 .push(Op::Put(key.clone(), Meta::new(ctx.k()).encode()?));
-            txn.read_on_conflict.push(key);
-            Ok(())
+            Expect::Absent
         }
-        Some(Some((expect, Ok(m)))) if m.chunk_bits == ctx.k() => {
-            txn.compares.push(Compare {
-                key: key.clone(),
-                expect: expect.clone(),
-            });
-            txn.read_on_conflict.push(key);
-            Ok(())
+        MetaSeen::AtK(expect) => expect,
+        MetaSeen::Undecodable(detail) => {
+            return Err(Stop::Fail(AllocError::CorruptMeta { key, detail }))
         }
-        Some(Some((_, Ok(m)))) => Err(Stop::Fail(AllocError::MetaMismatch {
-            key,
-            stored: m.chunk_bits,
-            configured: ctx.k(),
-        })),
-        Some(Some((_, Err(detail)))) => Err(Stop::Fail(AllocError::CorruptMeta {
-            key,
-            detail: detail.clone(),
-        })),
-    }
+    };
+    txn.compares.push(Compare {
+        key: key.clone(),
+        expect,
+    });
+    txn.read_on_conflict.push(key);
+    Ok(())
 }
 
 /// Maps a stored record's addresses back to sets and ranges of the config.

@@ -42,7 +42,7 @@ use std::collections::BTreeMap;
 
 use super::error::AllocError;
 use super::keys::Keyspace;
-use super::state::Pending;
+use super::state::{self, Pending};
 use super::{Assigned, Network, OwnerRecord};
 use crate::store::Txn;
 
@@ -109,6 +109,35 @@ impl Ctx<'_> {
     fn node_entry(&self, rec: &OwnerRecord) -> Option<crate::store::Key> {
         self.ks
             .node_entry(rec.node.as_deref()?, &rec.container_id, &rec.ifname)
+    }
+}
+
+/// What planning knows of the network's meta record (it names k), once it
+/// is known to name the operation's k or to be absent.
+enum MetaSeen {
+    /// No meta record: the network holds nothing yet.
+    Absent,
+    /// Present with the operation's k, read (or remembered) as this.
+    AtK(crate::store::Expect),
+    /// Present but not decodable (the detail says why).
+    Undecodable(String),
+}
+
+/// The meta record as a plan needs it: asked for when unknown, and
+/// [`AllocError::MetaMismatch`] when it names another k than the
+/// operation's (the driver adopts the stored k, or reports it). ADD
+/// creates or compares it ([`add`]'s meta step), a release compares it.
+fn meta_seen(ctx: &Ctx<'_>, known: &state::Known) -> Result<MetaSeen, Stop> {
+    match &known.meta {
+        None => Err(Stop::Need(vec![Pending::Get(ctx.ks.meta())])),
+        Some(None) => Ok(MetaSeen::Absent),
+        Some(Some((expect, Ok(m)))) if m.chunk_bits == ctx.k() => Ok(MetaSeen::AtK(expect.clone())),
+        Some(Some((_, Ok(m)))) => Err(Stop::Fail(AllocError::MetaMismatch {
+            key: ctx.ks.meta(),
+            stored: m.chunk_bits,
+            configured: ctx.k(),
+        })),
+        Some(Some((_, Err(detail)))) => Ok(MetaSeen::Undecodable(detail.clone())),
     }
 }
 

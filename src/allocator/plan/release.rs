@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use super::draft::{is_full, Draft};
 use super::sticky::sticky_bind;
-use super::{Ctx, Plan, Stop};
+use super::{meta_seen, Ctx, MetaSeen, Plan, Stop};
 use crate::allocator::error::AllocError;
 use crate::allocator::geometry;
 use crate::allocator::state::{Known, Lookup, Pending};
@@ -85,20 +85,12 @@ fn release_reads<'k>(
 /// before this compare existed — every chunk names its own k, and decoding
 /// one of another k fails — and `check` reports the record.
 fn meta_guard(ctx: &Ctx<'_>, known: &Known, txn: &mut Txn) -> Result<(), Stop> {
-    let key = ctx.ks.meta();
-    let expect = match &known.meta {
-        None => return Err(Stop::Need(vec![Pending::Get(key)])),
-        Some(None) => Expect::Absent,
-        Some(Some((expect, Ok(m)))) if m.chunk_bits == ctx.k() => expect.clone(),
-        Some(Some((_, Ok(m)))) => {
-            return Err(Stop::Fail(AllocError::MetaMismatch {
-                key,
-                stored: m.chunk_bits,
-                configured: ctx.k(),
-            }))
-        }
-        Some(Some((_, Err(_)))) => return Ok(()),
+    let expect = match meta_seen(ctx, known)? {
+        MetaSeen::Absent => Expect::Absent,
+        MetaSeen::AtK(expect) => expect,
+        MetaSeen::Undecodable(_) => return Ok(()),
     };
+    let key = ctx.ks.meta();
     txn.compares.push(Compare {
         key: key.clone(),
         expect,
