@@ -24,9 +24,6 @@ use crate::store::{Read, ReadResult, Store};
 pub struct Target {
     /// The network (its range sets may be empty when no ranges were given).
     pub network: Network,
-    /// Whether the chunk size was given (config or `--chunk-bits`) rather
-    /// than left to the stored meta record.
-    pub explicit_chunk_bits: bool,
     /// The store.
     pub store: StoreConf,
     /// Allocator options.
@@ -86,7 +83,6 @@ impl Target {
         })?;
         Ok(Target {
             network,
-            explicit_chunk_bits: conf.ipam.chunk_bits.is_some(),
             store: conf.ipam.store.clone(),
             options: conf.options(),
         })
@@ -127,7 +123,6 @@ impl Target {
         };
         Ok(Target {
             network,
-            explicit_chunk_bits: args.chunk_bits.is_some(),
             store,
             options: Options {
                 adopt_stored_chunk_bits: args.chunk_bits.is_none(),
@@ -258,7 +253,9 @@ impl Target {
                 key: key.clone(),
                 detail,
             })?;
-            if !self.explicit_chunk_bits {
+            // The chunk size was left out (config or `--chunk-bits`): the
+            // stored one applies, as it does for the allocator itself.
+            if self.options.adopt_stored_chunk_bits {
                 network.chunk_bits = meta.chunk_bits;
             } else if meta.chunk_bits != network.chunk_bits {
                 return Err(AllocError::MetaMismatch {
