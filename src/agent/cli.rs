@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
+use crate::admin::reconcile_run::PassSettings;
 use crate::cni::config::DEFAULT_AGENT_SOCKET;
 
 use super::{config, log, server};
@@ -145,9 +146,14 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
                     .reconcile_interval
                     .map(|interval| config::ReconcileConfig {
                         interval,
-                        grace: cli.reconcile_grace,
-                        cache_dir: cli.cache_dir.clone(),
-                        check_netns: cli.check_netns,
+                        pass: PassSettings {
+                            cache_dir: Some(cli.cache_dir.clone()),
+                            valid: None,
+                            check_netns: cli.check_netns,
+                            grace: cli.reconcile_grace,
+                            allow_empty: false,
+                            dry_run: false,
+                        },
                     }),
                 metrics_listen: cli.metrics_listen.clone(),
                 liveness: (!cli.liveness_config.is_empty()).then(|| {

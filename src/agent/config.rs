@@ -36,10 +36,7 @@ pub struct Config {
 pub struct ReconcileConfig {
     /// Time between passes (the first pass runs one interval after start).
     pub interval: Duration,
-    /// Owner records younger than this are kept.
-    pub grace: Duration,
-    /// libcni's result cache directory.
-    pub cache_dir: PathBuf,
-    /// Also release attachments whose network namespace is gone.
-    pub check_netns: bool,
+    /// What every pass is told (a cache directory, the grace, whether
+    /// gone network namespaces count; never a dry run).
+    pub pass: crate::admin::reconcile_run::PassSettings,
 }

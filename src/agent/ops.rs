@@ -39,7 +39,7 @@ use crate::admin::exporter::Scrape;
 use crate::admin::exposition::Samples;
 use crate::admin::families::agent::*;
 use crate::admin::reconcile::Reason;
-use crate::admin::reconcile_run::{self, Note, PassSettings};
+use crate::admin::reconcile_run::{self, Note};
 
 /// Runs a reconcile pass of every served network every interval, forever
 /// (the caller drops the task on shutdown).
@@ -60,24 +60,17 @@ pub(super) async fn reconcile_loop(shared: Arc<Shared>, config: ReconcileConfig)
 async fn reconcile_network(entry: &NetEntry, config: &ReconcileConfig) {
     let alloc = &*entry.allocator;
     let node = alloc.options().node_name.clone();
-    let args = PassSettings {
-        cache_dir: Some(config.cache_dir.clone()),
-        valid: None,
-        check_netns: config.check_netns,
-        grace: config.grace,
-        allow_empty: false,
-        dry_run: false,
-    };
+    let args = &config.pass;
     let mut notes: Vec<String> = Vec::new();
     let mut note = |n: Note| notes.push(n.to_string());
     let started = Instant::now();
-    let outcome = match reconcile_run::survey(alloc, &args, &node, &mut note).await {
+    let outcome = match reconcile_run::survey(alloc, args, &node, &mut note).await {
         Err(e) => Err(e),
         Ok(mut survey) => {
             let mut err = None;
             if !survey.report.plan.release.is_empty() {
                 let _turn = entry.turn_for_ops().await;
-                err = reconcile_run::release_planned(alloc, &args, &mut survey.report, &mut note)
+                err = reconcile_run::release_planned(alloc, args, &mut survey.report, &mut note)
                     .await;
             }
             Ok((survey.report, err))
@@ -87,8 +80,8 @@ async fn reconcile_network(entry: &NetEntry, config: &ReconcileConfig) {
         "network": entry.name,
         "endpoints": entry.endpoints,
         "node": node,
-        "cache_dir": config.cache_dir.display().to_string(),
-        "grace_secs": config.grace.as_secs(),
+        "cache_dir": args.cache_dir.as_ref().map(|d| d.display().to_string()),
+        "grace_secs": args.grace.as_secs(),
         "duration_ms": started.elapsed().as_millis() as u64,
     });
     let ops = &entry.ops;

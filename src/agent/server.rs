@@ -259,9 +259,9 @@ fn start_background(
             "reconcile_enabled",
             json!({
                 "interval_ms": rc.interval.as_millis() as u64,
-                "grace_secs": rc.grace.as_secs(),
-                "cache_dir": rc.cache_dir.display().to_string(),
-                "check_netns": rc.check_netns,
+                "grace_secs": rc.pass.grace.as_secs(),
+                "cache_dir": rc.pass.cache_dir.as_ref().map(|d| d.display().to_string()),
+                "check_netns": rc.pass.check_netns,
             }),
         );
         background.spawn(super::ops::reconcile_loop(shared.clone(), rc.clone()));
