@@ -92,12 +92,17 @@ def proc_cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
-def scrape(endpoint):
-    """grpc_server_handled_total by (service, method, code) from /metrics."""
+def scrape_metrics(endpoint):
+    """From etcd's /metrics: grpc_server_handled_total by (service, method,
+    code), and etcd_network_client_grpc_sent_bytes_total (bytes sent to
+    clients, summed)."""
     with urllib.request.urlopen(endpoint + "/metrics", timeout=10) as r:
         text = r.read().decode()
-    out = {}
+    calls, sent = {}, 0.0
     for line in text.splitlines():
+        if line.startswith("etcd_network_client_grpc_sent_bytes_total"):
+            sent += float(line.rsplit(" ", 1)[1])
+            continue
         if not line.startswith("grpc_server_handled_total{"):
             continue
         labels, value = line[len("grpc_server_handled_total{"):].rsplit("}", 1)
@@ -107,8 +112,13 @@ def scrape(endpoint):
                 k, v = part.split("=", 1)
                 lab[k] = v.strip('"')
         key = (lab.get("grpc_service", "?"), lab.get("grpc_method", "?"), lab.get("grpc_code", "?"))
-        out[key] = out.get(key, 0) + float(value)
-    return out
+        calls[key] = calls.get(key, 0) + float(value)
+    return calls, sent
+
+
+def scrape(endpoint):
+    """grpc_server_handled_total by (service, method, code) from /metrics."""
+    return scrape_metrics(endpoint)[0]
 
 
 def metrics_delta(before, after):
@@ -156,12 +166,13 @@ def machine_info(etcd_bin):
             "clk_tck": os.sysconf("SC_CLK_TCK")}
 
 
-def git_rev(repo):
+def git_rev(repo, paths=("src", "Cargo.toml", "Cargo.lock")):
+    """The checkout's short revision, and whether `paths` have uncommitted changes."""
     try:
         rev = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--", "src", "Cargo.toml",
-                                "Cargo.lock"], capture_output=True, text=True,
+        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--", *paths],
+                               capture_output=True, text=True,
                                timeout=10).stdout.strip() != ""
         return {"rev": rev or "?", "src_dirty": dirty}
     except (OSError, subprocess.SubprocessError):

@@ -31,6 +31,10 @@ import sys
 import time
 import urllib.request
 
+# etcd /metrics scraping and the report header, shared with the cluster bench.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster_bench import git_rev, machine_info, scrape_metrics  # noqa: E402
+
 NETWORK = "scale"
 V4_RANGE = "10.64.0.0/14"
 V6_RANGE = "fd00:64::/64"
@@ -76,27 +80,6 @@ DEFINITIONS = {
 
 # ---------------------------------------------------------------- helpers
 
-def scrape(endpoint):
-    """(calls by (service, method, code), bytes sent) from etcd's /metrics."""
-    with urllib.request.urlopen(endpoint + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    calls, sent = {}, 0.0
-    for line in text.splitlines():
-        if line.startswith("grpc_server_handled_total{"):
-            labels, value = line[len("grpc_server_handled_total{"):].rsplit("}", 1)
-            lab = {}
-            for part in labels.split(","):
-                if "=" in part:
-                    k, v = part.split("=", 1)
-                    lab[k] = v.strip('"')
-            key = "%s/%s/%s" % (lab.get("grpc_service", "?"), lab.get("grpc_method", "?"),
-                                lab.get("grpc_code", "?"))
-            calls[key] = calls.get(key, 0) + float(value)
-        elif line.startswith("etcd_network_client_grpc_sent_bytes_total"):
-            sent += float(line.rsplit(" ", 1)[1])
-    return calls, sent
-
-
 class Counter:
     """etcd's work during one operation."""
 
@@ -104,7 +87,7 @@ class Counter:
         self.endpoint = endpoint
 
     def __enter__(self):
-        self.before = scrape(self.endpoint)
+        self.before = scrape_metrics(self.endpoint)
         self.t0 = time.monotonic()
         return self
 
@@ -112,13 +95,13 @@ class Counter:
         if exc[0] is not None:
             return False
         secs = time.monotonic() - self.t0
-        after = scrape(self.endpoint)
+        after = scrape_metrics(self.endpoint)
         (c0, b0), (c1, b1) = self.before, after
         by = {}
         for k in set(c0) | set(c1):
             d = int(round(c1.get(k, 0) - c0.get(k, 0)))
             if d:
-                by[k] = d
+                by["/".join(k)] = d
         self.result = {"calls": sum(by.values()), "bytes": int(round(b1 - b0)),
                        "by_method": by, "secs": round(secs, 3)}
         return False
@@ -181,34 +164,6 @@ def fnv1a(name):
 def container_ids(i, per_node):
     """The fill's container IDs of node i (examples/scale_fill.rs)."""
     return ["%016x%048x" % (fnv1a(node_name(i)), j) for j in range(per_node)]
-
-
-def machine_info(etcd_bin):
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    try:
-        etcd_version = subprocess.run([etcd_bin, "--version"], capture_output=True, text=True,
-                                      timeout=10).stdout.splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError):
-        etcd_version = "?"
-    return {"nproc": os.cpu_count(), "cpu_model": model, "kernel": os.uname().release,
-            "etcd_version": etcd_version}
-
-
-def git_rev(repo):
-    try:
-        rev = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--", "src",
-                                "examples", "Cargo.toml", "Cargo.lock"],
-                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
-        return {"rev": rev or "?", "src_dirty": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return {"rev": "?", "src_dirty": None}
 
 
 # ---------------------------------------------------------------- run
@@ -404,7 +359,7 @@ def run_main(a):
     for n in counts:
         r = b.measure(n)
         r.update({"schema": 1, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "git": git_rev(a.repo), "machine": machine_info(a.etcd_bin),
+                  "git": git_rev(a.repo, ("src", "examples", "Cargo.toml", "Cargo.lock")), "machine": machine_info(a.etcd_bin),
                   "params": {"network": NETWORK, "ranges": [V4_RANGE, V6_RANGE],
                              "per_node": PER_NODE, "cni_version": CNI_VERSION,
                              "chunk_bits": 8, "fill": "examples/scale_fill (allocate_batch "
