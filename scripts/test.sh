@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# One full build, not a loop of small edits: incremental caches would only
+# double target/ (~6 GB of a clean run).
+export CARGO_INCREMENTAL=0
 cargo fmt --all -- --check
 # No two files under src/ import each other, directly or around a loop.
 python3 scripts/import_cycles.py >/dev/null
