@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use host_etcd::allocator::Allocator;
 use host_etcd::store::etcd::EtcdStore;
+use host_etcd::store::{prefix_end, Op, Read as StoreRead, ReadResult, Store, Txn};
 use serde_json::Value;
-use support::alloc_harness::req;
+use support::alloc_harness::{owner, req};
+use support::etcd_metrics::kv_counts;
 use support::ipamctl::{allocator_of, ipamctl, EXE};
 use support::{free_port, EtcdServer};
 
@@ -473,4 +475,132 @@ async fn an_unreachable_store_is_up_0_and_counted() {
     let log = std::fs::read_to_string(dir.path().join("exporter.log")).unwrap();
     assert!(log.contains("network net1:"), "{log}");
     assert!(log.contains("scrapes succeed again"), "{log}");
+}
+
+/// The exporter keeps each network's chunks between scrapes: a scrape
+/// after the first reads only the chunks written since, in one etcd call
+/// for every range, and its figures stay those of a fresh read through
+/// writes, a chunk deleted behind its back, and a chunk that does not
+/// decode (up 0 until it is gone).
+#[tokio::test]
+async fn a_scrape_reads_only_the_chunks_written_since_the_last() {
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &etcd,
+        "spread",
+        serde_json::json!([[{"subnet": "10.40.0.0/20"}], [{"subnet": "fd00:40::/64"}]]),
+    );
+    // Six nodes, each starting in a chunk (two may share one).
+    let nodes: Vec<Allocator<EtcdStore>> = nodes_of(&config, 6).await;
+    for n in &nodes {
+        add(n, 0..3).await;
+    }
+    let (_exporter, addr) = start_exporter(&[&config], &[], &dir.path().join("exporter.log"));
+    let v4 = ["network=\"spread\"", "family=\"ipv4\""];
+    let v6 = ["network=\"spread\"", "family=\"ipv6\""];
+    let up = ["network=\"spread\""];
+    // (v4 used, v6 used, v4 chunks, v6 chunks) of a scrape, and of a fresh read.
+    let figures = |text: &str| {
+        (
+            sample(text, "host_etcd_ipam_addresses_used", &v4),
+            sample(text, "host_etcd_ipam_addresses_used", &v6),
+            sample(text, "host_etcd_ipam_chunks_stored", &v4),
+            sample(text, "host_etcd_ipam_chunks_stored", &v6),
+        )
+    };
+    let scrape = || {
+        let before = kv_counts(&etcd.url());
+        let (code, text) = get(&addr, "/metrics");
+        assert_eq!(code, 200, "{text}");
+        (text, kv_counts(&etcd.url()).since(before).calls())
+    };
+
+    let (text, _) = scrape();
+    let first = fresh(&nodes[0]).await;
+    let (c4, c6) = (first.2, first.3);
+    assert_eq!((first.0, first.1), (18.0, 18.0));
+    assert!(c4 >= 4.0 && c6 >= 4.0, "{first:?}");
+    assert_eq!(figures(&text), first);
+    // Nothing written since: one call.
+    let (text, calls) = scrape();
+    assert_eq!(calls, 1, "a scrape of an unchanged network");
+    assert_eq!(figures(&text), first);
+
+    // Writes: two ADDs and a DEL, then one call again.
+    add(&nodes[0], 3..5).await;
+    nodes[1].release(&owner("node-1-0")).await.unwrap().unwrap();
+    let (text, calls) = scrape();
+    assert_eq!(calls, 1);
+    assert_eq!(figures(&text), (19.0, 19.0, c4, c6));
+    assert_eq!(figures(&text), fresh(&nodes[0]).await);
+
+    // A chunk deleted behind the exporter's back (as `check --repair`
+    // deletes one that does not decode): the key count gives it away.
+    let store = nodes[0].store();
+    let prefix = "/metrics-test/spread/chunks/4/";
+    let chunks = match &store
+        .read(&[StoreRead::Range {
+            start: prefix.into(),
+            end: prefix_end(prefix),
+            limit: 0,
+        }])
+        .await
+        .unwrap()[0]
+    {
+        ReadResult::Range { kvs, .. } => kvs.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(chunks.len() as f64, c4);
+    let (gone, _) = &chunks[2];
+    let txn = |ops| Txn {
+        ops,
+        ..Txn::default()
+    };
+    store
+        .txn(txn(vec![Op::Delete(gone.clone())]))
+        .await
+        .unwrap();
+    let (text, _) = scrape();
+    let now = fresh(&nodes[0]).await;
+    assert_eq!(now.2, c4 - 1.0);
+    assert!(now.0 < 19.0, "{now:?}");
+    assert_eq!(figures(&text), now);
+
+    // A chunk that does not decode: the network is down, the other
+    // figures are not exported from a half-read copy...
+    let (bad, _) = &chunks[3];
+    let put = Op::Put(bad.clone(), b"not a chunk".to_vec());
+    store.txn(txn(vec![put])).await.unwrap();
+    let (text, _) = scrape();
+    assert_eq!(sample(&text, "host_etcd_ipam_up", &up), 0.0, "{text}");
+    assert!(!text.contains("host_etcd_ipam_addresses_used{"), "{text}");
+    // ... until it is gone; then every chunk is read again.
+    store.txn(txn(vec![Op::Delete(bad.clone())])).await.unwrap();
+    let (text, calls) = scrape();
+    assert_eq!(sample(&text, "host_etcd_ipam_up", &up), 1.0, "{text}");
+    assert_eq!(figures(&text), fresh(&nodes[0]).await);
+    assert_eq!(figures(&text).2, c4 - 2.0);
+    assert_eq!(calls, 1, "every chunk fits in one page per range");
+}
+
+/// (v4 used, v6 used, v4 chunks, v6 chunks) of a fresh read.
+async fn fresh(a: &Allocator<EtcdStore>) -> (f64, f64, f64, f64) {
+    let u = a.usage().await.unwrap();
+    (
+        u[0].used as f64,
+        u[1].used as f64,
+        u[0].chunks as f64,
+        u[1].chunks as f64,
+    )
+}
+
+/// Allocators of `config` on nodes `node-0` .. `node-{n-1}`.
+async fn nodes_of(config: &Path, n: usize) -> Vec<Allocator<EtcdStore>> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(allocator_on(config, &format!("node-{i}")).await);
+    }
+    out
 }

@@ -38,7 +38,7 @@ use super::exporter::Scrape;
 use super::exposition::Samples;
 use super::families::ipam::*;
 use super::target::Target;
-use crate::allocator::{Allocator, CheckReport, Problem};
+use crate::allocator::{Allocator, CheckReport, Problem, UsageMirror};
 use crate::store::any::AnyStore;
 use crate::store::Store;
 
@@ -84,6 +84,11 @@ pub fn ratio(used: u128, size: u128) -> f64 {
 struct Source {
     target: Target,
     alloc: Mutex<Option<Arc<Allocator<AnyStore>>>>,
+    /// The network's chunks as of the last scrape: a scrape reads only the
+    /// chunks written since. Taken out while a scrape refreshes it (a
+    /// concurrent or timed-out scrape leaves it empty: the next one reads
+    /// every chunk).
+    usage: Mutex<UsageMirror>,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
     /// The last check's report and when it finished (Unix seconds).
@@ -135,6 +140,7 @@ impl Collector {
                 .map(|target| Source {
                     target,
                     alloc: Mutex::new(None),
+                    usage: Mutex::new(UsageMirror::default()),
                     errors: AtomicU64::new(0),
                     last_error: Mutex::new(None),
                     checked: Mutex::new(None),
@@ -192,7 +198,17 @@ impl Collector {
             }
         };
         if let Some(alloc) = &alloc {
-            match tokio::time::timeout_at(deadline, collect_usage(&**alloc, net, out)).await {
+            let mut mirror = source
+                .usage
+                .lock()
+                .map(|mut m| std::mem::take(&mut *m))
+                .unwrap_or_default();
+            let usage = collect_usage(&**alloc, net, &mut mirror, out);
+            let answer = tokio::time::timeout_at(deadline, usage).await;
+            if let Ok(mut m) = source.usage.lock() {
+                *m = mirror;
+            }
+            match answer {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => errors.push(format!("usage: {e}")),
                 Err(_) => errors.push(format!("usage: {}", timed_out())),
@@ -246,14 +262,17 @@ impl Collector {
     }
 }
 
-/// Reads one network's range figures from its chunks' population counts
-/// (one range read per range, whatever the number of owners) into `out`.
+/// Reads one network's range figures into `out`: from `mirror`, the
+/// network's chunks as of the last scrape, after reading the chunks
+/// written since (one call for every range when they fit in a page,
+/// whatever the number of chunks or owners).
 pub async fn collect_usage<S: Store>(
     alloc: &Allocator<S>,
     net: &str,
+    mirror: &mut UsageMirror,
     out: &mut Samples,
 ) -> Result<(), crate::allocator::AllocError> {
-    for u in &alloc.usage().await? {
+    for u in &alloc.usage_tracked(mirror).await? {
         let set = u.set.to_string();
         let range = format!("{}-{}", u.start, u.end);
         let family = if u.start.is_ipv4() { "ipv4" } else { "ipv6" };

@@ -50,6 +50,8 @@ mod state;
 mod sticky;
 
 pub use cache::NodeCache;
+#[cfg(feature = "cli")]
+pub(crate) use check::UsageMirror;
 pub use check::{CheckReport, Problem, RangeUsage};
 pub use error::{AllocError, BatchError};
 pub use geometry::node_seed_from;

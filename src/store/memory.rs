@@ -127,6 +127,34 @@ impl MemoryStore {
                     }
                     ReadResult::Range { kvs, more: false }
                 }
+                Read::Changed {
+                    start,
+                    end,
+                    after,
+                    limit,
+                } => {
+                    let (mut kvs, mut more, mut total) = (Vec::new(), false, 0);
+                    if start < end {
+                        for (k, v) in inner.data.range(start.clone()..end.clone()) {
+                            total += 1;
+                            if v.mod_revision <= *after {
+                                continue;
+                            }
+                            if *limit != 0 && kvs.len() == *limit {
+                                more = true;
+                            } else {
+                                kvs.push((k.clone(), v.clone()));
+                            }
+                        }
+                    }
+                    let revision = if start < end { inner.revision } else { 0 };
+                    ReadResult::Changed {
+                        kvs,
+                        more,
+                        total,
+                        revision,
+                    }
+                }
             })
             .collect())
     }

@@ -33,7 +33,13 @@
 //!    snapshot. [`Read::Range`] returns the present keys `k` with
 //!    `start <= k < end` in ascending byte order, at most `limit` of them
 //!    (`limit == 0` means no limit), and whether more keys in the interval
-//!    exist beyond the ones returned.
+//!    exist beyond the ones returned. [`Read::Changed`] is the same walk
+//!    keeping only keys with `mod_revision > after`; its answer also counts
+//!    every present key of the interval (filtered or not) and names the
+//!    snapshot's revision: the store's revision when it was taken, `>=` the
+//!    `mod_revision` of every key it holds. A reader that applies the
+//!    changed keys to its copy of an interval and compares the count learns
+//!    whether keys were deleted, without reading the unchanged ones.
 //! 5. **Keys** are non-empty UTF-8 strings; byte order is the order. Values are
 //!    arbitrary bytes. A backend never interprets either.
 //! 6. **Errors** are [`StoreError`]s; etcd, redb or other backend types never
@@ -93,6 +99,20 @@ pub enum Read {
         /// Maximum number of keys to return; `0` means no limit.
         limit: usize,
     },
+    /// Present keys in `[start, end)` changed after revision `after`
+    /// (`mod_revision > after`), ascending, at most `limit` (`0` = all),
+    /// with the interval's key count and the snapshot's revision. `after`
+    /// of 0 or less keeps every key.
+    Changed {
+        /// Inclusive lower bound.
+        start: Key,
+        /// Exclusive upper bound.
+        end: Key,
+        /// Keys with `mod_revision <= after` are left out (but counted).
+        after: i64,
+        /// Maximum number of keys to return; `0` means no limit.
+        limit: usize,
+    },
 }
 
 /// The answer to one [`Read`], in the same position as the request.
@@ -106,6 +126,18 @@ pub enum ReadResult {
         kvs: Vec<(Key, Versioned)>,
         /// `true` if keys beyond the returned ones exist in the interval.
         more: bool,
+    },
+    /// Answer to [`Read::Changed`].
+    Changed {
+        /// The changed keys found, ascending.
+        kvs: Vec<(Key, Versioned)>,
+        /// `true` if changed keys beyond the returned ones exist.
+        more: bool,
+        /// How many keys the interval holds, changed or not.
+        total: u64,
+        /// The revision of the snapshot the answer comes from (0 when the
+        /// interval is empty, `start >= end`, and nothing was read).
+        revision: i64,
     },
 }
 

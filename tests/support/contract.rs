@@ -19,6 +19,7 @@ pub async fn check_contract<S: Store>(s: &S, prefix: &str) {
     read_on_conflict(s, &format!("{prefix}/read-on-conflict/")).await;
     empty_txn(s, &format!("{prefix}/empty-txn/")).await;
     ranges(s, &format!("{prefix}/ranges/")).await;
+    changed(s, &format!("{prefix}/changed/")).await;
     reads_in_order(s, &format!("{prefix}/reads/")).await;
     values_are_bytes(s, &format!("{prefix}/bytes/")).await;
 }
@@ -504,6 +505,104 @@ pub async fn ranges<S: Store>(s: &S, p: &str) {
         range(s, &none, &prefix_end(&none), 0).await,
         (vec![], false)
     );
+}
+
+/// The answer to one [`Read::Changed`]: (keys, more, total, revision).
+pub async fn changed_since<S: Store>(
+    s: &S,
+    (start, end): (&str, &str),
+    after: i64,
+    limit: usize,
+) -> (Vec<(String, Versioned)>, bool, u64, i64) {
+    let read = Read::Changed {
+        start: start.into(),
+        end: end.into(),
+        after,
+        limit,
+    };
+    match s.read(std::slice::from_ref(&read)).await {
+        Ok(mut r) if r.len() == 1 => match r.remove(0) {
+            ReadResult::Changed {
+                kvs,
+                more,
+                total,
+                revision,
+            } => (kvs, more, total, revision),
+            other => panic!("{read:?}: wrong result shape {other:?}"),
+        },
+        other => panic!("{read:?}: {other:?}"),
+    }
+}
+
+/// Contract 4, `Read::Changed`: only keys changed after `after`, every key
+/// counted, the snapshot's revision, limits and `more` on the filtered keys.
+pub async fn changed<S: Store>(s: &S, p: &str) {
+    let end = prefix_end(p);
+    let (a, b, c, d) = (
+        format!("{p}a"),
+        format!("{p}b"),
+        format!("{p}c"),
+        format!("{p}d"),
+    );
+    put(s, &a, b"a1").await;
+    let rb = put(s, &b, b"b1").await;
+    put(s, &c, b"c1").await;
+    let rd = put(s, &d, b"d1").await;
+    // Outside the interval: never returned, never counted.
+    put(s, &end, b"outside").await;
+
+    // after <= 0: every key, like a range read.
+    let (kvs, more, total, rev) = changed_since(s, (p, &end), 0, 0).await;
+    assert_eq!(keys(&kvs), [a.as_str(), &b, &c, &d]);
+    assert!(!more);
+    assert_eq!(total, 4);
+    assert!(rev >= rd, "snapshot revision {rev} < last write {rd}");
+    let (all_again, ..) = changed_since(s, (p, &end), -5, 0).await;
+    assert_eq!(all_again, kvs);
+
+    // Only what changed after rb; every key still counted.
+    let rb2 = put(s, &b, b"b2").await;
+    let (kvs, more, total, rev) = changed_since(s, (p, &end), rb, 0).await;
+    assert_eq!(keys(&kvs), [b.as_str(), &c, &d]);
+    assert_eq!(kvs[0].1.value, b"b2");
+    assert_eq!(kvs[0].1.mod_revision, rb2);
+    assert!(!more);
+    assert_eq!(total, 4);
+    assert!(rev >= rb2);
+    // Nothing changed after the snapshot: no keys, the same count.
+    let (kvs, more, total, rev2) = changed_since(s, (p, &end), rev, 0).await;
+    assert!(kvs.is_empty() && !more, "{kvs:?}");
+    assert_eq!(total, 4);
+    assert_eq!(rev2, rev, "no write in between: the same revision");
+
+    // A deletion shows only in the count.
+    delete(s, &c).await;
+    let (kvs, _, total, _) = changed_since(s, (p, &end), rev, 0).await;
+    assert!(kvs.is_empty(), "{kvs:?}");
+    assert_eq!(total, 3);
+
+    // The limit applies to the changed keys, `more` says others remain.
+    let (kvs, more, total, _) = changed_since(s, (p, &end), rb, 1).await;
+    assert_eq!(keys(&kvs), [b.as_str()]);
+    assert!(more);
+    assert_eq!(total, 3);
+    let next = format!("{b}\0");
+    let (kvs, more, total, _) = changed_since(s, (&next, &end), rb, 1).await;
+    assert_eq!(keys(&kvs), [d.as_str()]);
+    assert!(!more);
+    assert_eq!(total, 1, "the count is the interval's: [b\\0, end) holds d");
+    let (kvs, more, ..) = changed_since(s, (p, &end), rb, 2).await;
+    assert_eq!(keys(&kvs), [b.as_str(), &d]);
+    assert!(!more, "limit == changed keys: no more");
+
+    // Empty intervals.
+    assert_eq!(
+        changed_since(s, (&d, &a), 0, 0).await,
+        (vec![], false, 0, 0)
+    );
+    let none = format!("{p}none/");
+    let (kvs, more, total, _) = changed_since(s, (&none, &prefix_end(&none)), 0, 0).await;
+    assert!(kvs.is_empty() && !more && total == 0);
 }
 
 /// Contract 4: several reads in one call, answered in request order.

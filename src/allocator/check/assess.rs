@@ -6,13 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::{CheckReport, Problem, RangeUsage};
+use super::{CheckReport, Problem};
 use crate::allocator::geometry::{bit_of, chunk_of};
 use crate::allocator::keys::Keyspace;
 use crate::allocator::meta::Meta;
 use crate::allocator::owners::decode_owner;
 use crate::allocator::state::decode_chunk;
-use crate::allocator::{fullset, AllocError, OwnerRecord};
+use crate::allocator::{fullset, OwnerRecord};
 use crate::bitmap::Bitmap;
 use crate::codec::{self, Chunk};
 use crate::range::{from_u128, Family, Range};
@@ -381,50 +381,4 @@ pub(crate) fn range_chunk_keys(ks: &Keyspace, k: u8, r: &Range) -> (Key, Key) {
     // Keys have a fixed width: key(hi) + NUL is just past key(hi).
     end.push('\0');
     (start, end)
-}
-
-/// Usage of range `r` (range `ri` of set `si`) from the chunks stored in
-/// its [`range_chunk_keys`]; a chunk that does not decode is an error.
-pub(crate) fn range_usage(
-    ks: &Keyspace,
-    k: u8,
-    (si, ri): (usize, usize),
-    r: &Range,
-    kvs: &[(Key, Versioned)],
-) -> Result<RangeUsage, AllocError> {
-    let family = r.family();
-    let mut used = 0u128;
-    let mut chunks = 0;
-    let mut bytes = 0;
-    for (key, v) in kvs {
-        let Some(idx) = ks.parse_chunk(family, k, key) else {
-            continue;
-        };
-        chunks += 1;
-        bytes += v.value.len();
-        let chunk = decode_chunk(&v.value, k).map_err(|e| AllocError::CorruptChunk {
-            key: key.clone(),
-            source: e,
-        })?;
-        let base = idx << k;
-        used += chunk
-            .bits
-            .iter_ones()
-            .filter(|b| {
-                let a = base + *b as u128;
-                r.first() <= a && a <= r.last()
-            })
-            .count() as u128;
-    }
-    Ok(RangeUsage {
-        set: si,
-        range: ri,
-        subnet: r.subnet.to_string(),
-        start: r.start,
-        end: r.end,
-        size: r.len() - r.excluded_len(),
-        used,
-        chunks,
-        bytes,
-    })
 }

@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use super::assess::{self, Assessment, Scanned};
 use super::index::IndexSuspect;
+use super::usage::{RangeMirror, UsageMirror};
 use super::{CheckReport, Problem, RangeUsage};
 use crate::allocator::{AllocError, Allocator};
-use crate::range::Family;
-use crate::store::{Key, Read, ReadResult, Store, Txn, TxnOutcome, Versioned};
+use crate::range::{Family, Range};
+use crate::store::{Key, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned};
 
 impl<S: Store> Allocator<S> {
     /// Reads every chunk, full-set, the meta record and every owner record
@@ -137,7 +138,7 @@ impl<S: Store> Allocator<S> {
                 .await?;
             let mut it = now.into_iter().map(|r| match r {
                 ReadResult::Get(v) => v,
-                ReadResult::Range { .. } => None,
+                ReadResult::Range { .. } | ReadResult::Changed { .. } => None,
             });
             let (owner, entry) = (it.next().flatten(), it.next().flatten());
             if s.unchanged(owner.as_ref(), entry.as_ref()) {
@@ -168,17 +169,152 @@ impl<S: Store> Allocator<S> {
         Ok(report)
     }
 
-    /// Size and use of every range (reads only the chunks overlapping it).
+    /// Size and use of every range (reads only the chunks overlapping it,
+    /// every range's in the same calls, in pages of 500 chunks per range).
     pub async fn usage(&self) -> Result<Vec<RangeUsage>, AllocError> {
+        self.usage_tracked(&mut UsageMirror::default()).await
+    }
+
+    /// [`usage`](Self::usage) from `mirror`, the copy of the chunks an
+    /// earlier call left there, after reading only the chunks written since
+    /// (one call when they fit in a page, whatever the number of chunks);
+    /// see `usage.rs`. On an error the mirror is emptied, so the next call
+    /// reads every chunk again.
+    pub(crate) async fn usage_tracked(
+        &self,
+        mirror: &mut UsageMirror,
+    ) -> Result<Vec<RangeUsage>, AllocError> {
+        self.usage_paged(mirror, USAGE_PAGE).await
+    }
+
+    /// [`usage_tracked`](Self::usage_tracked) in pages of `page` chunks
+    /// per range.
+    pub(super) async fn usage_paged(
+        &self,
+        mirror: &mut UsageMirror,
+        page: usize,
+    ) -> Result<Vec<RangeUsage>, AllocError> {
         let k = self.chunk_bits();
-        let mut out = Vec::new();
-        for (si, set) in self.network.sets.iter().enumerate() {
-            for (ri, r) in set.ranges().iter().enumerate() {
-                let (start, end) = assess::range_chunk_keys(&self.keyspace, k, r);
-                let kvs = self.scan_range(start, end, 500).await?;
-                out.push(assess::range_usage(&self.keyspace, k, (si, ri), r, &kvs)?);
+        let ranges: Vec<PlacedRange<'_>> = (self.network.sets.iter().enumerate())
+            .flat_map(|(si, set)| {
+                set.ranges()
+                    .iter()
+                    .enumerate()
+                    .map(move |(ri, r)| ((si, ri), r))
+            })
+            .collect();
+        let bounds: Vec<(Key, Key)> = ranges
+            .iter()
+            .map(|(_, r)| assess::range_chunk_keys(&self.keyspace, k, r))
+            .collect();
+        let copies = mirror.ranges_for(&bounds);
+        let mut agreed = false;
+        for _ in 0..USAGE_PASSES {
+            match self
+                .refresh_usage(k, (&ranges, &bounds), copies, page)
+                .await
+            {
+                Ok(true) => {
+                    agreed = true;
+                    break;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    *mirror = UsageMirror::default();
+                    return Err(e);
+                }
             }
         }
-        Ok(out)
+        let figures = ranges
+            .iter()
+            .zip(copies.iter())
+            .map(|((at, r), copy)| copy.usage(*at, r))
+            .collect();
+        if !agreed {
+            // Chunks kept being created or deleted during every pass: the
+            // figures are as good as one paged read; start over next time.
+            *mirror = UsageMirror::default();
+        }
+        Ok(figures)
+    }
+
+    /// One refresh of every range's copy: reads the chunks changed since
+    /// the copy's revision, every range's page in one call, until no range
+    /// has more. Returns whether every copy agrees with the store's key
+    /// count.
+    async fn refresh_usage(
+        &self,
+        k: u8,
+        (ranges, bounds): (&[PlacedRange<'_>], &[(Key, Key)]),
+        copies: &mut [RangeMirror],
+        page: usize,
+    ) -> Result<bool, AllocError> {
+        let mut cursor: Vec<Option<Key>> = bounds.iter().map(|(s, _)| Some(s.clone())).collect();
+        // Per range: the first page's (revision, key count), and pages read.
+        let mut first: Vec<Option<(i64, u64)>> = vec![None; ranges.len()];
+        let mut pages = vec![0usize; ranges.len()];
+        loop {
+            let asked: Vec<usize> = (0..ranges.len()).filter(|i| cursor[*i].is_some()).collect();
+            if asked.is_empty() {
+                break;
+            }
+            let reads: Vec<Read> = asked
+                .iter()
+                .map(|&i| Read::Changed {
+                    start: cursor[i].clone().unwrap_or_default(),
+                    end: bounds[i].1.clone(),
+                    after: copies[i].since(),
+                    limit: page,
+                })
+                .collect();
+            let deadline = Instant::now() + self.options.budget;
+            let answers = self.call(self.store.read(&reads), deadline, "none").await?;
+            if answers.len() != asked.len() {
+                return Err(wrong_shape(&bounds[asked[0]].0));
+            }
+            for (&i, answer) in asked.iter().zip(answers) {
+                let ReadResult::Changed {
+                    kvs,
+                    more,
+                    total,
+                    revision,
+                } = answer
+                else {
+                    return Err(wrong_shape(&bounds[i].0));
+                };
+                copies[i].apply((&self.keyspace, k), ranges[i].1, &kvs)?;
+                first[i].get_or_insert((revision, total));
+                pages[i] += 1;
+                cursor[i] = match kvs.last() {
+                    Some((last, _)) if more => Some(format!("{last}\0")),
+                    _ => None,
+                };
+            }
+        }
+        let mut agree = true;
+        for (i, copy) in copies.iter_mut().enumerate() {
+            let (revision, total) = first[i].unwrap_or((copy.since(), 0));
+            agree &= copy.finish(revision, total, pages[i]);
+        }
+        Ok(agree)
     }
 }
+
+/// A range with its (set, range) position in the network.
+type PlacedRange<'a> = ((usize, usize), &'a Range);
+
+/// A store that answered a usage read with another number or kind of
+/// results than asked for (a backend breaking the contract).
+fn wrong_shape(start: &str) -> AllocError {
+    AllocError::Store(StoreError::Unavailable(format!(
+        "the store answered the usage read from {start:?} with results of the wrong shape"
+    )))
+}
+
+/// Chunks per range and call of a usage refresh.
+const USAGE_PAGE: usize = 500;
+
+/// Refreshes per [`Allocator::usage_tracked`] before the figures are
+/// given as they are (each pass after the first is needed only when chunks
+/// were deleted, or created while several pages were read).
+const USAGE_PASSES: usize = 4;

@@ -9,12 +9,16 @@
 //! concurrent allocation or deletes a value written since.
 //!
 //! Split like the planner: `assess` decides (pure: from what was read, the
-//! problems, the repairs and the usage figures), `driver` reads from the
-//! store, calls it, and writes.
+//! problems and the repairs), `usage` keeps the usage figures current from
+//! what was read (pure), `driver` reads from the store, calls them, and
+//! writes.
 
 mod assess;
 mod driver;
 mod index;
+mod usage;
+#[cfg(feature = "cli")]
+pub(crate) use usage::UsageMirror;
 #[cfg(test)]
 mod tests;
 

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use roaring::RoaringTreemap;
 
-use super::assess::{assess, range_chunk_keys, range_usage, Scanned, Suspect};
+use super::assess::{assess, range_chunk_keys, Scanned, Suspect};
+use super::usage::{RangeMirror, UsageMirror};
 use super::Problem;
 use crate::allocator::keys::Keyspace;
 use crate::allocator::meta::Meta;
@@ -15,9 +16,10 @@ use crate::allocator::{
 use crate::bitmap::Bitmap;
 use crate::codec::{self, Chunk};
 use crate::range::{Family, Range, RangeSet, RangeSpec};
+use crate::store::counting::CountingStore;
 use crate::store::interleaved::Interleaved;
 use crate::store::memory::MemoryStore;
-use crate::store::{Compare, Expect, Key, Op, Txn, Versioned};
+use crate::store::{Compare, Expect, Key, Op, Store, Txn, Versioned};
 
 const K: u8 = DEFAULT_CHUNK_BITS;
 
@@ -300,10 +302,33 @@ fn usage_counts_the_taken_addresses_inside_the_range_only() {
     let (start, end) = range_chunk_keys(&ks(), K, &r);
     let (_, key, val) = chunk_kv(&[5, 10, 11, 20, 21], 3);
     assert!(start <= key && key < end);
-    let u = range_usage(&ks(), K, (0, 1), &r, &[(key.clone(), val.clone())]).unwrap();
+    let mut m = RangeMirror::default();
+    m.apply((&ks(), K), &r, &[(key.clone(), val.clone())])
+        .unwrap();
+    let u = m.usage((0, 1), &r);
     assert_eq!((u.set, u.range, u.size, u.used), (0, 1, 11, 3));
     assert_eq!((u.chunks, u.bytes), (1, val.value.len()));
-    let e = range_usage(&ks(), K, (0, 0), &r, &[(key, v(b"garbage".to_vec(), 4))]);
+    // A key in the interval that is no chunk key is kept (for the key
+    // count) but adds nothing.
+    let junk = format!("{key}x");
+    m.apply((&ks(), K), &r, &[(junk, v(b"x".to_vec(), 4))])
+        .unwrap();
+    assert_eq!(m.usage((0, 1), &r), u);
+    // A rewrite of the chunk replaces its figures.
+    let (_, _, val2) = chunk_kv(&[5, 10, 11, 12, 20, 21], 5);
+    m.apply((&ks(), K), &r, &[(key.clone(), val2)]).unwrap();
+    assert_eq!(m.usage((0, 1), &r).used, 4);
+    // A whole chunk inside the range counts every bit.
+    let whole = Range::parse(&RangeSpec {
+        subnet: "10.0.0.0/23".into(),
+        ..RangeSpec::default()
+    })
+    .unwrap();
+    let mut w = RangeMirror::default();
+    w.apply((&ks(), K), &whole, &[(key.clone(), val.clone())])
+        .unwrap();
+    assert_eq!(w.usage((0, 0), &whole).used, 5);
+    let e = m.apply((&ks(), K), &r, &[(key, v(b"garbage".to_vec(), 4))]);
     assert!(matches!(
         e,
         Err(crate::allocator::AllocError::CorruptChunk { .. })
@@ -391,4 +416,108 @@ async fn a_chunk_changed_during_repair_is_not_overwritten() {
     let report = a.repair().await.unwrap();
     assert_eq!((report.repaired, report.in_flux), (0, 1), "{report:?}");
     assert_eq!(store.inner().dump()[&key].value, changed.value);
+}
+
+// ---------------------------------------------------------------------------
+// Usage kept between calls
+// ---------------------------------------------------------------------------
+
+/// Plants chunk `i` of 10.0.0.0/22 with `bits` set; returns its key.
+fn plant(store: &MemoryStore, i: u128, bits: &[usize]) -> Key {
+    let mut c = Chunk {
+        bits: Bitmap::new(1 << K),
+        cursor: 0,
+    };
+    for b in bits {
+        c.bits.set(*b);
+    }
+    let key = ks().chunk(Family::V4, K, (0x0a00_0000 >> K) + i);
+    store.put_raw(&key, codec::encode(&c));
+    key
+}
+
+#[tokio::test]
+async fn usage_kept_between_calls_reads_only_what_changed_and_notices_deletions() {
+    let mem = MemoryStore::new();
+    let store = CountingStore::new(&mem);
+    let net = Network::new(
+        "checknet",
+        vec![RangeSet::from_cidr("10.0.0.0/22").unwrap()],
+    )
+    .and_then(|n| n.with_chunk_bits(K))
+    .unwrap();
+    let a = Allocator::new(&store, net, Options::default()).unwrap();
+    plant(&mem, 0, &[10, 11]);
+    let second = plant(&mem, 1, &[0, 1, 2]);
+    plant(&mem, 3, &[7]);
+    let used = |u: &[super::RangeUsage]| (u[0].used, u[0].chunks);
+
+    // The first call reads every chunk: pages of one chunk, 3 chunks.
+    let mut m = UsageMirror::default();
+    let reads = store.reads();
+    let u = a.usage_paged(&mut m, 1).await.unwrap();
+    assert_eq!(store.reads() - reads, 3, "3 pages");
+    assert_eq!(used(&u), (6, 3));
+    assert_eq!(
+        u,
+        a.usage().await.unwrap(),
+        "the same figures as a fresh read"
+    );
+
+    // Nothing written since: one read, the same figures.
+    let reads = store.reads();
+    assert_eq!(a.usage_paged(&mut m, 1).await.unwrap(), u);
+    assert_eq!(store.reads() - reads, 1);
+
+    // A chunk rewritten and one created: read (one page each), counted.
+    plant(&mem, 1, &[0, 1, 2, 3, 4]);
+    plant(&mem, 2, &[9]);
+    let reads = store.reads();
+    let u = a.usage_paged(&mut m, 1).await.unwrap();
+    assert_eq!(store.reads() - reads, 2, "2 pages");
+    assert_eq!(used(&u), (9, 4));
+    assert_eq!(u, a.usage().await.unwrap());
+
+    // A deleted chunk never shows as changed; the key count gives it away
+    // and the copy is read again.
+    store
+        .txn(Txn {
+            ops: vec![Op::Delete(second)],
+            ..Txn::default()
+        })
+        .await
+        .unwrap();
+    let u = a.usage_paged(&mut m, 1).await.unwrap();
+    assert_eq!(used(&u), (4, 3));
+    assert_eq!(u, a.usage().await.unwrap());
+
+    // A chunk that does not decode fails the call and empties the copy:
+    // the next call, once it is fixed, reads every chunk again.
+    let bad = ks().chunk(Family::V4, K, 0x0a00_0000 >> K);
+    mem.put_raw(&bad, b"garbage".to_vec());
+    let e = a.usage_paged(&mut m, 1).await;
+    assert!(
+        matches!(e, Err(crate::allocator::AllocError::CorruptChunk { .. })),
+        "{e:?}"
+    );
+    plant(&mem, 0, &[10]);
+    let reads = store.reads();
+    let u = a.usage_paged(&mut m, 1).await.unwrap();
+    assert_eq!(used(&u), (3, 3));
+    assert_eq!(store.reads() - reads, 3, "read whole again");
+
+    // Other ranges (another network config on the same copy) start over.
+    let reads = store.reads();
+    let net = Network::new(
+        "checknet",
+        vec![RangeSet::from_cidr("10.0.1.0/24").unwrap()],
+    )
+    .and_then(|n| n.with_chunk_bits(K))
+    .unwrap();
+    let b = Allocator::new(&store, net, Options::default()).unwrap();
+    let u = b.usage_paged(&mut m, 1).await.unwrap();
+    assert_eq!(used(&u), (0, 0), "chunk 1 was deleted");
+    assert_eq!(store.reads() - reads, 1);
+    plant(&mem, 1, &[100]);
+    assert_eq!(used(&b.usage_paged(&mut m, 1).await.unwrap()), (1, 1));
 }

@@ -270,6 +270,26 @@ fn range_op(start: &str, end: &str, limit: usize) -> Option<TxnOp> {
     ))
 }
 
+/// The etcd form of a [`Read::Changed`]: a range read with a
+/// `min_mod_revision` filter, which etcd applies before the limit and
+/// after counting (its `count` is every key of the interval), or `None`
+/// when the interval is empty.
+fn changed_op(start: &str, end: &str, after: i64, limit: usize) -> Option<TxnOp> {
+    let start = if start.is_empty() { "\0" } else { start };
+    if end <= start {
+        return None;
+    }
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let options = GetOptions::new().with_range(end).with_limit(limit);
+    // 0 means "no filter" to etcd, as `after <= 0` means here.
+    let options = if after > 0 {
+        options.with_min_mod_revision(after.saturating_add(1))
+    } else {
+        options
+    };
+    Some(TxnOp::get(start, Some(options)))
+}
+
 /// The etcd form of a [`Compare`](super::Compare). etcd compares an absent
 /// key as if its revisions were 0, so `ModRevision(r)` with `r <= 0` (which
 /// the contract says never holds) becomes `mod_revision < 0`: always false.
@@ -320,13 +340,20 @@ impl Store for EtcdStore {
             match read {
                 Read::Get(key) => ops.push(TxnOp::get(key.as_str(), None)),
                 Read::Range { start, end, limit } => ops.extend(range_op(start, end, *limit)),
+                Read::Changed {
+                    start,
+                    end,
+                    after,
+                    limit,
+                } => ops.extend(changed_op(start, end, *after, *limit)),
             }
         }
-        let mut answers = if ops.is_empty() {
-            Vec::new().into_iter()
+        let (mut answers, revision) = if ops.is_empty() {
+            (Vec::new().into_iter(), 0)
         } else {
             let resp = self.send("read", EtcdTxn::new().and_then(ops)).await?;
-            resp.op_responses().into_iter()
+            let revision = resp.header().map_or(0, |h| h.revision());
+            (resp.op_responses().into_iter(), revision)
         };
         let mut results = Vec::with_capacity(reads.len());
         for read in reads {
@@ -350,6 +377,37 @@ impl Store for EtcdStore {
                         .map(|kv| self.versioned(kv))
                         .collect::<Result<Vec<_>, _>>()?;
                     results.push(ReadResult::Range { kvs, more });
+                }
+                Read::Changed {
+                    start,
+                    end,
+                    after,
+                    limit,
+                } => {
+                    if changed_op(start, end, *after, *limit).is_none() {
+                        results.push(ReadResult::Changed {
+                            kvs: Vec::new(),
+                            more: false,
+                            total: 0,
+                            revision: 0,
+                        });
+                        continue;
+                    }
+                    let Some(TxnOpResponse::Get(mut get)) = answers.next() else {
+                        return Err(self.unexpected(start));
+                    };
+                    let (more, total) = (get.more(), u64::try_from(get.count()).unwrap_or(0));
+                    let kvs = get
+                        .take_kvs()
+                        .into_iter()
+                        .map(|kv| self.versioned(kv))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    results.push(ReadResult::Changed {
+                        kvs,
+                        more,
+                        total,
+                        revision,
+                    });
                 }
             }
         }

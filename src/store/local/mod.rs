@@ -338,6 +338,22 @@ impl Inner {
             .map(|read| match read {
                 Read::Get(key) => Ok(ReadResult::Get(get(&kv, key, format, path)?)),
                 Read::Range { start, end, limit } => range(&kv, start, end, *limit, format, path),
+                Read::Changed {
+                    start,
+                    end,
+                    after,
+                    limit,
+                } => {
+                    let revision = if start < end {
+                        let meta = rtx
+                            .open_table(META)
+                            .map_err(|e| backend_error(path, "open meta table", e))?;
+                        read_revision(&meta, path)?
+                    } else {
+                        0
+                    };
+                    changed(&kv, (start, end), *after, *limit, format, path, revision)
+                }
             })
             .collect()
     }
@@ -661,6 +677,47 @@ fn range(
         kvs.push((Key::from(key), versioned));
     }
     Ok(ReadResult::Range { kvs, more: false })
+}
+
+/// [`Read::Changed`] on the embedded store: walks the interval once,
+/// counting every key and decoding only the changed ones.
+fn changed(
+    kv: &impl ReadableTable<&'static str, &'static [u8]>,
+    (start, end): (&str, &str),
+    after: i64,
+    limit: usize,
+    format: RecordFormat,
+    path: &Path,
+    revision: i64,
+) -> Result<ReadResult, StoreError> {
+    let (mut kvs, mut more, mut total) = (Vec::new(), false, 0u64);
+    if start < end {
+        let what = || format!("read range [{start:?}, {end:?})");
+        let iter = kv
+            .range::<&str>(start..end)
+            .map_err(|e| backend_error(path, &what(), e))?;
+        for entry in iter {
+            let (key, value) = entry.map_err(|e| backend_error(path, &what(), e))?;
+            total += 1;
+            let key = key.value();
+            let versioned = decode_record(format, key, value.value())
+                .map_err(|d| corrupt(path, format!("key {key:?}: {d}")))?;
+            if versioned.mod_revision <= after {
+                continue;
+            }
+            if limit != 0 && kvs.len() == limit {
+                more = true;
+            } else {
+                kvs.push((Key::from(key), versioned));
+            }
+        }
+    }
+    Ok(ReadResult::Changed {
+        kvs,
+        more,
+        total,
+        revision,
+    })
 }
 
 fn apply(
