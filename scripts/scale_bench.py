@@ -58,10 +58,13 @@ OPS = [
     ("list_node", "ipamctl list --node", None, None, "node"),
     ("agent_scrape", "agent GET /metrics", 3, 30_000, "node"),
     ("metrics_scrape", "ipamctl metrics GET /metrics", "sets", 200_000, "chunks"),
+    ("metrics_scrape_churn", "ipamctl metrics GET /metrics after an ADD and a DEL", "sets",
+     200_000, "chunks"),
     ("check", "ipamctl check", None, None, "cluster"),
 ]
 INFO_OPS = [
     ("add_cold", "plugin ADD (1st of the node: cold node cache)"),
+    ("metrics_scrape_cold", "ipamctl metrics: first GET /metrics (reads every chunk)"),
 ]
 
 DEFINITIONS = {
@@ -71,7 +74,9 @@ DEFINITIONS = {
     "process operations": "plugin and ipamctl runs are counted whole (connect, meta read, "
                           "the operation)",
     "scrapes": "agent: the GET of /metrics after the agent served one ADD and one DEL of "
-               "the network; ipamctl metrics: the second GET (check off, the default)",
+               "the network; ipamctl metrics (check off, the default): the first GET "
+               "(information: reads every chunk), the second (nothing written since), and "
+               "the third, after one ADD and one DEL of the measured node",
     "target 'sets'": "ipamctl metrics: at most 2 calls per range set + 1",
     "flat": "same calls, and bytes within 5% (or 64 bytes), at the smallest and the largest N "
             "(node-scoped rows)",
@@ -294,7 +299,8 @@ class Bench:
                len(mine) == 1 and float(mine[0].rsplit(" ", 1)[1]) == PER_NODE, mine)
         expect("the agent exports no cluster figures", "host_etcd_ipam_" not in agent_text)
 
-        ops["metrics_scrape"], metrics_text = self.metrics_scrape()
+        (ops["metrics_scrape_cold"], ops["metrics_scrape"], ops["metrics_scrape_churn"],
+         metrics_text) = self.metrics_scrape()
         expect("ipamctl metrics answers every range",
                metrics_text.count("host_etcd_ipam_addresses_used{") == 2)
 
@@ -327,7 +333,10 @@ class Bench:
             stop(agent)
 
     def metrics_scrape(self):
-        """ipamctl metrics (check off): the second GET /metrics, counted."""
+        """ipamctl metrics (check off): three counted GETs of /metrics: the
+        first (it reads every chunk), the second (nothing written since:
+        it reads what changed, nothing), and one after an ADD and a DEL of
+        the measured node (its chunks written twice)."""
         log_path = os.path.join(self.work, "metrics.log")
         with open(log_path, "w") as log:
             exporter = subprocess.Popen([self.a.ipamctl, "--config", self.conf, "metrics",
@@ -335,10 +344,14 @@ class Bench:
         try:
             line = wait_line(log_path, "serving metrics", exporter)
             url = line.strip().rsplit(" ", 1)[1]
-            http_get(url)
             box = {}
-            r = self.counted(lambda: box.update(t=http_get(url)))
-            return r, box["t"]
+            cold = self.counted(lambda: box.update(t=http_get(url)))
+            quiet = self.counted(lambda: box.update(t=http_get(url)))
+            cid = "bench-metrics-%x" % int(time.time())
+            self.plugin("ADD", cid)
+            self.plugin("DEL", cid)
+            churn = self.counted(lambda: box.update(t=http_get(url)))
+            return cold, quiet, churn, box["t"]
         finally:
             stop(exporter)
 
