@@ -33,13 +33,14 @@ import urllib.request
 
 # etcd /metrics scraping and the report header, shared with the cluster bench.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster_bench import git_rev, machine_info, scrape_metrics  # noqa: E402
+from cluster_bench import git_rev, machine_info, proc_cpu_ticks, scrape_metrics  # noqa: E402
 
 NETWORK = "scale"
 V4_RANGE = "10.64.0.0/14"
 V6_RANGE = "fd00:64::/64"
 CNI_VERSION = "1.1.0"
 PER_NODE = 30
+CPU_REPEAT = 40  # runs per etcd CPU figure (one scrape is under a clock tick)
 CMD_TIMEOUT = 300.0  # seconds; a full scan at 50,000 owners takes a few
 
 # The issue's targets, per operation: (max calls, max bytes, scope). None: no
@@ -68,6 +69,9 @@ INFO_OPS = [
 ]
 
 DEFINITIONS = {
+    "etcd_cpu": "etcd's utime + stime (/proc/PID/stat) over CPU_REPEAT runs, per run: "
+                "ipamctl metrics GETs with nothing written since (quiet_scrape_ms) and "
+                "ipamctl show processes, which read every chunk (full_read_ms)",
     "calls": "delta of grpc_server_handled_total (every service, method and code) "
              "from etcd's /metrics, scraped right before and after the operation",
     "bytes": "delta of etcd_network_client_grpc_sent_bytes_total over the same window",
@@ -300,7 +304,7 @@ class Bench:
         expect("the agent exports no cluster figures", "host_etcd_ipam_" not in agent_text)
 
         (ops["metrics_scrape_cold"], ops["metrics_scrape"], ops["metrics_scrape_churn"],
-         metrics_text) = self.metrics_scrape()
+         metrics_text, scrape_cpu) = self.metrics_scrape()
         expect("ipamctl metrics answers every range",
                metrics_text.count("host_etcd_ipam_addresses_used{") == 2)
 
@@ -309,7 +313,7 @@ class Bench:
         return {
             "n_target": n_target, "nodes": nodes, "owners": nodes * PER_NODE,
             "measured_node": node, "fill": fill, "fill_secs": round(fill_secs, 1),
-            "show": show, "ops": ops, "checks": checks,
+            "show": show, "ops": ops, "checks": checks, "etcd_cpu": scrape_cpu,
         }
 
     def agent_scrape(self, node):
@@ -332,6 +336,16 @@ class Bench:
         finally:
             stop(agent)
 
+    def etcd_cpu_ms(self, times, op):
+        """etcd's utime + stime per run of `op`, over `times` runs, in ms."""
+        if not self.a.etcd_pid:
+            return None
+        t0 = proc_cpu_ticks(self.a.etcd_pid)
+        for _ in range(times):
+            op()
+        ticks = proc_cpu_ticks(self.a.etcd_pid) - t0
+        return round(ticks * 1000.0 / os.sysconf("SC_CLK_TCK") / times, 2)
+
     def metrics_scrape(self):
         """ipamctl metrics (check off): three counted GETs of /metrics: the
         first (it reads every chunk), the second (nothing written since:
@@ -351,7 +365,15 @@ class Bench:
             self.plugin("ADD", cid)
             self.plugin("DEL", cid)
             churn = self.counted(lambda: box.update(t=http_get(url)))
-            return cold, quiet, churn, box["t"]
+            # etcd's CPU per scrape, over many: a quiet scrape (it still
+            # walks every chunk key of the ranges, to filter them) against a
+            # read of every chunk (`ipamctl show`, whole processes).
+            box["cpu"] = {
+                "quiet_scrape_ms": self.etcd_cpu_ms(CPU_REPEAT, lambda: http_get(url)),
+                "full_read_ms": self.etcd_cpu_ms(CPU_REPEAT, lambda: self.ipamctl("show")),
+                "repeat": CPU_REPEAT,
+            }
+            return cold, quiet, churn, box["t"], box["cpu"]
         finally:
             stop(exporter)
 
@@ -470,6 +492,12 @@ def table(reports):
                          format(r["owners"], ","), format(r["nodes"], ","),
                          " + ".join(str(x["chunks"]) for x in r["show"]),
                          format(r["owners"], ","), r["fill_secs"]))
+        cpu = r.get("etcd_cpu") or {}
+        if cpu.get("quiet_scrape_ms") is not None:
+            lines.append("N = %s: etcd CPU per ipamctl metrics scrape with nothing written since "
+                         "%.2f ms, per read of every chunk (ipamctl show) %.2f ms (%d runs each)"
+                         % (format(r["owners"], ","), cpu["quiet_scrape_ms"],
+                            cpu["full_read_ms"], cpu["repeat"]))
     return "\n".join(lines)
 
 
@@ -495,6 +523,8 @@ def main():
     r.add_argument("--fill", required=True)
     r.add_argument("--concurrency", type=int, default=16)
     r.add_argument("--etcd-bin", default="etcd")
+    r.add_argument("--etcd-pid", type=int, default=0,
+                   help="etcd's process id: its CPU per scrape is measured too")
     r.add_argument("--repo", default=".")
     r.add_argument("--work", required=True)
     r.add_argument("--out", required=True)

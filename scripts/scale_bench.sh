@@ -122,6 +122,6 @@ mkdir -p "$out"
 unshare --uts -- python3 scripts/scale_bench.py run --owners "$owners" --node "$node" \
     --endpoint "$url" --plugin "$bin/host-etcd" --ipamctl "$bin/ipamctl" \
     --fill "$fill" --concurrency "$concurrency" \
-    --etcd-bin "$(command -v etcd)" --repo "$repo" --work "$work" --out "$out"
+    --etcd-bin "$(command -v etcd)" --etcd-pid "$etcd_pid" --repo "$repo" --work "$work" --out "$out"
 }
 main "$@"
