@@ -413,28 +413,21 @@ async fn release_node<S: Store>(
 
 /// Releases each listed record (compare-and-swap, as the plugin's DEL),
 /// only while it is still exactly the record listed: an owner created again
-/// since the listing is never touched. Returns what was released and the
-/// first failure.
+/// since the listing is never touched. Prints each failure; returns what
+/// was released and the first failure.
 async fn release_each<S: Store>(
     alloc: &Allocator<S>,
     records: &[OwnerRecord],
 ) -> (Vec<OwnerRecord>, Option<AdminError>) {
-    let mut released = Vec::new();
-    let mut first_err = None;
-    for r in records {
-        match alloc.release_record(r).await {
-            Ok(Some(rec)) => released.push(rec),
-            Ok(None) => {}
-            Err(e) => {
-                eprintln!(
-                    "ipamctl: releasing container {} interface {}: {e}",
-                    r.container_id, r.ifname
-                );
-                first_err.get_or_insert(AdminError::from(e));
-            }
-        }
+    let done = alloc.release_records(records).await;
+    for (r, e) in &done.failed {
+        eprintln!(
+            "ipamctl: releasing container {} interface {}: {e}",
+            r.container_id, r.ifname
+        );
     }
-    (released, first_err)
+    let first_err = done.failed.into_iter().next().map(|(_, e)| e.into());
+    (done.released, first_err)
 }
 
 /// One problem as a line of text.

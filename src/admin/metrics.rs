@@ -322,7 +322,7 @@ impl Collector {
             return;
         };
         let source_of = |net: &str| self.sources.iter().find(|s| s.target.network.name == net);
-        let mut healthy_since = super::reap::now_secs();
+        let mut passes = super::reap::Passes::new(gone_after, false);
         loop {
             let mut allocs = Vec::new();
             let mut failed = false;
@@ -336,9 +336,9 @@ impl Collector {
                     }
                 }
             }
-            for group in super::reap::groups(allocs) {
-                let now = super::reap::now_secs();
-                match super::reap::reap_pass(&group, now, healthy_since, gone_after, false).await {
+            let groups = super::reap::groups(allocs);
+            for (group, result) in groups.iter().zip(passes.run(&groups, failed).await) {
+                match result {
                     Ok(outcomes) => {
                         for o in outcomes.iter().filter(|o| o.action == "reaped") {
                             for (net, n) in &o.released {
@@ -350,7 +350,6 @@ impl Collector {
                         }
                     }
                     Err(e) => {
-                        failed = true;
                         for a in &group.allocs {
                             if let Some(s) = source_of(&a.network().name) {
                                 s.reap_errors.fetch_add(1, Ordering::Relaxed);
@@ -359,9 +358,6 @@ impl Collector {
                         eprintln!("ipamctl metrics: reaper pass failed (the grace restarts): {e}");
                     }
                 }
-            }
-            if failed {
-                healthy_since = super::reap::now_secs();
             }
             tokio::time::sleep(every).await;
         }

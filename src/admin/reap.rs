@@ -72,6 +72,51 @@ pub fn groups(allocs: Vec<(String, Arc<Allocator<AnyStore>>)>) -> Vec<Group> {
     by.into_values().map(|allocs| Group { allocs }).collect()
 }
 
+/// A reaper's passes, one after another: the grace of a gone node counts
+/// only from the reaper's start and from its last failed pass (a reaper
+/// that could not read cannot tell a gone node from its own blindness).
+pub struct Passes {
+    healthy_since: u64,
+    gone_after: Duration,
+    dry_run: bool,
+}
+
+impl Passes {
+    /// A reaper starting now.
+    pub fn new(gone_after: Duration, dry_run: bool) -> Passes {
+        Passes {
+            healthy_since: now_secs(),
+            gone_after,
+            dry_run,
+        }
+    }
+
+    /// One pass over every group: each group's outcomes or error, in
+    /// order. A failure, here or met before the pass (`failed_before`,
+    /// e.g. a network that could not be opened), restarts the grace.
+    pub async fn run(
+        &mut self,
+        groups: &[Group],
+        failed_before: bool,
+    ) -> Vec<Result<Vec<NodeOutcome>, AdminError>> {
+        let mut results = Vec::with_capacity(groups.len());
+        for g in groups {
+            let pass = reap_pass(
+                g,
+                now_secs(),
+                self.healthy_since,
+                self.gone_after,
+                self.dry_run,
+            );
+            results.push(pass.await);
+        }
+        if failed_before || results.iter().any(Result::is_err) {
+            self.healthy_since = now_secs();
+        }
+        results
+    }
+}
+
 /// One reaper pass over a group; what it did, by node. `Err`: the store
 /// could not be read or written (nothing decided after that point).
 pub async fn reap_pass(
@@ -327,30 +372,15 @@ pub async fn reap_command(
         print_outcomes(&all, json, out)?;
         return Ok(super::error::EXIT_OK);
     };
-    let mut healthy_since = now_secs();
+    let mut passes = Passes::new(args.node_gone_after, args.dry_run);
     let stop = super::commands::stop_signal()?;
     tokio::pin!(stop);
     loop {
-        let mut failed = false;
-        for g in &groups {
-            match reap_pass(
-                g,
-                now_secs(),
-                healthy_since,
-                args.node_gone_after,
-                args.dry_run,
-            )
-            .await
-            {
+        for result in passes.run(&groups, false).await {
+            match result {
                 Ok(o) => print_outcomes(&o, json, out)?,
-                Err(e) => {
-                    failed = true;
-                    eprintln!("ipamctl reap: pass failed (the grace restarts): {e}");
-                }
+                Err(e) => eprintln!("ipamctl reap: pass failed (the grace restarts): {e}"),
             }
-        }
-        if failed {
-            healthy_since = now_secs();
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

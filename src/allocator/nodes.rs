@@ -91,22 +91,36 @@ impl<S: Store> Allocator<S> {
         records: &[OwnerRecord],
         failed: Option<AllocError>,
     ) -> Result<Vec<OwnerRecord>, AllocError> {
-        let mut released = Vec::new();
-        let mut first_err = failed;
-        for rec in records {
-            match self.release_record(rec).await {
-                Ok(Some(r)) => released.push(r),
-                Ok(None) => {}
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        match first_err {
+        let done = self.release_records(records).await;
+        match failed.or_else(|| done.failed.into_iter().next().map(|(_, e)| e)) {
             Some(e) => Err(e),
-            None => Ok(released),
+            None => Ok(done.released),
         }
     }
+
+    /// Releases each listed record, only while it is still exactly the one
+    /// listed; every record is tried. Says what was released and what
+    /// failed, record by record (`ipamctl` prints both).
+    pub(crate) async fn release_records(&self, records: &[OwnerRecord]) -> Released {
+        let mut done = Released::default();
+        for rec in records {
+            match self.release_record(rec).await {
+                Ok(Some(r)) => done.released.push(r),
+                Ok(None) => {}
+                Err(e) => done.failed.push((rec.clone(), e)),
+            }
+        }
+        done
+    }
+}
+
+/// What [`Allocator::release_records`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Released {
+    /// The records released (as they were stored).
+    pub(crate) released: Vec<OwnerRecord>,
+    /// The records that could not be released, with why.
+    pub(crate) failed: Vec<(OwnerRecord, AllocError)>,
 }
 
 #[cfg(test)]
