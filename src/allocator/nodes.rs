@@ -15,12 +15,12 @@
 //! existed have no entry until `ipamctl reindex` (or `check --repair`)
 //! adds it; `check` reports entries and records that do not match.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::keys::BadKeyPart;
 use super::owners::{decode_owner, not_in};
 use super::{AllocError, Allocator, OwnerId, OwnerRecord};
-use crate::store::Store;
+use crate::store::{prefix_end, Read, ReadResult, Store, StoreError};
 
 /// Index entries read per range read.
 const PAGE: usize = 1000;
@@ -51,6 +51,28 @@ impl<S: Store> Allocator<S> {
             }
         }
         Ok(out)
+    }
+
+    /// How many index entries `node` has (its owner records, a corrupt
+    /// entry included): one read that sends the count and no entry, so
+    /// what the agent exports per scrape costs the same bytes whatever the
+    /// node holds.
+    pub async fn node_record_count(&self, node: &str) -> Result<u64, AllocError> {
+        let prefix = self.keyspace.node_prefix(node).ok_or_else(|| BadKeyPart {
+            what: "node name",
+            value: node.to_string(),
+        })?;
+        let deadline = Instant::now() + self.options.budget;
+        let read = Read::count(prefix.clone(), prefix_end(&prefix));
+        let answer = self
+            .call(self.store.read(&[read]), deadline, "none")
+            .await?;
+        match answer.into_iter().next() {
+            Some(ReadResult::Changed { total, .. }) => Ok(total),
+            _ => Err(AllocError::Store(StoreError::Unavailable(format!(
+                "the store answered the count of {prefix:?} with a result of the wrong shape"
+            )))),
+        }
     }
 
     /// The CNI `GC` verb, scoped to this node ([`Options::node_name`]):

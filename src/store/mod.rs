@@ -115,6 +115,33 @@ pub enum Read {
     },
 }
 
+impl Read {
+    /// A read of how many keys `[start, end)` holds that sends none of
+    /// them: a [`Read::Changed`] after the last possible revision. Its
+    /// answer is a [`ReadResult::Changed`] with no keys.
+    ///
+    /// ```
+    /// use host_etcd::store::{memory::MemoryStore, Op, Read, ReadResult, Store, Txn};
+    /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+    /// let store = MemoryStore::new();
+    /// let ops = vec![Op::Put("/a/1".into(), vec![1]), Op::Put("/a/2".into(), vec![2])];
+    /// store.txn(Txn { ops, ..Txn::default() }).await?;
+    /// let got = store.read(&[Read::count("/a/".into(), "/a0".into())]).await?;
+    /// assert!(matches!(&got[0], ReadResult::Changed { kvs, total: 2, .. } if kvs.is_empty()));
+    /// # Ok::<(), host_etcd::store::StoreError>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn count(start: Key, end: Key) -> Read {
+        Read::Changed {
+            start,
+            end,
+            after: i64::MAX,
+            limit: 1,
+        }
+    }
+}
+
 /// The answer to one [`Read`], in the same position as the request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadResult {

@@ -595,6 +595,17 @@ pub async fn changed<S: Store>(s: &S, p: &str) {
     assert_eq!(keys(&kvs), [b.as_str(), &d]);
     assert!(!more, "limit == changed keys: no more");
 
+    // A count: no key sent, every key counted.
+    let counted = s
+        .read(&[Read::count(p.into(), end.clone())])
+        .await
+        .expect("count");
+    assert!(
+        matches!(&counted[..], [ReadResult::Changed { kvs, more: false, total: 3, revision }]
+            if kvs.is_empty() && *revision > 0),
+        "{counted:?}"
+    );
+
     // Empty intervals.
     assert_eq!(
         changed_since(s, (&d, &a), 0, 0).await,
