@@ -6,8 +6,10 @@
 //! (under the record's `Absent` compare) and deleted in the transaction
 //! that releases it. So a node's records are one range read of its own
 //! prefix, whatever the size of the cluster: the CNI `GC` verb
-//! ([`Allocator::gc_node`]), `ipamctl reconcile`, `release --node`,
-//! `list --node` and the agent's node figures cost O(that node's records).
+//! ([`Allocator::gc_node`]), `ipamctl reconcile`, `release --node` and
+//! `list --node` cost O(that node's records); the agent's node figure
+//! ([`Allocator::node_record_count`]) is a count of the same prefix, whose
+//! answer is a few bytes whatever the node holds.
 //!
 //! The index is a copy, never the truth: a release is decided on the entry
 //! but carried out on the owner record itself, compared unchanged
