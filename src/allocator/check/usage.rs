@@ -19,8 +19,11 @@
 //!   several pages the count may also differ because of chunks created
 //!   between pages; the caller refreshes again, which is then usually one
 //!   page.
-//! * The copy is only ever ahead of nothing: a refresh that fails is
-//!   dropped whole by the caller, never half applied.
+//! * A store whose revision went back (etcd restored from an older
+//!   snapshot) would hide every change below the old `since`: an answer
+//!   older than `since` drops the copy too.
+//! * A refresh that fails (a chunk that does not decode, an unreachable
+//!   store) drops the whole copy in the caller; it is never half kept.
 
 use std::collections::BTreeMap;
 
@@ -75,11 +78,14 @@ impl RangeMirror {
     /// Ends a refresh whose first page was read at `revision` and counted
     /// `total` keys in the interval, over `pages` pages. Returns whether
     /// the copy agrees with the store; a one-page refresh that disagrees
-    /// proves deletions, and the copy is emptied to be read whole.
+    /// proves deletions, and a revision below the last one a store put
+    /// back in time (etcd restored from an older snapshot): either way the
+    /// copy is emptied to be read whole.
     pub(crate) fn finish(&mut self, revision: i64, total: u64, pages: usize) -> bool {
+        let went_back = revision < self.since;
         self.since = revision;
-        let agrees = self.chunks.len() as u64 == total;
-        if !agrees && pages <= 1 {
+        let agrees = !went_back && self.chunks.len() as u64 == total;
+        if went_back || (!agrees && pages <= 1) {
             *self = RangeMirror::default();
         }
         agrees
@@ -181,6 +187,12 @@ mod tests {
         assert_eq!((m.since(), m.chunks.len()), (9, 2));
         // One page: a deletion for sure; read whole next time.
         assert!(!m.finish(11, 1, 1));
+        assert_eq!((m.since(), m.chunks.len()), (0, 0));
+        // A store whose revision went back (restored from an older
+        // snapshot): read whole, even when the count agrees.
+        m.chunks.insert("a".into(), ChunkFigures::default());
+        assert!(m.finish(20, 1, 1));
+        assert!(!m.finish(15, 1, 3));
         assert_eq!((m.since(), m.chunks.len()), (0, 0));
     }
 
