@@ -21,11 +21,13 @@
 //!   page.
 //! * A store whose revision went back (etcd restored from an older
 //!   snapshot) would hide every change below the old `since`: an answer
-//!   older than `since` drops the copy too.
+//!   older than `since` drops the copy too, and the caller drops a copy
+//!   older than a few minutes (`driver`), whatever it holds.
 //! * A refresh that fails (a chunk that does not decode, an unreachable
 //!   store) drops the whole copy in the caller; it is never half kept.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use super::RangeUsage;
 use crate::allocator::keys::Keyspace;
@@ -122,9 +124,19 @@ impl RangeMirror {
 pub(crate) struct UsageMirror {
     bounds: Vec<(Key, Key)>,
     ranges: Vec<RangeMirror>,
+    /// When the copy was started (empty): see [`UsageMirror::older_than`].
+    started: Option<Instant>,
 }
 
 impl UsageMirror {
+    /// Whether the copy was started more than `age` ago. The caller then
+    /// drops it and reads every chunk again, so that a change no refresh
+    /// can see (an etcd restored from an older snapshot with its revision
+    /// bumped past this copy's) is not kept for longer than that.
+    pub(crate) fn older_than(&self, age: Duration) -> bool {
+        self.started.is_some_and(|t| t.elapsed() > age)
+    }
+
     /// The copies of the ranges whose chunk keys span `bounds` (one
     /// `[start, end)` per range): the ones held, or new empty ones when
     /// the mirror was kept for other ranges or another chunk size.
@@ -133,6 +145,7 @@ impl UsageMirror {
             *self = UsageMirror {
                 bounds: bounds.to_vec(),
                 ranges: vec![RangeMirror::default(); bounds.len()],
+                started: Some(Instant::now()),
             };
         }
         &mut self.ranges
@@ -205,5 +218,12 @@ mod tests {
         assert_eq!(m.ranges_for(&bounds("/d/4/"))[0].since(), 0);
         m.ranges_for(&bounds("/d/4/"))[1].since = 5;
         assert_eq!(m.ranges_for(&bounds("/d/4/")[..1])[0].since(), 0);
+        assert!(
+            !UsageMirror::default().older_than(Duration::ZERO),
+            "nothing kept yet"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(m.older_than(Duration::from_millis(1)));
+        assert!(!m.older_than(Duration::from_secs(3600)));
     }
 }
