@@ -5,6 +5,7 @@
 //! failure paths are exercised without a network.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned};
@@ -133,26 +134,15 @@ impl MemoryStore {
                     after,
                     limit,
                 } => {
-                    let (mut kvs, mut more, mut total) = (Vec::new(), false, 0);
-                    if start < end {
-                        for (k, v) in inner.data.range(start.clone()..end.clone()) {
-                            total += 1;
-                            if v.mod_revision <= *after {
-                                continue;
-                            }
-                            if *limit != 0 && kvs.len() == *limit {
-                                more = true;
-                            } else {
-                                kvs.push((k.clone(), v.clone()));
-                            }
-                        }
-                    }
-                    let revision = if start < end { inner.revision } else { 0 };
-                    ReadResult::Changed {
-                        kvs,
-                        more,
-                        total,
-                        revision,
+                    let (keys, revision) = if start < end {
+                        (inner.data.range(start.clone()..end.clone()), inner.revision)
+                    } else {
+                        (inner.data.range(start.clone()..start.clone()), 0)
+                    };
+                    let keys = keys.map(|(k, v)| Ok::<_, Infallible>((k.clone(), v.clone())));
+                    match super::collect_changed(keys, *after, *limit, revision) {
+                        Ok(answer) => answer,
+                        Err(never) => match never {},
                     }
                 }
             })

@@ -142,6 +142,37 @@ impl Read {
     }
 }
 
+/// Answers a [`Read::Changed`] from the present keys of its interval, in
+/// order (for the backends that walk their own keys): keeps the keys
+/// changed after `after`, at most `limit` of them (`0`: all), and counts
+/// every key. `revision` is the snapshot's.
+pub(crate) fn collect_changed<E>(
+    keys: impl Iterator<Item = Result<(Key, Versioned), E>>,
+    after: i64,
+    limit: usize,
+    revision: i64,
+) -> Result<ReadResult, E> {
+    let (mut kvs, mut more, mut total) = (Vec::new(), false, 0u64);
+    for entry in keys {
+        let (key, v) = entry?;
+        total += 1;
+        if v.mod_revision <= after {
+            continue;
+        }
+        if limit != 0 && kvs.len() == limit {
+            more = true;
+        } else {
+            kvs.push((key, v));
+        }
+    }
+    Ok(ReadResult::Changed {
+        kvs,
+        more,
+        total,
+        revision,
+    })
+}
+
 /// The answer to one [`Read`], in the same position as the request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadResult {

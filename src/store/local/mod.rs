@@ -680,7 +680,7 @@ fn range(
 }
 
 /// [`Read::Changed`] on the embedded store: walks the interval once,
-/// counting every key and decoding only the changed ones.
+/// counting every key (each record is decoded: its revision is inside).
 fn changed(
     kv: &impl ReadableTable<&'static str, &'static [u8]>,
     (start, end): (&str, &str),
@@ -690,34 +690,21 @@ fn changed(
     path: &Path,
     revision: i64,
 ) -> Result<ReadResult, StoreError> {
-    let (mut kvs, mut more, mut total) = (Vec::new(), false, 0u64);
-    if start < end {
-        let what = || format!("read range [{start:?}, {end:?})");
-        let iter = kv
-            .range::<&str>(start..end)
-            .map_err(|e| backend_error(path, &what(), e))?;
-        for entry in iter {
-            let (key, value) = entry.map_err(|e| backend_error(path, &what(), e))?;
-            total += 1;
-            let key = key.value();
-            let versioned = decode_record(format, key, value.value())
-                .map_err(|d| corrupt(path, format!("key {key:?}: {d}")))?;
-            if versioned.mod_revision <= after {
-                continue;
-            }
-            if limit != 0 && kvs.len() == limit {
-                more = true;
-            } else {
-                kvs.push((Key::from(key), versioned));
-            }
-        }
+    if start >= end {
+        return super::collect_changed(std::iter::empty(), after, limit, 0);
     }
-    Ok(ReadResult::Changed {
-        kvs,
-        more,
-        total,
-        revision,
-    })
+    let what = || format!("read range [{start:?}, {end:?})");
+    let iter = kv
+        .range::<&str>(start..end)
+        .map_err(|e| backend_error(path, &what(), e))?;
+    let keys = iter.map(|entry| {
+        let (key, value) = entry.map_err(|e| backend_error(path, &what(), e))?;
+        let key = key.value();
+        let versioned = decode_record(format, key, value.value())
+            .map_err(|d| corrupt(path, format!("key {key:?}: {d}")))?;
+        Ok((Key::from(key), versioned))
+    });
+    super::collect_changed(keys, after, limit, revision)
 }
 
 fn apply(
