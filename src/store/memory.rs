@@ -149,7 +149,7 @@ impl MemoryStore {
             .collect())
     }
 
-    fn txn_sync(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+    pub(crate) fn txn_sync(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
         let mut inner = self.lock();
         inner.txns += 1;
         let fault = Self::take_fault(

@@ -21,6 +21,8 @@ mod usage;
 pub(crate) use usage::UsageMirror;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod usage_proptests;
 
 use std::net::IpAddr;
 
