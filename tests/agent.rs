@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 use support::agent::{frame, network_requests, read_reply, status, Agent};
 use support::etcd_metrics::kv_counts;
 use support::faults::allocator_with;
-use support::plugin::{assert_distinct, host_etcd, ips, Call};
+use support::plugin::{add_all_at_once, assert_distinct, host_etcd, ips, Call};
 use support::EtcdServer;
 
 /// Sends raw bytes and reads one reply frame (`None`: closed without one).
@@ -49,24 +49,12 @@ fn raw_exchange(socket: &Path, bytes: &[u8], close_write: bool) -> Option<Value>
 }
 
 fn conf(etcd: &EtcdServer, name: &str, dir: &Path, ipam: Value) -> Value {
-    let mut c = json!({
-        "cniVersion": "1.1.0",
-        "name": name,
-        "ipam": {
-            "type": "host-etcd",
-            "ranges": [[{"subnet": "10.50.0.0/16"}], [{"subnet": "fd00:50::/64"}]],
-            "endpoints": [etcd.url()],
-            "dataDir": dir.to_str().unwrap(),
-        }
-    });
-    for (k, v) in ipam.as_object().unwrap() {
-        c["ipam"][k] = v.clone();
-    }
-    c
+    let ranges = ("10.50.0.0/16", "fd00:50::/64");
+    support::agent::network_conf(&etcd.url(), name, ranges, dir, ipam)
 }
 
 fn via(socket: &Path, mode: &str) -> Value {
-    json!({"agent": mode, "agentSocket": socket.to_str().unwrap()})
+    support::agent::via_agent(socket, mode)
 }
 
 async fn allocator(conf: &Value) -> Allocator<EtcdStore> {
@@ -733,15 +721,7 @@ fn through_a_warm_agent_add_and_del_are_one_etcd_call_each() {
     // turns in the agent) about one call each.
     let many: Vec<String> = (0..16).map(|i| format!("m{i}")).collect();
     let before = kv_counts(&etcd.url());
-    let got = std::thread::scope(|s| {
-        let hs: Vec<_> = many
-            .iter()
-            .map(|id| s.spawn(|| ips(&Call::add(id, "eth0").config(&c).run().ok_json())))
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap())
-            .collect::<Vec<_>>()
-    });
+    let got = add_all_at_once(&many, &c);
     let spent = kv_counts(&etcd.url()).since(before).calls();
     eprintln!("16 concurrent ADDs through the agent: {spent} etcd calls");
     assert_distinct(&got);

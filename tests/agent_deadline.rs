@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use support::agent::{frame, network_requests, status, Agent};
 use support::etcd_metrics::kv_counts;
 use support::faults::allocator_with;
-use support::plugin::{assert_distinct, ips, Call};
+use support::plugin::{add_all_at_once, assert_distinct, ips, Call};
 use support::EtcdServer;
 
 const BUDGET_MS: u64 = 4000;
@@ -73,27 +73,19 @@ fn abandoned(st: &Value, field: &str) -> u64 {
 }
 
 fn conf(etcd: &EtcdServer, name: &str, dir: &Path, extra: Value) -> Value {
-    let mut c = json!({
-        "cniVersion": "1.1.0",
-        "name": name,
-        "ipam": {
-            "type": "host-etcd",
-            "ranges": [[{"subnet": "10.60.0.0/16"}], [{"subnet": "fd00:60::/64"}]],
-            "endpoints": [etcd.url()],
-            "dataDir": dir.to_str().unwrap(),
-            "budgetMs": BUDGET_MS,
-            "dialTimeoutMs": DIAL_MS,
-            "requestTimeoutMs": 10000,
-        }
-    });
+    let ranges = ("10.60.0.0/16", "fd00:60::/64");
+    let mut ipam =
+        json!({"budgetMs": BUDGET_MS, "dialTimeoutMs": DIAL_MS, "requestTimeoutMs": 10000});
     for (k, v) in extra.as_object().unwrap() {
-        c["ipam"][k] = v.clone();
+        ipam[k] = v.clone();
     }
-    c
+    support::agent::network_conf(&etcd.url(), name, ranges, dir, ipam)
 }
 
 fn via(socket: &Path, mode: &str) -> Value {
-    json!({"agent": mode, "agentSocket": socket.to_str().unwrap(), "agentAckMs": 200})
+    let mut v = support::agent::via_agent(socket, mode);
+    v["agentAckMs"] = json!(200);
+    v
 }
 
 async fn allocator(conf: &Value) -> Allocator<EtcdStore> {
@@ -365,15 +357,7 @@ fn sixteen_concurrent_dels_through_the_agent_each_succeed_and_free_their_address
     let agent = Agent::start(dir.path());
     let c = conf(&etcd, "dels", dir.path(), via(&agent.socket, "required"));
     let ids: Vec<String> = (0..16).map(|i| format!("d{i}")).collect();
-    let got = std::thread::scope(|s| {
-        let hs: Vec<_> = ids
-            .iter()
-            .map(|id| s.spawn(|| ips(&Call::add(id, "eth0").config(&c).run().ok_json())))
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap())
-            .collect::<Vec<_>>()
-    });
+    let got = add_all_at_once(&ids, &c);
     assert_distinct(&got);
     let before = kv_counts(&etcd.url());
     std::thread::scope(|s| {

@@ -199,3 +199,37 @@ pub fn network_requests(status: &Value, name: &str) -> u64 {
         .map(|n| n["requests"].as_u64().expect("requests"))
         .sum()
 }
+
+/// A dual-stack network config on the etcd at `etcd_url` (ranges `v4` and
+/// `v6`) keeping its node files in `dir`; the entries of `ipam` are set in
+/// (or replace those of) its `ipam` object.
+pub fn network_conf(
+    etcd_url: &str,
+    name: &str,
+    (v4, v6): (&str, &str),
+    dir: &Path,
+    ipam: Value,
+) -> Value {
+    let mut c = serde_json::json!({
+        "cniVersion": "1.1.0",
+        "name": name,
+        "ipam": {
+            "type": "host-etcd",
+            "ranges": [[{"subnet": v4}], [{"subnet": v6}]],
+            "endpoints": [etcd_url],
+            "dataDir": dir.to_str().expect("a UTF-8 path"),
+        }
+    });
+    if let Some(entries) = ipam.as_object() {
+        for (k, v) in entries {
+            c["ipam"][k] = v.clone();
+        }
+    }
+    c
+}
+
+/// The `ipam` entries that send a network's requests to the agent at
+/// `socket` in `mode` (`required`, `preferred`, `off`).
+pub fn via_agent(socket: &Path, mode: &str) -> Value {
+    serde_json::json!({"agent": mode, "agentSocket": socket.to_str().expect("a UTF-8 path")})
+}

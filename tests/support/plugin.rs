@@ -347,6 +347,22 @@ pub fn ips(result: &Value) -> Vec<std::net::IpAddr> {
     addresses(result).iter().map(|a| bare_ip(a)).collect()
 }
 
+/// ADDs of `ids` (interface eth0) with config `conf`, all at once, one
+/// plugin process each: every call must succeed; their bare IPs, in the
+/// order of `ids`.
+pub fn add_all_at_once(ids: &[String], conf: &Value) -> Vec<Vec<std::net::IpAddr>> {
+    std::thread::scope(|s| {
+        let calls: Vec<_> = ids
+            .iter()
+            .map(|id| s.spawn(|| ips(&Call::add(id, "eth0").config(conf).run().ok_json())))
+            .collect();
+        calls
+            .into_iter()
+            .map(|h| h.join().expect("an ADD thread panicked"))
+            .collect()
+    })
+}
+
 /// Asserts that no address occurs twice among all the results' addresses.
 pub fn assert_distinct(all: &[Vec<std::net::IpAddr>]) {
     let flat: Vec<_> = all.iter().flatten().collect();
