@@ -1478,6 +1478,35 @@ impl<S: Store> Store for Gated<S> {
     }
 }
 
+impl Gated<MemoryStore> {
+    fn new() -> Self {
+        Gated {
+            inner: MemoryStore::new(),
+            armed: Default::default(),
+            entered: tokio::sync::Notify::new(),
+            open: tokio::sync::Semaphore::new(0),
+        }
+    }
+
+    /// An ADD of `id` through `group` whose caller leaves while its
+    /// transaction is in flight; the transaction then goes on.
+    async fn add_abandoned_in_flight(
+        &self,
+        group: &group::GroupCommit<Arc<Gated<MemoryStore>>>,
+        id: &'static str,
+    ) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let caller = {
+            let g = group.clone();
+            tokio::spawn(async move { g.allocate(req(id)).await })
+        };
+        self.entered.notified().await;
+        caller.abort();
+        let _ = caller.await;
+        self.open.add_permits(1);
+    }
+}
+
 fn observer_log() -> (group::Observer, Arc<std::sync::Mutex<Vec<String>>>) {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -1544,26 +1573,12 @@ async fn a_caller_gone_before_the_commit_is_dropped_and_nothing_is_written() {
 
 #[tokio::test]
 async fn an_add_committed_after_its_caller_left_is_released_again() {
-    let store = Arc::new(Gated {
-        inner: MemoryStore::new(),
-        armed: Default::default(),
-        entered: tokio::sync::Notify::new(),
-        open: tokio::sync::Semaphore::new(0),
-    });
+    let store = Arc::new(Gated::new());
     let a = Arc::new(Allocator::new(store.clone(), dual(), opts()).unwrap());
     let (observer, seen) = observer_log();
     let group = group::GroupCommit::new(a.clone()).observed(observer);
     a.allocate(&req("warm")).await.unwrap();
-    // The caller leaves while its transaction is in flight.
-    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
-    let caller = {
-        let g = group.clone();
-        tokio::spawn(async move { g.allocate(req("late")).await })
-    };
-    store.entered.notified().await;
-    caller.abort();
-    let _ = caller.await;
-    store.open.add_permits(1);
+    store.add_abandoned_in_flight(&group, "late").await;
     // The committer releases it (compare on its revision), then serves the
     // next caller.
     group.allocate(req("next")).await.unwrap();
@@ -1573,15 +1588,7 @@ async fn an_add_committed_after_its_caller_left_is_released_again() {
 
     // An ADD of an owner that already held addresses is never released:
     // its caller got nothing new, and whoever holds them keeps them.
-    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
-    let caller = {
-        let g = group.clone();
-        tokio::spawn(async move { g.allocate(req("warm")).await })
-    };
-    store.entered.notified().await;
-    caller.abort();
-    let _ = caller.await;
-    store.open.add_permits(1);
+    store.add_abandoned_in_flight(&group, "warm").await;
     group.allocate(req("next2")).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), vec!["released late"]);
     assert!(a.owner(&req("warm").owner).await.unwrap().is_some());
