@@ -85,9 +85,10 @@ struct Source {
     target: Target,
     alloc: Mutex<Option<Arc<Allocator<AnyStore>>>>,
     /// The network's chunks as of the last scrape: a scrape reads only the
-    /// chunks written since. Taken out while a scrape refreshes it (a
-    /// concurrent or timed-out scrape leaves it empty: the next one reads
-    /// every chunk).
+    /// chunks written since. Taken out while a scrape refreshes it and put
+    /// back after, also when the scrape timed out midway (see `usage.rs`:
+    /// such a copy is safe to go on with); a scrape running meanwhile
+    /// starts from an empty one and reads every chunk.
     usage: Mutex<UsageMirror>,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,

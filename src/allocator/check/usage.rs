@@ -24,7 +24,10 @@
 //!   older than `since` drops the copy too, and the caller drops a copy
 //!   older than a few minutes (`driver`), whatever it holds.
 //! * A refresh that fails (a chunk that does not decode, an unreachable
-//!   store) drops the whole copy in the caller; it is never half kept.
+//!   store) drops the whole copy in the caller. One cut off midway (its
+//!   future dropped at a deadline) leaves some chunks applied and `since`
+//!   unchanged: the next refresh asks for them again, and applying a
+//!   chunk twice changes nothing, so that copy is safe to go on with.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
