@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use super::cache::NodeCache;
@@ -31,7 +32,8 @@ use super::{
 };
 use crate::range::Family;
 use crate::store::{
-    Compare, Expect, Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome, Versioned,
+    prefix_end, Compare, Expect, Key, Op, Read, ReadResult, Store, StoreError, Txn, TxnOutcome,
+    Versioned,
 };
 
 /// Where a node that found another node allocating in its chunk moves to in
@@ -882,13 +884,31 @@ impl<S: Store> Allocator<S> {
         }
     }
 
-    /// The owner record holding `ip`, if any (scans the owner records).
+    /// The owner record holding `ip`, if any: scans the owner records,
+    /// stopping at the page that holds it. A record that does not decode
+    /// is an error only when no other record holds `ip` (it may be the
+    /// holder's).
     pub async fn holder_of(&self, ip: IpAddr) -> Result<Option<OwnerRecord>, AllocError> {
-        Ok(self
-            .owners()
-            .await?
-            .into_iter()
-            .find(|r| r.ips.contains(&ip)))
+        let prefix = self.keyspace.owners_prefix();
+        let mut undecodable = None;
+        let found = self
+            .scan_until(prefix.clone(), prefix_end(&prefix), 1000, |(key, v)| {
+                match decode_owner(&key, &v) {
+                    Ok(rec) if rec.ips.contains(&ip) => return ControlFlow::Break(rec),
+                    Ok(_) => {}
+                    Err(e) => {
+                        undecodable.get_or_insert(e);
+                    }
+                }
+                ControlFlow::Continue(())
+            })
+            .await?;
+        match (found, undecodable) {
+            (Some(rec), _) => Ok(Some(rec)),
+            // The holder's own record may be the one that does not decode.
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(None),
+        }
     }
 
     /// The owner record of `owner` (if any) and those of its addresses whose

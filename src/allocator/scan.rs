@@ -9,6 +9,7 @@
 //! budget. An optional progress callback ([`Allocator::set_scan_progress`])
 //! hears about every page, so an operator sees a long scan move.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,13 +43,33 @@ impl<S: Store> Allocator<S> {
     /// each page within its own budget.
     pub(crate) async fn scan_range(
         &self,
-        mut start: Key,
+        start: Key,
         end: Key,
         page: usize,
     ) -> Result<Vec<(Key, Versioned)>, AllocError> {
+        let mut out = Vec::new();
+        self.scan_until(start, end, page, |kv| {
+            out.push(kv);
+            ControlFlow::<()>::Continue(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// The keys and values in `[start, end)`, in pages of `page` (each
+    /// within its own budget), handed to `visit` in order until it breaks;
+    /// what it broke with, or `None` when the interval ran out. Pages
+    /// after the one it broke in are not read.
+    pub(crate) async fn scan_until<T>(
+        &self,
+        mut start: Key,
+        end: Key,
+        page: usize,
+        mut visit: impl FnMut((Key, Versioned)) -> ControlFlow<T>,
+    ) -> Result<Option<T>, AllocError> {
         let label = start.clone();
         let progress = self.progress.lock().ok().and_then(|p| p.clone());
-        let mut out = Vec::new();
+        let mut seen = 0;
         loop {
             let deadline = Instant::now() + self.options.budget;
             let res = self
@@ -63,18 +84,23 @@ impl<S: Store> Allocator<S> {
                 )
                 .await?;
             let Some(ReadResult::Range { kvs, more }) = res.into_iter().next() else {
-                return Ok(out);
+                return Ok(None);
             };
             if let Some((last, _)) = kvs.last() {
                 start = format!("{last}\0");
             }
             let empty = kvs.is_empty();
-            out.extend(kvs);
+            seen += kvs.len();
+            for kv in kvs {
+                if let ControlFlow::Break(found) = visit(kv) {
+                    return Ok(Some(found));
+                }
+            }
             if let Some(p) = &progress {
-                p(&label, out.len());
+                p(&label, seen);
             }
             if !more || empty {
-                return Ok(out);
+                return Ok(None);
             }
         }
     }

@@ -1686,3 +1686,24 @@ async fn a_node_meeting_another_moves_away_before_writing() {
     }
     assert!(a.check().await.unwrap().is_clean());
 }
+
+#[tokio::test]
+async fn the_holder_of_an_address_is_found_past_a_record_that_does_not_decode() {
+    let store = MemoryStore::new();
+    let a = alloc_of(&store, dual());
+    let held = a.allocate(&req("holder")).await.unwrap().assigned[0].ip;
+    // A record of another owner, before the holder's in key order, that
+    // does not decode.
+    let ks = Keyspace::new(DEFAULT_PREFIX, &dual().name).unwrap();
+    store.put_raw(
+        &ks.owner("aaa-corrupt", "eth0").unwrap(),
+        b"{not json".to_vec(),
+    );
+    let found = a.holder_of(held).await.unwrap().expect("the holder");
+    assert_eq!(found.container_id, "holder");
+    // An address nobody else holds: the corrupt record might be its
+    // holder's, so that is an error, not "free".
+    let other: IpAddr = "10.1.255.250".parse().unwrap();
+    let e = a.holder_of(other).await;
+    assert!(matches!(e, Err(AllocError::CorruptOwner { .. })), "{e:?}");
+}
