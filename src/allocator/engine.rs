@@ -88,11 +88,12 @@ impl Run {
 }
 
 impl<S: Store> Allocator<S> {
-    fn ctx<'a>(&'a self, positions: &'a BTreeMap<usize, u128>) -> Ctx<'a> {
+    /// The planner's context for an operation at chunk size `k`.
+    fn ctx<'a>(&'a self, positions: &'a BTreeMap<usize, u128>, k: u8) -> Ctx<'a> {
         Ctx {
             positions,
             net: &self.network,
-            k: self.chunk_bits(),
+            k,
             ks: &self.keyspace,
             seed: self.options.node_seed,
             node: &self.options.node_name,
@@ -151,15 +152,16 @@ impl<S: Store> Allocator<S> {
         assume_absent: &[Key],
         planner: impl Fn(&Ctx<'_>, &Known) -> Result<Plan<T>, Stop>,
     ) -> Result<T, AllocError> {
-        self.drive_committed(|| (initial.clone(), assume_absent.to_vec()), planner)
+        self.drive_committed(|_| (initial.clone(), assume_absent.to_vec()), planner)
             .await
             .map(|(result, _)| result)
     }
 
     /// [`drive`](Self::drive), also giving the revision the operation's
-    /// transaction committed at (`None`: it wrote nothing). `start` gives
-    /// the initial reads and the keys a warm start takes as absent; it is
-    /// asked again when the operation starts over at another chunk size.
+    /// transaction committed at (`None`: it wrote nothing). `start` gives,
+    /// for the chunk size the operation runs at, the initial reads and the
+    /// keys a warm start takes as absent; it is asked again when the
+    /// operation starts over at another chunk size.
     ///
     /// Every operation reads (or remembers) the network's meta record, and
     /// every transaction that touches chunks compares it: an operation
@@ -170,13 +172,13 @@ impl<S: Store> Allocator<S> {
     /// and starts the operation over, once.
     pub(super) async fn drive_committed<T>(
         &self,
-        start: impl Fn() -> (Vec<Pending>, Vec<Key>),
+        start: impl Fn(u8) -> (Vec<Pending>, Vec<Key>),
         planner: impl Fn(&Ctx<'_>, &Known) -> Result<Plan<T>, Stop>,
     ) -> Result<(T, Option<i64>), AllocError> {
         let mut adopted = false;
         loop {
             let k = self.chunk_bits();
-            let (mut initial, assume_absent) = start();
+            let (mut initial, assume_absent) = start(k);
             let meta = Pending::Get(self.keyspace.meta());
             if !initial.contains(&meta) {
                 initial.push(meta);
@@ -361,8 +363,7 @@ impl<S: Store> Allocator<S> {
         run: &mut Run,
         planner: &impl Fn(&Ctx<'_>, &Known) -> Result<Plan<T>, Stop>,
     ) -> Result<Option<Plan<T>>, AllocError> {
-        let mut ctx = self.ctx(&run.positions);
-        ctx.k = run.k;
+        let mut ctx = self.ctx(&run.positions, run.k);
         if let Some(seed) = run.scatter {
             ctx.seed = seed;
             ctx.window = u128::MAX;
@@ -442,9 +443,8 @@ impl<S: Store> Allocator<S> {
     fn next_positions(&self, run: &Run, mut moved: Vec<(usize, u128)>) -> Vec<(usize, u128)> {
         if run.contested && !run.moved_away {
             let seed = fastrand::u64(..);
-            let mut wide = self.ctx(&run.positions);
+            let mut wide = self.ctx(&run.positions, run.k);
             wide.window = CONTESTED_WINDOW;
-            wide.k = run.k;
             for (set, pos) in &mut moved {
                 if let Some(p) = plan::respread_position(&wide, *set, seed) {
                     *pos = p;
@@ -521,9 +521,8 @@ impl<S: Store> Allocator<S> {
     fn move_away(&self, k: u8, positions: &mut BTreeMap<usize, u128>, known: &mut Known) {
         let seed = fastrand::u64(..);
         let current = positions.clone();
-        let mut wide = self.ctx(&current);
+        let mut wide = self.ctx(&current, k);
         wide.window = CONTESTED_WINDOW;
-        wide.k = k;
         for (i, set) in self.network.sets.iter().enumerate() {
             if let Some(p) = plan::respread_position(&wide, i, seed) {
                 positions.insert(i, p);
@@ -556,7 +555,7 @@ impl<S: Store> Allocator<S> {
         for batch in reqs.chunks(MAX_BATCH) {
             let outcomes = self
                 .drive_committed(
-                    || self.add_start(batch),
+                    |k| self.add_start(batch, k),
                     |ctx, known| plan::plan_add(ctx, known, batch),
                 )
                 .await;
@@ -573,13 +572,13 @@ impl<S: Store> Allocator<S> {
         Ok(out)
     }
 
-    /// What an ADD of `batch` starts from: the reads of a cold start, and
-    /// the keys a warm start takes as absent without reading them (owner
-    /// records; sticky bindings, whose transaction compares them absent, a
-    /// conflict answer bringing one that exists).
-    fn add_start(&self, batch: &[AllocRequest]) -> (Vec<Pending>, Vec<Key>) {
+    /// What an ADD of `batch` at chunk size `k` starts from: the reads of a
+    /// cold start, and the keys a warm start takes as absent without
+    /// reading them (owner records; sticky bindings, whose transaction
+    /// compares them absent, a conflict answer bringing one that exists).
+    fn add_start(&self, batch: &[AllocRequest], k: u8) -> (Vec<Pending>, Vec<Key>) {
         let positions = self.search_positions();
-        let ctx = self.ctx(&positions);
+        let ctx = self.ctx(&positions, k);
         let initial = plan::initial_reads(&ctx, batch);
         let mut assume_absent: Vec<Key> = batch
             .iter()
@@ -623,7 +622,7 @@ impl<S: Store> Allocator<S> {
         for batch in reqs.chunks(MAX_BATCH) {
             match self
                 .drive_committed(
-                    || self.add_start(batch),
+                    |k| self.add_start(batch, k),
                     |ctx, known| plan::plan_add_each(ctx, known, batch),
                 )
                 .await
