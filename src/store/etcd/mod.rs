@@ -252,35 +252,59 @@ impl EtcdStore {
             self.endpoints
         ))
     }
+
+    /// The keys, `more` and key count of a range read's answer, the next
+    /// of `answers` when the read was `sent` (an empty interval, never
+    /// sent, has none).
+    fn range_answer(
+        &self,
+        start: &str,
+        sent: bool,
+        answers: &mut impl Iterator<Item = TxnOpResponse>,
+    ) -> Result<RangeAnswer, StoreError> {
+        if !sent {
+            return Ok((Vec::new(), false, 0));
+        }
+        let Some(TxnOpResponse::Get(mut get)) = answers.next() else {
+            return Err(self.unexpected(start));
+        };
+        let (more, total) = (get.more(), u64::try_from(get.count()).unwrap_or(0));
+        let kvs = get
+            .take_kvs()
+            .into_iter()
+            .map(|kv| self.versioned(kv))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((kvs, more, total))
+    }
 }
 
-/// The etcd form of a [`Read::Range`], or `None` when the interval is
-/// empty (answered without asking etcd). etcd reads an empty `range_end` as
-/// "this key only" and `"\0"` as "to the end", so those never reach it.
-fn range_op(start: &str, end: &str, limit: usize) -> Option<TxnOp> {
+/// A range read's keys, whether more remain, and the interval's key count.
+type RangeAnswer = (Vec<(Key, Versioned)>, bool, u64);
+
+/// The etcd form of a read, or `None` for a range read whose interval is
+/// empty (answered without asking etcd). etcd reads an empty `range_end`
+/// as "this key only" and `"\0"` as "to the end", so those never reach it.
+/// A [`Read::Changed`] is a range read with a `min_mod_revision` filter,
+/// which etcd applies after counting (its `count` is every key of the
+/// interval) and before the limit.
+fn read_op(read: &Read) -> Option<TxnOp> {
+    let (start, end, limit, after) = match read {
+        Read::Get(key) => return Some(TxnOp::get(key.as_str(), None)),
+        Read::Range { start, end, limit } => (start, end, limit, 0),
+        Read::Changed {
+            start,
+            end,
+            after,
+            limit,
+        } => (start, end, limit, *after),
+    };
     // Keys are non-empty, so every key is >= "\0": an empty start means "\0".
     let start = if start.is_empty() { "\0" } else { start };
-    if end <= start {
+    if end.as_str() <= start {
         return None;
     }
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    Some(TxnOp::get(
-        start,
-        Some(GetOptions::new().with_range(end).with_limit(limit)),
-    ))
-}
-
-/// The etcd form of a [`Read::Changed`]: a range read with a
-/// `min_mod_revision` filter, which etcd applies before the limit and
-/// after counting (its `count` is every key of the interval), or `None`
-/// when the interval is empty.
-fn changed_op(start: &str, end: &str, after: i64, limit: usize) -> Option<TxnOp> {
-    let start = if start.is_empty() { "\0" } else { start };
-    if end <= start {
-        return None;
-    }
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let options = GetOptions::new().with_range(end).with_limit(limit);
+    let limit = i64::try_from(*limit).unwrap_or(i64::MAX);
+    let options = GetOptions::new().with_range(end.as_str()).with_limit(limit);
     // 0 means "no filter" to etcd, as `after <= 0` means here.
     let options = if after > 0 {
         options.with_min_mod_revision(after.saturating_add(1))
@@ -336,17 +360,11 @@ fn last_op_per_key(ops: Vec<Op>) -> Vec<TxnOp> {
 impl Store for EtcdStore {
     async fn read(&self, reads: &[Read]) -> Result<Vec<ReadResult>, StoreError> {
         let mut ops = Vec::with_capacity(reads.len());
+        let mut sent = Vec::with_capacity(reads.len());
         for read in reads {
-            match read {
-                Read::Get(key) => ops.push(TxnOp::get(key.as_str(), None)),
-                Read::Range { start, end, limit } => ops.extend(range_op(start, end, *limit)),
-                Read::Changed {
-                    start,
-                    end,
-                    after,
-                    limit,
-                } => ops.extend(changed_op(start, end, *after, *limit)),
-            }
+            let op = read_op(read);
+            sent.push(op.is_some());
+            ops.extend(op);
         }
         let (mut answers, revision) = if ops.is_empty() {
             (Vec::new().into_iter(), 0)
@@ -356,60 +374,25 @@ impl Store for EtcdStore {
             (resp.op_responses().into_iter(), revision)
         };
         let mut results = Vec::with_capacity(reads.len());
-        for read in reads {
-            match read {
-                Read::Get(key) => results.push(ReadResult::Get(self.single(key, answers.next())?)),
-                Read::Range { start, end, limit } => {
-                    if range_op(start, end, *limit).is_none() {
-                        results.push(ReadResult::Range {
-                            kvs: Vec::new(),
-                            more: false,
-                        });
-                        continue;
-                    }
-                    let Some(TxnOpResponse::Get(mut get)) = answers.next() else {
-                        return Err(self.unexpected(start));
-                    };
-                    let more = get.more();
-                    let kvs = get
-                        .take_kvs()
-                        .into_iter()
-                        .map(|kv| self.versioned(kv))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    results.push(ReadResult::Range { kvs, more });
+        for (read, sent) in reads.iter().zip(sent) {
+            let result = match read {
+                Read::Get(key) => ReadResult::Get(self.single(key, answers.next())?),
+                Read::Range { start, .. } => {
+                    let (kvs, more, _) = self.range_answer(start, sent, &mut answers)?;
+                    ReadResult::Range { kvs, more }
                 }
-                Read::Changed {
-                    start,
-                    end,
-                    after,
-                    limit,
-                } => {
-                    if changed_op(start, end, *after, *limit).is_none() {
-                        results.push(ReadResult::Changed {
-                            kvs: Vec::new(),
-                            more: false,
-                            total: 0,
-                            revision: 0,
-                        });
-                        continue;
-                    }
-                    let Some(TxnOpResponse::Get(mut get)) = answers.next() else {
-                        return Err(self.unexpected(start));
-                    };
-                    let (more, total) = (get.more(), u64::try_from(get.count()).unwrap_or(0));
-                    let kvs = get
-                        .take_kvs()
-                        .into_iter()
-                        .map(|kv| self.versioned(kv))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    results.push(ReadResult::Changed {
+                Read::Changed { start, .. } => {
+                    let (kvs, more, total) = self.range_answer(start, sent, &mut answers)?;
+                    let revision = if sent { revision } else { 0 };
+                    ReadResult::Changed {
                         kvs,
                         more,
                         total,
                         revision,
-                    });
+                    }
                 }
-            }
+            };
+            results.push(result);
         }
         Ok(results)
     }
