@@ -112,15 +112,21 @@ mod tests {
         max: Duration::from_millis(2),
     };
 
-    #[test]
-    fn a_held_lock_times_out_and_is_free_once_closed() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A lock file in `dir` and an open handle holding its lock.
+    fn held_lock(dir: &tempfile::TempDir) -> (PathBuf, File) {
         let path = dir.path().join("l");
         let holder = open_lock_file(&path).unwrap();
         assert_eq!(
             lock_within(&holder, Duration::ZERO, PACE).unwrap(),
             Wait::Locked
         );
+        (path, holder)
+    }
+
+    #[test]
+    fn a_held_lock_times_out_and_is_free_once_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, holder) = held_lock(&dir);
         let waiter = open_lock_file(&path).unwrap();
         match lock_within(&waiter, Duration::from_millis(20), PACE).unwrap() {
             Wait::TimedOut { waited } => assert!(waited >= Duration::from_millis(20)),
@@ -144,12 +150,7 @@ mod tests {
     #[test]
     fn a_waiter_gets_the_lock_when_the_holder_lets_go() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("l");
-        let holder = open_lock_file(&path).unwrap();
-        assert_eq!(
-            lock_within(&holder, Duration::ZERO, PACE).unwrap(),
-            Wait::Locked
-        );
+        let (path, holder) = held_lock(&dir);
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn({
             let path = path.clone();
